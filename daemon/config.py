@@ -1,0 +1,147 @@
+"""The locker's TOML configuration, validated with pydantic.
+
+A bad file must end the program with one message a technician can act on: the key and what is
+wrong. `load_locker_config` raises `ConfigError` carrying exactly that message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contract.config_file import ConfigError, load_toml_model
+
+Protocol = Literal["kerong-cu16", "kerong-cu48", "modbus-relay"]
+
+#: Locks per board and default baud rate of each protocol (lock-boards.md).
+PROTOCOL_LOCKS: dict[str, int] = {"kerong-cu16": 16, "kerong-cu48": 48, "modbus-relay": 8}
+PROTOCOL_BAUDRATE: dict[str, int] = {"kerong-cu16": 19200, "kerong-cu48": 19200, "modbus-relay": 9600}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    prefix: str = "lockers"
+    keepalive: int = Field(30, ge=5)
+    tls: bool = False
+
+
+class TrustSettings(Strict):
+    #: key_id -> base64url raw Ed25519 public key of a console allowed to command this locker.
+    keys: dict[str, str] = Field(default_factory=dict)
+
+
+class BoardConfig(Strict):
+    name: str = Field(min_length=1)
+    protocol: Protocol
+    #: A device path (/dev/ttyUSB0) or a pyserial URL (socket://10.0.0.5:5000).
+    port: str = Field(min_length=1)
+    address: int = Field(0, ge=0, le=247)
+    baudrate: int | None = Field(None, gt=0)
+    #: Value of a lock's status bit that means "door closed" (sources disagree: 1 on most boards).
+    door_closed_bit: Literal[0, 1] = 1
+    #: Unlock pulse length; Kerong: 500 ms for electromagnetic locks, 1000 ms for servo locks.
+    pulse_ms: int = Field(500, ge=10, le=25500)
+    poll_interval_ms: int = Field(200, ge=20)
+    #: How long to wait for the first byte of a reply.
+    timeout_ms: int = Field(300, ge=10)
+    #: Silence that ends a reply (USB-RS485 adapters deliver bursts).
+    quiet_gap_ms: int = Field(25, ge=1)
+    #: Minimum pause between two frames on the bus.
+    frame_gap_ms: int = Field(5, ge=0)
+
+    @property
+    def locks(self) -> int:
+        return PROTOCOL_LOCKS[self.protocol]
+
+    @property
+    def effective_baudrate(self) -> int:
+        return self.baudrate or PROTOCOL_BAUDRATE[self.protocol]
+
+
+class CellConfig(Strict):
+    id: int = Field(ge=1)
+    board: str
+    #: 1-based lock number on that board.
+    lock: int = Field(ge=1)
+    size: Literal["S", "M", "L"] = "M"
+
+
+class TimingSettings(Strict):
+    """Timers of the cell state machines (DESIGN.md rules 1, 3, 7, 8, 9)."""
+
+    #: A deposit or pickup whose door is not opened within this time is cancelled.
+    open_timeout_s: float = Field(60, gt=0)
+    #: The sensor must report open this soon after an unlock, else one retry, then lock_fault.
+    unlock_confirm_s: float = Field(3, gt=0)
+    #: door_left_open alarm after the door stays open this long.
+    door_left_open_s: float = Field(120, gt=0)
+    #: Default storage limit of a deposit (after it the cell is overdue).
+    storage_limit_s: float = Field(72 * 3600, gt=0)
+    #: Consecutive failed polls after which a board is offline.
+    offline_after_polls: int = Field(3, ge=1)
+
+
+class LockerConfig(Strict):
+    locker_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
+    timing: TimingSettings = Field(default_factory=TimingSettings)
+    #: Local operator socket; default: <data_dir>/lockerd.sock
+    control_socket: Path | None = None
+    boards: list[BoardConfig] = Field(min_length=1)
+    cells: list[CellConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> LockerConfig:
+        boards = {}
+        for i, b in enumerate(self.boards):
+            if b.name in boards:
+                raise ValueError(f"boards[{i}].name: duplicate board name {b.name!r}")
+            boards[b.name] = b
+        seen_ids: set[int] = set()
+        seen_locks: dict[tuple[str, int], int] = {}
+        for i, c in enumerate(self.cells):
+            if c.id in seen_ids:
+                raise ValueError(f"cells[{i}].id: duplicate cell id {c.id}")
+            seen_ids.add(c.id)
+            board = boards.get(c.board)
+            if board is None:
+                raise ValueError(
+                    f"cells[{i}].board: cell {c.id} names unknown board {c.board!r} "
+                    f"(known: {', '.join(sorted(boards))})"
+                )
+            if c.lock > board.locks:
+                raise ValueError(
+                    f"cells[{i}].lock: lock {c.lock} is beyond the {board.locks} locks of a "
+                    f"{board.protocol} board"
+                )
+            key = (c.board, c.lock)
+            if key in seen_locks:
+                raise ValueError(
+                    f"cells[{i}].lock: cells {seen_locks[key]} and {c.id} share lock {c.lock} "
+                    f"of board {c.board!r}"
+                )
+            seen_locks[key] = c.id
+        return self
+
+    @property
+    def socket_path(self) -> Path:
+        return self.control_socket or self.data_dir / "lockerd.sock"
+
+    def board(self, name: str) -> BoardConfig:
+        return next(b for b in self.boards if b.name == name)
+
+
+def load_locker_config(path: str | Path) -> LockerConfig:
+    return load_toml_model(path, LockerConfig)
+

@@ -13,11 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contract.config_file import ConfigError, load_toml_model
 
+__all__ = ["ConfigError", "LockerConfig", "load_locker_config"]
+
 Protocol = Literal["kerong-cu16", "kerong-cu48", "modbus-relay"]
 
 #: Locks per board and default baud rate of each protocol (lock-boards.md).
 PROTOCOL_LOCKS: dict[str, int] = {"kerong-cu16": 16, "kerong-cu48": 48, "modbus-relay": 8}
-PROTOCOL_BAUDRATE: dict[str, int] = {"kerong-cu16": 19200, "kerong-cu48": 19200, "modbus-relay": 9600}
+PROTOCOL_BAUDRATE: dict[str, int] = {
+    "kerong-cu16": 19200,
+    "kerong-cu48": 19200,
+    "modbus-relay": 9600,
+}
 
 
 class Strict(BaseModel):
@@ -144,4 +150,3 @@ class LockerConfig(Strict):
 
 def load_locker_config(path: str | Path) -> LockerConfig:
     return load_toml_model(path, LockerConfig)
-

@@ -1,0 +1,278 @@
+"""lockerd's wiring: boards -> cell machines -> store -> announcements, and the control socket.
+
+The order of every step is the safety argument: a machine's actions are persisted (state and the
+events announcing them, in one atomic write) before any unlock frame is sent or anything is
+announced. A crash in between therefore leaves a pending open that the machine's own timers retry
+or cancel, never an unannounced door movement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from daemon.config import LockerConfig
+from daemon.control import CELL_OPS, serve_control
+from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
+from daemon.io.boards import BoardPortError, make_driver, open_buses
+from daemon.io.store import LockerStore
+from daemon.journal import Journal
+
+VERSION = "0.1.0"
+
+#: Called after every commit with the numbered events and the ids of cells whose view changed.
+Listener = Callable[[list[dict], set[int]], None]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def timing_of(config: LockerConfig) -> Timing:
+    t = config.timing
+    return Timing(
+        open_timeout_ms=int(t.open_timeout_s * 1000),
+        unlock_confirm_ms=int(t.unlock_confirm_s * 1000),
+        door_left_open_ms=int(t.door_left_open_s * 1000),
+        storage_limit_ms=int(t.storage_limit_s * 1000),
+        offline_after_polls=t.offline_after_polls,
+    )
+
+
+def cell_specs(config: LockerConfig) -> list[CellSpec]:
+    return [CellSpec(id=c.id, board=c.board, lock=c.lock, size=c.size) for c in config.cells]
+
+
+class LockerDaemon:
+    def __init__(self, config: LockerConfig, journal: Journal | None = None) -> None:
+        self.config = config
+        self.journal = journal or Journal(config.locker_id)
+        self.store = LockerStore(config.data_dir)
+        self.machine = LockerMachine(
+            cell_specs(config), timing_of(config), self.store.machine_state()
+        )
+        self.boot_id = str(uuid.uuid4())
+        self.started_at = now_ms()
+        self.listeners: list[Listener] = []
+        self._buses: dict[str, Any] = {}
+        self._drivers: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    # --- start and stop ------------------------------------------------------------------
+    async def open_boards(self) -> None:
+        """Open every bus; raises BoardPortError naming the port that cannot be opened."""
+        self._buses = await open_buses(self.config.boards)
+        for board in self.config.boards:
+            self._drivers[board.name] = make_driver(board, self._buses[board.port])
+        for board in self.config.boards:
+            await self._drivers[board.name].start()
+
+    async def run(self) -> None:
+        """Run until stop() or SIGTERM/SIGINT; state is flushed on the way out."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        self.journal.line(
+            "started",
+            version=VERSION,
+            boot_id=self.boot_id,
+            pid=os.getpid(),
+            boards=[b.name for b in self.config.boards],
+            cells=len(self.config.cells),
+            control_socket=str(self.config.socket_path),
+        )
+        control = await serve_control(self.config.socket_path, self.handle_control)
+        by_port: dict[str, list[str]] = defaultdict(list)
+        for board in self.config.boards:
+            by_port[board.port].append(board.name)
+        for port, names in by_port.items():
+            self._spawn(self._poll_bus(port, names))
+        self._spawn(self._tick_loop())
+        try:
+            await self._stopping.wait()
+        finally:
+            control.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(OSError):
+                await control.wait_closed()
+            self.store.commit(self.machine.snapshot(), now_ms=now_ms())
+            self.store.close()
+            for bus in self._buses.values():
+                with contextlib.suppress(Exception):
+                    await bus.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.config.socket_path.unlink()
+            self.journal.line("stopped", boot_id=self.boot_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.journal.line("task_crashed", level="error", error=repr(exc))
+            self.stop()
+
+    # --- the loops -----------------------------------------------------------------------
+    async def _poll_bus(self, port: str, board_names: Sequence[str]) -> None:
+        interval = min(self.config.board(n).poll_interval_ms for n in board_names) / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            for name in board_names:
+                readings = await self._drivers[name].poll()
+                self.apply(self.machine.board_polled(name, readings, now_ms()))
+            if not self._ready.is_set() and self.machine.ready():
+                self._ready.set()
+                self.journal.line("ready", cells=len(self.config.cells))
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.apply(self.machine.tick(now_ms()))
+
+    # --- applying a machine's actions ----------------------------------------------------
+    def apply(self, actions: Iterable[Any]) -> list[dict]:
+        """Persist, then announce, then move locks: the order that makes crashes harmless.
+
+        Synchronous on purpose: called right after the machine step that produced `actions`,
+        with no await in between, so no other step can interleave before the commit.
+        """
+        actions = list(actions)
+        if not actions:
+            return []
+        at = now_ms()
+        events = [a for a in actions if isinstance(a, Event)]
+        numbered = self.store.commit(
+            self.machine.snapshot(),
+            (
+                (
+                    e.type,
+                    {
+                        **({"cell": e.cell_id} if e.cell_id is not None else {}),
+                        **e.data,
+                        **({"alarm": True} if e.alarm else {}),
+                    },
+                )
+                for e in events
+            ),
+            now_ms=at,
+        )
+        for record in numbered:
+            level = "warning" if record["data"].get("alarm") else "info"
+            self.journal.line(
+                "event",
+                level=level,
+                seq=record["seq"],
+                type=record["type"],
+                **{k: v for k, v in record["data"].items() if k != "alarm"},
+                alarm=bool(record["data"].get("alarm")),
+            )
+        changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
+        for listener in list(self.listeners):
+            try:
+                listener(numbered, changed)
+            except Exception as exc:  # a broken listener must not stop the locks
+                self.journal.line("listener_failed", level="error", error=repr(exc))
+        for unlock in (a for a in actions if isinstance(a, Unlock)):
+            self._spawn(self._unlock(unlock))
+        return numbered
+
+    async def _unlock(self, unlock: Unlock) -> None:
+        self.journal.line(
+            "unlock",
+            cell=unlock.cell_id,
+            board=unlock.board,
+            lock=unlock.lock,
+            attempt=unlock.attempt,
+        )
+        try:
+            await self._drivers[unlock.board].open(unlock.lock)
+        except Exception as exc:  # the sensor decides; the machine's timer retries or faults
+            self.journal.line(
+                "unlock_failed", level="warning", cell=unlock.cell_id, error=repr(exc)
+            )
+
+    # --- commands ------------------------------------------------------------------------
+    def command(
+        self,
+        cell_id: int,
+        kind: str,
+        *,
+        ref: str | None = None,
+        reason: str = "",
+        tenancy: dict | None = None,
+    ) -> dict:
+        """Run one cell command once the boot reconciliation is over; Refused passes up."""
+        self.apply(
+            self.machine.command(cell_id, kind, now_ms(), ref=ref, tenancy=tenancy, reason=reason)
+        )
+        return self.machine.cell_view(cell_id)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def board_health(self) -> list[dict]:
+        return [{"name": name, **driver.health.as_dict()} for name, driver in self._drivers.items()]
+
+    async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "cells":
+            return {
+                "ok": True,
+                "ready": self._ready.is_set(),
+                "cells": self.machine.cells(),
+                "boards": self.board_health(),
+            }
+        if op not in CELL_OPS:
+            return {"ok": False, "error": "unknown_command", "message": f"unknown op {op!r}"}
+        cell = request.get("cell")
+        if not isinstance(cell, int) or isinstance(cell, bool):
+            return {"ok": False, "error": "malformed", "message": "cell must be an integer"}
+        if not await self.wait_ready(10):
+            return {
+                "ok": False,
+                "error": "not_ready",
+                "message": "boards have not all reported yet (boot reconciliation)",
+            }
+        try:
+            view = self.command(
+                cell, op, reason=str(request.get("reason", "")), ref=request.get("ref")
+            )
+        except Refused as exc:
+            return {"ok": False, "error": exc.reason, "message": str(exc)}
+        return {"ok": True, "cell": view}
+
+
+async def run_daemon(config: LockerConfig, journal: Journal | None = None) -> None:
+    daemon = LockerDaemon(config, journal)
+    try:
+        await daemon.open_boards()
+    except BoardPortError:
+        daemon.store.close()
+        raise
+    await daemon.run()

@@ -1,0 +1,124 @@
+"""`lockerd`: run the locker daemon, check its configuration, or drive it locally (`ctl`).
+
+    lockerd --config FILE                 run the daemon
+    lockerd --config FILE --check         validate the configuration and exit
+    lockerd ctl --config FILE cells       list cells with state and door
+    lockerd ctl --config FILE deposit|pickup|open|temporary|block|unblock --cell N [--reason TEXT]
+
+Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from contract.config_file import ConfigError
+from daemon.config import LockerConfig, load_locker_config
+from daemon.control import CELL_OPS, ControlError, request
+
+EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="FILE", help="the locker's TOML configuration")
+    parser = argparse.ArgumentParser(
+        prog="lockerd",
+        parents=[common],
+        description="Smart-locker daemon: boards, cells, fleet link.",
+    )
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", parents=[common], help="run the daemon (the default)")
+    ctl = sub.add_parser(
+        "ctl", parents=[common], help="drive a running daemon over its local socket"
+    )
+    ctl.add_argument("op", choices=[*CELL_OPS, "cells"], help="what to do")
+    ctl.add_argument("--cell", type=int, help="cell id (for cell operations)")
+    ctl.add_argument("--reason", default="", help="why (kept with block/open events)")
+    ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    return parser
+
+
+def _load(path: str | None) -> LockerConfig:
+    if not path:
+        raise ConfigError("--config FILE is required")
+    return load_locker_config(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(f"lockerd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "ctl":
+        return _ctl(config, args)
+    if args.check:
+        print(f"{args.config}: OK ({len(config.boards)} boards, {len(config.cells)} cells)")
+        return EXIT_OK
+    return _run(config)
+
+
+def _run(config: LockerConfig) -> int:
+    from daemon.app import run_daemon
+    from daemon.io.boards import BoardPortError
+    from daemon.io.store import StoreCorrupt
+
+    try:
+        asyncio.run(run_daemon(config))
+    except BoardPortError as exc:
+        print(f"lockerd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreCorrupt as exc:
+        print(f"lockerd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _ctl(config: LockerConfig, args: argparse.Namespace) -> int:
+    if args.op != "cells" and args.cell is None:
+        print(f"lockerd ctl {args.op}: --cell N is required", file=sys.stderr)
+        return EXIT_CONFIG
+    message: dict = {"op": args.op}
+    if args.op != "cells":
+        message.update(cell=args.cell, reason=args.reason)
+    try:
+        reply = request(config.socket_path, message)
+    except ControlError as exc:
+        print(f"lockerd ctl: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif not reply.get("ok"):
+        print(f"refused: {reply.get('error')}: {reply.get('message', '')}", file=sys.stderr)
+    elif args.op == "cells":
+        print(_cells_table(reply))
+    else:
+        cell = reply["cell"]
+        print(f"{args.op} cell {args.cell}: accepted (state {cell['state']}, door {cell['door']})")
+    return EXIT_OK if reply.get("ok") else EXIT_REFUSED
+
+
+def _cells_table(reply: dict) -> str:
+    lines = [f"{'cell':>4}  {'state':<9} {'door':<8} size  since"]
+    for c in reply["cells"]:
+        lines.append(f"{c['cell']:>4}  {c['state']:<9} {c['door']:<8} {c['size']:<5} {c['since']}")
+    for b in reply.get("boards", []):
+        lines.append(
+            f"board {b['name']}: {json.dumps({k: v for k, v in b.items() if k != 'name'})}"
+        )
+    if not reply.get("ready"):
+        lines.append("(boot reconciliation not finished: some boards have not reported yet)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

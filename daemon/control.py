@@ -1,0 +1,80 @@
+"""The local operator socket: `lockerd ctl` talks to a running daemon over a Unix socket.
+
+One JSON object per line each way. Used by technicians at the locker, by the demo and by tests;
+it is local only (file permissions guard it), so it carries no signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+#: Operations a ctl client may ask for; cell operations take {"cell": N}.
+CELL_OPS = ("deposit", "pickup", "open", "temporary", "block", "unblock")
+OPS = (*CELL_OPS, "cells")
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlError(Exception):
+    """The daemon could not be reached or answered nonsense."""
+
+
+async def serve_control(path: Path, handler: Handler) -> asyncio.AbstractServer:
+    """Listen on `path`; each request line is answered by `handler`; bad lines get an error."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("a request is a JSON object")
+                except ValueError as exc:
+                    reply: dict[str, Any] = {"ok": False, "error": "malformed", "message": str(exc)}
+                else:
+                    reply = await handler(request)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(on_client, path=str(path), limit=1 << 20)
+    os.chmod(path, 0o660)
+    return server
+
+
+def request(path: Path, message: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+    """Send one request to the daemon and return its reply (blocking client for the CLI)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ControlError(
+                f"lockerd is not running (no control socket at {path}: {exc.strerror})"
+            ) from None
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except TimeoutError:
+            raise ControlError(f"lockerd did not answer within {timeout:.0f} s") from None
+    try:
+        return json.loads(buf)
+    except ValueError:
+        raise ControlError("lockerd closed the connection without an answer") from None

@@ -1,0 +1,233 @@
+"""`locker-broker`: manage the fleet registry, generate the Mosquitto config, run the broker.
+
+    locker-broker [--registry FILE] add-locker ID [--rotate]
+    locker-broker [--registry FILE] add-console NAME [--rotate]
+    locker-broker [--registry FILE] remove NAME
+    locker-broker [--registry FILE] list
+    locker-broker [--registry FILE] config --out DIR [--port P] [--bind ADDR] [--data-dir DIR]
+    locker-broker [--registry FILE] run [--port P] [--bind ADDR] [--data-dir DIR] [--embedded]
+
+Exit codes: 0 done, 2 bad input (duplicate account, bad name, unreadable registry), 1 the broker
+failed. The registry defaults to $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from broker.embedded import NOT_INSTALLED, EmbeddedBroker
+from broker.mosquitto_conf import (
+    DEFAULT_BIND,
+    DEFAULT_DATA_DIR,
+    DEFAULT_PORT,
+    DEFAULT_PREFIX,
+    BrokerSettings,
+    write_config,
+)
+from broker.registry import Registry, RegistryError, default_registry_path
+from broker.runner import find_mosquitto
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"locker-broker: {msg}", file=sys.stderr)
+
+
+def _registry_path(args: argparse.Namespace) -> Path:
+    return Path(args.registry) if getattr(args, "registry", None) else default_registry_path()
+
+
+def _settings(args: argparse.Namespace, data_dir: Path) -> BrokerSettings:
+    """Settings from the options; as root without --user, Mosquitto is told to stay root.
+
+    (Dropping to the `mosquitto` user would leave it unable to read owner-only files in a
+    root-owned directory; `--user mosquitto` hands the files and data dir to that user instead.)
+    """
+    user = args.user
+    if user is None and os.geteuid() == 0:
+        user = "root"
+        _err("running as root: Mosquitto will keep root; pass --user mosquitto to drop privileges")
+    return BrokerSettings(
+        port=args.port, bind=args.bind, data_dir=data_dir, prefix=args.prefix, user=user
+    )
+
+
+def _print_new_account(username: str, role: str, password: str, rotated: bool) -> None:
+    verb = "New password for" if rotated else "Created"
+    print(f"{verb} {role} account {username!r}. The password is shown only now; it is stored "
+          "hashed.")
+    if role == "locker":
+        print("Paste this into the locker's lockerd configuration:\n")
+        print("[mqtt]")
+    else:
+        print("Paste this into the console's configuration:\n")
+        print("[mqtt]")
+    print(f'username = "{username}"')
+    print(f'password = "{password}"')
+    print("\nThen regenerate the broker files: `locker-broker config` (or restart `locker-broker "
+          "run`, or send its Mosquitto SIGHUP).")
+
+
+def cmd_add(args: argparse.Namespace, role: str) -> int:
+    with Registry.edit(_registry_path(args)) as reg:
+        existed = args.name in reg.accounts
+        password = reg.add(args.name, "locker" if role == "locker" else "console",
+                           rotate=args.rotate)
+    _print_new_account(args.name, role, password, rotated=existed)
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with Registry.edit(_registry_path(args)) as reg:
+        reg.remove(args.name)
+    print(f"Removed account {args.name!r}; regenerate the broker files to lock it out.")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = Registry.load(_registry_path(args))
+    if not reg.accounts:
+        print(f"(no accounts in {reg.path})")
+        return EXIT_OK
+    print(f"{'USERNAME':<32} {'ROLE':<8} {'CREATED':<21} UPDATED")
+    for acc in sorted(reg.accounts.values(), key=lambda a: (a.role, a.username)):
+        print(f"{acc.username:<32} {acc.role:<8} {acc.created_at:<21} {acc.updated_at}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    data_dir = Path(args.data_dir) if args.data_dir else out
+    reg = Registry.load(_registry_path(args))
+    files = write_config(reg, _settings(args, data_dir), out)
+    print(f"Wrote {files.conf}, {files.passwd} and {files.acl} "
+          f"({len(reg.lockers())} lockers, {len(reg.consoles())} consoles).")
+    print(f"Start it with: mosquitto -c {files.conf}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    registry_path = _registry_path(args)
+    reg = Registry.load(registry_path)  # fail early (exit 2) on a broken registry
+    exe = None if args.embedded else find_mosquitto()
+    if exe is not None:
+        settings = _settings(args, data_dir)
+        files = write_config(reg, settings, data_dir)
+        if not reg.accounts:
+            _err("the registry has no accounts yet: nobody can log in (see `add-locker`)")
+        print(f"Starting Mosquitto ({exe}) on {settings.bind}:{settings.port} "
+              f"with {files.conf}", flush=True)
+        # Mosquitto handles SIGINT/SIGTERM (clean shutdown, saves persistence) and SIGHUP
+        # (reloads passwd and ACL) itself, so it replaces this process.
+        os.execv(exe, [exe, "-c", str(files.conf)])
+    embedded = EmbeddedBroker(
+        host=args.bind, port=args.port, registry_path=registry_path, prefix=args.prefix
+    )
+    reason = "--embedded given" if args.embedded and find_mosquitto() else NOT_INSTALLED
+    print(embedded.describe(reason), flush=True)
+    return asyncio.run(_serve_embedded(embedded))
+
+
+async def _serve_embedded(embedded: EmbeddedBroker) -> int:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await embedded.start_async()
+    except Exception as exc:
+        _err(f"the embedded broker could not start on {embedded.host}:{embedded.port}: {exc}")
+        return EXIT_FAILED
+    print(f"Embedded broker listening on {embedded.host}:{embedded.port} (Ctrl-C stops it)",
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await embedded.stop_async()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    print("Embedded broker stopped.", flush=True)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", default=argparse.SUPPRESS, metavar="FILE",
+        help="fleet registry (default: $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json)",
+    )
+    broker_opts = argparse.ArgumentParser(add_help=False)
+    broker_opts.add_argument("--port", type=int, default=DEFAULT_PORT)
+    broker_opts.add_argument("--bind", default=DEFAULT_BIND, help="listen address")
+    broker_opts.add_argument("--data-dir", default=None, help="persistence directory")
+    broker_opts.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix")
+    broker_opts.add_argument(
+        "--user", default=None,
+        help="user Mosquitto drops to when started as root (default: stay root when root)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="locker-broker", parents=[common],
+        description="Fleet broker: accounts, Mosquitto configuration, running the broker.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("add-locker", parents=[common], help="create a locker account")
+    p.add_argument("name", metavar="ID")
+    p.add_argument("--rotate", action="store_true", help="issue a new password if it exists")
+    p = sub.add_parser("add-console", parents=[common], help="create a console account")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--rotate", action="store_true", help="issue a new password if it exists")
+    p = sub.add_parser("remove", parents=[common], help="delete an account")
+    p.add_argument("name", metavar="NAME")
+    sub.add_parser("list", parents=[common], help="list accounts")
+    p = sub.add_parser("config", parents=[common, broker_opts],
+                       help="write mosquitto.conf, passwd and acl")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p = sub.add_parser("run", parents=[common, broker_opts],
+                       help="run Mosquitto (or the embedded demo broker)")
+    p.add_argument("--embedded", action="store_true",
+                   help="use the embedded amqtt broker even if Mosquitto is installed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        match args.command:
+            case "add-locker":
+                return cmd_add(args, "locker")
+            case "add-console":
+                return cmd_add(args, "console")
+            case "remove":
+                return cmd_remove(args)
+            case "list":
+                return cmd_list(args)
+            case "config":
+                return cmd_config(args)
+            case "run":
+                return cmd_run(args)
+    except RegistryError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _err(f"{exc.filename or ''}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.config_file import ConfigError, load_toml_model
+from contract.signing import KeyFormatError, load_public_key_b64
 
 __all__ = ["ConfigError", "LockerConfig", "load_locker_config"]
 
@@ -43,6 +44,19 @@ class MqttSettings(Strict):
 class TrustSettings(Strict):
     #: key_id -> base64url raw Ed25519 public key of a console allowed to command this locker.
     keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_are_ed25519(cls, keys: dict[str, str]) -> dict[str, str]:
+        for key_id, text in keys.items():
+            try:
+                load_public_key_b64(text)
+            except (KeyFormatError, ValueError) as exc:
+                raise ValueError(
+                    f"trust.keys.{key_id}: not a base64url raw Ed25519 public key "
+                    f"(as printed by `locker-console keygen`): {exc}"
+                ) from None
+        return keys
 
 
 class BoardConfig(Strict):

@@ -87,6 +87,9 @@ def test_good_file_passes_check(tmp_path: Path) -> None:
         (lambda t: t.replace("kerong-cu16", "kerong-xx"), "boards[0].protocol:"),
         # a misspelt key
         (lambda t: t.replace("size = ", "sise = "), "cells[0].sise: unknown key"),
+        # a trusted key that is not an Ed25519 public key
+        (lambda t: t.replace("keys = {{}}", 'keys = {{ "console-1" = "abc" }}'),
+         "trust.keys.console-1: not a base64url raw Ed25519 public key"),
         # not TOML at all
         (lambda t: t + "\n[[[", "not valid TOML"),
     ],

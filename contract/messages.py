@@ -1,0 +1,326 @@
+"""Payload models of every MQTT topic (DESIGN.md, "MQTT contract"; docs/asyncapi.yaml).
+
+Every model is strict (no "5" for 5, no true for 1) and forbids unknown fields: a payload either
+is exactly what the contract says or it is rejected with `MalformedPayload`, whose message names
+the field and what is wrong. That one exception is all a receiver has to catch, so bad input from
+the network can never crash the daemon's or the console's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from contract.config_file import describe_validation_error
+from contract.topics import LOCKER_ID_PATTERN, TopicKind
+
+M = TypeVar("M", bound="Message")
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+#: An Ed25519 signature: 64 bytes in base64url without padding.
+SIG_PATTERN = r"^[A-Za-z0-9_-]{86}$"
+SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
+_UUID_RE = re.compile(UUID_PATTERN)
+
+
+class MalformedPayload(ValueError):
+    """A payload that is not valid JSON or does not match its model; str() says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Reason(StrEnum):
+    """Reason codes of `rejected`/`failed` command results (and of config rejections)."""
+
+    #: Signature does not verify with the named key.
+    BAD_SIGNATURE = "bad_signature"
+    #: key_id is not among the locker's trusted keys.
+    UNKNOWN_KEY = "unknown_key"
+    #: `locker` is not this locker, or does not match the topic it came on.
+    WRONG_LOCKER = "wrong_locker"
+    #: now > expires_at (+ skew).
+    EXPIRED = "expired"
+    #: issued_at is further in the future than the allowed clock skew.
+    NOT_YET_VALID = "not_yet_valid"
+    #: cmd_id was executed before and its result is no longer stored.
+    REPLAYED = "replayed"
+    #: Not JSON, missing or mistyped fields, unknown version, undecodable signature.
+    MALFORMED = "malformed"
+    #: The cell named in args is not in the locker's configuration.
+    UNKNOWN_CELL = "unknown_cell"
+    #: Unknown command type (or unsupported args for it).
+    UNSUPPORTED = "unsupported"
+    #: The cell is in the middle of another operation; retry later.
+    BUSY = "busy"
+    #: The command makes no sense in the cell's state (e.g. unblock a cell that is not blocked).
+    INVALID_STATE = "invalid_state"
+    #: A configuration whose version is not newer than the applied one.
+    STALE_VERSION = "stale_version"
+    #: The board driving the cell does not answer.
+    BOARD_OFFLINE = "board_offline"
+    #: The lock was pulsed (and retried) but the sensor never reported the door open.
+    LOCK_FAULT = "lock_fault"
+    #: The locker could not carry out the command for a reason of its own (see its logs).
+    INTERNAL_ERROR = "internal_error"
+
+
+def _reject_bool(value: Any) -> Any:
+    # Literal[1] accepts True even in strict mode because True == 1; the wire format must not.
+    if isinstance(value, bool):
+        raise ValueError("must be the integer 1, not a boolean")
+    return value
+
+
+EpochMs = Annotated[int, Field(ge=0, description="Unix epoch milliseconds")]
+Uuid = Annotated[str, Field(pattern=UUID_PATTERN, description="UUID, canonical text form")]
+LockerId = Annotated[str, Field(pattern=f"^{LOCKER_ID_PATTERN}$")]
+CellId = Annotated[int, Field(ge=1)]
+Version1 = Annotated[Literal[1], BeforeValidator(_reject_bool)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
+    """Decode a payload into a JSON object, refusing what other parsers might read differently."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise MalformedPayload(f"duplicate key {key!r}")
+            obj[key] = value
+        return obj
+
+    def no_constants(name: str) -> Any:
+        raise MalformedPayload(f"{name} is not valid JSON")
+
+    if not isinstance(data, bytes | bytearray | str):
+        raise MalformedPayload(f"payload must be bytes, not {type(data).__name__}")
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPayload("payload is not UTF-8 text") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except MalformedPayload:
+        raise
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise MalformedPayload(f"not JSON: {exc.msg} at {where}") from None
+    except RecursionError:
+        raise MalformedPayload("JSON nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise MalformedPayload(f"expected a JSON object, got {type(obj).__name__}")
+    try:  # a \ud800 escape decodes to a lone surrogate that no UTF-8 writer can send on
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise MalformedPayload("text contains an unpaired surrogate escape (\\udXXX)") from None
+    return obj
+
+
+def _describe(exc: ValidationError) -> str:
+    """Like config_file's description, but a field validator's own message keeps its field."""
+    text = describe_validation_error(exc)
+    err = exc.errors()[0]
+    if err["type"] == "value_error" and err["loc"]:
+        text = f"{'.'.join(str(part) for part in err['loc'])}: {text}"
+    return text
+
+
+class Message(BaseModel):
+    """Base of every payload: strict, closed, immutable, with the wire helpers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    def to_payload(self) -> bytes:
+        """UTF-8 JSON for publishing; top-level fields that are None are left out."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this message (top-level None fields left out)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+
+    @classmethod
+    def from_payload(cls: type[M], data: bytes | bytearray | str) -> M:
+        """Parse a received payload; raises MalformedPayload (only) if it does not fit."""
+        return cls.from_dict(decode_json_object(data))
+
+    @classmethod
+    def from_dict(cls: type[M], obj: Any) -> M:
+        """Validate an already decoded JSON object; raises MalformedPayload (only)."""
+        if not isinstance(obj, dict):
+            raise MalformedPayload(f"expected a JSON object, got {type(obj).__name__}")
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as exc:
+            raise MalformedPayload(f"{cls.__name__}: {_describe(exc)}") from None
+        except (ValueError, TypeError) as exc:  # a validator's own error, defensively
+            raise MalformedPayload(f"{cls.__name__}: {exc}") from None
+
+
+# -- lockers/{id}/status ----------------------------------------------------------------------
+class BoardHealth(Message):
+    """How one lock board answers polls."""
+
+    name: NonEmpty
+    online: bool
+    #: Last successful poll; None if the board never answered since boot.
+    last_ok_at: EpochMs | None = None
+    #: Consecutive failed polls.
+    failures: int = Field(0, ge=0)
+
+
+class Status(Message):
+    """Retained presence of a locker; the last will is `Status.offline()` = `{"online": false}`."""
+
+    online: bool
+    version: NonEmpty | None = None
+    #: Random id per process start: a change tells the console the locker restarted.
+    boot_id: NonEmpty | None = None
+    started_at: EpochMs | None = None
+    boards: list[BoardHealth] | None = None
+
+    @model_validator(mode="after")
+    def _online_needs_details(self) -> Status:
+        if self.online:
+            missing = [f for f in ("version", "boot_id", "started_at") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"an online status needs {', '.join(missing)}")
+        return self
+
+    @classmethod
+    def offline(cls) -> Status:
+        """The last-will payload."""
+        return cls(online=False)
+
+
+# -- lockers/{id}/cells/{cell} ----------------------------------------------------------------
+class CellSnapshot(Message):
+    """Retained state of one cell. Never carries a PIN or pickup code: the topic is readable by
+    every console user and retained on the broker."""
+
+    cell: CellId
+    state: Literal["free", "occupied", "overdue", "blocked"]
+    door: Literal["closed", "open", "unknown"]
+    size: Literal["S", "M", "L"]
+    #: When `state` was entered.
+    since: EpochMs
+
+
+# -- lockers/{id}/events, events/ack ----------------------------------------------------------
+class Event(Message):
+    """One entry of the locker's durable outbox; `seq` grows by one per event across restarts."""
+
+    seq: int = Field(ge=1)
+    id: Uuid
+    at: EpochMs
+    type: NonEmpty
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventAck(Message):
+    """The console stored every event up to and including `up_to_seq`."""
+
+    up_to_seq: int = Field(ge=0)
+
+
+# -- lockers/{id}/cmd, cmd/result -------------------------------------------------------------
+class SignedCommand(Message):
+    """A remote command; `sig` signs the canonical JSON of every other field (contract.signing)."""
+
+    v: Version1
+    cmd_id: Uuid
+    locker: LockerId
+    type: NonEmpty
+    args: dict[str, Any]
+    issued_at: EpochMs
+    expires_at: EpochMs
+    operator: str
+    reason: str
+    key_id: NonEmpty
+    sig: Annotated[str, Field(pattern=SIG_PATTERN)]
+
+    @model_validator(mode="after")
+    def _window(self) -> SignedCommand:
+        if self.expires_at < self.issued_at:
+            raise ValueError("expires_at is before issued_at")
+        return self
+
+
+class CommandResult(Message):
+    """The locker's answer: `accepted` at once, then `done` or `failed`; or `rejected`."""
+
+    cmd_id: Uuid
+    status: Literal["accepted", "done", "rejected", "failed"]
+    #: A `Reason` code; required for rejected and failed. Kept a plain string so that a console
+    #: can show codes added by newer lockers.
+    reason: NonEmpty | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reason_when_negative(self) -> CommandResult:
+        if self.status in ("rejected", "failed") and self.reason is None:
+            raise ValueError(f"a {self.status!r} result needs a reason")
+        return self
+
+
+# -- lockers/{id}/config, config/applied ------------------------------------------------------
+class SignedConfig(Message):
+    """Retained, versioned configuration (profile, tariffs, scenario switches) for one locker.
+
+    Signed exactly like a command. It has no expiry (it stays retained for lockers that boot
+    later); replay is prevented by the locker applying only a `version` newer than the one it
+    applied (the same version with the same hash is a harmless re-delivery).
+    """
+
+    v: Version1
+    locker: LockerId
+    version: int = Field(ge=1)
+    issued_at: EpochMs
+    key_id: NonEmpty
+    body: dict[str, Any]
+    sig: Annotated[str, Field(pattern=SIG_PATTERN)]
+
+
+class ConfigApplied(Message):
+    """Retained: the configuration the locker runs; `hash` is contract.signing.config_hash(body)."""
+
+    version: int = Field(ge=1)
+    hash: Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]
+
+
+#: The payload model of each kind of topic.
+PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
+    TopicKind.STATUS: Status,
+    TopicKind.CELL: CellSnapshot,
+    TopicKind.EVENTS: Event,
+    TopicKind.EVENTS_ACK: EventAck,
+    TopicKind.CMD: SignedCommand,
+    TopicKind.CMD_RESULT: CommandResult,
+    TopicKind.CONFIG: SignedConfig,
+    TopicKind.CONFIG_APPLIED: ConfigApplied,
+}
+
+
+def peek_cmd_id(data: bytes | bytearray | str | dict[str, Any]) -> str | None:
+    """Best-effort cmd_id of a command that may be malformed, so a rejection can name it."""
+    try:
+        obj = data if isinstance(data, dict) else decode_json_object(data)
+    except MalformedPayload:
+        return None
+    cmd_id = obj.get("cmd_id")
+    if isinstance(cmd_id, str) and _UUID_RE.match(cmd_id):
+        return cmd_id
+    return None

@@ -1,0 +1,209 @@
+"""MQTT topic names shared by the locker and the console (DESIGN.md, "MQTT contract").
+
+Both sides build and parse topics here so that a typo cannot split the fleet in two. The prefix
+(`lockers` by default) is configurable; every topic is `{prefix}/{locker}/{kind}`, with the cell id
+appended for cell snapshots. Parsing returns None for a topic that is not ours, so an ingest loop
+subscribed to `{prefix}/#` can skip strangers without a try/except.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEFAULT_PREFIX = "lockers"
+
+#: What a locker id may contain: no `/`, `+` or `#`, so it is always exactly one topic level.
+LOCKER_ID_PATTERN = r"[A-Za-z0-9_.-]+"
+_LOCKER_ID_RE = re.compile(rf"^{LOCKER_ID_PATTERN}$")
+#: Cell ids are the positive integers of the locker configuration, written in decimal.
+_CELL_RE = re.compile(r"^[1-9][0-9]*$")
+
+
+class TopicError(ValueError):
+    """A topic cannot be built from these parts (bad locker id, cell id or prefix)."""
+
+
+class TopicKind(StrEnum):
+    """The part of a topic after the locker id; the value is the literal topic suffix."""
+
+    STATUS = "status"
+    CELL = "cells"
+    EVENTS = "events"
+    EVENTS_ACK = "events/ack"
+    CMD = "cmd"
+    CMD_RESULT = "cmd/result"
+    CONFIG = "config"
+    CONFIG_APPLIED = "config/applied"
+
+
+class Direction(StrEnum):
+    """Who publishes on a topic."""
+
+    FROM_LOCKER = "locker->console"
+    TO_LOCKER = "console->locker"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """Delivery rules of one kind of topic, as in the table of DESIGN.md."""
+
+    direction: Direction
+    qos: int
+    retain: bool
+
+
+#: The table of DESIGN.md in code: publishers must use these QoS and retain flags.
+TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
+    TopicKind.STATUS: TopicSpec(Direction.FROM_LOCKER, 1, True),
+    TopicKind.CELL: TopicSpec(Direction.FROM_LOCKER, 1, True),
+    TopicKind.EVENTS: TopicSpec(Direction.FROM_LOCKER, 1, False),
+    TopicKind.EVENTS_ACK: TopicSpec(Direction.TO_LOCKER, 1, False),
+    TopicKind.CMD: TopicSpec(Direction.TO_LOCKER, 1, False),
+    TopicKind.CMD_RESULT: TopicSpec(Direction.FROM_LOCKER, 1, False),
+    TopicKind.CONFIG: TopicSpec(Direction.TO_LOCKER, 1, True),
+    TopicKind.CONFIG_APPLIED: TopicSpec(Direction.FROM_LOCKER, 1, True),
+}
+
+_SUFFIX_TO_KIND = {kind.value: kind for kind in TopicKind if kind is not TopicKind.CELL}
+
+
+def is_valid_locker_id(locker_id: object) -> bool:
+    """True if `locker_id` can stand as one topic level (and as a broker user name)."""
+    return isinstance(locker_id, str) and bool(_LOCKER_ID_RE.match(locker_id))
+
+
+def check_locker_id(locker_id: str) -> str:
+    """Return `locker_id` unchanged, or raise TopicError saying what is wrong with it."""
+    if not is_valid_locker_id(locker_id):
+        raise TopicError(
+            f"invalid locker id {locker_id!r}: use only letters, digits, '_', '.' and '-'"
+        )
+    return locker_id
+
+
+def check_prefix(prefix: str) -> str:
+    """Return `prefix` unchanged, or raise TopicError: non-empty levels without wildcards."""
+    if not isinstance(prefix, str) or not prefix:
+        raise TopicError("topic prefix must be a non-empty string")
+    for level in prefix.split("/"):
+        if not level or "+" in level or "#" in level:
+            raise TopicError(
+                f"invalid topic prefix {prefix!r}: levels must be non-empty and contain no "
+                "'+' or '#' (and no leading, trailing or doubled '/')"
+            )
+    return prefix
+
+
+def _check_cell(cell: int) -> int:
+    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
+        raise TopicError(f"invalid cell id {cell!r}: must be an integer >= 1")
+    return cell
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    """A topic of ours, taken apart. `cell` is set only for kind CELL."""
+
+    locker: str
+    kind: TopicKind
+    cell: int | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic builder bound to one prefix: `Topics().cmd("L1") == "lockers/L1/cmd"`."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    # -- one locker's topics ------------------------------------------------------------------
+    def topic(self, kind: TopicKind, locker: str, cell: int | None = None) -> str:
+        """The topic of `kind` for `locker`; `cell` is required for CELL and refused otherwise."""
+        check_locker_id(locker)
+        kind = TopicKind(kind)
+        if kind is TopicKind.CELL:
+            if cell is None:
+                raise TopicError("a cell topic needs a cell id")
+            return f"{self.prefix}/{locker}/cells/{_check_cell(cell)}"
+        if cell is not None:
+            raise TopicError(f"a {kind.value!r} topic takes no cell id")
+        return f"{self.prefix}/{locker}/{kind.value}"
+
+    def status(self, locker: str) -> str:
+        return self.topic(TopicKind.STATUS, locker)
+
+    def cell(self, locker: str, cell: int) -> str:
+        return self.topic(TopicKind.CELL, locker, cell)
+
+    def events(self, locker: str) -> str:
+        return self.topic(TopicKind.EVENTS, locker)
+
+    def events_ack(self, locker: str) -> str:
+        return self.topic(TopicKind.EVENTS_ACK, locker)
+
+    def cmd(self, locker: str) -> str:
+        return self.topic(TopicKind.CMD, locker)
+
+    def cmd_result(self, locker: str) -> str:
+        return self.topic(TopicKind.CMD_RESULT, locker)
+
+    def config(self, locker: str) -> str:
+        return self.topic(TopicKind.CONFIG, locker)
+
+    def config_applied(self, locker: str) -> str:
+        return self.topic(TopicKind.CONFIG_APPLIED, locker)
+
+    # -- subscriptions ------------------------------------------------------------------------
+    def wildcard(self, kind: TopicKind) -> str:
+        """Subscription matching `kind` for every locker, e.g. `lockers/+/status`."""
+        kind = TopicKind(kind)
+        if kind is TopicKind.CELL:
+            return f"{self.prefix}/+/cells/+"
+        return f"{self.prefix}/+/{kind.value}"
+
+    def everything(self) -> str:
+        """Subscription matching every topic under the prefix (the console's ACL)."""
+        return f"{self.prefix}/#"
+
+    def console_subscriptions(self) -> list[str]:
+        """What the console subscribes to: every topic a locker publishes, for all lockers."""
+        return [
+            self.wildcard(kind)
+            for kind, spec in TOPIC_SPECS.items()
+            if spec.direction is Direction.FROM_LOCKER
+        ]
+
+    def locker_subscriptions(self, locker: str) -> list[str]:
+        """What locker `locker` subscribes to: the topics the console publishes to it."""
+        check_locker_id(locker)
+        return [
+            self.topic(kind, locker)
+            for kind, spec in TOPIC_SPECS.items()
+            if spec.direction is Direction.TO_LOCKER
+        ]
+
+    # -- parsing ------------------------------------------------------------------------------
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """Take a topic apart; None if it is not one of ours under this prefix."""
+        head = self.prefix + "/"
+        if not isinstance(topic, str) or not topic.startswith(head):
+            return None
+        locker, sep, suffix = topic[len(head) :].partition("/")
+        if not sep or not is_valid_locker_id(locker):
+            return None
+        kind = _SUFFIX_TO_KIND.get(suffix)
+        if kind is not None:
+            return ParsedTopic(locker, kind)
+        first, sep, cell = suffix.partition("/")
+        if first == "cells" and sep and _CELL_RE.match(cell):
+            return ParsedTopic(locker, TopicKind.CELL, int(cell))
+        return None
+
+
+def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> ParsedTopic | None:
+    """Take a topic apart; None if it is not one of ours under `prefix`."""
+    return Topics(prefix).parse(topic)

@@ -22,7 +22,7 @@ from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
-from daemon.io.store import LockerStore
+from daemon.io.store import LockerStore, StoreCorrupt
 from daemon.journal import Journal
 
 VERSION = "0.1.0"
@@ -55,9 +55,15 @@ class LockerDaemon:
         self.config = config
         self.journal = journal or Journal(config.locker_id)
         self.store = LockerStore(config.data_dir)
-        self.machine = LockerMachine(
-            cell_specs(config), timing_of(config), self.store.machine_state()
-        )
+        try:
+            self.machine = LockerMachine(
+                cell_specs(config), timing_of(config), self.store.machine_state()
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            self.store.close()
+            raise StoreCorrupt(
+                f"{self.store.path}: stored cell state does not fit this configuration: {exc}"
+            ) from exc
         self.boot_id = str(uuid.uuid4())
         self.started_at = now_ms()
         self.listeners: list[Listener] = []
@@ -236,6 +242,15 @@ class LockerDaemon:
             return False
         return True
 
+    def technician_view(self) -> list[dict]:
+        """The public cell views plus what a technician at the locker needs: pending opens."""
+        stored = self.machine.snapshot()["cells"]
+        views = []
+        for view in self.machine.cells():
+            pending = stored[str(view["cell"])].get("pending")
+            views.append({**view, "pending": pending["purpose"] if pending else None})
+        return views
+
     def board_health(self) -> list[dict]:
         return [{"name": name, **driver.health.as_dict()} for name, driver in self._drivers.items()]
 
@@ -245,7 +260,7 @@ class LockerDaemon:
             return {
                 "ok": True,
                 "ready": self._ready.is_set(),
-                "cells": self.machine.cells(),
+                "cells": self.technician_view(),
                 "boards": self.board_health(),
             }
         if op not in CELL_OPS:

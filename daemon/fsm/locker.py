@@ -1,0 +1,507 @@
+"""The locker aggregate: every cell's machine, the boards' health, and the rules that tie them.
+
+`LockerMachine` is a sans-I/O protocol object: the app feeds it board readings, commands and clock
+ticks (time always passed in as epoch ms) and carries out the actions it returns. A refused command
+raises `Refused` and changes nothing. `snapshot()` is the whole state, restart-safe: passing it back
+to the constructor resumes exactly where it stopped, and the first reading of each board after that
+is reconciled with the stored door states before `ready()` lets the app take commands.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.fsm.actions import Action, CellChanged, Event, Refused, Unlock
+from daemon.fsm.cell import Cell, PendingOpen
+from daemon.fsm.lifecycle import BLOCKED, FREE, OCCUPIED, OVERDUE, new_machine
+from daemon.fsm.spec import CellSpec, Timing
+
+SNAPSHOT_VERSION = 1
+
+OPEN_KINDS = ("deposit", "pickup", "temporary", "open")
+COMMAND_KINDS = (*OPEN_KINDS, "block", "unblock")
+
+STARTED = {
+    "deposit": "deposit_started",
+    "pickup": "pickup_started",
+    "temporary": "temporary_access_started",
+    "open": "open_started",
+}
+COMPLETED = {
+    "deposit": "deposit_completed",
+    "pickup": "pickup_completed",
+    "temporary": "temporary_access_completed",
+    "open": "open_completed",
+}
+CANCELLED = {
+    "deposit": "deposit_cancelled",
+    "pickup": "pickup_cancelled",
+    "temporary": "temporary_access_cancelled",
+    "open": "open_cancelled",
+}
+
+#: One reading per lock: (door_closed, item_present), None where the sensor gave nothing usable.
+Reading = tuple[bool | None, bool | None]
+
+
+@dataclass(slots=True)
+class BoardHealth:
+    """Poll bookkeeping of one board."""
+
+    failures: int = 0
+    offline: bool = False
+    #: A poll succeeded since construction (its doors have been reconciled with the store).
+    reported: bool = False
+    #: Declared offline since construction (counts as settled for `ready()`).
+    declared_offline: bool = False
+
+
+class _Batch:
+    """The actions of one call, with a CellChanged appended for every cell whose view changed."""
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+        self._before: dict[int, tuple[Cell, tuple[str, str, int | None]]] = {}
+
+    def touch(self, cell: Cell) -> None:
+        """Call before changing a cell, so its view can be compared afterwards."""
+        if cell.spec.id not in self._before:
+            self._before[cell.spec.id] = (cell, cell.view_key())
+
+    def event(
+        self, type_: str, cell: Cell | None, data: dict[str, Any], *, alarm: bool = False
+    ) -> None:
+        if cell is None:
+            self.actions.append(Event(type_, None, data, alarm))
+        else:
+            self.actions.append(Event(type_, cell.spec.id, {**cell.where(), **data}, alarm))
+
+    def unlock(self, cell: Cell, attempt: int) -> None:
+        self.actions.append(Unlock(cell.spec.id, cell.spec.board, cell.spec.lock, attempt))
+
+    def finish(self) -> list[Action]:
+        for cell_id, (cell, key) in sorted(self._before.items()):
+            if cell.view_key() != key:
+                self.actions.append(CellChanged(cell_id))
+        return self.actions
+
+
+def _with_ref(data: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    if ref is not None:
+        data["ref"] = ref
+    return data
+
+
+class LockerMachine:
+    """All cells of one locker; see the module docstring and DESIGN.md "Cell state machine"."""
+
+    def __init__(
+        self,
+        cells: Sequence[CellSpec],
+        timing: Timing,
+        state: Mapping[str, Any] | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> None:
+        """`state` is a previous `snapshot()`; `now_ms` only stamps `since` of fresh cells."""
+        self.timing = timing
+        self._cells: dict[int, Cell] = {}
+        self._by_board: dict[str, list[Cell]] = {}
+        for spec in cells:
+            if spec.id in self._cells:
+                raise ValueError(f"duplicate cell id {spec.id}")
+            cell = Cell(spec, since=now_ms)
+            self._cells[spec.id] = cell
+            self._by_board.setdefault(spec.board, []).append(cell)
+        for board, members in self._by_board.items():
+            locks = [c.spec.lock for c in members]
+            if len(set(locks)) != len(locks):
+                raise ValueError(f"board {board!r}: two cells share a lock")
+        self._boards = {name: BoardHealth() for name in self._by_board}
+        self._machine = new_machine(list(self._cells.values()))
+        if state is not None:
+            self._restore(state)
+
+    # ----------------------------------------------------------------- restore / snapshot
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        stored_cells = state.get("cells", {})
+        for cell in self._cells.values():
+            data = stored_cells.get(str(cell.spec.id))
+            if data is not None:
+                self._machine.set_state(cell.load(data), model=cell)
+        for name, data in state.get("boards", {}).items():
+            health = self._boards.get(name)
+            if health is not None:
+                health.failures = int(data.get("failures", 0))
+                health.offline = bool(data.get("offline", False))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON data; timers are absolute epoch-ms deadlines."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "cells": {str(cid): cell.to_dict() for cid, cell in self._cells.items()},
+            "boards": {
+                name: {"failures": h.failures, "offline": h.offline}
+                for name, h in self._boards.items()
+            },
+        }
+
+    def cell_view(self, cell_id: int) -> dict[str, Any]:
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            raise KeyError(f"unknown cell {cell_id}")
+        return cell.view()
+
+    def cells(self) -> list[dict[str, Any]]:
+        return [cell.view() for cell in self._cells.values()]
+
+    def ready(self) -> bool:
+        """Every board reported (or was declared offline) since construction: boot reconciled."""
+        return all(h.reported or h.declared_offline for h in self._boards.values())
+
+    def boards(self) -> dict[str, dict[str, Any]]:
+        """Health of every board, for the app's status message."""
+        return {
+            name: {"online": h.reported and not h.offline, "offline": h.offline,
+                   "failures": h.failures}
+            for name, h in self._boards.items()
+        }
+
+    # ----------------------------------------------------------------- commands
+
+    def command(
+        self,
+        cell_id: int,
+        kind: str,
+        now_ms: int,
+        *,
+        ref: str | None = None,
+        tenancy: Mapping[str, Any] | None = None,
+        reason: str = "",
+    ) -> list[Action]:
+        """Carry out a kiosk, service or remote command; or raise Refused and change nothing."""
+        if kind not in COMMAND_KINDS:
+            raise Refused("unknown_command", f"{kind!r} is not one of {', '.join(COMMAND_KINDS)}")
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            raise Refused("unknown_cell", f"no cell {cell_id}")
+        batch = _Batch()
+        if kind == "block":
+            self._block(batch, cell, reason or "operator", now_ms, ref=ref)
+        elif kind == "unblock":
+            if cell.state != BLOCKED:
+                raise Refused("not_blocked", f"cell {cell_id} is {cell.state}")
+            self._unblock(batch, cell, now_ms, ref)
+        else:
+            self._check_open(cell, kind)
+            self._start_open(batch, cell, kind, now_ms, ref, tenancy)
+        return batch.finish()
+
+    def _check_open(self, cell: Cell, kind: str) -> None:
+        """Raise the first reason this open request cannot be taken now."""
+        cid, state = cell.spec.id, cell.state
+        if kind != "open" and state == BLOCKED:
+            raise Refused("blocked", f"cell {cid} is blocked ({cell.block_reason})")
+        if kind == "deposit" and state != FREE:
+            raise Refused("not_free", f"cell {cid} is {state}")
+        if kind in ("pickup", "temporary") and state not in (OCCUPIED, OVERDUE):
+            raise Refused("not_occupied", f"cell {cid} is {state}")
+        if kind == "temporary" and (state == OVERDUE or cell.debt > 0):
+            raise Refused("debt", f"cell {cid} has unpaid time")
+        if cell.pending is not None:
+            raise Refused("busy", f"cell {cid} has a pending {cell.pending.purpose}")
+        health = self._boards[cell.spec.board]
+        if not (health.reported or health.declared_offline):
+            raise Refused("not_ready", f"board {cell.spec.board!r} has not reported since start")
+        if cell.door == "open":
+            raise Refused("door_open", f"cell {cid}: the door is open")
+        if cell.door == "unknown":
+            raise Refused("door_unknown", f"cell {cid}: the door state is unknown")
+
+    def _start_open(
+        self,
+        batch: _Batch,
+        cell: Cell,
+        kind: str,
+        now_ms: int,
+        ref: str | None,
+        tenancy: Mapping[str, Any] | None,
+    ) -> None:
+        data: dict[str, Any] = {}
+        new_tenancy = None
+        if kind == "deposit":
+            new_tenancy = copy.deepcopy(dict(tenancy or {}))
+            if not new_tenancy.get("id"):
+                new_tenancy["id"] = f"{cell.spec.id}-{now_ms}"
+            data["tenancy"] = copy.deepcopy(new_tenancy)
+        elif cell.tenancy is not None:
+            data["tenancy_id"] = cell.tenancy.get("id")
+        batch.touch(cell)
+        cell.pending = PendingOpen(
+            purpose=kind,
+            ref=ref,
+            attempt=1,
+            opened=False,
+            confirm_at=now_ms + self.timing.unlock_confirm_ms,
+            cancel_at=now_ms + self.timing.open_timeout_ms,
+            tenancy=new_tenancy,
+        )
+        batch.event(STARTED[kind], cell, _with_ref(data, ref))
+        batch.unlock(cell, 1)
+
+    def _block(
+        self, batch: _Batch, cell: Cell, reason: str, now_ms: int, ref: str | None = None
+    ) -> None:
+        """Block the cell (or re-block with a new reason); cancels a pending customer open."""
+        batch.touch(cell)
+        if cell.pending is not None and cell.pending.purpose != "open":
+            self._cancel(batch, cell, "blocked")
+        cell.block_reason = reason
+        if cell.state != BLOCKED:
+            cell.trigger("block", now_ms)
+        batch.event("blocked", cell, _with_ref({"reason": reason}, ref))
+
+    def _unblock(self, batch: _Batch, cell: Cell, now_ms: int, ref: str | None) -> None:
+        batch.touch(cell)
+        cell.block_reason = None
+        cell.trigger("unblock", now_ms)
+        batch.event("unblocked", cell, _with_ref({"state": cell.state}, ref))
+        if cell.state == OVERDUE and not cell.overdue_announced:
+            self._announce_overdue(batch, cell, now_ms)
+
+    def _cancel(self, batch: _Batch, cell: Cell, reason: str) -> None:
+        pending = cell.pending
+        assert pending is not None
+        batch.touch(cell)
+        cell.pending = None
+        data: dict[str, Any] = {"reason": reason, "purpose": pending.purpose}
+        if pending.purpose == "deposit":
+            data["void_payment"] = True
+            data["tenancy_id"] = (pending.tenancy or {}).get("id")
+        batch.event(CANCELLED[pending.purpose], cell, _with_ref(data, pending.ref))
+
+    # ----------------------------------------------------------------- board readings
+
+    def board_polled(
+        self, board: str, readings: Mapping[int, Reading] | None, now_ms: int
+    ) -> list[Action]:
+        """One poll result: readings by 1-based lock number, or None when the poll failed.
+
+        A board no cell uses is ignored. A lock missing from `readings` reads as unknown.
+        """
+        health = self._boards.get(board)
+        if health is None:
+            return []
+        batch = _Batch()
+        members = self._by_board[board]
+        if readings is None:
+            health.failures += 1
+            if health.failures >= self.timing.offline_after_polls:
+                health.declared_offline = True
+                if not health.offline:
+                    health.offline = True
+                    for cell in members:
+                        self._door_unknown(batch, cell, now_ms)
+                    batch.event(
+                        "board_offline", None,
+                        {"board": board, "failures": health.failures}, alarm=True,
+                    )
+            return batch.finish()
+        at_boot = not health.reported
+        health.failures = 0
+        health.reported = True
+        if health.offline:
+            health.offline = False
+            batch.event("board_online", None, {"board": board})
+        for cell in members:
+            door_closed, item = readings.get(cell.spec.lock, (None, None))
+            self._reading(batch, cell, door_closed, item, now_ms, at_boot)
+        return batch.finish()
+
+    def _door_unknown(self, batch: _Batch, cell: Cell, now_ms: int) -> None:
+        """The door can no longer be read: pause its timers, take no transition on it."""
+        if cell.door == "unknown":
+            return
+        batch.touch(cell)
+        cell.door = "unknown"
+        cell.paused_at = now_ms
+
+    def _resume(self, cell: Cell, now_ms: int) -> None:
+        """The door is readable again: push its paused deadlines back by the pause."""
+        if cell.paused_at is None:
+            return
+        shift = max(0, now_ms - cell.paused_at)
+        cell.paused_at = None
+        if cell.left_open_at is not None:
+            cell.left_open_at += shift
+        pending = cell.pending
+        if pending is not None:
+            if pending.confirm_at is not None:
+                pending.confirm_at += shift
+            if pending.cancel_at is not None:
+                pending.cancel_at += shift
+
+    def _reading(
+        self,
+        batch: _Batch,
+        cell: Cell,
+        door_closed: bool | None,
+        item: bool | None,
+        now_ms: int,
+        at_boot: bool,
+    ) -> None:
+        cell.item_present = item
+        if door_closed is None:
+            self._door_unknown(batch, cell, now_ms)
+            return
+        new = "closed" if door_closed else "open"
+        before = cell.last_door  # what the door was when last read, across any unknown spell
+        if cell.door == new and before == new:
+            return
+        batch.touch(cell)
+        self._resume(cell, now_ms)
+        cell.door = new
+        cell.last_door = new
+        if before is None:
+            # First reading ever of this sensor: nothing to compare with, no alarm.
+            if new == "open":
+                cell.door_open_since = now_ms
+                cell.left_open_at = now_ms + self.timing.door_left_open_ms
+        elif before != new:
+            if new == "open":
+                self._door_opened(batch, cell, now_ms, at_boot)
+            else:
+                self._door_closed(batch, cell, now_ms)
+
+    def _door_opened(self, batch: _Batch, cell: Cell, now_ms: int, at_boot: bool) -> None:
+        cell.door_open_since = now_ms
+        cell.left_open_at = now_ms + self.timing.door_left_open_ms
+        pending = cell.pending
+        if pending is not None and not pending.opened:
+            pending.opened = True
+            pending.confirm_at = None
+            pending.cancel_at = None
+            batch.event(
+                "door_opened", cell,
+                _with_ref({"purpose": pending.purpose, "attempt": pending.attempt}, pending.ref),
+            )
+            return
+        batch.event("forced_open", cell, {"at_boot": at_boot, "state": cell.state}, alarm=True)
+        self._block(batch, cell, "forced_open", now_ms)
+
+    def _door_closed(self, batch: _Batch, cell: Cell, now_ms: int) -> None:
+        opened_at = cell.door_open_since
+        cell.door_open_since = None
+        cell.left_open_at = None
+        pending = cell.pending
+        data: dict[str, Any] = {"open_ms": now_ms - opened_at if opened_at is not None else None}
+        if pending is not None:
+            data["purpose"] = pending.purpose
+            _with_ref(data, pending.ref)
+        batch.event("door_closed", cell, data)
+        if pending is None or not pending.opened:
+            return
+        cell.pending = None
+        self._complete(batch, cell, pending, now_ms)
+
+    def _complete(self, batch: _Batch, cell: Cell, pending: PendingOpen, now_ms: int) -> None:
+        """The door closed after the authorised open: finish what the open was for."""
+        data: dict[str, Any] = {"item_present": cell.item_present}
+        if pending.purpose == "deposit" and cell.state == FREE:
+            tenancy = copy.deepcopy(pending.tenancy) or {"id": f"{cell.spec.id}-{now_ms}"}
+            tenancy.setdefault("started_at", now_ms)
+            if tenancy.get("due_at") is None:
+                tenancy["due_at"] = now_ms + self.timing.storage_limit_ms
+            cell.tenancy = tenancy
+            cell.overdue_announced = False
+            cell.trigger("occupy", now_ms)
+            data["tenancy"] = copy.deepcopy(tenancy)
+        elif pending.purpose == "pickup" and cell.state in (OCCUPIED, OVERDUE):
+            data["tenancy"] = cell.tenancy
+            data["overdue"] = cell.state == OVERDUE
+            cell.tenancy = None
+            cell.overdue_announced = False
+            cell.trigger("vacate", now_ms)
+        elif pending.purpose in ("temporary", "open"):
+            data["state"] = cell.state
+            if cell.tenancy is not None:
+                data["tenancy_id"] = cell.tenancy.get("id")
+        else:  # the cell changed under the request (cannot happen through this API)
+            batch.event(
+                CANCELLED[pending.purpose], cell,
+                _with_ref({"reason": "state_changed", "purpose": pending.purpose}, pending.ref),
+            )
+            return
+        batch.event(COMPLETED[pending.purpose], cell, _with_ref(data, pending.ref))
+
+    # ----------------------------------------------------------------- timers
+
+    def tick(self, now_ms: int) -> list[Action]:
+        """Fire every timer whose deadline is at or before now_ms."""
+        batch = _Batch()
+        for cell in self._cells.values():
+            tenancy = cell.tenancy
+            if (
+                tenancy is not None
+                and not cell.overdue_announced
+                and now_ms >= tenancy["due_at"]
+            ):
+                self._announce_overdue(batch, cell, now_ms)
+            if cell.door == "unknown" or not self._boards[cell.spec.board].reported:
+                continue  # door timers wait for a trustworthy reading
+            pending = cell.pending
+            if pending is not None and not pending.opened:
+                if pending.cancel_at is not None and now_ms >= pending.cancel_at:
+                    self._cancel(batch, cell, "not_opened")
+                elif pending.confirm_at is not None and now_ms >= pending.confirm_at:
+                    self._unconfirmed(batch, cell, pending, now_ms)
+            if (
+                cell.door == "open"
+                and cell.left_open_at is not None
+                and now_ms >= cell.left_open_at
+            ):
+                cell.left_open_at = None
+                data: dict[str, Any] = {"open_since": cell.door_open_since}
+                if cell.pending is not None:
+                    _with_ref(data, cell.pending.ref)
+                batch.event("door_left_open", cell, data, alarm=True)
+        return batch.finish()
+
+    def _unconfirmed(
+        self, batch: _Batch, cell: Cell, pending: PendingOpen, now_ms: int
+    ) -> None:
+        """The sensor never saw the door open: one retry, then lock_fault and block (rule 8)."""
+        batch.touch(cell)
+        if pending.attempt < 2:
+            pending.attempt = 2
+            pending.confirm_at = now_ms + self.timing.unlock_confirm_ms
+            data = _with_ref({"purpose": pending.purpose, "attempt": 2}, pending.ref)
+            batch.event("unlock_retry", cell, data)
+            batch.unlock(cell, 2)
+            return
+        batch.event(
+            "lock_fault", cell,
+            _with_ref({"purpose": pending.purpose, "attempts": pending.attempt}, pending.ref),
+            alarm=True,
+        )
+        self._cancel(batch, cell, "lock_fault")
+        self._block(batch, cell, "lock_fault", now_ms)
+
+    def _announce_overdue(self, batch: _Batch, cell: Cell, now_ms: int) -> None:
+        """The tenancy's time ran out: occupied -> overdue; a blocked cell only gets the event."""
+        tenancy = cell.tenancy
+        assert tenancy is not None
+        batch.touch(cell)
+        cell.overdue_announced = True
+        if cell.state == OCCUPIED:
+            cell.trigger("expire", now_ms)
+        batch.event(
+            "overdue", cell,
+            {"tenancy_id": tenancy.get("id"), "due_at": tenancy["due_at"], "state": cell.state},
+        )

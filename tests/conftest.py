@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.mqtt_broker", "tests.fixtures.board_sim", "tests.fixtures.lockerd"]

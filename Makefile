@@ -23,7 +23,7 @@ lint: $(STAMP)
 	@$(BIN)/lint-imports
 
 test: $(STAMP)
-	@scripts/ensure-system.sh mosquitto
+	@scripts/ensure-system.sh mosquitto postgresql
 	@$(MAKE) --no-print-directory lint
 	@$(BIN)/python -m pytest -q
 

@@ -20,12 +20,16 @@ from typing import Any
 
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
+from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
 from daemon.io.store import LockerStore, StoreCorrupt
 from daemon.journal import Journal
 
 VERSION = "0.1.0"
+
+#: How often timers (unlock confirm, door left open, overdue) are checked.
+TICK_S = 0.25
 
 #: Called after every commit with the numbered events and the ids of cells whose view changed.
 Listener = Callable[[list[dict], set[int]], None]
@@ -57,7 +61,10 @@ class LockerDaemon:
         self.store = LockerStore(config.data_dir)
         try:
             self.machine = LockerMachine(
-                cell_specs(config), timing_of(config), self.store.machine_state()
+                cell_specs(config),
+                timing_of(config),
+                self.store.machine_state(),
+                now_ms=now_ms(),
             )
         except (ValueError, KeyError, TypeError) as exc:
             self.store.close()
@@ -67,6 +74,9 @@ class LockerDaemon:
         self.boot_id = str(uuid.uuid4())
         self.started_at = now_ms()
         self.listeners: list[Listener] = []
+        self.version = VERSION
+        self.clock: Callable[[], int] = now_ms
+        self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -104,6 +114,11 @@ class LockerDaemon:
         for port, names in by_port.items():
             self._spawn(self._poll_bus(port, names))
         self._spawn(self._tick_loop())
+        if self.fleet is not None:
+            from daemon.io.fleet_link import FleetLink
+
+            self.fleet.link = FleetLink(self.fleet, self.config.mqtt, log=self._link_log)
+            self._spawn(self.fleet.link.run())
         try:
             await self._stopping.wait()
         finally:
@@ -113,7 +128,7 @@ class LockerDaemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(OSError):
                 await control.wait_closed()
-            self.store.commit(self.machine.snapshot(), now_ms=now_ms())
+            self.store.commit(self.machine.snapshot(), now_ms=self.clock())
             self.store.close()
             for bus in self._buses.values():
                 with contextlib.suppress(Exception):
@@ -121,6 +136,9 @@ class LockerDaemon:
             with contextlib.suppress(FileNotFoundError):
                 self.config.socket_path.unlink()
             self.journal.line("stopped", boot_id=self.boot_id)
+
+    def _link_log(self, kind: str, **fields: Any) -> None:
+        self.journal.line(f"mqtt_{kind}", **fields)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -146,7 +164,7 @@ class LockerDaemon:
             started = loop.time()
             for name in board_names:
                 readings = await self._drivers[name].poll()
-                self.apply(self.machine.board_polled(name, readings, now_ms()))
+                self.apply(self.machine.board_polled(name, readings, self.clock()))
             if not self._ready.is_set() and self.machine.ready():
                 self._ready.set()
                 self.journal.line("ready", cells=len(self.config.cells))
@@ -154,45 +172,44 @@ class LockerDaemon:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
-            self.apply(self.machine.tick(now_ms()))
+            await asyncio.sleep(TICK_S)
+            self.apply(self.machine.tick(self.clock()))
 
     # --- applying a machine's actions ----------------------------------------------------
-    def apply(self, actions: Iterable[Any]) -> list[dict]:
+    def apply(
+        self,
+        actions: Iterable[Any],
+        commands: Sequence[dict] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> list[dict]:
         """Persist, then announce, then move locks: the order that makes crashes harmless.
 
         Synchronous on purpose: called right after the machine step that produced `actions`,
-        with no await in between, so no other step can interleave before the commit.
+        with no await in between, so no other step can interleave before the commit. Remote
+        command records (the replay cache) and results that the events settle land in the same
+        atomic write.
         """
         actions = list(actions)
-        if not actions:
+        if not actions and not commands and not meta:
             return []
-        at = now_ms()
         events = [a for a in actions if isinstance(a, Event)]
+        settled = self.fleet.settle(events) if self.fleet else []
         numbered = self.store.commit(
             self.machine.snapshot(),
-            (
-                (
-                    e.type,
-                    {
-                        **({"cell": e.cell_id} if e.cell_id is not None else {}),
-                        **e.data,
-                        **({"alarm": True} if e.alarm else {}),
-                    },
-                )
-                for e in events
-            ),
-            now_ms=at,
+            ((e.type, self._event_data(e)) for e in events),
+            now_ms=self.clock(),
+            commands=[*commands, *settled],
+            meta=meta,
         )
         for record in numbered:
-            level = "warning" if record["data"].get("alarm") else "info"
+            data = record["data"]
             self.journal.line(
                 "event",
-                level=level,
+                level="warning" if data.get("alarm") else "info",
                 seq=record["seq"],
                 type=record["type"],
-                **{k: v for k, v in record["data"].items() if k != "alarm"},
-                alarm=bool(record["data"].get("alarm")),
+                **{k: v for k, v in data.items() if k != "alarm"},
+                alarm=bool(data.get("alarm")),
             )
         changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
         for listener in list(self.listeners):
@@ -200,9 +217,27 @@ class LockerDaemon:
                 listener(numbered, changed)
             except Exception as exc:  # a broken listener must not stop the locks
                 self.journal.line("listener_failed", level="error", error=repr(exc))
+        if self.fleet:
+            self.fleet.committed(numbered, changed, settled)
+            if any(e.type in ("board_offline", "board_online") for e in events):
+                self.fleet.status_changed()
         for unlock in (a for a in actions if isinstance(a, Unlock)):
             self._spawn(self._unlock(unlock))
         return numbered
+
+    @staticmethod
+    def _event_data(event: Event) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if event.cell_id is not None:
+            data["cell"] = event.cell_id
+        data.update(event.data)
+        if event.alarm:
+            data["alarm"] = True
+        return data
+
+    def record_event(self, type_: str, data: dict[str, Any], cell: int | None = None) -> None:
+        """An event that is not a cell transition (rejected command, config), made durable."""
+        self.apply([Event(type_, cell, data, False)])
 
     async def _unlock(self, unlock: Unlock) -> None:
         self.journal.line(
@@ -231,7 +266,9 @@ class LockerDaemon:
     ) -> dict:
         """Run one cell command once the boot reconciliation is over; Refused passes up."""
         self.apply(
-            self.machine.command(cell_id, kind, now_ms(), ref=ref, tenancy=tenancy, reason=reason)
+            self.machine.command(
+                cell_id, kind, self.clock(), ref=ref, tenancy=tenancy, reason=reason
+            )
         )
         return self.machine.cell_view(cell_id)
 

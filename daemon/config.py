@@ -7,7 +7,7 @@ wrong. `load_locker_config` raises `ConfigError` carrying exactly that message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +32,8 @@ class Strict(BaseModel):
 
 
 class MqttSettings(Strict):
+    #: false: a locker without a fleet (local flows only, no MQTT link).
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
@@ -64,6 +66,8 @@ class BoardConfig(Strict):
     protocol: Protocol
     #: A device path (/dev/ttyUSB0) or a pyserial URL (socket://10.0.0.5:5000).
     port: str = Field(min_length=1)
+    #: Board address set on the board: Kerong 0..15 (default 0), Modbus slave id 1..247
+    #: (default 1; 0 is Modbus broadcast).
     address: int = Field(0, ge=0, le=247)
     baudrate: int | None = Field(None, gt=0)
     #: Value of a lock's status bit that means "door closed" (sources disagree: 1 on most boards).
@@ -77,6 +81,23 @@ class BoardConfig(Strict):
     quiet_gap_ms: int = Field(25, ge=1)
     #: Minimum pause between two frames on the bus.
     frame_gap_ms: int = Field(5, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_default_address(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("address") is None:
+            return {**data, "address": 1 if data.get("protocol") == "modbus-relay" else 0}
+        return data
+
+    @model_validator(mode="after")
+    def _address_fits_protocol(self) -> BoardConfig:
+        low, high = (1, 247) if self.protocol == "modbus-relay" else (0, 15)
+        if not low <= self.address <= high:
+            raise ValueError(
+                f"boards.{self.name}.address: {self.address} is not a {self.protocol} address "
+                f"({low}..{high})"
+            )
+        return self
 
     @property
     def locks(self) -> int:

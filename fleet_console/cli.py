@@ -2,20 +2,54 @@
 
 Each subcommand registers itself with `_add_<name>(subparsers)` and sets `handler`, a function
 taking the parsed arguments and returning the exit code. Exit codes: 0 success, 1 the operation
-failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration).
-Later subcommands (open, block, unblock, status, watch, publish-config) read `--config`.
+failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration),
+3 the outcome is unknown (no answer in time). The fleet subcommands (ingest, open, block,
+unblock, status, watch, publish-config) read `--config`; the remote ones go through
+fleet_console.remote, the API benchmarks time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
+import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import time
+import tomllib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from contract.signing import generate_private_key, public_key_b64
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.exc import SQLAlchemyError
+
+from contract.messages import (
+    CellSnapshot,
+    CommandResult,
+    ConfigApplied,
+    Event,
+    MalformedPayload,
+    Status,
+)
+from contract.signing import (
+    KeyFormatError,
+    generate_private_key,
+    load_private_key_file,
+    public_key_b64,
+)
+from contract.topics import TopicKind, Topics, is_valid_locker_id
+from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
+from fleet_console.db import Database, open_database, record_command_issued, record_command_results
+from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
+from fleet_console.mqtt import make_client
+from fleet_console.remote import Remote, send_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,6 +104,439 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- shared by the fleet subcommands ----------------------------------------------------------
+EXIT_UNKNOWN = 3
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+class _Usage(Exception):
+    """The request cannot be carried out as given; exit 2 with this message."""
+
+
+def _config(args: argparse.Namespace) -> ConsoleConfig:
+    if args.config is None:
+        raise _Usage(f"no configuration: give --config FILE or set ${CONFIG_ENV}")
+    try:
+        return load_console_config(args.config)
+    except ConfigError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _signing(cfg: ConsoleConfig, path: Path) -> tuple[Ed25519PrivateKey, str, int]:
+    """The signing key, its id and the command TTL in ms; _Usage without a usable [signing]."""
+    if cfg.signing is None:
+        raise _Usage(
+            f"{path}: no [signing] section: add key_file and key_id "
+            "(create the key with `locker-console keygen`)"
+        )
+    try:
+        key = load_private_key_file(cfg.signing.key_file)
+    except KeyFormatError as exc:
+        raise _Usage(f"[signing] key_file: {exc}") from None
+    return key, cfg.signing.key_id, int(cfg.signing.command_ttl_s * 1000)
+
+
+def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int]]) -> int:
+    """Load the configuration and run `body` in an event loop; map the usual failures."""
+    try:
+        cfg = _config(args)
+        return asyncio.run(body(cfg))
+    except _Usage as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _broker_error(cfg: ConsoleConfig, exc: Exception) -> int:
+    print(f"locker-console: cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}",
+          file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, sort_keys=True))
+
+
+# -- ingest -----------------------------------------------------------------------------------
+def _add_ingest(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "ingest",
+        help="store what lockers publish in the database and acknowledge their events",
+        description="Run the MQTT ingest until SIGTERM or Ctrl-C.",
+    )
+    defaults = IngestSettings()
+    p.add_argument("--client-id", default=defaults.client_id,
+                   help=f"stable MQTT client id of the persistent session ({defaults.client_id})")
+    p.add_argument("--gap-timeout", type=float, default=defaults.gap_timeout_s, metavar="S",
+                   help="seconds to wait for a missing event before acknowledging past it")
+    p.set_defaults(handler=cmd_ingest)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def body(cfg: ConsoleConfig) -> int:
+        try:
+            db = await asyncio.to_thread(open_database, cfg.database.url)
+        except SQLAlchemyError as exc:
+            print(f"locker-console: cannot open the database {cfg.database.url}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        ingest = Ingest(cfg.mqtt, db, IngestSettings(client_id=args.client_id,
+                                                     gap_timeout_s=args.gap_timeout))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ingest.request_stop)
+        try:
+            await ingest.run()
+        finally:
+            db.dispose()
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+# -- open, block, unblock ---------------------------------------------------------------------
+class _Audit:
+    """Best-effort record of commands in the database: never fails the command."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db: Database | None = None
+
+    async def open(self) -> None:
+        try:
+            self.db = await asyncio.wait_for(asyncio.to_thread(open_database, self.url), 5.0)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: BaseException) -> None:
+        self.db = None
+        print(f"locker-console: warning: command not recorded in the database: {exc}",
+              file=sys.stderr)
+
+    def issued(self, command: dict[str, Any]) -> None:
+        if self.db is not None:
+            try:
+                with self.db.transaction() as s:
+                    record_command_issued(s, command, int(time.time() * 1000))
+            except SQLAlchemyError as exc:
+                self._warn(exc)
+
+    def result(self, locker: str, result: CommandResult) -> None:
+        if self.db is not None:
+            row = {"cmd_id": result.cmd_id, "locker": locker, "status": result.status,
+                   "result_reason": result.reason, "result_data": dict(result.data),
+                   "updated_at": int(time.time() * 1000)}
+            try:
+                with self.db.transaction() as s:
+                    record_command_results(s, [row])
+            except SQLAlchemyError as exc:
+                self._warn(exc)
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.dispose()
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "operator"
+
+
+def _add_cell_command(subparsers: SubParsers, name: str, what: str) -> None:
+    p = subparsers.add_parser(
+        name,
+        help=f"{what} a cell of a locker (signed remote command)",
+        description=(
+            f"Send a signed `{name}` command and wait for the locker's answer. Exit 0 done, "
+            "1 failed or rejected, 2 unusable request, 3 no answer in time (outcome unknown)."
+        ),
+    )
+    p.add_argument("--locker", required=True, metavar="ID")
+    p.add_argument("--cell", required=True, type=int, metavar="N")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the audit trail)")
+    p.add_argument("--operator", default=_login_name(), metavar="NAME",
+                   help="who asks (default: the login name)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the final result (default 10)")
+    p.add_argument("--json", action="store_true", help="print the final result as JSON")
+    p.set_defaults(handler=cmd_cell_command, command_type=name)
+
+
+def cmd_cell_command(args: argparse.Namespace) -> int:
+    if not is_valid_locker_id(args.locker):
+        return _error(f"invalid --locker {args.locker!r}")
+    if args.cell < 1:
+        return _error(f"invalid --cell {args.cell}: cell ids start at 1")
+
+    async def body(cfg: ConsoleConfig) -> int:
+        key, key_id, ttl_ms = _signing(cfg, args.config)
+        audit = _Audit(cfg.database.url)
+        await audit.open()
+        published = False
+
+        def issued(command: dict[str, Any]) -> None:
+            nonlocal published
+            audit.issued(command)
+            published = True
+
+        def on_result(result: CommandResult) -> None:
+            audit.result(args.locker, result)
+            if result.status == "accepted" and not args.json:
+                print("accepted", flush=True)
+
+        try:
+            async with make_client(cfg.mqtt) as client:
+                outcome = await send_command(
+                    client, Topics(cfg.mqtt.prefix), key, key_id, args.locker,
+                    args.command_type, {"cell": args.cell}, operator=args.operator,
+                    reason=args.reason, ttl_ms=ttl_ms, timeout=args.timeout,
+                    on_issued=issued, on_result=on_result,
+                )
+        except aiomqtt.MqttError as exc:
+            if not published:
+                return _broker_error(cfg, exc)
+            print(f"unknown: lost the broker after sending the command ({exc}); it may still "
+                  "execute until it expires", file=sys.stderr)
+            return EXIT_UNKNOWN
+        finally:
+            audit.close()
+        if args.json:
+            _print_json(outcome.to_dict())
+        if outcome.status == "done":
+            if not args.json:
+                print("done")
+            return EXIT_OK
+        if outcome.status == "timeout":
+            print(
+                f"unknown: no final result for {args.command_type} of cell {args.cell} on "
+                f"{args.locker} within {args.timeout:g} s "
+                f"({'accepted' if outcome.accepted else 'not even accepted'}); the outcome is "
+                f"unknown: the command may still execute until it expires at "
+                f"{_when(outcome.expires_at)} (cmd_id {outcome.cmd_id})",
+                file=sys.stdout if not args.json else sys.stderr,
+            )
+            return EXIT_UNKNOWN
+        if not args.json:
+            print(f"{outcome.status}: {outcome.reason}")
+        return EXIT_FAILED
+
+    return _run(args, body)
+
+
+# -- status -----------------------------------------------------------------------------------
+def _add_status(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="lockers online/offline and their cells, from the broker's retained messages",
+        description="Read the retained status and cell topics (works without the ingest).",
+    )
+    p.add_argument("--locker", metavar="ID", help="only this locker")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        topics = Topics(cfg.mqtt.prefix)
+        if args.locker:
+            filters = [topics.status(args.locker), f"{topics.prefix}/{args.locker}/cells/+"]
+        else:
+            filters = [topics.wildcard(TopicKind.STATUS), topics.wildcard(TopicKind.CELL)]
+        try:
+            async with make_client(cfg.mqtt) as client, Remote(client, topics) as remote:
+                messages = await remote.read_retained(filters)
+        except aiomqtt.MqttError as exc:
+            return _broker_error(cfg, exc)
+        lockers: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            parsed = topics.parse(str(message.topic))
+            if parsed is None:
+                continue
+            entry = lockers.setdefault(parsed.locker, {"id": parsed.locker, "online": None,
+                                                       "cells": []})
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                if parsed.kind is TopicKind.STATUS:
+                    entry.update(Status.from_payload(payload).to_dict())
+                else:
+                    entry["cells"].append(CellSnapshot.from_payload(payload).to_dict())
+            except MalformedPayload as exc:
+                print(f"locker-console: skipped malformed {message.topic}: {exc}", file=sys.stderr)
+        result = sorted(lockers.values(), key=lambda e: e["id"])
+        for entry in result:
+            entry["cells"].sort(key=lambda c: c["cell"])
+        if args.json:
+            _print_json({"lockers": result})
+            return EXIT_OK
+        if not result:
+            print("no lockers" + (f" named {args.locker}" if args.locker else ""))
+        for entry in result:
+            online = {True: "online", False: "offline", None: "unknown"}[entry["online"]]
+            line = f"{entry['id']}  {online}"
+            if entry.get("version"):
+                line += (f"  version {entry['version']}  boot {entry.get('boot_id')}  "
+                         f"started {_when(entry.get('started_at'))}")
+            boards = entry.get("boards") or []
+            if boards:
+                line += "  boards " + ", ".join(
+                    f"{b['name']} {'ok' if b['online'] else 'OFFLINE'}" for b in boards)
+            print(line)
+            for c in entry["cells"]:
+                print(f"  cell {c['cell']:>3}  {c['state']:<9} door {c['door']:<8} "
+                      f"size {c['size']}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+# -- watch ------------------------------------------------------------------------------------
+def _add_watch(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "watch",
+        help="live events, command results and status changes, one line each, until Ctrl-C",
+    )
+    p.add_argument("--locker", metavar="ID", help="only this locker")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=cmd_watch)
+
+
+def _describe(kind: TopicKind, payload: bytes) -> str:
+    obj = json.loads(payload)
+    if kind is TopicKind.EVENTS:
+        return f"event #{obj['seq']} {obj['type']} {json.dumps(obj.get('data', {}))}"
+    if kind is TopicKind.CMD_RESULT:
+        tail = f" {obj['reason']}" if obj.get("reason") else ""
+        return f"command {obj['cmd_id']} {obj['status']}{tail}"
+    if kind is TopicKind.STATUS:
+        if not obj.get("online"):
+            return "status offline"
+        return f"status online version {obj.get('version')} boot {obj.get('boot_id')}"
+    return f"config applied version {obj.get('version')}"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    models = {TopicKind.EVENTS: Event, TopicKind.CMD_RESULT: CommandResult,
+              TopicKind.STATUS: Status, TopicKind.CONFIG_APPLIED: ConfigApplied}
+
+    async def body(cfg: ConsoleConfig) -> int:
+        topics = Topics(cfg.mqtt.prefix)
+        if args.locker:
+            filters = [topics.topic(kind, args.locker) for kind in models]
+        else:
+            filters = [topics.wildcard(kind) for kind in models]
+        try:
+            async with make_client(cfg.mqtt) as client:
+                await client.subscribe([(f, 1) for f in filters])
+                async for message in client.messages:
+                    parsed = topics.parse(str(message.topic))
+                    if parsed is None or parsed.kind not in models:
+                        continue
+                    payload = message.payload if isinstance(message.payload, bytes) else b""
+                    now = datetime.now().astimezone().strftime("%H:%M:%S.%f")[:-3]
+                    try:
+                        model = models[parsed.kind].from_payload(payload)
+                    except MalformedPayload as exc:
+                        print(f"{now} {parsed.locker} malformed {parsed.kind.value}: {exc}",
+                              flush=True)
+                        continue
+                    if args.json:
+                        _print_json({"at": now, "locker": parsed.locker, "kind": parsed.kind.value,
+                                     "retained": message.retain, "payload": model.to_dict()})
+                    else:
+                        mark = " (retained)" if message.retain else ""
+                        print(f"{now} {parsed.locker} {_describe(parsed.kind, payload)}{mark}",
+                              flush=True)
+        except aiomqtt.MqttError as exc:
+            return _broker_error(cfg, exc)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+# -- publish-config ---------------------------------------------------------------------------
+def _add_publish_config(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "publish-config",
+        help="sign and publish a locker's configuration, wait until it is applied",
+        description=(
+            "FILE is the configuration body, JSON or TOML. Exit 0 applied, 1 rejected, 2 "
+            "unusable request, 3 not applied in time."
+        ),
+    )
+    p.add_argument("--locker", required=True, metavar="ID")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--version", type=int, metavar="N",
+                   help="default: the version the locker runs (or was last sent) + 1")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_publish_config)
+
+
+def _read_body(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        body = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        kind = "TOML" if path.suffix == ".toml" else "JSON (name it .toml for TOML)"
+        raise _Usage(f"{path}: not valid {kind}: {exc}") from None
+    if not isinstance(body, dict):
+        raise _Usage(f"{path}: the configuration body must be an object/table")
+    return body
+
+
+def cmd_publish_config(args: argparse.Namespace) -> int:
+    if not is_valid_locker_id(args.locker):
+        return _error(f"invalid --locker {args.locker!r}")
+    if args.version is not None and args.version < 1:
+        return _error("--version must be >= 1")
+
+    async def body(cfg: ConsoleConfig) -> int:
+        key, key_id, _ = _signing(cfg, args.config)
+        config_body = _read_body(args.file)
+        topics = Topics(cfg.mqtt.prefix)
+        try:
+            async with make_client(cfg.mqtt) as client, Remote(
+                client, topics, private_key=key, key_id=key_id
+            ) as remote:
+                outcome = await remote.publish_config(
+                    args.locker, config_body, version=args.version, timeout=args.timeout
+                )
+        except aiomqtt.MqttError as exc:
+            return _broker_error(cfg, exc)
+        if args.json:
+            _print_json(outcome.to_dict())
+        if outcome.status == "applied":
+            if not args.json:
+                print(f"applied: {args.locker} runs configuration version {outcome.version}")
+            return EXIT_OK
+        if outcome.status == "rejected":
+            if not args.json:
+                print(f"rejected: version {outcome.version}: {outcome.reason}")
+            return EXIT_FAILED
+        print(f"unknown: version {outcome.version} is published (retained) but {args.locker} did "
+              f"not confirm it within {args.timeout:g} s; it will apply it when it reads it",
+              file=sys.stderr if args.json else sys.stdout)
+        return EXIT_UNKNOWN
+
+    return _run(args, body)
+
+
 # -- wiring -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -85,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_keygen(subparsers)
+    _add_ingest(subparsers)
+    for name, what in (("open", "open"), ("block", "block"), ("unblock", "unblock")):
+        _add_cell_command(subparsers, name, what)
+    _add_status(subparsers)
+    _add_watch(subparsers)
+    _add_publish_config(subparsers)
     return parser
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the system packages the project needs are present on a fresh Debian/Ubuntu machine.
-# Usage: scripts/ensure-system.sh [mosquitto]
+# Usage: scripts/ensure-system.sh [mosquitto] [postgresql]
 # Installs with apt-get when running as root; otherwise says exactly what to install.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 for what in "$@"; do
   case "$what" in
     mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto) ;;
+    postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql) ;;
   esac
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.mqtt_broker", "tests.fixtures.board_sim", "tests.fixtures.lockerd"]
+pytest_plugins = [
+    "tests.fixtures.mqtt_broker",
+    "tests.fixtures.board_sim",
+    "tests.fixtures.lockerd",
+    "tests.fixtures.postgres",
+]

@@ -57,6 +57,9 @@ class BoardHealth:
     reported: bool = False
     #: Declared offline since construction (counts as settled for `ready()`).
     declared_offline: bool = False
+    #: The last successful readings: an identical poll changes nothing and is skipped cheaply
+    #: (a locker polls ten boards ten times a second; almost every poll repeats the last one).
+    last_readings: Mapping[int, Reading] | None = None
 
 
 class _Batch:
@@ -298,6 +301,9 @@ class LockerMachine:
         health = self._boards.get(board)
         if health is None:
             return []
+        if readings is not None and readings == health.last_readings and not health.failures:
+            return []
+        health.last_readings = readings
         batch = _Batch()
         members = self._by_board[board]
         if readings is None:

@@ -56,7 +56,7 @@ class StoreCorrupt(Exception):
 
 
 class LockerStore:
-    """State snapshot + numbered events, committed together."""
+    """State snapshot, numbered events and the remote-command replay cache, committed together."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
@@ -68,6 +68,7 @@ class LockerStore:
             self._state = self._db.table("state")
             self._meta = self._db.table("meta")
             self._outbox = self._db.table("outbox")
+            self._commands = self._db.table("commands")
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
             raise StoreCorrupt(f"{self.path}: store file is damaged: {exc}") from None
@@ -95,6 +96,11 @@ class LockerStore:
     def meta(self, key: str, default: Any = None) -> Any:
         return self._meta_doc.get(key, default)
 
+    def command_record(self, cmd_id: str) -> dict | None:
+        """What the locker did with a remote command: its replay-cache entry."""
+        found = self._commands.get(Query().cmd_id == cmd_id)
+        return dict(found) if found else None
+
     # --- writing -------------------------------------------------------------------------
     def commit(
         self,
@@ -102,6 +108,7 @@ class LockerStore:
         events: Iterable[tuple[str, Mapping[str, Any]]] = (),
         now_ms: int = 0,
         meta: Mapping[str, Any] | None = None,
+        commands: Iterable[Mapping[str, Any]] = (),
     ) -> list[dict]:
         """Persist the new machine state and append events, atomically; returns the numbered
         events (seq grows by one per event, across restarts)."""
@@ -122,12 +129,29 @@ class LockerStore:
             self._state.upsert(Document({"machine": machine_state}, doc_id=1))
         if numbered:
             self._outbox.insert_multiple(numbered)
+        for record in commands:
+            self._commands.upsert(dict(record), Query().cmd_id == record["cmd_id"])
         new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
         if new_meta != self._meta_doc:
             self._meta.upsert(Document(new_meta, doc_id=1))
             self._meta_doc = new_meta
         self._db.storage.flush()
         return numbered
+
+    def commands_in_flight(self) -> list[dict]:
+        """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
+        return [
+            dict(r)
+            for r in self._commands.all()
+            if r.get("results") and r["results"][-1]["status"] == "accepted"
+        ]
+
+    def prune_commands(self, now_ms: int) -> int:
+        """Forget replay-cache entries past their keep_until (long after the command expired)."""
+        removed = self._commands.remove(Query().keep_until < now_ms)
+        if removed:
+            self._db.storage.flush()
+        return len(removed)
 
     def acknowledge(self, up_to_seq: int) -> int:
         """Drop events the console has stored; returns how many were dropped."""

@@ -1,0 +1,135 @@
+"""Benchmark (not a test): lockerd's memory, idle CPU and door-change latency at 480 cells.
+
+Run:  .venv/bin/python bench/bench_daemon.py [--seconds 10] [--changes 200]
+
+Ten Kerong CU48 boards (480 cells) on one simulated bus over a real pseudo-terminal, polled every
+100 ms by a real lockerd process (MQTT link off). Measures:
+- resident memory (VmRSS) once the daemon is ready and has polled for a while;
+- idle CPU: the daemon's user+system time over `--seconds` with no door moving, in % of one core;
+- door change -> persisted transition: a door is forced open (then closed) in the simulator and
+  the time until lockerd prints the event line (it prints only after the atomic commit) is taken.
+  The baseline in the same run is the poll interval itself: a change can wait up to one interval
+  before the next poll sees it. Target p99 <= poll interval + 20 ms.
+Targets: RSS <= 60 MB, idle CPU <= 3 %. Writes bench/results/daemon.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daemon.io.boards.sim import PtySimulator  # noqa: E402
+from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
+
+BOARDS, LOCKS, POLL_MS = 10, 48, 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="idle CPU window")
+    ap.add_argument("--changes", type=int, default=200, help="door changes to time")
+    args = ap.parse_args()
+
+    sim = PtySimulator("kerong-cu48", boards=BOARDS, locks=LOCKS).start()
+    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    boards = [
+        {
+            "name": f"b{i}",
+            "protocol": "kerong-cu48",
+            "port": sim.path,
+            "address": i,
+            "poll_interval_ms": POLL_MS,
+        }
+        for i in range(BOARDS)
+    ]
+    cells = [
+        {"id": b * LOCKS + lock, "board": f"b{b}", "lock": lock, "size": "M"}
+        for b in range(BOARDS)
+        for lock in range(1, LOCKS + 1)
+    ]
+    config = work / "locker.toml"
+    timing = {"door_left_open_s": 3600, "unlock_confirm_s": 3}
+    config.write_text(locker_toml("BENCH", work / "data", boards, cells, timing))
+    daemon = LockerdProcess(config).start(timeout=60)
+    pid = daemon.proc.pid
+    try:
+        time.sleep(2.0)  # let it settle into steady polling
+        rss = rss_mb(pid)
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(args.seconds)
+        idle_cpu = 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        rss_after = rss_mb(pid)
+
+        latencies: list[float] = []
+        for i in range(args.changes):
+            board, lock = i % BOARDS, 1 + (i * 7) % LOCKS
+            cell = board * LOCKS + lock
+            for action, event in ((sim.force_open, "forced_open"), (sim.close_door, "door_closed")):
+                mark = daemon.mark
+                started = time.monotonic()
+                action(board, lock)
+                daemon.wait_event(event, cell=cell, since=mark, timeout=5)
+                latencies.append((time.monotonic() - started) * 1000)
+            assert daemon.ctl("unblock", cell)["ok"]
+        figures = {
+            "cells": BOARDS * LOCKS,
+            "boards": BOARDS,
+            "poll_interval_ms": POLL_MS,
+            "rss_mb": round(max(rss, rss_after), 1),
+            "idle_cpu_percent_of_one_core": round(idle_cpu, 2),
+            "door_change_to_persisted_ms": {
+                "n": len(latencies),
+                "p50": round(statistics.median(latencies), 1),
+                "p99": round(pct(latencies, 99), 1),
+                "max": round(max(latencies), 1),
+                "baseline_poll_interval": POLL_MS,
+                "target_p99": POLL_MS + 20,
+            },
+            "targets": {"rss_mb": 60, "idle_cpu_percent": 3},
+        }
+    finally:
+        daemon.terminate()
+        sim.stop()
+    print(json.dumps(figures, indent=2))
+    lat = figures["door_change_to_persisted_ms"]
+    print(
+        f"\nlockerd, {BOARDS} CU48 boards / {BOARDS * LOCKS} cells polled every {POLL_MS} ms:\n"
+        f"  RSS {figures['rss_mb']} MB (target <= 60)  "
+        f"idle CPU {figures['idle_cpu_percent_of_one_core']} % of one core (target <= 3)\n"
+        f"  door change -> persisted transition: p50 {lat['p50']} ms, p99 {lat['p99']} ms "
+        f"(target p99 <= {POLL_MS + 20} ms = poll interval + 20)"
+    )
+    out = ROOT / "bench" / "results" / "daemon.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The daemon's side of the fleet link: what the MQTT adapter asks of the locker, answered here.
+
+Implements the link's `LockerPort`: status and cell snapshots to publish, the durable outbox, and
+remote commands and signed configuration coming in. Everything that changes state goes through the
+daemon's `apply`, so it is persisted before it is announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from contract.messages import MalformedPayload, Reason, SignedConfig, decode_json_object
+from contract.signing import config_hash, verify_config
+from daemon.fsm import Event, Refused
+from daemon.remote_commands import Answer, RemoteCommands, result
+
+if TYPE_CHECKING:
+    from daemon.app import LockerDaemon
+
+#: How long a command waits for the boot reconciliation before it is answered `busy`.
+READY_WAIT_S = 5.0
+
+
+class FleetSide:
+    def __init__(self, daemon: LockerDaemon) -> None:
+        self.daemon = daemon
+        self.locker_id = daemon.config.locker_id
+        self.remote = RemoteCommands(
+            self.locker_id, daemon.config.trust.keys, [c.id for c in daemon.config.cells]
+        )
+        self.link: Any = None  # the FleetLink, once started
+        self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}
+        self._lock = asyncio.Lock()
+
+    # --- LockerPort: what the link publishes -----------------------------------------------
+    def status(self) -> dict:
+        d = self.daemon
+        return {
+            "online": True,
+            "version": d.version,
+            "boot_id": d.boot_id,
+            "started_at": d.started_at,
+            "boards": [
+                {
+                    "name": b["name"],
+                    "online": bool(b.get("consecutive_failures", 0) == 0 and b.get("last_ok_at")),
+                    "last_ok_at": b.get("last_ok_at"),
+                    "failures": int(b.get("consecutive_failures", 0)),
+                }
+                for b in d.board_health()
+            ],
+        }
+
+    def cell_snapshots(self) -> list[dict]:
+        return [c for c in self.daemon.machine.cells() if c.get("since") is not None]
+
+    def unacked_events(self, after_seq: int, limit: int) -> list[dict]:
+        return self.daemon.store.outbox(after_seq, limit)
+
+    def events_acknowledged(self, up_to_seq: int) -> None:
+        self.daemon.store.acknowledge(up_to_seq)
+
+    # --- LockerPort: what comes in -------------------------------------------------------
+    async def command_received(self, payload: bytes, topic_locker: str) -> None:
+        await self.daemon.wait_ready(READY_WAIT_S)
+        async with self._lock:  # one command decision at a time: the replay check is exact
+            self._command(payload, topic_locker)
+
+    def _command(self, payload: bytes, topic_locker: str) -> None:
+        d = self.daemon
+        now = d.clock()
+        decision = self.remote.check(payload, topic_locker, now, d.store.command_record)
+        if isinstance(decision, Answer):
+            for r in decision.results:
+                if r["status"] == "rejected":
+                    d.record_event(
+                        "command_rejected", {"cmd_id": r["cmd_id"], "reason": r["reason"]}
+                    )
+            if decision.unattributed_reason:
+                d.record_event("command_rejected", {"reason": decision.unattributed_reason})
+            self._send(decision.results)
+            return
+        cmd, record = decision.command, decision.record
+        try:
+            actions = d.machine.command(
+                decision.cell,
+                decision.kind,
+                now,
+                ref=cmd.cmd_id,
+                reason=cmd.reason or f"remote {cmd.type} by {cmd.operator}",
+            )
+        except Refused as refused:
+            record["results"] = [result(cmd.cmd_id, "rejected", _reason_code(refused.reason))]
+            d.apply(
+                [
+                    Event(
+                        "command_rejected",
+                        decision.cell,
+                        {"cmd_id": cmd.cmd_id, "reason": refused.reason},
+                        False,
+                    )
+                ],
+                commands=[record],
+            )
+            self._send(record["results"])
+            return
+        record["results"] = [result(cmd.cmd_id, "accepted", cell=decision.cell)]
+        if cmd.type != "open":  # block/unblock take effect in the machine at once
+            view = d.machine.cell_view(decision.cell)
+            record["results"].append(
+                result(cmd.cmd_id, "done", cell=decision.cell, state=view["state"])
+            )
+        else:
+            self._in_flight[cmd.cmd_id] = record
+        d.apply(actions, commands=[record])
+        self._send(record["results"])
+
+    async def config_received(self, payload: bytes) -> None:
+        d = self.daemon
+        reason = verify_config(
+            payload,
+            trusted_keys=d.config.trust.keys,
+            locker_id=self.locker_id,
+            topic_locker=self.locker_id,
+        )
+        current = d.store.meta("fleet_config")
+        if reason is None:
+            cfg = SignedConfig.from_payload(payload)
+            digest = config_hash(cfg.body)
+            if current and cfg.version == current["version"] and digest == current["hash"]:
+                self._applied(current)  # a re-delivery of what runs: confirm again
+                return
+            if current and cfg.version <= current["version"]:
+                reason = Reason.STALE_VERSION
+        if reason is not None:
+            d.record_event(
+                "config_rejected",
+                {
+                    "reason": str(reason),
+                    "version": _peek_version(payload),
+                    "running_version": (current or {}).get("version"),
+                },
+            )
+            if current:
+                self._applied(current)
+            return
+        applied = {
+            "version": cfg.version,
+            "hash": digest,
+            "body": cfg.body,
+            "issued_at": cfg.issued_at,
+            "key_id": cfg.key_id,
+        }
+        d.apply(
+            [Event("config_applied", None, {"version": cfg.version, "hash": digest}, False)],
+            meta={"fleet_config": applied},
+        )
+        self._applied(applied)
+
+    def _applied(self, applied: dict) -> None:
+        if self.link is not None:
+            self.link.send_config_applied({"version": applied["version"], "hash": applied["hash"]})
+
+    # --- settling remote opens from the machine's events -----------------------------------
+    def settle(self, events: Iterable[Event]) -> list[dict]:
+        """Final results that these events bring to accepted remote opens (same commit)."""
+        records = []
+        for event in events:
+            ref = event.data.get("ref")
+            record = self._in_flight.get(ref) if ref else None
+            if record is None:
+                continue
+            final = self.remote.settled_by(record, event.type, event.data)
+            if final is not None:
+                record = {**record, "results": [*record["results"], final]}
+                del self._in_flight[ref]
+                records.append(record)
+        return records
+
+    def committed(self, numbered: list[dict], changed: set[int], records: list[dict]) -> None:
+        if self.link is not None:
+            self.link.notify(changed, events=bool(numbered))
+        for record in records:
+            self._send(record["results"][-1:])
+
+    def status_changed(self) -> None:
+        if self.link is not None:
+            self.link.publish_status()
+
+    def _send(self, results: list[dict]) -> None:
+        if self.link is not None:
+            for r in results:
+                self.link.send_result(r)
+
+
+def _peek_version(payload: bytes) -> int | None:
+    """The version a refused configuration claims, so the console can tell which one failed."""
+    try:
+        version = decode_json_object(payload).get("version")
+    except MalformedPayload:
+        return None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _reason_code(refusal: str) -> str:
+    """Machine refusals map onto the contract's reason codes where one fits."""
+    return {
+        "busy": Reason.BUSY,
+        "door_open": Reason.BUSY,
+        "door_unknown": Reason.BOARD_OFFLINE,
+        "not_ready": Reason.BUSY,
+        "not_blocked": Reason.INVALID_STATE,
+    }.get(refusal, refusal)

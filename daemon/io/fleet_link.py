@@ -1,0 +1,619 @@
+"""The locker's MQTT link to the fleet: an adapter that knows MQTT and nothing of cells or stores.
+
+It meets the daemon core only through `LockerPort` (defined here, implemented by the app), so the
+core never sees a socket and this module never sees the store, the boards or the machines.
+
+What it guarantees (DESIGN.md, "MQTT contract" and "Nothing is lost"):
+- on every (re)connect: retained online status, QoS 1 subscriptions to `cmd`, `config` and
+  `events/ack`, every cell snapshot again (retained), then the outbox from the last acknowledged
+  seq; the last will is the retained `{"online": false}`, and a clean stop publishes it too;
+- the outbox stays the source of truth: events are read through the port, sent in seq order with
+  at most `max_in_flight` unacknowledged, re-sent (same seq, same id) after a reconnect or when
+  acks stall, and dropped only when the console acks them;
+- a persistent session (MQTT 5 clean start off + session expiry, or 3.1.1 clean session off), so
+  QoS 1 commands published while the locker is away are delivered when it comes back; incoming
+  messages are PUBACKed only after the core handled them, so one the process dies with comes again
+  (the core's replay cache makes that harmless);
+- reconnect for ever with exponential backoff and jitter; network errors never leave `run()`,
+  and neither a port exception nor a malformed message stops the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt import ProtocolVersion
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from contract.messages import (
+    CellSnapshot,
+    CommandResult,
+    ConfigApplied,
+    Event,
+    EventAck,
+    MalformedPayload,
+    Message,
+    Status,
+)
+from contract.topics import Topics
+
+if TYPE_CHECKING:
+    from daemon.config import MqttSettings
+
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+#: How long the broker keeps our session (subscriptions, queued commands) while we are away;
+#: Mosquitto's `persistent_client_expiration` may cut it shorter.
+DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
+#: CONNACK codes that mean "this broker does not speak MQTT 5": 3.1.1's 1 as paho maps it (0x84).
+_UNSUPPORTED_PROTOCOL = {1, 0x84}
+
+LogFn = Callable[..., None]
+_logger = logging.getLogger(__name__)
+
+
+class LockerPort(Protocol):
+    """What the link needs from the daemon core; the app implements it (daemon/fleet.py)."""
+
+    locker_id: str
+
+    def status(self) -> dict:
+        """The online Status fields: online, version, boot_id, started_at, boards."""
+        ...
+
+    def cell_snapshots(self) -> list[dict]:
+        """CellSnapshot dicts of every cell: cell, state, door, size, since."""
+        ...
+
+    def unacked_events(self, after_seq: int, limit: int) -> list[dict]:
+        """Outbox events with seq > after_seq, ascending, at most `limit` (Event dicts)."""
+        ...
+
+    def events_acknowledged(self, up_to_seq: int) -> None:
+        """The console stored every event up to `up_to_seq`: drop them from the outbox."""
+        ...
+
+    async def command_received(self, payload: bytes, topic_locker: str) -> None:
+        """Verify and execute a command; answer through `FleetLink.send_result`."""
+        ...
+
+    async def config_received(self, payload: bytes) -> None:
+        """Verify and apply a configuration; answer through `FleetLink.send_config_applied`."""
+        ...
+
+
+def _default_log(kind: str, **fields: Any) -> None:
+    _logger.info("mqtt_%s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": each delay is in [d/2, d], d doubling to `maximum`.
+
+    The jitter keeps a fleet of lockers from reconnecting in lock step after a broker restart.
+    """
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        if initial <= 0 or maximum < initial:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+        self.initial = initial
+        self.maximum = maximum
+        self._rng = rng or random.Random()
+        self._next = initial
+
+    def next_delay(self) -> float:
+        """The delay to wait now; the following one will be about twice as long."""
+        d = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return self._rng.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        """After a successful connection: start again from `initial`."""
+        self._next = self.initial
+
+
+@dataclass
+class LinkStats:
+    """Counters for logs, tests and benchmarks."""
+
+    connects: int = 0
+    events_published: int = 0
+    events_acked: int = 0
+    cells_published: int = 0
+    results_published: int = 0
+    commands_received: int = 0
+    configs_received: int = 0
+
+
+@dataclass
+class _Inbound:
+    """A received cmd/config message waiting for the core, with the connection to PUBACK on."""
+
+    kind: str
+    payload: bytes
+    topic_locker: str
+    client: aiomqtt.Client
+    mid: int
+    qos: int
+
+
+class FleetLink:
+    """One locker's MQTT connection to the fleet broker, kept up for ever by `run()`.
+
+    Every method but `run()` and `wait_connected()` is synchronous and must be called from the
+    event loop that runs `run()` (the core calls them right after its durable commits).
+    """
+
+    def __init__(
+        self,
+        port: LockerPort,
+        settings: MqttSettings,
+        *,
+        log: LogFn | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        protocol: ProtocolVersion | None = None,
+        max_in_flight: int = 100,
+        resend_after: float = 30.0,
+        session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
+        result_expiry_s: int | None = 24 * 3600,
+        timeout: float = 10.0,
+    ) -> None:
+        """`protocol` None: MQTT 5, falling back to 3.1.1 for good if the broker refuses 5;
+        `ProtocolVersion.V311` or `.V5` forces one. `resend_after`: re-send the unacknowledged
+        events when no ack came for that long. `result_expiry_s`: MQTT 5 message expiry of
+        command results (None: none)."""
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.port = port
+        self.settings = settings
+        self.locker_id = port.locker_id
+        self.topics = Topics(settings.prefix)
+        self.stats = LinkStats()
+        self._log_fn: LogFn = log or _default_log
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._protocol = protocol or ProtocolVersion.V5
+        self._may_fall_back = protocol is None
+        self._max_in_flight = max_in_flight
+        self._resend_after = resend_after
+        self._session_expiry_s = session_expiry_s
+        self._result_expiry_s = result_expiry_s
+        self._timeout = timeout
+
+        t, lk = self.topics, self.locker_id
+        self._t_status = t.status(lk)
+        self._t_events = t.events(lk)
+        self._t_result = t.cmd_result(lk)
+        self._t_applied = t.config_applied(lk)
+        self._inbound_kinds = {t.cmd(lk): "cmd", t.config(lk): "config", t.events_ack(lk): "ack"}
+
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        # What the publisher owes the broker; survives reconnects.
+        self._status_due = False
+        self._dirty_cells: set[int] = set()
+        self._events_due = False
+        self._results: deque[bytes] = deque()
+        self._applied: bytes | None = None
+        # Event sequence bookkeeping: acked <= sent <= highest_sent.
+        self._acked = 0
+        self._sent = 0
+        self._highest_sent = 0
+        self._last_progress = time.monotonic()
+        self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        try:
+            self._log_fn(kind, **fields)
+        except Exception:  # a broken log sink must not break the link
+            _logger.exception("fleet link log callback failed")
+
+    # --- the core's side ---------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True once connected, subscribed and the online status is out; False when cut off."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until `connected`; raises TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    def notify(self, changed_cells: Iterable[int] = (), events: bool = False) -> None:
+        """After a durable commit: publish these cells' snapshots and any new outbox events.
+
+        Never blocks; many calls before the publisher runs make one pass.
+        """
+        self._dirty_cells.update(changed_cells)
+        if events:
+            self._events_due = True
+        self._wake.set()
+
+    def send_result(self, result: dict) -> None:
+        """Queue a command result for `cmd/result` (QoS 1, in order, kept until PUBACKed).
+
+        Raises MalformedPayload (a ValueError) if it does not fit CommandResult: a core bug.
+        """
+        self._results.append(CommandResult.from_dict(result).to_payload())
+        self._wake.set()
+
+    def send_config_applied(self, applied: dict) -> None:
+        """Publish the running configuration, retained, on `config/applied` (latest wins)."""
+        self._applied = ConfigApplied.from_dict(applied).to_payload()
+        self._wake.set()
+
+    def publish_status(self) -> None:
+        """Publish the online status again (a board went offline or came back)."""
+        self._status_due = True
+        self._wake.set()
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect and stay connected for ever; returns only by cancellation.
+
+        A cancelled run publishes the retained `{"online": false}` before disconnecting cleanly.
+        """
+        worker = asyncio.create_task(self._inbound_worker(), name=f"fleet-link-in-{self.locker_id}")
+        try:
+            while True:
+                _raise_if_cancelling()
+                try:
+                    await self._session()
+                except MqttConnectError as exc:
+                    code = getattr(exc.rc, "value", exc.rc)
+                    if (
+                        self._may_fall_back
+                        and self._protocol is ProtocolVersion.V5
+                        and code in _UNSUPPORTED_PROTOCOL
+                    ):
+                        self._protocol = ProtocolVersion.V311
+                        self._log("protocol_fallback", to="3.1.1", reason=str(exc))
+                        continue
+                    self._log("connect_refused", reason=str(exc))
+                except (aiomqtt.MqttError, OSError) as exc:
+                    self._log("disconnected", reason=str(exc) or type(exc).__name__)
+                except Exception as exc:  # a bug here must not take the daemon down: retry
+                    self._log("link_error", error=repr(exc))
+                delay = self._backoff.next_delay()
+                self._log("reconnect", in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+        finally:
+            self._connected.clear()
+            self._client = None
+            with contextlib.suppress(asyncio.CancelledError):
+                await _stop_tasks({worker})
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self.settings
+        v5 = self._protocol is ProtocolVersion.V5
+        connect_props = None
+        if v5:
+            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props.SessionExpiryInterval = self._session_expiry_s
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=self.locker_id,
+            protocol=self._protocol,
+            clean_session=None if v5 else False,
+            # paho refuses clean_start with 3.1.1; there clean_session=False does the same.
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_props,
+            will=aiomqtt.Will(self._t_status, Status.offline().to_payload(), qos=1, retain=True),
+            keepalive=s.keepalive,
+            timeout=self._timeout,
+            socket_options=NODELAY,
+            tls_context=ssl.create_default_context() if s.tls else None,
+            max_inflight_messages=self._max_in_flight + 100,
+        )
+        client.pending_calls_threshold = self._max_in_flight + 100  # pipelining is normal here
+        # PUBACK only once the core handled a message (aiomqtt has no switch; paho does).
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _session(self) -> None:
+        """One connection: set up, then read and publish until it breaks (MqttError)."""
+        client = self._make_client()
+        async with client:
+            self._client = client
+            self.stats.connects += 1
+            try:
+                reader = asyncio.create_task(self._read(client))
+                publisher = asyncio.create_task(self._publish_loop(client))
+                tasks = {reader, publisher}
+                try:
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await _stop_tasks(tasks)
+                for task in done:
+                    task.result()  # raises what ended the connection
+                raise aiomqtt.MqttError("connection tasks ended")
+            except asyncio.CancelledError:
+                await self._say_offline(client)
+                raise
+            finally:
+                self._connected.clear()
+                self._client = None
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """A clean stop is not a crash, but the locker is offline all the same."""
+        try:
+            await client.publish(
+                self._t_status, Status.offline().to_payload(), qos=1, retain=True, timeout=2.0
+            )
+            self._log("stopped", status="offline")
+        except (aiomqtt.MqttError, OSError) as exc:
+            self._log("stopped", status="unannounced", reason=str(exc))
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        """Status, subscriptions, then everything republished from the port."""
+        await client.publish(self._t_status, self._status_payload(), qos=1, retain=True)
+        subs = self.topics.locker_subscriptions(self.locker_id)
+        codes = await client.subscribe([(topic, 1) for topic in subs])
+        for topic, code in zip(subs, codes, strict=False):
+            value = getattr(code, "value", code)
+            if value >= 0x80:
+                self._log("subscribe_refused", topic=topic, code=value)
+        self._backoff.reset()
+        v = "5" if self._protocol is ProtocolVersion.V5 else "3.1.1"
+        self._log("connected", host=self.settings.host, port=self.settings.port, protocol=v)
+        # Everything again: the broker may have lost retained state, the console acks.
+        self._status_due = False
+        self._dirty_cells.update(int(c["cell"]) for c in self._safe(self.port.cell_snapshots, []))
+        self._sent = self._acked
+        self._events_due = True
+        self._last_progress = time.monotonic()
+        self._connected.set()
+
+    # --- outgoing ----------------------------------------------------------------------------
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        await self._on_connect(client)
+        while True:
+            _raise_if_cancelling()
+            self._wake.clear()
+            try:
+                await self._publish_pass(client)
+            except (aiomqtt.MqttError, OSError):
+                raise
+            except Exception as exc:  # a port bug: log, keep the link, try again soon
+                self._log("publish_failed", error=repr(exc))
+                self._events_due = True  # the outbox is asked again on the retry
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                continue
+            in_flight = self._sent > self._acked
+            if in_flight and time.monotonic() - self._last_progress >= self._resend_after:
+                self._log("resend", after_seq=self._acked, unacked=self._sent - self._acked)
+                self._sent = self._acked
+                self._events_due = True
+                self._last_progress = time.monotonic()
+                continue
+            wait = self._resend_after if in_flight else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def _publish_pass(self, client: aiomqtt.Client) -> None:
+        """Publish what is due: status, results, config/applied, cells, then events."""
+        if self._status_due:
+            self._status_due = False
+            await client.publish(self._t_status, self._status_payload(), qos=1, retain=True)
+
+        if self._results:
+            batch = list(self._results)
+            props = self._result_properties()
+            await asyncio.gather(
+                *(client.publish(self._t_result, p, qos=1, properties=props) for p in batch)
+            )
+            for _ in batch:
+                self._results.popleft()
+            self.stats.results_published += len(batch)
+
+        applied = self._applied
+        if applied is not None:
+            await client.publish(self._t_applied, applied, qos=1, retain=True)
+            if self._applied is applied:
+                self._applied = None
+
+        cells = self._dirty_cells
+        if cells:
+            self._dirty_cells = set()
+            try:
+                n = await self._publish_cells(client, cells)
+            except BaseException:
+                self._dirty_cells |= cells
+                raise
+            self.stats.cells_published += n
+
+        if self._events_due:
+            self._events_due = False
+            sent = await self._publish_events(client)
+            if sent:
+                self._log("published", events=sent, up_to_seq=self._sent, acked=self._acked)
+
+    async def _publish_cells(self, client: aiomqtt.Client, cells: set[int]) -> int:
+        payloads = []
+        for snap in self.port.cell_snapshots():
+            if snap.get("cell") in cells:
+                payload = _encode(CellSnapshot, snap, "cell", self._log)
+                payloads.append((self.topics.cell(self.locker_id, int(snap["cell"])), payload))
+        await asyncio.gather(
+            *(client.publish(topic, p, qos=1, retain=True) for topic, p in payloads)
+        )
+        return len(payloads)
+
+    async def _publish_events(self, client: aiomqtt.Client) -> int:
+        """Send outbox events after `_sent`, keeping at most `max_in_flight` unacknowledged."""
+        room = self._acked + self._max_in_flight - self._sent
+        if room <= 0:
+            return 0  # the window is full: an ack wakes us
+        rows = self.port.unacked_events(self._sent, room)
+        if not rows:
+            return 0
+        if self._sent <= self._acked:
+            # Starting from the watermark: what precedes the outbox's first event was acked
+            # (maybe in a past run), so a console ack below it is no news.
+            self._acked = max(self._acked, int(rows[0]["seq"]) - 1)
+            self._sent = self._acked
+        expected = self._sent + 1
+        payloads = []
+        for row in rows:
+            seq = int(row["seq"])
+            if seq != expected:
+                self._log("outbox_gap", expected=expected, got=seq)
+            expected = seq + 1
+            payloads.append(_encode(Event, row, "event", self._log))
+        if self._sent == self._acked:
+            self._last_progress = time.monotonic()  # nothing was in flight: the clock starts now
+        self._sent = int(rows[-1]["seq"])
+        self._highest_sent = max(self._highest_sent, self._sent)
+        # Gathered coroutines start in order, so paho queues the PUBLISHes in seq order.
+        await asyncio.gather(*(client.publish(self._t_events, p, qos=1) for p in payloads))
+        self.stats.events_published += len(payloads)
+        return len(payloads)
+
+    def _status_payload(self) -> bytes:
+        obj = self._safe(self.port.status, None) or {"online": True}
+        return _encode(Status, obj, "status", self._log)
+
+    def _result_properties(self) -> Properties | None:
+        if self._protocol is not ProtocolVersion.V5 or not self._result_expiry_s:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = self._result_expiry_s
+        return props
+
+    def _safe(self, fn: Callable[[], Any], default: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            self._log("port_failed", call=getattr(fn, "__name__", "?"), error=repr(exc))
+            return default
+
+    # --- incoming ----------------------------------------------------------------------------
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Route messages: acks at once, commands and configs to the ordered worker."""
+        async for message in client.messages:
+            topic = message.topic.value
+            kind = self._inbound_kinds.get(topic)
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode() if payload is not None else b""
+            payload = bytes(payload)
+            if kind == "ack":
+                self._on_ack(payload)
+                _puback(client, message.mid, message.qos)
+            elif kind in ("cmd", "config"):
+                parsed = self.topics.parse(topic)
+                topic_locker = parsed.locker if parsed else self.locker_id
+                self._inbox.put_nowait(
+                    _Inbound(kind, payload, topic_locker, client, message.mid, message.qos)
+                )
+            else:
+                self._log("unexpected_message", topic=topic)
+                _puback(client, message.mid, message.qos)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            up_to = EventAck.from_payload(payload).up_to_seq
+        except MalformedPayload as exc:
+            self._log("ack_malformed", reason=str(exc))
+            return
+        if up_to > self._highest_sent:
+            self._log(
+                "ack_ignored", up_to_seq=up_to, reason="never sent", highest_sent=self._highest_sent
+            )
+            return
+        if up_to <= self._acked:
+            return  # a duplicate or an older ack: nothing new
+        try:
+            self.port.events_acknowledged(up_to)
+        except Exception as exc:  # the outbox keeps them; a later ack covers them again
+            self._log("port_failed", call="events_acknowledged", error=repr(exc))
+            return
+        count = up_to - self._acked
+        self._acked = up_to
+        self._sent = max(self._sent, up_to)
+        self.stats.events_acked += count
+        self._last_progress = time.monotonic()
+        self._log("acked", up_to_seq=up_to, count=count)
+        self._events_due = True
+        self._wake.set()
+
+    async def _inbound_worker(self) -> None:
+        """Hand commands and configs to the core one at a time, in arrival order, then PUBACK."""
+        while True:
+            item = await self._inbox.get()
+            try:
+                if item.kind == "cmd":
+                    self.stats.commands_received += 1
+                    await self.port.command_received(item.payload, item.topic_locker)
+                else:
+                    self.stats.configs_received += 1
+                    await self.port.config_received(item.payload)
+            except Exception as exc:
+                self._log(f"{item.kind}_failed", error=repr(exc))
+            # A message of a lost connection is not acked: the broker delivers it again.
+            if item.client is self._client:
+                _puback(item.client, item.mid, item.qos)
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that something below us swallowed (see `_stop_tasks`)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _stop_tasks(tasks: set[asyncio.Task]) -> None:
+    """Cancel tasks and wait until they are done, cancelling again any that swallowed it (on
+    3.11, `asyncio.wait_for` loses a cancellation that races with its result: aiomqtt uses it).
+    Our own cancellation is held back until they are all gone, then re-raised."""
+    cancelled = False
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        try:
+            await asyncio.wait(pending, timeout=0.5)
+        except asyncio.CancelledError:
+            cancelled = True
+        pending = {t for t in pending if not t.done()}
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _encode(model: type[Message], obj: dict, what: str, log: LogFn) -> bytes:
+    """The payload of `obj` checked against its model; an invalid one is logged and sent as is,
+    so that a core bug shows at the console instead of leaving a silent hole."""
+    try:
+        return model.from_dict(obj).to_payload()
+    except MalformedPayload as exc:
+        log(f"{what}_invalid", reason=str(exc))
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def _puback(client: aiomqtt.Client, mid: int, qos: int) -> None:
+    """Acknowledge a QoS 1 message received with manual acks (aiomqtt exposes no such call)."""
+    if qos > 0:
+        client._client.ack(mid, qos)

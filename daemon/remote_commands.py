@@ -1,0 +1,134 @@
+"""Remote commands from the fleet: verified, executed at most once, answered from a replay cache.
+
+Pure decisions, no I/O: the app hands in the payload, the clock and what the store remembers, and
+gets back what to execute and what to answer. DESIGN.md's rules: trusted key, valid signature, this
+locker, not expired, never executed before; a cmd_id seen before gets the stored result of its
+first delivery, never a second execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from contract.messages import Reason, SignedCommand, peek_cmd_id
+from contract.signing import verify
+
+#: Command types executed through the cell machines, and the machine command each one runs.
+CELL_COMMANDS = {"open": "open", "block": "block", "unblock": "unblock"}
+
+#: How long a command's result stays in the replay cache after it expired.
+DEFAULT_RETENTION_MS = 24 * 3600 * 1000
+
+#: Events that settle a pending remote open (the event's data carries the command's ref).
+_OPEN_DONE = {"door_opened"}
+_OPEN_FAILED = {"lock_fault": Reason.LOCK_FAULT, "open_cancelled": None}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer without executing: a rejection, or the stored result of an earlier delivery."""
+
+    results: list[dict]
+    #: Set when the command could not even be attributed (no usable cmd_id): log it only.
+    unattributed_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Execute:
+    """A verified, never-seen command to run on a cell."""
+
+    command: SignedCommand
+    kind: str
+    cell: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def result(cmd_id: str, status: str, reason: str | None = None, **data: Any) -> dict:
+    out: dict[str, Any] = {"cmd_id": cmd_id, "status": status, "data": data}
+    if reason is not None:
+        out["reason"] = str(reason)
+    return out
+
+
+class RemoteCommands:
+    def __init__(
+        self,
+        locker_id: str,
+        trusted_keys: Mapping[str, str],
+        cell_ids: Collection[int],
+        retention_ms: int = DEFAULT_RETENTION_MS,
+    ) -> None:
+        self.locker_id = locker_id
+        self.trusted_keys = dict(trusted_keys)
+        self.cell_ids = set(cell_ids)
+        self.retention_ms = retention_ms
+
+    def check(
+        self,
+        payload: bytes,
+        topic_locker: str,
+        now_ms: int,
+        stored: Callable[[str], dict | None],
+    ) -> Answer | Execute:
+        cmd_id = peek_cmd_id(payload)
+        reason = verify(
+            payload,
+            trusted_keys=self.trusted_keys,
+            locker_id=self.locker_id,
+            now_ms=now_ms,
+            topic_locker=topic_locker,
+        )
+        if reason is not None:
+            if cmd_id is None:
+                return Answer([], unattributed_reason=reason)
+            return Answer([result(cmd_id, "rejected", reason)])
+        command = SignedCommand.from_payload(payload)
+        previous = stored(command.cmd_id)
+        if previous is not None:
+            # A QoS 1 duplicate or a replay: repeat what the first delivery got, never execute.
+            return Answer(
+                list(
+                    previous.get("results") or [result(command.cmd_id, "rejected", Reason.REPLAYED)]
+                )
+            )
+        kind = CELL_COMMANDS.get(command.type)
+        if kind is None:
+            return self._refuse(command, now_ms, Reason.UNSUPPORTED)
+        cell = command.args.get("cell")
+        if not isinstance(cell, int) or isinstance(cell, bool) or set(command.args) != {"cell"}:
+            return self._refuse(command, now_ms, Reason.MALFORMED)
+        if cell not in self.cell_ids:
+            return self._refuse(command, now_ms, Reason.UNKNOWN_CELL)
+        return Execute(command, kind, cell, self.record(command, [], now_ms))
+
+    def _refuse(self, command: SignedCommand, now_ms: int, reason: str) -> Answer:
+        return Answer([result(command.cmd_id, "rejected", reason)])
+
+    def record(self, command: SignedCommand, results: list[dict], now_ms: int) -> dict:
+        """The replay-cache entry: kept well past expiry so a late duplicate is recognised."""
+        return {
+            "cmd_id": command.cmd_id,
+            "type": command.type,
+            "args": dict(command.args),
+            "operator": command.operator,
+            "results": results,
+            "received_at": now_ms,
+            "keep_until": max(command.expires_at, now_ms) + self.retention_ms,
+        }
+
+    @staticmethod
+    def settled_by(
+        record: Mapping[str, Any], event_type: str, data: Mapping[str, Any]
+    ) -> dict | None:
+        """The final result an event brings to an accepted remote open, if it settles it."""
+        if record["type"] != "open":
+            return None
+        cmd_id = record["cmd_id"]
+        if event_type in _OPEN_DONE:
+            return result(cmd_id, "done", door="open", cell=record["args"]["cell"])
+        if event_type in _OPEN_FAILED:
+            reason = _OPEN_FAILED[event_type] or data.get("reason") or Reason.INTERNAL_ERROR
+            return result(cmd_id, "failed", reason, cell=record["args"]["cell"])
+        return None

@@ -1,0 +1,263 @@
+"""The console's database: SQLAlchemy 2 models and engine setup, SQLite by default, PostgreSQL too.
+
+The URL comes from the configuration (`[database] url`). SQLite gets WAL and `synchronous=NORMAL`
+(a commit survives a process crash; the last commits may be lost only on power loss, which the
+lockers' outboxes cover since they keep events until acknowledged) and a busy timeout, so the
+ingest and an operator's CLI can write at the same time. PostgreSQL goes through psycopg 3
+(`postgresql+psycopg://`). The schema is created at start (`create_all`); there are no migrations
+yet. Times are Unix epoch milliseconds (BIGINT), as on the wire.
+
+Tables: `lockers` (presence, applied config, the event ack watermark), `cells` (latest snapshot),
+`events` (UNIQUE (locker, seq)), `alarms` (raised by the console itself, e.g. `seq_gap`) and
+`commands` (the audit trail of every remote command issued and its results).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    case,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+#: An auto-increment key that is BIGINT on PostgreSQL and SQLite's rowid alias on SQLite.
+_RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Final command statuses: a late `accepted` never overwrites one of these.
+FINAL_STATUSES = ("done", "failed", "rejected")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        int: BigInteger,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Locker(Base):
+    """One locker as last heard of. `acked_seq` is the ingest's ack watermark (None: no event
+    seen yet); `gap_since` is when the current gap in its events was first seen."""
+
+    __tablename__ = "lockers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    online: Mapped[bool | None]
+    version: Mapped[str | None] = mapped_column(Text)
+    boot_id: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[int | None]
+    last_status_at: Mapped[int | None]
+    boards: Mapped[list[Any] | None]
+    config_version: Mapped[int | None]
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    config_applied_at: Mapped[int | None]
+    acked_seq: Mapped[int | None]
+    gap_since: Mapped[int | None]
+
+
+class Cell(Base):
+    """The latest retained snapshot of one cell."""
+
+    __tablename__ = "cells"
+
+    locker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cell: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    door: Mapped[str] = mapped_column(String(16))
+    size: Mapped[str] = mapped_column(String(4))
+    since: Mapped[int]
+    updated_at: Mapped[int]
+
+
+class EventRow(Base):
+    """One event from a locker's outbox, stored once per (locker, seq)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("locker", "seq", name="uq_events_locker_seq"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int]
+    event_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[int]
+    type: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]
+    received_at: Mapped[int]
+
+
+class Alarm(Base):
+    """Something the console noticed about a locker (kind `seq_gap`, `seq_gap_permanent`)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_locker_at", "locker", "at"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    at: Mapped[int]
+    received_at: Mapped[int]
+
+
+class CommandRow(Base):
+    """Audit trail of a remote command: who issued what, why, and what the locker answered.
+
+    `status` is `issued` until the locker answers, then its last result status; rows may also
+    be created by the ingest from a result alone (a command issued without database access).
+    """
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_locker_issued", "locker", "issued_at"),)
+
+    cmd_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str | None] = mapped_column(Text)
+    args: Mapped[dict[str, Any] | None]
+    operator: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[int | None]
+    expires_at: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(16))
+    result_reason: Mapped[str | None] = mapped_column(Text)
+    result_data: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[int]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+def make_engine(url: str, *, connect_timeout_s: float = 5.0) -> Engine:
+    """An engine for `url`; for a SQLite file, its parent directories are created first."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return create_engine(
+            parsed, pool_pre_ping=True, connect_args={"connect_timeout": int(connect_timeout_s)}
+        )
+    return create_engine(parsed)
+
+
+@dataclass
+class Database:
+    """An engine with the schema in place and a session factory."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose transaction commits on exit (rolls back on error)."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str) -> Database:
+    """Connect and create the tables that do not exist yet."""
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def insert_for(session: Session, model: type[Base]) -> Any:
+    """The dialect's INSERT (with ON CONFLICT support) for `model`."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise RuntimeError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+
+
+def upsert(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] | None = None,
+) -> None:
+    """Insert `rows` (all with the same columns); on a key conflict update `update` columns
+    (default: every non-key column given), or do nothing when `update` is empty."""
+    if not rows:
+        return
+    stmt = insert_for(session, model)
+    columns = update if update is not None else [c for c in rows[0] if c not in keys]
+    if columns:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns}
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(stmt, list(rows))
+
+
+def record_command_issued(session: Session, command: dict[str, Any], now_ms: int) -> None:
+    """Audit a signed command about to be published (status `issued`); a result that the ingest
+    stored first is kept."""
+    row = {
+        "cmd_id": command["cmd_id"],
+        "locker": command["locker"],
+        "type": command["type"],
+        "args": command["args"],
+        "operator": command["operator"],
+        "reason": command["reason"],
+        "issued_at": command["issued_at"],
+        "expires_at": command["expires_at"],
+        "status": "issued",
+        "updated_at": now_ms,
+    }
+    keep = ("cmd_id", "status", "result_reason", "result_data", "updated_at")
+    upsert(session, CommandRow, [row], ["cmd_id"], [c for c in row if c not in keep])
+
+
+def record_command_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Store results: dicts of cmd_id, locker, status, result_reason, result_data, updated_at.
+
+    One row per cmd_id per call. A late or duplicated `accepted` never replaces a final status.
+    """
+    if not rows:
+        return
+    stmt = insert_for(session, CommandRow)
+    table = CommandRow.__table__
+    stale = table.c.status.in_(FINAL_STATUSES) & (stmt.excluded.status == "accepted")
+    set_ = {
+        c: case((stale, table.c[c]), else_=stmt.excluded[c])
+        for c in ("status", "result_reason", "result_data", "updated_at")
+    }
+    session.execute(stmt.on_conflict_do_update(index_elements=["cmd_id"], set_=set_), list(rows))

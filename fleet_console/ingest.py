@@ -1,0 +1,553 @@
+"""The ingest: everything lockers publish goes into the database, and events are acknowledged.
+
+One MQTT 5 connection with a persistent session (stable client id, clean start off, session
+expiry), subscribed QoS 1 to every locker's status, cells, events, cmd/result and config/applied.
+QoS 1 messages are acknowledged to the broker (PUBACK) only after the transaction holding them
+committed, so a message the ingest dies with is delivered again: with the persistent session,
+nothing published while the ingest is away or crashing is lost. Messages are batched (a few ms or
+up to a few hundred, one transaction); after the commit, each locker with events in the batch gets
+one `events/ack` with its ack watermark.
+
+**Ack and gap policy.** Events are stored once per (locker, seq) (a duplicate is dropped but still
+acknowledged). The first event ever seen from a locker sets its baseline. The ack watermark is the
+end of the contiguous prefix: `up_to_seq` never covers a missing seq, so the locker keeps
+everything after a hole in its outbox and can send it again. An event past the next expected one
+is stored at once and raises a `seq_gap` alarm (`expected`, `got`). If the hole is not filled
+within `gap_timeout_s` (default 30 s), a `seq_gap_permanent` alarm (`missing_from`, `missing_to`)
+is recorded and the watermark moves past the hole, so a locker's outbox never stalls forever. An
+event that fills a hole late (even after it was declared permanent) is still stored.
+
+Malformed payloads are logged with their topic and reason and skipped (and acknowledged to the
+broker: redelivering them would not make them valid). Broker loss: reconnect with backoff, for
+ever. Database errors: the batch is retried with backoff and not acknowledged meanwhile.
+A single ingest per database is assumed (its watermark state lives in memory and in `lockers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from contract.messages import (
+    CellSnapshot,
+    CommandResult,
+    ConfigApplied,
+    Event,
+    EventAck,
+    MalformedPayload,
+    Status,
+)
+from contract.topics import TopicKind, Topics
+from fleet_console.config import ConsoleMqtt
+from fleet_console.db import (
+    Alarm,
+    Cell,
+    Database,
+    EventRow,
+    Locker,
+    insert_for,
+    record_command_results,
+    upsert,
+)
+from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, make_client
+
+log = logging.getLogger("fleet_console.ingest")
+
+_SUBSCRIBED_KINDS = (
+    TopicKind.STATUS,
+    TopicKind.CELL,
+    TopicKind.EVENTS,
+    TopicKind.CMD_RESULT,
+    TopicKind.CONFIG_APPLIED,
+)
+_RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Tuning of the ingest; the defaults suit a fleet of a few thousand lockers."""
+
+    #: Stable MQTT client id: the broker keeps this session's messages while we are away.
+    client_id: str = "locker-console-ingest"
+    session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
+    batch_max: int = 500
+    batch_window_s: float = 0.005
+    gap_timeout_s: float = 30.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class IngestStats:
+    """Counters for logs and benchmarks."""
+
+    batches: int = 0
+    messages: int = 0
+    events_new: int = 0
+    malformed: int = 0
+    acks_sent: int = 0
+    alarms: int = 0
+    connects: int = 0
+
+
+@dataclass
+class _Parsed:
+    """One batch, decoded and reduced: last status/snapshot wins, results merged per cmd_id."""
+
+    statuses: dict[str, Status] = field(default_factory=dict)
+    cells: dict[tuple[str, int], CellSnapshot] = field(default_factory=dict)
+    applied: dict[str, ConfigApplied] = field(default_factory=dict)
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    results: dict[str, tuple[str, CommandResult]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.statuses or self.cells or self.applied or self.events or self.results)
+
+
+@dataclass
+class _SeqState:
+    """Where a locker's event sequence stands: `acked` is the contiguous prefix, `above` the
+    seqs stored past a hole, `gap_since` when the current hole was seen (epoch ms)."""
+
+    acked: int | None
+    above: set[int]
+    gap_since: int | None
+
+
+class _Sequences:
+    """Ack watermarks per locker, loaded lazily from the database, dropped after a failure."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, _SeqState] = {}
+        self.gapped_loaded = False
+
+    def clear(self) -> None:
+        self.states.clear()
+        self.gapped_loaded = False
+
+    def load(self, session: Session, lockers: Iterable[str]) -> None:
+        missing = [lk for lk in set(lockers) if lk not in self.states]
+        if not self.gapped_loaded:  # lockers left with a hole by the previous run
+            missing += session.scalars(
+                select(Locker.id).where(Locker.gap_since.is_not(None))
+            ).all()
+            self.gapped_loaded = True
+        missing = [lk for lk in set(missing) if lk not in self.states]
+        for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
+            rows = session.execute(
+                select(Locker.id, Locker.acked_seq, Locker.gap_since).where(Locker.id.in_(chunk))
+            ).all()
+            found = {r.id: r for r in rows}
+            for lk in chunk:
+                r = found.get(lk)
+                acked = r.acked_seq if r else None
+                self.states[lk] = _SeqState(acked, set(), r.gap_since if r else None)
+            gapped = [lk for lk in chunk if self.states[lk].gap_since is not None]
+            if gapped:
+                for lk, seq in session.execute(
+                    select(EventRow.locker, EventRow.seq)
+                    .join(Locker, Locker.id == EventRow.locker)
+                    .where(EventRow.locker.in_(gapped), EventRow.seq > Locker.acked_seq)
+                ):
+                    self.states[lk].above.add(seq)
+
+
+def _absorb(st: _SeqState) -> None:
+    """Move the watermark over seqs already stored right after it."""
+    assert st.acked is not None
+    while st.acked + 1 in st.above:
+        st.above.remove(st.acked + 1)
+        st.acked += 1
+
+
+class Ingest:
+    """The ingest service, run in the caller's event loop: `await start()` ... `await stop()`,
+    or `await run()` until cancelled or stopped."""
+
+    def __init__(
+        self,
+        mqtt: ConsoleMqtt,
+        db: Database,
+        settings: IngestSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mqtt = mqtt
+        self.db = db
+        self.settings = settings or IngestSettings()
+        self.topics = Topics(mqtt.prefix)
+        self.stats = IngestStats()
+        self._clock = clock
+        self._seq = _Sequences()
+        self._stop = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ack_tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while connected and subscribed."""
+        return self._subscribed.is_set()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Run in the background; return once subscribed (TimeoutError if not within timeout)."""
+        if self._task is not None:
+            raise RuntimeError("already started")
+        self._stop.clear()
+        self._task = asyncio.create_task(self.run(), name="ingest")
+        waiter = asyncio.create_task(self._subscribed.wait())
+        done, _ = await asyncio.wait(
+            {waiter, self._task}, timeout=timeout, return_when="FIRST_COMPLETED"
+        )
+        if waiter not in done:
+            waiter.cancel()
+            if self._task in done:
+                self._task.result()  # raises what ended it
+            raise TimeoutError(f"ingest not connected to {self.mqtt.host}:{self.mqtt.port}")
+
+    def request_stop(self) -> None:
+        """Ask `run()` to finish (safe from a signal handler)."""
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, disconnect cleanly; unprocessed messages stay queued on
+        the broker for the next run."""
+        self._stop.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            try:
+                await asyncio.wait_for(task, timeout=15)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def run(self) -> None:
+        """Connect, consume, reconnect with backoff, until `stop()`."""
+        s = self.settings
+        delay = s.reconnect_min_s
+        while not self._stop.is_set():
+            client = make_client(
+                self.mqtt,
+                identifier=s.client_id,
+                session_expiry_s=s.session_expiry_s,
+                receive_maximum=s.batch_max * 4,
+                max_inflight=1000,
+                manual_ack=True,
+            )
+            try:
+                async with client:
+                    await client.subscribe(
+                        [(self.topics.wildcard(kind), 1) for kind in _SUBSCRIBED_KINDS]
+                    )
+                    self.stats.connects += 1
+                    log.info(
+                        "connected to %s:%s as %s; subscribed to %s/+/...",
+                        self.mqtt.host, self.mqtt.port, s.client_id, self.mqtt.prefix,
+                    )
+                    client.pending_calls_threshold = 100_000  # acks are many by design
+                    self._subscribed.set()
+                    delay = s.reconnect_min_s
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                self._subscribed.clear()
+                if self._stop.is_set():
+                    break
+                log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = min(delay * 2, s.reconnect_max_s)
+        self._subscribed.clear()
+        log.info("stopped")
+
+    # -- consuming ----------------------------------------------------------------------------
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        """Batch messages from this connection until stop or disconnect."""
+        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def pump() -> None:
+            # aiomqtt's iterator may drop a message when cancelled; this task is only
+            # cancelled with its connection, whose unacknowledged messages come again.
+            async for message in client.messages:
+                inbox.put_nowait(message)
+
+        pump_task = asyncio.create_task(pump(), name="ingest-pump")
+        stop_task = asyncio.create_task(self._stop.wait())
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stop.is_set():
+                getter = asyncio.create_task(inbox.get())
+                done, _ = await asyncio.wait(
+                    {getter, pump_task, stop_task}, timeout=1.0, return_when="FIRST_COMPLETED"
+                )
+                if getter not in done:
+                    getter.cancel()  # asyncio.Queue.get loses nothing when cancelled
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getter
+                if getter.done() and not getter.cancelled():
+                    batch = [getter.result()]
+                elif pump_task in done:
+                    pump_task.result()  # raises the MqttError that ended the connection
+                    raise aiomqtt.MqttError("message stream ended")
+                else:
+                    batch = []
+                if batch:
+                    deadline = loop.time() + self.settings.batch_window_s
+                    while len(batch) < self.settings.batch_max:
+                        if inbox.empty():
+                            left = deadline - loop.time()
+                            if left <= 0 or pump_task.done():
+                                break
+                            await asyncio.sleep(min(left, 0.001))
+                            continue
+                        batch.append(inbox.get_nowait())
+                await self._handle(client, batch)
+        finally:
+            stop_task.cancel()
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await pump_task
+
+    async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
+        parsed = self._parse(batch)
+        if parsed.empty and not self._gap_due():
+            for message in batch:
+                ack(client, message)
+            return
+        delay = self.settings.reconnect_min_s
+        while True:
+            try:
+                acks = await asyncio.to_thread(self._store, parsed, self._now_ms())
+                break
+            except SQLAlchemyError as exc:
+                self._seq.clear()
+                log.error("database error, batch of %d not stored (%s); retrying in %.1f s",
+                          len(batch), exc.__class__.__name__ + ": " + str(exc).splitlines()[0],
+                          delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                if self._stop.is_set():
+                    return  # not acknowledged: the broker delivers them again next time
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+        for message in batch:
+            ack(client, message)
+        self.stats.batches += 1
+        self.stats.messages += len(batch)
+        if acks:
+            # Queued in order and not awaited: the broker lets only a few of our QoS 1
+            # publishes be in flight, and waiting for them would stall the next batch. A lost
+            # ack is harmless: the locker sends again and its duplicate is acknowledged.
+            for locker, seq in acks.items():
+                task = asyncio.create_task(client.publish(
+                    self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
+                    timeout=60,
+                ))
+                self._ack_tasks.add(task)
+                task.add_done_callback(self._ack_done)
+            self.stats.acks_sent += len(acks)
+
+    def _ack_done(self, task: asyncio.Task[None]) -> None:
+        self._ack_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("event ack not confirmed by the broker: %s", task.exception())
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _gap_due(self) -> bool:
+        limit = self._now_ms() - int(self.settings.gap_timeout_s * 1000)
+        if not self._seq.gapped_loaded:
+            return True
+        return any(
+            st.gap_since is not None and st.gap_since <= limit for st in self._seq.states.values()
+        )
+
+    def _parse(self, batch: list[aiomqtt.Message]) -> _Parsed:
+        out = _Parsed()
+        for message in batch:
+            topic = str(message.topic)
+            parsed = self.topics.parse(topic)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if parsed is None or parsed.kind not in _SUBSCRIBED_KINDS:
+                log.warning("skipped message on unexpected topic %s", topic)
+                continue
+            if not payload and parsed.kind in _RETAINED_KINDS:
+                log.info("retained message on %s was cleared; nothing to store", topic)
+                continue
+            locker = parsed.locker
+            try:
+                if parsed.kind is TopicKind.STATUS:
+                    out.statuses[locker] = Status.from_payload(payload)
+                elif parsed.kind is TopicKind.CELL:
+                    snap = CellSnapshot.from_payload(payload)
+                    if snap.cell != parsed.cell:
+                        raise MalformedPayload(
+                            f"cell {snap.cell} sent on the topic of cell {parsed.cell}"
+                        )
+                    out.cells[(locker, snap.cell)] = snap
+                elif parsed.kind is TopicKind.CONFIG_APPLIED:
+                    out.applied[locker] = ConfigApplied.from_payload(payload)
+                elif parsed.kind is TopicKind.EVENTS:
+                    out.events.append((locker, Event.from_payload(payload)))
+                else:
+                    result = CommandResult.from_payload(payload)
+                    prior = out.results.get(result.cmd_id)
+                    if not (prior and result.status == "accepted"):
+                        out.results[result.cmd_id] = (locker, result)
+            except MalformedPayload as exc:
+                self.stats.malformed += 1
+                log.warning("skipped malformed payload on %s: %s", topic, exc.reason)
+        return out
+
+    # -- storing (runs in a worker thread, one batch at a time) ------------------------------
+    def _store(self, p: _Parsed, now: int) -> dict[str, int]:
+        """One transaction for the batch; returns the event acks to send after the commit."""
+        try:
+            with self.db.transaction() as s:
+                touched = (
+                    set(p.statuses) | set(p.applied) | {lk for lk, _ in p.cells}
+                    | {lk for lk, _ in p.events} | {lk for lk, _ in p.results.values()}
+                )
+                upsert(s, Locker, [{"id": lk} for lk in sorted(touched)], ["id"], [])
+                self._store_presence(s, p, now)
+                acks, alarms, changed = self._sequence_events(s, p, now)
+                if alarms:
+                    s.execute(insert_for(s, Alarm), alarms)
+                    self.stats.alarms += len(alarms)
+                if changed:
+                    s.execute(
+                        update(Locker),
+                        [
+                            {"id": lk, "acked_seq": st.acked, "gap_since": st.gap_since}
+                            for lk, st in ((lk, self._seq.states[lk]) for lk in sorted(changed))
+                        ],
+                    )
+            return acks
+        except BaseException:
+            self._seq.clear()  # the in-memory watermarks may be ahead of the rolled-back rows
+            raise
+
+    def _store_presence(self, s: Session, p: _Parsed, now: int) -> None:
+        online = [
+            {
+                "id": lk, "online": True, "version": st.version, "boot_id": st.boot_id,
+                "started_at": st.started_at, "last_status_at": now,
+                "boards": [b.model_dump(mode="json") for b in st.boards or []],
+            }
+            for lk, st in p.statuses.items() if st.online
+        ]
+        offline = [
+            {"id": lk, "online": False, "last_status_at": now}
+            for lk, st in p.statuses.items() if not st.online
+        ]
+        upsert(s, Locker, online, ["id"])
+        upsert(s, Locker, offline, ["id"])
+        upsert(
+            s, Locker,
+            [
+                {"id": lk, "config_version": a.version, "config_hash": a.hash,
+                 "config_applied_at": now}
+                for lk, a in p.applied.items()
+            ],
+            ["id"],
+        )
+        upsert(
+            s, Cell,
+            [
+                {"locker": lk, "cell": c.cell, "state": c.state, "door": c.door, "size": c.size,
+                 "since": c.since, "updated_at": now}
+                for (lk, _), c in p.cells.items()
+            ],
+            ["locker", "cell"],
+        )
+        record_command_results(
+            s,
+            [
+                {"cmd_id": cmd_id, "locker": lk, "status": r.status, "result_reason": r.reason,
+                 "result_data": r.data, "updated_at": now}
+                for cmd_id, (lk, r) in p.results.items()
+            ],
+        )
+
+    def _sequence_events(
+        self, s: Session, p: _Parsed, now: int
+    ) -> tuple[dict[str, int], list[dict[str, Any]], set[str]]:
+        """Insert new events, move watermarks, raise gap alarms; (acks, alarms, changed)."""
+        self._seq.load(s, (lk for lk, _ in p.events))
+        rows: list[dict[str, Any]] = []
+        alarms: list[dict[str, Any]] = []
+        changed: set[str] = set()
+        acks: dict[str, int] = {}
+        seen: set[tuple[str, int]] = set()
+        # In seq order: a batch holding a redelivery must not look like a gap.
+        for lk, ev in sorted(p.events, key=lambda item: item[1].seq):
+            st = self._seq.states[lk]
+            seq = ev.seq
+            if (lk, seq) in seen:
+                continue
+            seen.add((lk, seq))
+            if st.acked is None:  # first event ever seen from this locker: the baseline
+                st.acked = seq - 1
+                changed.add(lk)
+            row = {"locker": lk, "seq": seq, "event_id": ev.id, "at": ev.at, "type": ev.type,
+                   "data": ev.data, "received_at": now}
+            if seq <= st.acked:
+                rows.append(row)  # a duplicate (the unique key drops it) or a late fill
+            elif seq not in st.above:
+                rows.append(row)
+                self.stats.events_new += 1
+                changed.add(lk)
+                if seq == st.acked + 1:
+                    st.acked = seq
+                    if st.above:
+                        _absorb(st)
+                        st.gap_since = now if st.above else None
+                else:
+                    top = max(st.acked, max(st.above, default=0))
+                    if seq > top + 1:
+                        gap = {"expected": top + 1, "got": seq}
+                        alarms.append(self._alarm(lk, "seq_gap", gap, now))
+                        log.warning("locker %s: seq gap, expected %d, got %d", lk, top + 1, seq)
+                    st.above.add(seq)
+                    if st.gap_since is None:
+                        st.gap_since = now
+            acks[lk] = st.acked
+        limit = now - int(self.settings.gap_timeout_s * 1000)
+        for lk, st in self._seq.states.items():
+            if st.gap_since is None or st.gap_since > limit or st.acked is None or not st.above:
+                continue
+            first_missing, next_have = st.acked + 1, min(st.above)
+            alarms.append(self._alarm(
+                lk, "seq_gap_permanent",
+                {"missing_from": first_missing, "missing_to": next_have - 1}, now,
+            ))
+            log.warning("locker %s: events %d..%d never came; acknowledging past them",
+                        lk, first_missing, next_have - 1)
+            st.acked = next_have - 1
+            _absorb(st)
+            st.gap_since = now if st.above else None
+            changed.add(lk)
+            acks[lk] = st.acked
+        if rows:
+            s.execute(
+                insert_for(s, EventRow).on_conflict_do_nothing(index_elements=["locker", "seq"]),
+                rows,
+            )
+        return acks, alarms, changed
+
+    @staticmethod
+    def _alarm(locker: str, kind: str, data: dict[str, Any], now: int) -> dict[str, Any]:
+        return {"locker": locker, "kind": kind, "data": data, "at": now, "received_at": now}

@@ -1,0 +1,360 @@
+"""The console's ingest against a real Mosquitto and real databases (SQLite and PostgreSQL).
+
+Simulated lockers are plain MQTT clients logged in with their own broker accounts. Every
+`events/ack` they receive is checked, at the moment it arrives, against the database from a
+separate connection: an ack must never cover an event that is not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from sqlalchemy import Engine, func, select
+
+from contract.messages import EventAck
+from contract.topics import Topics
+from fleet_console.config import ConsoleMqtt
+from fleet_console.db import Alarm, Cell, CommandRow, EventRow, Locker, make_engine, open_database
+from fleet_console.ingest import Ingest, IngestSettings
+from fleet_console.mqtt import make_client
+from tests.fixtures.mqtt_broker import MqttBroker, MqttTestClient, unique_id
+
+TOPICS = Topics()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/var/console.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def console_mqtt(mqtt_broker: MqttBroker) -> ConsoleMqtt:
+    mqtt_broker.ensure_running()
+    user, password = mqtt_broker.console_credentials
+    return ConsoleMqtt(host=mqtt_broker.host, port=mqtt_broker.port, username=user,
+                       password=password)
+
+
+class IngestRunner:
+    """Starts and stops ingests sharing one client id (one persistent session) and database."""
+
+    def __init__(self, mqtt: ConsoleMqtt, url: str, **settings: Any) -> None:
+        self.mqtt = mqtt
+        self.url = url
+        self.settings = IngestSettings(client_id=unique_id("ingest"), **settings)
+        self.current: Ingest | None = None
+
+    async def start(self) -> Ingest:
+        self.current = Ingest(self.mqtt, open_database(self.url), self.settings)
+        await self.current.start()
+        return self.current
+
+    async def stop(self) -> None:
+        if self.current is not None:
+            await self.current.stop()
+            self.current.db.dispose()
+            self.current = None
+
+    async def forget_session(self) -> None:
+        """Connect once with a clean start so the broker drops the session's queue."""
+        async with make_client(self.mqtt, identifier=self.settings.client_id):
+            pass
+
+
+@pytest.fixture
+async def runner(console_mqtt: ConsoleMqtt, db_url: str) -> AsyncIterator[IngestRunner]:
+    r = IngestRunner(console_mqtt, db_url, gap_timeout_s=0.6)
+    await r.start()
+    yield r
+    await r.stop()
+    await r.forget_session()
+
+
+class SimLocker:
+    """A locker: its own broker account; records each ack with what the database held then."""
+
+    def __init__(self, broker: MqttBroker, url: str) -> None:
+        self.id = unique_id()
+        creds = broker.add_locker(self.id)
+        self.client: MqttTestClient = broker.client(*creds)
+        self.engine: Engine = make_engine(url)
+        self.acks: list[tuple[int, int]] = []  # (up_to_seq, events <= it in the DB right then)
+        self._cond = threading.Condition()
+        self.client.paho.on_message = self._on_message
+        self.client.subscribe(TOPICS.events_ack(self.id))
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        up_to = EventAck.from_payload(msg.payload).up_to_seq
+        with self.engine.connect() as conn:
+            stored = conn.scalar(
+                select(func.count()).select_from(EventRow)
+                .where(EventRow.locker == self.id, EventRow.seq <= up_to)
+            )
+        with self._cond:
+            self.acks.append((up_to, int(stored or 0)))
+            self._cond.notify_all()
+
+    def event(self, seq: int, type: str = "door_opened", **data: Any) -> None:
+        payload = {"seq": seq, "id": str(uuid.uuid4()), "at": int(time.time() * 1000),
+                   "type": type, "data": data}
+        self.client.publish(TOPICS.events(self.id), json.dumps(payload), qos=1)
+
+    def status(self, online: bool = True) -> None:
+        body: dict[str, Any] = {"online": online}
+        if online:
+            body |= {"version": "1.2.3", "boot_id": "b-1", "started_at": 1_700_000_000_000,
+                     "boards": [{"name": "bus0", "online": True, "failures": 0}]}
+        self.client.publish(TOPICS.status(self.id), json.dumps(body), qos=1, retain=True)
+
+    def cell(self, cell: int, state: str = "free", door: str = "closed") -> None:
+        body = {"cell": cell, "state": state, "door": door, "size": "M", "since": 1_700_000_000_000}
+        self.client.publish(TOPICS.cell(self.id, cell), json.dumps(body), qos=1, retain=True)
+
+    def wait_ack(self, up_to: int, timeout: float = 10.0) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(a >= up_to for a, _ in self.acks), timeout)
+        assert ok, f"no ack up to {up_to} within {timeout} s; acks: {self.acks[-5:]}"
+
+    def acks_since(self, n: int) -> list[int]:
+        with self._cond:
+            return [a for a, _ in self.acks[n:]]
+
+    def check_acks_were_committed(self, baseline: int = 1, given_up: tuple[int, ...] = ()) -> None:
+        """Each ack came when every event up to it (but those given up on) was committed."""
+        for up_to, stored in self.acks:
+            expected = up_to - baseline + 1 - sum(1 for s in given_up if s <= up_to)
+            assert stored >= expected, f"ack {up_to} sent with only {stored} stored"
+
+    def clear_retained(self, cells: tuple[int, ...] = ()) -> None:
+        self.client.publish(TOPICS.status(self.id), b"", retain=True)
+        for c in cells:
+            self.client.publish(TOPICS.cell(self.id, c), b"", retain=True)
+
+    def close(self) -> None:
+        self.client.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def make_locker(mqtt_broker: MqttBroker, db_url: str) -> Any:
+    made: list[SimLocker] = []
+
+    def make() -> SimLocker:
+        made.append(SimLocker(mqtt_broker, db_url))
+        return made[-1]
+
+    yield make
+    for lk in made:
+        lk.close()
+
+
+def db_query(url: str, fn: Callable[[Any], Any]) -> Any:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return fn(conn)
+    finally:
+        engine.dispose()
+
+
+def seqs(url: str, locker: str) -> list[int]:
+    return db_query(url, lambda c: list(c.scalars(
+        select(EventRow.seq).where(EventRow.locker == locker).order_by(EventRow.seq))))
+
+
+def alarms(url: str, locker: str) -> list[tuple[str, dict[str, Any]]]:
+    return db_query(url, lambda c: [(r.kind, r.data) for r in c.execute(
+        select(Alarm.kind, Alarm.data).where(Alarm.locker == locker).order_by(Alarm.id))])
+
+
+async def test_status_cells_and_events_land_and_acks_follow_commits(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lk: SimLocker = make_locker()
+    await asyncio.to_thread(lk.status)
+    await asyncio.to_thread(lk.cell, 1, "occupied", "closed")
+    await asyncio.to_thread(lk.cell, 2, "free", "open")
+    for seq in range(1, 21):
+        await asyncio.to_thread(lk.event, seq, cell=seq % 3 + 1)
+    await asyncio.to_thread(lk.wait_ack, 20)
+    assert seqs(db_url, lk.id) == list(range(1, 21))
+    lk.check_acks_were_committed()
+    locker = db_query(db_url, lambda c: c.execute(select(Locker).where(Locker.id == lk.id)).one())
+    assert (locker.online, locker.version, locker.boot_id, locker.acked_seq) == (
+        True, "1.2.3", "b-1", 20)
+    assert locker.boards == [{"name": "bus0", "online": True, "last_ok_at": None, "failures": 0}]
+    cells = db_query(db_url, lambda c: c.execute(
+        select(Cell.cell, Cell.state, Cell.door).where(Cell.locker == lk.id).order_by(Cell.cell)
+    ).all())
+    assert [tuple(r) for r in cells] == [(1, "occupied", "closed"), (2, "free", "open")]
+    await asyncio.to_thread(lk.status, False)  # the last will
+    await asyncio.to_thread(lk.event, 21)
+    await asyncio.to_thread(lk.wait_ack, 21)
+    online = db_query(db_url, lambda c: c.scalar(select(Locker.online).where(Locker.id == lk.id)))
+    assert online is False
+    await asyncio.to_thread(lk.clear_retained, (1, 2))
+
+
+async def test_duplicates_are_stored_once_and_still_acknowledged(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lk: SimLocker = make_locker()
+    for seq in (1, 2, 3):
+        await asyncio.to_thread(lk.event, seq)
+    await asyncio.to_thread(lk.wait_ack, 3)
+    before = len(lk.acks)
+    for seq in (2, 3, 3):
+        await asyncio.to_thread(lk.event, seq)
+    deadline = time.monotonic() + 5
+    while len(lk.acks_since(before)) < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert lk.acks_since(before) and set(lk.acks_since(before)) == {3}
+    assert seqs(db_url, lk.id) == [1, 2, 3]
+    assert alarms(db_url, lk.id) == []
+    lk.check_acks_were_committed()
+
+
+async def test_gap_raises_alarm_acks_only_the_contiguous_prefix_then_times_out(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lk: SimLocker = make_locker()
+    for seq in (1, 2, 5):
+        await asyncio.to_thread(lk.event, seq)
+    await asyncio.to_thread(lk.wait_ack, 2)
+    await asyncio.sleep(0.1)
+    assert max(a for a, _ in lk.acks) == 2, "an ack must not cover the hole at 3..4"
+    assert alarms(db_url, lk.id) == [("seq_gap", {"expected": 3, "got": 5})]
+    assert seqs(db_url, lk.id) == [1, 2, 5]
+    for seq in (3, 4):  # the locker sends the hole again from its outbox
+        await asyncio.to_thread(lk.event, seq)
+    await asyncio.to_thread(lk.wait_ack, 5)
+    # a hole that is never filled: after gap_timeout_s the watermark moves past it
+    for seq in (6, 8, 9):
+        await asyncio.to_thread(lk.event, seq)
+    await asyncio.to_thread(lk.wait_ack, 6)
+    started = time.monotonic()
+    await asyncio.to_thread(lk.wait_ack, 9, 5.0)
+    assert time.monotonic() - started >= 0.3
+    assert alarms(db_url, lk.id) == [
+        ("seq_gap", {"expected": 3, "got": 5}),
+        ("seq_gap", {"expected": 7, "got": 8}),
+        ("seq_gap_permanent", {"missing_from": 7, "missing_to": 7}),
+    ]
+    await asyncio.to_thread(lk.event, 7)  # a late straggler is still stored
+    await asyncio.to_thread(lk.event, 10)
+    await asyncio.to_thread(lk.wait_ack, 10)
+    assert seqs(db_url, lk.id) == list(range(1, 11))
+    lk.check_acks_were_committed(given_up=(7,))
+
+
+async def test_first_event_sets_the_baseline(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lk: SimLocker = make_locker()
+    for seq in (41, 42):
+        await asyncio.to_thread(lk.event, seq)
+    await asyncio.to_thread(lk.wait_ack, 42)
+    assert alarms(db_url, lk.id) == []
+    assert seqs(db_url, lk.id) == [41, 42]
+
+
+async def test_malformed_payloads_are_skipped_and_ingest_keeps_going(
+    runner: IngestRunner, make_locker: Any, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    lk: SimLocker = make_locker()
+    ingest = runner.current
+    assert ingest is not None
+    bad = [
+        (TOPICS.events(lk.id), b"not json"),
+        (TOPICS.events(lk.id), b'{"seq": "1", "id": "x", "at": 1, "type": "t"}'),
+        (TOPICS.events(lk.id), b"\xff\xfe"),
+        (TOPICS.status(lk.id), b'{"online": true}'),
+        (TOPICS.cell(lk.id, 3), b'{"cell": 4, "state": "free", "door": "closed", "size": "M", '
+                                b'"since": 1}'),
+        (TOPICS.cmd_result(lk.id), b'{"cmd_id": "nope", "status": "done"}'),
+        (TOPICS.config_applied(lk.id), b"[]"),
+    ]
+    with caplog.at_level("WARNING", logger="fleet_console.ingest"):
+        for topic, payload in bad:
+            retain = "/status" in topic or "/cells/" in topic
+            await asyncio.to_thread(lk.client.publish, topic, payload, 1, retain)
+        await asyncio.to_thread(lk.event, 1)
+        await asyncio.to_thread(lk.wait_ack, 1)
+    assert ingest.connected
+    skipped = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    # Other tests' lockers share the session broker: count only this locker's payloads.
+    assert len([m for m in skipped if f"/{lk.id}/" in m]) == len(bad), skipped
+    assert ingest.stats.malformed >= len(bad)
+    assert any(TOPICS.cell(lk.id, 3) in m and "cell 4" in m for m in skipped), skipped
+    assert any(TOPICS.status(lk.id) in m and "version" in m for m in skipped), skipped
+    assert seqs(db_url, lk.id) == [1]
+    await asyncio.to_thread(lk.clear_retained, (3,))
+
+
+async def test_command_results_and_applied_config_are_recorded(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lk: SimLocker = make_locker()
+    cmd_id = str(uuid.uuid4())
+    for body in ({"cmd_id": cmd_id, "status": "accepted"},
+                 {"cmd_id": cmd_id, "status": "failed", "reason": "lock_fault",
+                  "data": {"cell": 2}}):
+        await asyncio.to_thread(lk.client.publish, TOPICS.cmd_result(lk.id), json.dumps(body))
+    applied = {"version": 4, "hash": "ab" * 32}
+    await asyncio.to_thread(
+        lk.client.publish, TOPICS.config_applied(lk.id), json.dumps(applied), 1, True)
+    await asyncio.to_thread(lk.event, 1)
+    await asyncio.to_thread(lk.wait_ack, 1)
+    row = db_query(db_url, lambda c: c.execute(
+        select(CommandRow).where(CommandRow.cmd_id == cmd_id)).one())
+    assert (row.locker, row.status, row.result_reason, row.result_data) == (
+        lk.id, "failed", "lock_fault", {"cell": 2})
+    cfg = db_query(db_url, lambda c: c.execute(
+        select(Locker.config_version, Locker.config_hash).where(Locker.id == lk.id)).one())
+    assert tuple(cfg) == (4, "ab" * 32)
+    await asyncio.to_thread(lk.client.publish, TOPICS.config_applied(lk.id), b"", 1, True)
+
+
+async def test_restart_mid_stream_loses_nothing_and_doubles_nothing(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    lockers: list[SimLocker] = [make_locker() for _ in range(3)]
+    total = 300
+    stop_publishing = threading.Event()
+
+    def publish_all(lk: SimLocker) -> None:
+        for seq in range(1, total + 1):
+            if stop_publishing.is_set():
+                return
+            lk.event(seq)
+            time.sleep(0.004)
+
+    threads = [threading.Thread(target=publish_all, args=(lk,)) for lk in lockers]
+    for t in threads:
+        t.start()
+    try:
+        await asyncio.to_thread(lockers[0].wait_ack, 30)
+        await runner.stop()  # mid-stream: the lockers keep publishing
+        await asyncio.sleep(0.3)
+        assert all(t.is_alive() for t in threads), "publishing should still be going on"
+        await runner.start()
+        for lk in lockers:
+            await asyncio.to_thread(lk.wait_ack, total, 20.0)
+    finally:
+        stop_publishing.set()
+        for t in threads:
+            t.join()
+    for lk in lockers:
+        assert seqs(db_url, lk.id) == list(range(1, total + 1))
+        assert alarms(db_url, lk.id) == []
+        lk.check_acks_were_committed()

@@ -299,6 +299,10 @@ class LockerDaemon:
                 "ready": self._ready.is_set(),
                 "cells": self.technician_view(),
                 "boards": self.board_health(),
+                "events": {
+                    "last_seq": self.store.last_seq,
+                    "unacknowledged": len(self.store.outbox()),
+                },
             }
         if op not in CELL_OPS:
             return {"ok": False, "error": "unknown_command", "message": f"unknown op {op!r}"}

@@ -41,6 +41,8 @@ class MqttSettings(Strict):
     prefix: str = "lockers"
     keepalive: int = Field(30, ge=5)
     tls: bool = False
+    #: MQTT version: "auto" tries 5 and falls back to 3.1.1; or force "5" / "3.1.1".
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
 
 
 class TrustSettings(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +24,8 @@ class ConsoleMqtt(_Strict):
     prefix: str = "lockers"
     keepalive: int = Field(30, ge=5)
     tls: bool = False
+    #: MQTT version: "5" (default) or "3.1.1" for brokers without MQTT 5 (the embedded one).
+    protocol: Literal["5", "3.1.1"] = "5"
 
 
 class Signing(_Strict):

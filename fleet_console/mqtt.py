@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import uuid
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -51,22 +52,33 @@ def make_client(
     message the process dies with is delivered again (it is set before CONNECT, since a resumed
     session's queued messages arrive right after the CONNACK).
     """
-    properties = Properties(PacketTypes.CONNECT)
-    if session_expiry_s is not None:
-        if identifier is None:
-            raise ValueError("a persistent session needs a stable client identifier")
-        properties.SessionExpiryInterval = session_expiry_s
-    if receive_maximum is not None:
-        properties.ReceiveMaximum = receive_maximum
+    if session_expiry_s is not None and identifier is None:
+        raise ValueError("a persistent session needs a stable client identifier")
+    v5 = settings.protocol == "5"
+    version: dict[str, Any]
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)
+        if session_expiry_s is not None:
+            properties.SessionExpiryInterval = session_expiry_s
+        if receive_maximum is not None:
+            properties.ReceiveMaximum = receive_maximum
+        version = {
+            "protocol": aiomqtt.ProtocolVersion.V5,
+            "clean_start": session_expiry_s is None,
+            "properties": properties,
+        }
+    else:  # MQTT 3.1.1 (e.g. the embedded demo broker): the broker keeps a session until reuse
+        version = {
+            "protocol": aiomqtt.ProtocolVersion.V311,
+            "clean_session": session_expiry_s is None,
+        }
     client = aiomqtt.Client(
         settings.host,
         settings.port,
         username=settings.username,
         password=settings.password,
         identifier=identifier or client_id("cli"),
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=session_expiry_s is None,
-        properties=properties,
+        **version,
         keepalive=settings.keepalive,
         timeout=timeout,
         socket_options=NODELAY,

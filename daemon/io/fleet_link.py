@@ -185,8 +185,14 @@ class FleetLink:
         self.stats = LinkStats()
         self._log_fn: LogFn = log or _default_log
         self._backoff = Backoff(backoff_initial, backoff_max)
+        if protocol is None:  # the configuration decides: "auto", "5" or "3.1.1"
+            protocol = {"5": ProtocolVersion.V5, "3.1.1": ProtocolVersion.V311}.get(
+                getattr(settings, "protocol", "auto")
+            )
         self._protocol = protocol or ProtocolVersion.V5
         self._may_fall_back = protocol is None
+        #: A session with the current protocol version got its CONNACK: no more switching.
+        self._version_confirmed = False
         self._max_in_flight = max_in_flight
         self._resend_after = resend_after
         self._session_expiry_s = session_expiry_s
@@ -286,6 +292,16 @@ class FleetLink:
                     self._log("connect_refused", reason=str(exc))
                 except (aiomqtt.MqttError, OSError) as exc:
                     self._log("disconnected", reason=str(exc) or type(exc).__name__)
+                    refused = isinstance(exc, ConnectionRefusedError) or "refused" in str(exc)
+                    if self._may_fall_back and not self._version_confirmed and not refused:
+                        # Some brokers (amqtt) drop a v5 CONNECT instead of refusing it:
+                        # alternate versions until one gets a CONNACK.
+                        self._protocol = (
+                            ProtocolVersion.V311
+                            if self._protocol is ProtocolVersion.V5
+                            else ProtocolVersion.V5
+                        )
+                        self._log("protocol_switch", to=_version_name(self._protocol))
                 except Exception as exc:  # a bug here must not take the daemon down: retry
                     self._log("link_error", error=repr(exc))
                 delay = self._backoff.next_delay()
@@ -379,6 +395,7 @@ class FleetLink:
         self._sent = self._acked
         self._events_due = True
         self._last_progress = time.monotonic()
+        self._version_confirmed = True
         self._connected.set()
 
     # --- outgoing ----------------------------------------------------------------------------
@@ -617,3 +634,7 @@ def _puback(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Acknowledge a QoS 1 message received with manual acks (aiomqtt exposes no such call)."""
     if qos > 0:
         client._client.ack(mid, qos)
+
+
+def _version_name(protocol: ProtocolVersion) -> str:
+    return "5" if protocol is ProtocolVersion.V5 else "3.1.1"

@@ -248,7 +248,9 @@ class SerialBus:
             return False
         receiver.arrived.clear()
         try:
-            await asyncio.wait_for(receiver.arrived.wait(), seconds)
+            # asyncio.timeout, not wait_for: no extra Task per wait on the polling hot path.
+            async with asyncio.timeout(seconds):
+                await receiver.arrived.wait()
         except TimeoutError:
             return False
         return True

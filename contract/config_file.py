@@ -10,9 +10,27 @@ import tomllib
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictSection(BaseModel):
+    """A configuration table: unknown (misspelt) keys are errors, values are read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConnection(StrictSection):
+    """The `[mqtt]` keys that lockers and the console share: how to reach the fleet's broker."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    prefix: str = "lockers"
+    keepalive: int = Field(30, ge=5)
+    tls: bool = False
 
 
 class ConfigError(Exception):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from contract.config_file import ConfigError, load_toml_model
+from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
 from contract.signing import KeyFormatError, load_public_key_b64
 
 __all__ = ["ConfigError", "LockerConfig", "load_locker_config"]
@@ -27,25 +27,14 @@ PROTOCOL_BAUDRATE: dict[str, int] = {
 }
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MqttSettings(Strict):
+class MqttSettings(BrokerConnection):
     #: false: a locker without a fleet (local flows only, no MQTT link).
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: str | None = None
-    prefix: str = "lockers"
-    keepalive: int = Field(30, ge=5)
-    tls: bool = False
     #: MQTT version: "auto" tries 5 and falls back to 3.1.1; or force "5" / "3.1.1".
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
 
 
-class TrustSettings(Strict):
+class TrustSettings(StrictSection):
     #: key_id -> base64url raw Ed25519 public key of a console allowed to command this locker.
     keys: dict[str, str] = Field(default_factory=dict)
 
@@ -63,7 +52,7 @@ class TrustSettings(Strict):
         return keys
 
 
-class BoardConfig(Strict):
+class BoardConfig(StrictSection):
     name: str = Field(min_length=1)
     protocol: Protocol
     #: A device path (/dev/ttyUSB0) or a pyserial URL (socket://10.0.0.5:5000).
@@ -110,7 +99,7 @@ class BoardConfig(Strict):
         return self.baudrate or PROTOCOL_BAUDRATE[self.protocol]
 
 
-class CellConfig(Strict):
+class CellConfig(StrictSection):
     id: int = Field(ge=1)
     board: str
     #: 1-based lock number on that board.
@@ -118,7 +107,7 @@ class CellConfig(Strict):
     size: Literal["S", "M", "L"] = "M"
 
 
-class TimingSettings(Strict):
+class TimingSettings(StrictSection):
     """Timers of the cell state machines (DESIGN.md rules 1, 3, 7, 8, 9)."""
 
     #: A deposit or pickup whose door is not opened within this time is cancelled.
@@ -133,7 +122,7 @@ class TimingSettings(Strict):
     offline_after_polls: int = Field(3, ge=1)
 
 
-class LockerConfig(Strict):
+class LockerConfig(StrictSection):
     locker_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     data_dir: Path
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

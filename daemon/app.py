@@ -30,6 +30,8 @@ VERSION = "0.1.0"
 
 #: How often timers (unlock confirm, door left open, overdue) are checked.
 TICK_S = 0.25
+#: How often expired entries leave the remote-command replay cache.
+PRUNE_S = 30.0
 
 #: Called after every commit with the numbered events and the ids of cells whose view changed.
 Listener = Callable[[list[dict], set[int]], None]
@@ -80,6 +82,8 @@ class LockerDaemon:
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()
+        #: Per bus: set to have the poll loop poll at once (after an unlock frame went out).
+        self._poll_soon: dict[str, asyncio.Event] = {}
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -128,6 +132,8 @@ class LockerDaemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(OSError):
                 await control.wait_closed()
+            if self.fleet is not None:
+                self.fleet.apply_acks()
             self.store.commit(self.machine.snapshot(), now_ms=self.clock())
             self.store.close()
             for bus in self._buses.values():
@@ -160,20 +166,32 @@ class LockerDaemon:
     async def _poll_bus(self, port: str, board_names: Sequence[str]) -> None:
         interval = min(self.config.board(n).poll_interval_ms for n in board_names) / 1000
         loop = asyncio.get_running_loop()
+        poll_soon = self._poll_soon.setdefault(port, asyncio.Event())
         while True:
             started = loop.time()
+            poll_soon.clear()
             for name in board_names:
                 readings = await self._drivers[name].poll()
                 self.apply(self.machine.board_polled(name, readings, self.clock()))
             if not self._ready.is_set() and self.machine.ready():
                 self._ready.set()
                 self.journal.line("ready", cells=len(self.config.cells))
-            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+            # Sleep until the next poll is due, or until an unlock asks for one at once.
+            delay = interval - (loop.time() - started)
+            if delay > 0 and not poll_soon.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await poll_soon.wait()
 
     async def _tick_loop(self) -> None:
+        last_prune = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(TICK_S)
             self.apply(self.machine.tick(self.clock()))
+            if loop.time() - last_prune >= PRUNE_S:
+                last_prune = loop.time()
+                self.store.prune_commands(self.clock())
 
     # --- applying a machine's actions ----------------------------------------------------
     def apply(
@@ -253,6 +271,11 @@ class LockerDaemon:
             self.journal.line(
                 "unlock_failed", level="warning", cell=unlock.cell_id, error=repr(exc)
             )
+        # Poll that bus right away instead of at its next turn: a door that sprang open is
+        # seen (and a remote open answered `done`) without waiting up to a poll interval.
+        poll_soon = self._poll_soon.get(self.config.board(unlock.board).port)
+        if poll_soon is not None:
+            poll_soon.set()
 
     # --- commands ------------------------------------------------------------------------
     def command(

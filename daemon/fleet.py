@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 #: How long a command waits for the boot reconciliation before it is answered `busy`.
 READY_WAIT_S = 5.0
 
+#: Acknowledged events are dropped from the outbox at most this often (one store write).
+ACK_APPLY_S = 1.0
+
 
 class FleetSide:
     def __init__(self, daemon: LockerDaemon) -> None:
@@ -33,6 +36,9 @@ class FleetSide:
         self.link: Any = None  # the FleetLink, once started
         self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}
         self._lock = asyncio.Lock()
+        self._ack_due = 0
+        self._ack_applied = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     # --- LockerPort: what the link publishes -----------------------------------------------
     def status(self) -> dict:
@@ -60,7 +66,28 @@ class FleetSide:
         return self.daemon.store.outbox(after_seq, limit)
 
     def events_acknowledged(self, up_to_seq: int) -> None:
-        self.daemon.store.acknowledge(up_to_seq)
+        """Drop acknowledged events from the outbox, coalesced: at most one store write per
+        ACK_APPLY_S instead of one per console batch (each write rewrites the whole store, on
+        the path of every command and door change). Until then they stay in the outbox; the
+        link never sends them again in this run, and after a crash the console's (locker, seq)
+        dedupe makes the re-send harmless."""
+        self._ack_due = max(self._ack_due, up_to_seq)
+        if self._ack_timer is None:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(ACK_APPLY_S, self.apply_acks)
+
+    def apply_acks(self) -> None:
+        """Drop what the console acknowledged so far (also on a clean stop)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._ack_due > self._ack_applied:
+            try:
+                self.daemon.store.acknowledge(self._ack_due)
+            except Exception as exc:  # the outbox keeps them; the next ack drops them
+                self.daemon.journal.line("ack_failed", level="error", error=repr(exc))
+                return
+            self._ack_applied = self._ack_due
 
     # --- LockerPort: what comes in -------------------------------------------------------
     async def command_received(self, payload: bytes, topic_locker: str) -> None:

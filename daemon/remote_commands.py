@@ -18,8 +18,11 @@ from contract.signing import verify
 #: Command types executed through the cell machines, and the machine command each one runs.
 CELL_COMMANDS = {"open": "open", "block": "block", "unblock": "unblock"}
 
-#: How long a command's result stays in the replay cache after it expired.
-DEFAULT_RETENTION_MS = 24 * 3600 * 1000
+#: How long a command's result stays in the replay cache after it expired. Past expiry (plus
+#: the clock skew allowed) a redelivery is rejected as `expired` before the cache is consulted,
+#: so the cache only has to outlive the expiry; the margin covers clock steps. A bounded cache
+#: keeps the store, which is rewritten whole on every commit, small.
+DEFAULT_RETENTION_MS = 10 * 60 * 1000
 
 #: Events that settle a pending remote open (the event's data carries the command's ref).
 _OPEN_DONE = {"door_opened"}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -85,6 +86,9 @@ class IngestSettings:
     gap_timeout_s: float = 30.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    #: Store batches in the event loop's thread (True) or a worker thread (False); None:
+    #: inline for SQLite, a thread for PostgreSQL.
+    store_inline: bool | None = None
 
 
 @dataclass
@@ -194,6 +198,14 @@ class Ingest:
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
+        #: Event ack watermarks not yet published, and lockers with an ack in flight.
+        self._ack_due: dict[str, int] = {}
+        self._ack_busy: set[str] = set()
+        inline = self.settings.store_inline
+        #: SQLite work is CPU under the GIL: a worker thread only adds GIL hand-offs per row
+        #: (the sqlite3 module releases the GIL around every step). PostgreSQL waits on the
+        #: server, which a thread overlaps with reading the next batch.
+        self._store_inline = db.dialect == "sqlite" if inline is None else inline
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -330,7 +342,10 @@ class Ingest:
         delay = self.settings.reconnect_min_s
         while True:
             try:
-                acks = await asyncio.to_thread(self._store, parsed, self._now_ms())
+                if self._store_inline:
+                    acks = self._store(parsed, self._now_ms())
+                else:
+                    acks = await asyncio.to_thread(self._store, parsed, self._now_ms())
                 break
             except SQLAlchemyError as exc:
                 self._seq.clear()
@@ -347,22 +362,34 @@ class Ingest:
         self.stats.batches += 1
         self.stats.messages += len(batch)
         if acks:
-            # Queued in order and not awaited: the broker lets only a few of our QoS 1
-            # publishes be in flight, and waiting for them would stall the next batch. A lost
-            # ack is harmless: the locker sends again and its duplicate is acknowledged.
+            # Not awaited: waiting for the broker's PUBACKs would stall the next batch. At most
+            # one ack per locker is in flight; a newer watermark waits for it and then goes out
+            # alone (under load, one ack covers several batches). A lost ack is harmless: the
+            # locker sends again and its duplicate is acknowledged.
             for locker, seq in acks.items():
-                task = asyncio.create_task(client.publish(
-                    self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
-                    timeout=60,
-                ))
-                self._ack_tasks.add(task)
-                task.add_done_callback(self._ack_done)
-            self.stats.acks_sent += len(acks)
+                self._ack_due[locker] = seq
+                if locker not in self._ack_busy:
+                    self._send_ack(client, locker)
 
-    def _ack_done(self, task: asyncio.Task[None]) -> None:
+    def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
+        seq = self._ack_due.pop(locker)
+        self._ack_busy.add(locker)
+        task = asyncio.create_task(client.publish(
+            self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
+            timeout=60,
+        ))
+        self._ack_tasks.add(task)
+        task.add_done_callback(functools.partial(self._ack_done, client, locker))
+        self.stats.acks_sent += 1
+
+    def _ack_done(self, client: aiomqtt.Client, locker: str, task: asyncio.Task[None]) -> None:
         self._ack_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        self._ack_busy.discard(locker)
+        failed = task.cancelled() or task.exception() is not None
+        if failed and not task.cancelled():
             log.warning("event ack not confirmed by the broker: %s", task.exception())
+        if not failed and locker in self._ack_due:
+            self._send_ack(client, locker)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

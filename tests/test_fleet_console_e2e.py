@@ -111,10 +111,10 @@ def db_seqs(db: Path, locker: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
+def wait_until(predicate, timeout: float, what: str, detail=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {detail()}"
         time.sleep(0.05)
 
 
@@ -162,7 +162,8 @@ def test_broker_outage_loses_and_doubles_nothing(
                 events["last_seq"]
             ]
 
-        wait_until(settled, 40, "every event stored and acknowledged after the outage")
+        wait_until(settled, 40, "every event stored and acknowledged after the outage",
+                   lambda: f"locker {d.ctl('cells')['events']}, database {db_seqs(db, locker)}")
         last_seq = d.ctl("cells")["events"]["last_seq"]
         assert db_seqs(db, locker) == list(range(1, last_seq + 1))  # each exactly once
     finally:

@@ -93,3 +93,11 @@ def test_kill_9_at_random_instants_leaves_old_or_new_state(tmp_path: Path) -> No
         store.close()
     raw = json.loads((data / STORE_FILE).read_text())
     assert set(raw) >= {"state", "meta", "outbox"}
+
+
+def test_replay_cache_entries_are_pruned_after_keep_until(tmp_path: Path) -> None:
+    store = LockerStore(tmp_path)
+    store.commit(None, commands=[{"cmd_id": "a", "results": [], "keep_until": 100},
+                                 {"cmd_id": "b", "results": [], "keep_until": 300}])
+    assert store.prune_commands(200) == 1
+    assert store.command_record("a") is None and store.command_record("b") is not None

@@ -101,3 +101,55 @@ def test_replay_cache_entries_are_pruned_after_keep_until(tmp_path: Path) -> Non
                                  {"cmd_id": "b", "results": [], "keep_until": 300}])
     assert store.prune_commands(200) == 1
     assert store.command_record("a") is None and store.command_record("b") is not None
+
+
+def _snapshot(states: dict[int, str]) -> dict:
+    return {"version": 1, "boards": {}, "cells": {str(c): {"state": s} for c, s in states.items()}}
+
+
+def test_a_commit_writes_only_what_changed(tmp_path: Path) -> None:
+    from daemon.io.store import JOURNAL_FILE
+
+    store = LockerStore(tmp_path)
+    store.commit(_snapshot({c: "free" for c in range(1, 481)}), now_ms=1)
+    journal = tmp_path / JOURNAL_FILE
+    before = journal.stat().st_size
+    store.commit(_snapshot({**{c: "free" for c in range(1, 481)}, 7: "occupied"}), now_ms=2)
+    line = journal.read_bytes()[before:]
+    assert line.count(b"\n") == 1 and len(line) < 200  # one cell, not 480
+    store.close()
+    again = LockerStore(tmp_path)
+    assert again.machine_state()["cells"]["7"] == {"state": "occupied"}
+    assert len(again.machine_state()["cells"]) == 480
+
+
+def test_torn_journal_tail_is_ignored_and_cut(tmp_path: Path) -> None:
+    from daemon.io.store import JOURNAL_FILE
+
+    store = LockerStore(tmp_path)
+    store.commit(_snapshot({1: "free"}), [("e1", {})], now_ms=1)
+    store.commit(_snapshot({1: "occupied"}), [("e2", {})], now_ms=2)
+    journal = tmp_path / JOURNAL_FILE
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-7])  # the last commit was torn by a power cut
+    store = LockerStore(tmp_path)
+    assert store.machine_state()["cells"]["1"] == {"state": "free"}
+    assert [e["type"] for e in store.outbox()] == ["e1"] and store.last_seq == 1
+    store.commit(_snapshot({1: "blocked"}), [("e2b", {})], now_ms=3)  # appends after the cut
+    store = LockerStore(tmp_path)
+    assert [e["type"] for e in store.outbox()] == ["e1", "e2b"]
+    assert store.machine_state()["cells"]["1"] == {"state": "blocked"}
+
+
+def test_replaying_a_journal_over_a_newer_image_is_harmless(tmp_path: Path) -> None:
+    from daemon.io.store import JOURNAL_FILE
+
+    store = LockerStore(tmp_path)
+    for i in range(5):
+        store.commit(_snapshot({1: f"s{i}"}), [(f"e{i}", {})], now_ms=i)
+    journal = (tmp_path / JOURNAL_FILE).read_bytes()
+    store.compact()  # image has everything, journal emptied...
+    (tmp_path / JOURNAL_FILE).write_bytes(journal)  # ...as if the crash came before the truncate
+    store = LockerStore(tmp_path)
+    assert store.machine_state()["cells"]["1"] == {"state": "s4"}
+    assert [e["seq"] for e in store.outbox()] == [1, 2, 3, 4, 5]

@@ -1,13 +1,19 @@
-"""The locker's durable store: cell machine state, event sequence and the event outbox.
+"""The locker's durable store: cell machine state, event sequence, event outbox, replay cache.
 
-tinydb keeps the documents; a storage that replaces the file atomically makes every commit
-all-or-nothing, and a write-back cache turns the several table updates of one transition into
-exactly one durable write, so state and the events announcing it land together or not at all.
+tinydb keeps the documents (one per cell, per event, per remote command) in memory and in a JSON
+image on disk. A commit does not rewrite that image: it appends the documents it changed to a
+journal beside it, as one line, and fsyncs it, so its cost follows the size of the change, not
+of the store. State, the events announcing it and the replay-cache entries of one commit are one
+line: they land together or not at all (a torn last line is ignored). When the journal grows past
+a limit the image is rewritten atomically (temp file, fsync, rename, fsync dir) and the journal
+emptied; replaying a journal over a newer image is harmless, since every line sets whole
+documents.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,47 +22,120 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
-from tinydb.table import Document
+from tinydb.table import Document, Table
 
 from daemon.io.atomic_file import write_atomically
 
 STORE_FILE = "lockerd.json"
+JOURNAL_FILE = "lockerd.journal"
+#: Journal size after which the image is rewritten and the journal emptied.
+COMPACT_AFTER_BYTES = 256 * 1024
+
+#: One change: (table, doc_id, document or None for a removal).
+Change = tuple[str, int, dict | None]
 
 
-class AtomicJSONStorage(Storage):
-    """tinydb storage whose every write is an atomic replace of the whole file."""
+class StoreCorrupt(Exception):
+    """The store image exists but cannot be read; the daemon must not start from a guess."""
+
+
+class JournaledJSONStorage(Storage):
+    """tinydb storage: a JSON image replaced atomically, plus an append-only journal of changes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.journal_path = self.path.with_name(JOURNAL_FILE)
+        self.journal_bytes = 0
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return None
-        if not raw.strip():
-            return None
-        return json.loads(raw)
+            raw = b""
+        data: dict[str, dict[str, Any]] = json.loads(raw) if raw.strip() else {}
+        replayed = self._replay(data)
+        return data if (data or replayed) else None
+
+    def _replay(self, data: dict[str, dict[str, Any]]) -> int:
+        """Apply the journal's whole lines; cut off a torn tail so later appends stay readable."""
+        try:
+            journal = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        good, lines = 0, 0
+        for line in journal.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                changes = json.loads(line)
+            except ValueError:
+                break
+            for table, doc_id, doc in changes:
+                docs = data.setdefault(table, {})
+                if doc is None:
+                    docs.pop(str(doc_id), None)
+                else:
+                    docs[str(doc_id)] = doc
+            good += len(line)
+            lines += 1
+        if good < len(journal):
+            with open(self.journal_path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        self.journal_bytes = good
+        return lines
+
+    def append(self, changes: list[Change]) -> None:
+        """One durable journal line: the commit point of a transition."""
+        line = json.dumps(changes, separators=(",", ":")).encode() + b"\n"
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.journal_bytes == 0:
+            _fsync_dir(self.journal_path.parent)  # the journal file itself must survive
+        self.journal_bytes += len(line)
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        """Compaction: the whole image, atomically, then an empty journal."""
         write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+        if self.journal_bytes or self.journal_path.exists():
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.journal_bytes = 0
 
     def close(self) -> None:
         pass
 
 
-class _CommitMiddleware(CachingMiddleware):
-    """Write-back cache that writes only when told to (one durable write per commit)."""
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _MemoryMiddleware(CachingMiddleware):
+    """Keeps tinydb's documents in memory; the store decides when and how they reach the disk."""
 
     WRITE_CACHE_SIZE = 1 << 62
 
-
-class StoreCorrupt(Exception):
-    """The store file exists but cannot be read; the daemon must not start from a guess."""
+    def write_image(self) -> None:
+        if self.cache is not None:
+            self.storage.write(self.cache)
+        self._cache_modified_count = 0
 
 
 class LockerStore:
-    """State snapshot, numbered events and the remote-command replay cache, committed together."""
+    """State, numbered events and the remote-command replay cache, committed together."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
@@ -64,14 +143,17 @@ class LockerStore:
         self.path = self.data_dir / STORE_FILE
         self._clean_temp_files()
         try:
-            self._db = TinyDB(self.path, storage=_CommitMiddleware(AtomicJSONStorage))
+            self._db = TinyDB(self.path, storage=_MemoryMiddleware(JournaledJSONStorage))
             self._state = self._db.table("state")
+            self._cells = self._db.table("cells")
             self._meta = self._db.table("meta")
             self._outbox = self._db.table("outbox")
             self._commands = self._db.table("commands")
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            self._cell_docs = {doc.doc_id: dict(doc) for doc in self._cells.all()}
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
             raise StoreCorrupt(f"{self.path}: store file is damaged: {exc}") from None
+        self._storage: JournaledJSONStorage = self._db.storage.storage
 
     def _clean_temp_files(self) -> None:
         """A crash between writing a temp file and renaming it leaves it behind; it is garbage."""
@@ -81,7 +163,12 @@ class LockerStore:
     # --- reading -------------------------------------------------------------------------
     def machine_state(self) -> dict | None:
         doc = self._state.get(doc_id=1)
-        return dict(doc["machine"]) if doc else None
+        if not doc:
+            return None
+        state = dict(doc["machine"])
+        if self._cell_docs:
+            state["cells"] = {str(cid): dict(cell) for cid, cell in self._cell_docs.items()}
+        return state
 
     @property
     def last_seq(self) -> int:
@@ -101,6 +188,14 @@ class LockerStore:
         found = self._commands.get(Query().cmd_id == cmd_id)
         return dict(found) if found else None
 
+    def commands_in_flight(self) -> list[dict]:
+        """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
+        return [
+            dict(r)
+            for r in self._commands.all()
+            if r.get("results") and r["results"][-1]["status"] == "accepted"
+        ]
+
     # --- writing -------------------------------------------------------------------------
     def commit(
         self,
@@ -110,56 +205,86 @@ class LockerStore:
         meta: Mapping[str, Any] | None = None,
         commands: Iterable[Mapping[str, Any]] = (),
     ) -> list[dict]:
-        """Persist the new machine state and append events, atomically; returns the numbered
-        events (seq grows by one per event, across restarts)."""
+        """Persist the new machine state, events and replay-cache entries as one journal line;
+        returns the numbered events (seq grows by one per event, across restarts)."""
+        changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
         for type_, data in events:
             seq += 1
-            numbered.append(
-                {
-                    "seq": seq,
-                    "id": str(uuid.uuid4()),
-                    "at": now_ms,
-                    "type": type_,
-                    "data": dict(data),
-                }
-            )
+            event = {
+                "seq": seq,
+                "id": str(uuid.uuid4()),
+                "at": now_ms,
+                "type": type_,
+                "data": dict(data),
+            }
+            numbered.append(event)
+            changes.append(self._put(self._outbox, seq, event))
         if machine_state is not None:
-            self._state.upsert(Document({"machine": machine_state}, doc_id=1))
-        if numbered:
-            self._outbox.insert_multiple(numbered)
+            changes.extend(self._put_machine(machine_state))
         for record in commands:
-            self._commands.upsert(dict(record), Query().cmd_id == record["cmd_id"])
+            found = self._commands.get(Query().cmd_id == record["cmd_id"])
+            if found is not None:
+                changes.append(self._put(self._commands, found.doc_id, dict(record)))
+            else:
+                doc_id = self._commands.insert(dict(record))
+                changes.append((self._commands.name, doc_id, dict(record)))
         new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
         if new_meta != self._meta_doc:
-            self._meta.upsert(Document(new_meta, doc_id=1))
+            changes.append(self._put(self._meta, 1, new_meta))
             self._meta_doc = new_meta
-        self._db.storage.flush()
+        self._write(changes)
         return numbered
 
-    def commands_in_flight(self) -> list[dict]:
-        """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
-        return [
-            dict(r)
-            for r in self._commands.all()
-            if r.get("results") and r["results"][-1]["status"] == "accepted"
-        ]
+    def _put_machine(self, machine_state: Mapping) -> list[Change]:
+        """Only the cells whose stored form changed are written (a few of hundreds, usually)."""
+        changes: list[Change] = []
+        cells = machine_state.get("cells")
+        per_cell = isinstance(cells, Mapping)
+        rest = {k: v for k, v in machine_state.items() if not (per_cell and k == "cells")}
+        current = self._state.get(doc_id=1)
+        if current is None or current.get("machine") != rest:
+            changes.append(self._put(self._state, 1, {"machine": rest}))
+        for key, cell in (cells.items() if per_cell else ()):
+            cid = int(key)
+            if self._cell_docs.get(cid) != cell:
+                self._cell_docs[cid] = cell
+                changes.append(self._put(self._cells, cid, cell))
+        return changes
+
+    @staticmethod
+    def _put(table: Table, doc_id: int, doc: dict) -> Change:
+        """Replace (not merge) a document, in memory; the returned change goes to the journal."""
+        if table.contains(doc_id=doc_id):
+            table.remove(doc_ids=[doc_id])
+        table.insert(Document(doc, doc_id=doc_id))
+        return (table.name, doc_id, doc)
+
+    def _remove(self, table: Table, cond: Any) -> int:
+        removed = table.remove(cond)
+        self._write([(table.name, doc_id, None) for doc_id in removed])
+        return len(removed)
+
+    def _write(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        self._storage.append(changes)
+        if self._storage.journal_bytes > COMPACT_AFTER_BYTES:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the image with everything and empty the journal."""
+        self._db.storage.write_image()
 
     def prune_commands(self, now_ms: int) -> int:
-        """Forget replay-cache entries past their keep_until (long after the command expired)."""
-        removed = self._commands.remove(Query().keep_until < now_ms)
-        if removed:
-            self._db.storage.flush()
-        return len(removed)
+        """Forget replay-cache entries past their keep_until (after the command expired)."""
+        return self._remove(self._commands, Query().keep_until < now_ms)
 
     def acknowledge(self, up_to_seq: int) -> int:
         """Drop events the console has stored; returns how many were dropped."""
-        removed = self._outbox.remove(Query().seq <= up_to_seq)
-        if removed:
-            self._db.storage.flush()
-        return len(removed)
+        return self._remove(self._outbox, Query().seq <= up_to_seq)
 
     def close(self) -> None:
-        self._db.storage.flush()
+        self.compact()
         self._db.close()

@@ -60,16 +60,21 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{loc or '<top level>'}: {msg}{tail}"
 
 
-def load_toml_model(path: str | Path, model: type[M]) -> M:
+def read_toml(path: str | Path, what: str = "configuration") -> dict:
+    """The file's TOML table; any reason it cannot be had is one `ConfigError` line."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
+        raise ConfigError(f"{path}: no such {what} file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_toml_model(path: str | Path, model: type[M]) -> M:
+    raw = read_toml(path)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -14,14 +14,13 @@ answer is never ambiguous.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contract.config_file import ConfigError, describe_validation_error
+from contract.config_file import ConfigError, describe_validation_error, read_toml
 from contract.money import Currency
 from contract.pricing import ChargingTariff, RentalTariff, StepTariff, TariffId
 
@@ -319,15 +318,7 @@ def describe_profile_error(exc: ValidationError) -> str:
 
 def load_profile_file(path: str | Path) -> Profile:
     """A profile from a local TOML file (a locker without a console); ConfigError if unusable."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such profile file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "profile")
     try:
         return Profile.from_body(raw)
     except ProfileError as exc:

@@ -66,11 +66,11 @@ class FleetSide:
         return self.daemon.store.outbox(after_seq, limit)
 
     def events_acknowledged(self, up_to_seq: int) -> None:
-        """Drop acknowledged events from the outbox, coalesced: at most one store write per
-        ACK_APPLY_S instead of one per console batch (each write rewrites the whole store, on
-        the path of every command and door change). Until then they stay in the outbox; the
-        link never sends them again in this run, and after a crash the console's (locker, seq)
-        dedupe makes the re-send harmless."""
+        """Drop acknowledged events from the outbox, coalesced: at most one fsynced store
+        write per ACK_APPLY_S instead of one per console batch, off the path of commands and
+        door changes. Until then they stay in the outbox; the link never sends them again in
+        this run, and after a crash the console's (locker, seq) dedupe makes a re-send
+        harmless."""
         self._ack_due = max(self._ack_due, up_to_seq)
         if self._ack_timer is None:
             loop = asyncio.get_running_loop()

@@ -201,6 +201,7 @@ class Ingest:
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
         self._ack_due: dict[str, int] = {}
         self._ack_busy: set[str] = set()
+        self._client: aiomqtt.Client | None = None
         inline = self.settings.store_inline
         #: SQLite work is CPU under the GIL: a worker thread only adds GIL hand-offs per row
         #: (the sqlite3 module releases the GIL around every step). PostgreSQL waits on the
@@ -270,6 +271,7 @@ class Ingest:
                         self.mqtt.host, self.mqtt.port, s.client_id, self.mqtt.prefix,
                     )
                     client.pending_calls_threshold = 100_000  # acks are many by design
+                    self._resume_acks(client)
                     self._subscribed.set()
                     delay = s.reconnect_min_s
                     await self._consume(client)
@@ -376,19 +378,36 @@ class Ingest:
         self._ack_busy.add(locker)
         task = asyncio.create_task(client.publish(
             self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
-            timeout=60,
+            timeout=10,
         ))
         self._ack_tasks.add(task)
-        task.add_done_callback(functools.partial(self._ack_done, client, locker))
+        task.add_done_callback(functools.partial(self._ack_done, client, locker, seq))
         self.stats.acks_sent += 1
 
-    def _ack_done(self, client: aiomqtt.Client, locker: str, task: asyncio.Task[None]) -> None:
+    def _ack_done(
+        self, client: aiomqtt.Client, locker: str, seq: int, task: asyncio.Task[None]
+    ) -> None:
         self._ack_tasks.discard(task)
-        self._ack_busy.discard(locker)
         failed = task.cancelled() or task.exception() is not None
-        if failed and not task.cancelled():
-            log.warning("event ack not confirmed by the broker: %s", task.exception())
+        if failed:
+            # Keep the watermark due: it goes out again on this connection's next ack for the
+            # locker, or with the next connection (a locker's outbox must never stall).
+            self._ack_due[locker] = max(self._ack_due.get(locker, 0), seq)
+            if not task.cancelled():
+                log.warning("event ack not confirmed by the broker: %s", task.exception())
+        if client is not self._client:
+            return  # an ack of a connection that is gone; the new one re-sends what is due
+        self._ack_busy.discard(locker)
         if not failed and locker in self._ack_due:
+            self._send_ack(client, locker)
+
+    def _resume_acks(self, client: aiomqtt.Client) -> None:
+        """On a new connection: forget acks in flight on the old one, send every due one."""
+        self._client = client
+        for task in list(self._ack_tasks):
+            task.cancel()
+        self._ack_busy.clear()
+        for locker in list(self._ack_due):
             self._send_ack(client, locker)
 
     def _now_ms(self) -> int:

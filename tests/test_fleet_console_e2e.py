@@ -198,3 +198,34 @@ def test_one_locker_cannot_command_or_impersonate_another(
     assert not [r for r in b_d.lines[mark:] if r.get("type") == "command_rejected"]
     attacker.close()
     watcher.close()
+
+
+def test_signed_configuration_applied_never_downgraded(
+    mqtt_broker, board_sim, lockerd, console_setup, tmp_path
+) -> None:
+    key, config, _ = console_setup
+    locker, _, _, d = start_locker(mqtt_broker, board_sim, lockerd, key)
+    body = tmp_path / "profile.json"
+    body.write_text(json.dumps({"name": "standard", "temporary_access": True}))
+
+    first = console(config, "publish-config", "--locker", locker, str(body), "--version", "5")
+    assert first.returncode == 0, first.stdout + first.stderr
+    d.wait_event("config_applied", version=5)
+
+    body.write_text(json.dumps({"name": "older"}))
+    older = console(config, "publish-config", "--locker", locker, str(body), "--version", "4")
+    assert older.returncode == 1, older.stdout + older.stderr
+    assert "stale_version" in older.stdout + older.stderr
+    d.wait_event("config_rejected", reason="stale_version", version=4)
+
+    # The applied configuration is durable: after a restart the locker still runs version 5
+    # and confirms it again (retained config/applied), the older one never replaces it.
+    d.terminate()
+    mark = d.mark
+    d.start()
+    d.wait_line(lambda r: r.get("kind") == "mqtt_connected", since=mark)
+    watcher = mqtt_broker.console_client()
+    watcher.subscribe(TOPICS.config_applied(locker))
+    applied = json.loads(watcher.expect(TOPICS.config_applied(locker)).payload)
+    assert applied["version"] == 5
+    watcher.close()

@@ -242,6 +242,12 @@ class Remote:
         if version is None:
             version = (previous or 0) + 1
         digest = config_hash(body)
+        if previous is not None and version <= previous:
+            # The locker would refuse it anyway; publishing it would only leave an older
+            # configuration retained on the broker for lockers that boot later.
+            return ConfigOutcome(locker, version, digest, "rejected",
+                                 f"stale_version (the locker runs version {previous}; "
+                                 "not published)", previous_version=previous)
         applied_topic = self.topics.config_applied(locker)
         async with self.listen(applied_topic, self.topics.events(locker)) as queue:
             signed = make_config(

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from contract.signing import generate_private_key, make_command, private_key_to_pem, public_key_b64
+from contract.signing import (
+    generate_private_key,
+    make_command,
+    make_config,
+    private_key_to_pem,
+    public_key_b64,
+)
 from contract.topics import Topics
 
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))
@@ -215,8 +221,15 @@ def test_signed_configuration_applied_never_downgraded(
     body.write_text(json.dumps({"name": "older"}))
     older = console(config, "publish-config", "--locker", locker, str(body), "--version", "4")
     assert older.returncode == 1, older.stdout + older.stderr
-    assert "stale_version" in older.stdout + older.stderr
+    assert "stale_version" in older.stdout + older.stderr  # refused before publishing
+
+    # Signed and published anyway (another console, a replay): the locker refuses it itself.
+    raw = mqtt_broker.console_client()
+    stale = make_config(locker, 4, {"name": "older"}, key_id="console-1", private_key=key,
+                        now_ms=int(time.time() * 1000))
+    raw.publish(TOPICS.config(locker), json.dumps(stale), retain=True)
     d.wait_event("config_rejected", reason="stale_version", version=4)
+    raw.close()
 
     # The applied configuration is durable: after a restart the locker still runs version 5
     # and confirms it again (retained config/applied), the older one never replaces it.

@@ -105,6 +105,14 @@ class CellConfig(StrictSection):
     #: 1-based lock number on that board.
     lock: int = Field(ge=1)
     size: Literal["S", "M", "L"] = "M"
+    #: A phone-charging socket powered while the cell is rented: the modbus-relay board and the
+    #: 1-based relay channel that powers it (both or neither; no cell's lock may use it).
+    charge_board: str | None = None
+    charge_channel: int | None = Field(None, ge=1)
+
+    @property
+    def charging(self) -> bool:
+        return self.charge_board is not None
 
 
 class TimingSettings(StrictSection):
@@ -164,7 +172,56 @@ class LockerConfig(StrictSection):
                     f"of board {c.board!r}"
                 )
             seen_locks[key] = c.id
+        self._check_charging(boards, seen_locks)
         return self
+
+    def _check_charging(
+        self, boards: dict[str, BoardConfig], locks: dict[tuple[str, int], int]
+    ) -> None:
+        """Charging sockets: a free channel of a modbus-relay board each (after all the locks)."""
+        seen: dict[tuple[str, int], int] = {}
+        for i, c in enumerate(self.cells):
+            if c.charge_board is None and c.charge_channel is None:
+                continue
+            if c.charge_channel is None:
+                raise ValueError(
+                    f"cells[{i}].charge_channel: cell {c.id} sets charge_board but no "
+                    f"charge_channel (give both or neither)"
+                )
+            if c.charge_board is None:
+                raise ValueError(
+                    f"cells[{i}].charge_board: cell {c.id} sets charge_channel but no "
+                    f"charge_board (give both or neither)"
+                )
+            board = boards.get(c.charge_board)
+            if board is None:
+                raise ValueError(
+                    f"cells[{i}].charge_board: cell {c.id} names unknown board "
+                    f"{c.charge_board!r} (known: {', '.join(sorted(boards))})"
+                )
+            if board.protocol != "modbus-relay":
+                raise ValueError(
+                    f"cells[{i}].charge_board: board {board.name!r} is a {board.protocol} board; "
+                    f"a charging socket needs a modbus-relay board (its relays can be held on)"
+                )
+            if c.charge_channel > board.locks:
+                raise ValueError(
+                    f"cells[{i}].charge_channel: channel {c.charge_channel} is beyond the "
+                    f"{board.locks} channels of a {board.protocol} board"
+                )
+            key = (board.name, c.charge_channel)
+            if key in locks:
+                raise ValueError(
+                    f"cells[{i}].charge_channel: channel {c.charge_channel} of board "
+                    f"{board.name!r} is the lock of cell {locks[key]}; a charging socket needs "
+                    f"a channel no cell uses as its lock"
+                )
+            if key in seen:
+                raise ValueError(
+                    f"cells[{i}].charge_channel: cells {seen[key]} and {c.id} share charge "
+                    f"channel {c.charge_channel} of board {board.name!r}"
+                )
+            seen[key] = c.id
 
     @property
     def socket_path(self) -> Path:

@@ -107,6 +107,75 @@ def test_bad_file_exits_2_naming_the_key(tmp_path: Path, edit, expected: str) ->
     assert "Traceback" not in result.stderr
 
 
+#: Cells 1 and 2 lock on a CU16 board; cell 3 locks on relay channel 1 of a Modbus relay board
+#: whose channels 7 and 8 power the charging sockets of cells 1 and 3.
+CHARGING = GOOD + """
+charge_board = "r0"
+charge_channel = 7
+[[boards]]
+name = "r0"
+protocol = "modbus-relay"
+port = "/dev/ttyUSB1"
+[[cells]]
+id = 3
+board = "r0"
+lock = 1
+charge_board = "r0"
+charge_channel = 8
+"""
+
+
+def test_charging_sockets_on_free_relay_channels_pass(tmp_path: Path) -> None:
+    config = load_locker_config(write(tmp_path, CHARGING))
+    charging = {c.id: (c.charge_board, c.charge_channel) for c in config.cells if c.charging}
+    assert charging == {2: ("r0", 7), 3: ("r0", 8)}
+    assert not config.cells[0].charging and config.cells[0].charge_channel is None
+    result = run_check(write(tmp_path, CHARGING))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # a board without a channel, and a channel without a board
+        (lambda t: t.replace("charge_channel = 7\n", ""),
+         "cells[1].charge_channel: cell 2 sets charge_board but no charge_channel"),
+        (lambda t: t.replace('charge_board = "r0"\ncharge_channel = 7', "charge_channel = 7"),
+         "cells[1].charge_board: cell 2 sets charge_channel but no charge_board"),
+        # an unknown board
+        (lambda t: t.replace('charge_board = "r0"\ncharge_channel = 7',
+                             'charge_board = "r9"\ncharge_channel = 7'),
+         "cells[1].charge_board: cell 2 names unknown board 'r9' (known: b0, r0)"),
+        # a lock board that cannot hold a relay on
+        (lambda t: t.replace('charge_board = "r0"\ncharge_channel = 7',
+                             'charge_board = "b0"\ncharge_channel = 7'),
+         "cells[1].charge_board: board 'b0' is a kerong-cu16 board; a charging socket needs a "
+         "modbus-relay board"),
+        # a channel the board does not have, or no channel at all
+        (lambda t: t.replace("charge_channel = 7", "charge_channel = 9"),
+         "cells[1].charge_channel: channel 9 is beyond the 8 channels of a modbus-relay board"),
+        (lambda t: t.replace("charge_channel = 7", "charge_channel = 0"),
+         "cells[1].charge_channel:"),
+        # a channel that is a cell's lock (that cell comes later in the file)
+        (lambda t: t.replace("charge_channel = 7", "charge_channel = 1"),
+         "cells[1].charge_channel: channel 1 of board 'r0' is the lock of cell 3"),
+        # two sockets on one channel
+        (lambda t: t.replace("charge_channel = 8", "charge_channel = 7"),
+         "cells[2].charge_channel: cells 2 and 3 share charge channel 7 of board 'r0'"),
+    ],
+)
+def test_bad_charging_socket_exits_2_naming_the_key(tmp_path: Path, edit, expected: str) -> None:
+    path = write(tmp_path, edit(CHARGING))
+    with pytest.raises(ConfigError) as info:
+        load_locker_config(path)
+    assert expected in str(info.value)
+    result = run_check(path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_check(tmp_path / "nope.toml")
     assert result.returncode == 2

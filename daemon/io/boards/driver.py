@@ -1,5 +1,8 @@
 """A lock board as the daemon sees it: start, open a lock, poll the doors, report health.
 
+Boards whose codec has held outputs (Modbus relay boards) can also hold a channel on, e.g. the
+relay that powers a cell's phone-charging socket: `set_output(channel, on)`.
+
 The driver is the I/O shell around a sans-I/O codec and a shared SerialBus. It never resends an
 unlock (lock-boards.md): whether a door opened is for the cell state machine to learn from the
 next polls. Counting failures is the driver's job; deciding that a board is offline after N of
@@ -13,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from daemon.config import BoardConfig
 from daemon.io.boards.codec import BoardCodec, FrameError, LockReading
@@ -22,6 +26,31 @@ from daemon.io.boards.modbus_relay import ModbusRelayCodec
 from daemon.io.boards.transport import BusError, SerialBus
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class HeldOutputCodec(Protocol):
+    """The capability of a codec whose board can hold a channel on (Modbus relay boards)."""
+
+    #: Channels 1..outputs can be held.
+    outputs: int
+
+    def output_request(self, channel: int, on: bool) -> bytes: ...
+
+    def check_output_reply(self, channel: int, on: bool, frame: bytes) -> None:
+        """Raise FrameError unless `frame` confirms `output_request(channel, on)`."""
+        ...
+
+
+class OutputUnsupportedError(ValueError):
+    """The board's protocol has no held outputs (Kerong boards only pulse their locks)."""
+
+
+class OutputError(Exception):
+    """The board did not confirm a held-output write: the relay's state is not known.
+
+    The write is idempotent: sending it again is safe.
+    """
 
 
 @dataclass
@@ -85,6 +114,8 @@ class BoardDriver:
         self._start_pending = False
         self._last_reply: bytes | None = None
         self._last_readings: dict[int, LockReading] | None = None
+        #: Held outputs as last asked for (channel -> on); re-applied after the start-up frames.
+        self._outputs: dict[int, bool] = {}
 
     @property
     def name(self) -> str:
@@ -118,6 +149,13 @@ class BoardDriver:
                 answered = False
                 log.warning("board %s: no answer to start-up frame %s", self.name, request.hex(" "))
         self._start_pending = not answered
+        # The start-up "all relays off" also switched off the outputs held on: hold them again
+        # (a board that did not answer gets start() again, and these with it, after a good poll).
+        for channel in [c for c, on in self._outputs.items() if on and answered]:
+            try:
+                await self._write_output(channel, True)
+            except OutputError as exc:
+                log.warning("board %s: %s", self.name, exc)
         return answered
 
     async def open(self, lock: int) -> bool | None:
@@ -150,6 +188,56 @@ class BoardDriver:
         if not ok:
             log.info("board %s: no valid answer to unlock %d (advisory)", self.name, lock)
         return ok
+
+    @property
+    def outputs(self) -> dict[int, bool]:
+        """The held outputs as last asked for by set_output (channel -> on)."""
+        return dict(self._outputs)
+
+    async def set_output(self, channel: int, on: bool) -> None:
+        """Hold output `channel` (1-based, like locks) on, or switch it off, and check the answer.
+
+        For a relay that powers a cell's charging socket, never for a lock's channel. The state
+        asked for is remembered and held again whenever the start-up frames are re-sent. Raises
+        OutputUnsupportedError for a protocol without held outputs (Kerong boards), ValueError
+        for a channel the board does not have, OutputError when the board did not confirm,
+        BusError when the frame could not be sent.
+        """
+        codec = self.codec
+        if not isinstance(codec, HeldOutputCodec):
+            raise OutputUnsupportedError(
+                f"board {self.name!r}: {codec.protocol} boards have no held outputs "
+                f"(a charging socket needs a modbus-relay board channel)"
+            )
+        codec.output_request(channel, on)  # ValueError for a channel the board does not have
+        self._outputs[channel] = on
+        log.info("board %s: output %d %s", self.name, channel, "on" if on else "off")
+        await self._write_output(channel, on)
+
+    async def _write_output(self, channel: int, on: bool) -> None:
+        codec = self.codec
+        assert isinstance(codec, HeldOutputCodec)
+
+        def valid(data: bytes) -> bool:
+            try:
+                codec.check_output_reply(channel, on, data)
+            except FrameError:
+                return False
+            return True
+
+        reply = await self._exchange(codec.output_request(channel, on), valid)
+        if reply is None:
+            raise OutputError(
+                f"board {self.name!r}: no answer to output {channel} "
+                f"{'on' if on else 'off'} within {self.config.timeout_ms} ms"
+            )
+        try:
+            codec.check_output_reply(channel, on, reply)
+        except FrameError as exc:
+            raise OutputError(
+                f"board {self.name!r}: bad answer to output {channel} "
+                f"{'on' if on else 'off'}: {exc}"
+            ) from None
 
     async def poll(self) -> dict[int, LockReading] | None:
         """Read every lock's door (and item) sensor; None on no reply, a bad frame or port error."""

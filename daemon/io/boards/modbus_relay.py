@@ -4,6 +4,11 @@ Each lock is a relay channel (lock n = channel n-1) pulsed by the board itself (
 channel, value = pulse in 100 ms units), so a host that dies mid-pulse cannot leave a lock
 energised. Each door sensor is the digital input of the same number (FC02, bit 0 = input 1).
 
+A channel that no cell uses as its lock can instead be a held output (a phone-charging socket
+powered while its cell is rented): FC05 on coil address channel-1, value 0xFF00 switches the relay
+on and 0x0000 off, and the board echoes the request. The start-up "all relays off" frame switches
+every held output off too.
+
 Polarity: an input bit is 1 when the input is active (its contact is closed / the optocoupler
 conducts). `door_closed_bit` is the bit value that means "door closed": 1 for a door switch that
 closes when the door closes (the default), 0 for one that opens when the door closes.
@@ -22,6 +27,9 @@ FC_WRITE_COIL = 0x05
 PULSE_BASE = 0x0200
 #: Writing 0x0000 to this coil address switches every relay off.
 ALL_RELAYS = 0x00FF
+#: FC05 values of a held relay (coil address = channel - 1): on and off.
+RELAY_ON = 0xFF00
+RELAY_OFF = 0x0000
 CHANNELS = 8
 STATUS_REPLY_LENGTH = 6
 EXCEPTION_LENGTH = 5
@@ -41,6 +49,13 @@ def modbus_request(address: int, function: int, register: int, value: int) -> by
     return with_crc16(body)
 
 
+def check_channel(channel: int) -> int:
+    """Validate a 1-based relay channel (1..8)."""
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= CHANNELS:
+        raise ValueError(f"relay channel must be 1..{CHANNELS}, got {channel!r}")
+    return channel
+
+
 def _crc_ok(f: bytes) -> bool:
     return crc16_modbus(f[:-2]).to_bytes(2, "little") == f[-2:]
 
@@ -52,6 +67,8 @@ class ModbusRelayCodec:
     locks = CHANNELS
     #: The board echoes a write; the driver reads the echo so it cannot collide on the bus.
     expects_unlock_reply = True
+    #: Channels that can be held on as outputs (set_output in the driver).
+    outputs = CHANNELS
 
     def __init__(self, address: int, *, door_closed_bit: int = 1, pulse_ms: int = 500) -> None:
         if not 1 <= address <= 247:
@@ -76,6 +93,38 @@ class ModbusRelayCodec:
     def unlock_request(self, lock: int) -> bytes:
         check_lock(lock, CHANNELS)
         return modbus_request(self.address, FC_WRITE_COIL, PULSE_BASE + lock - 1, self.pulse_units)
+
+    def output_request(self, channel: int, on: bool) -> bytes:
+        """Hold relay `channel` (1-based) on or switch it off: FC05 on coil channel-1.
+
+        Channel 1 on: `01 05 00 00 FF 00 8C 3A` (lock-boards.md). Never use it on a lock's channel:
+        a held lock relay stays energised until it is switched off.
+        """
+        check_channel(channel)
+        return modbus_request(
+            self.address, FC_WRITE_COIL, channel - 1, RELAY_ON if on else RELAY_OFF
+        )
+
+    def check_output_reply(self, channel: int, on: bool, frame: bytes) -> None:
+        """Raise FrameError unless `frame` is the board's echo of `output_request(channel, on)`."""
+        request = self.output_request(channel, on)
+        self._check_exception(bytes(frame), FC_WRITE_COIL)
+        if tail_frame(frame, len(request)) != request:
+            raise FrameError("not the echo of the relay request", frame)
+
+    def decode_relays(self, frame: bytes) -> dict[int, bool]:
+        """Relay state of channels 1..8 from the reply to `relays_request()` (FC01)."""
+        self._check_exception(bytes(frame), FC_READ_COILS)
+        f = tail_frame(frame, STATUS_REPLY_LENGTH)
+        if not _crc_ok(f):
+            raise FrameError("bad CRC", frame)
+        if f[0] != self.address:
+            raise FrameError(f"reply from slave {f[0]}, expected {self.address}", frame)
+        if f[1] != FC_READ_COILS:
+            raise FrameError(f"wrong function {f[1]:02x}, expected 01", frame)
+        if f[2] != 1:
+            raise FrameError(f"byte count {f[2]}, expected 1", frame)
+        return {n: bool(bit(f[3:4], n - 1)) for n in range(1, CHANNELS + 1)}
 
     def all_off_request(self) -> bytes:
         return modbus_request(self.address, FC_WRITE_COIL, ALL_RELAYS, 0x0000)

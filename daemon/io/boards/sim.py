@@ -20,7 +20,7 @@ import time
 import tty
 from types import TracebackType
 
-from daemon.io.boards.sim_boards import SimLock
+from daemon.io.boards.sim_boards import ModbusRelayBoard, SimLock
 from daemon.io.boards.sim_bus import SimBus
 
 
@@ -253,6 +253,23 @@ class PtySimulator:
         """The pulse length the host last set (CU16 0x37 frame, Modbus pulse value)."""
         with self._lock:
             return self.bus.board(board).pulse_ms
+
+    def relay_on(self, board: int, channel: int) -> bool:
+        """Whether the Modbus board's relay `channel` (1-based) is held on (what FC01 reads)."""
+        with self._lock:
+            return self._relay_board(board).relay(channel)
+
+    def relays(self, board: int) -> dict[int, bool]:
+        """Channel -> held on, for every relay of a Modbus board."""
+        with self._lock:
+            b = self._relay_board(board)
+            return {n: b.relay(n) for n in range(1, len(b.relays) + 1)}
+
+    def _relay_board(self, board: int) -> ModbusRelayBoard:
+        b = self.bus.board(board)
+        if not isinstance(b, ModbusRelayBoard):
+            raise ValueError(f"{b.protocol} boards have no held relays")
+        return b
 
     def unlock_count(self, board: int, lock: int) -> int:
         """Unlock frames for (board, lock) seen on the line, whatever the fault switches said."""

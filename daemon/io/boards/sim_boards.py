@@ -180,7 +180,11 @@ class Cu48Board(SimBoard):
 
 
 class ModbusRelayBoard(SimBoard):
-    """Waveshare-style relay board: FC01 relays, FC02 inputs, FC05 relay/pulse writes (echoed)."""
+    """Waveshare-style relay board: FC01 relays, FC02 inputs, FC05 relay/pulse writes (echoed).
+
+    `relays` holds the state of the held relays (FC05 0xFF00/0x0000 on coil channel-1, "all off"
+    on 0x00FF) and is what FC01 reads back; a board-timed pulse does not change it.
+    """
 
     protocol = "modbus-relay"
     max_locks = mb.CHANNELS
@@ -232,13 +236,24 @@ class ModbusRelayBoard(SimBoard):
                     self.unlock(n, now)
                 return Handled(echo.reply, tuple(range(1, self.locks + 1)))
             return echo
-        if register < mb.CHANNELS and value in (0x0000, 0xFF00):
-            self.relays[register] = value == 0xFF00
-            if value == 0xFF00:
-                self.unlock(register + 1, now)
-                return Handled(echo.reply, (register + 1,))
+        if register < mb.CHANNELS:
+            if value not in (mb.RELAY_OFF, mb.RELAY_ON):
+                return self._exception(function, 3)
+            channel = register + 1
+            self.relays[register] = value == mb.RELAY_ON
+            if value == mb.RELAY_ON and channel <= self.locks:
+                # A modelled lock's relay held on releases that lock, as any relay pulse does.
+                # Channels beyond `locks` are plain outputs (a charging socket): no unlock.
+                self.unlock(channel, now)
+                return Handled(echo.reply, (channel,))
             return echo
         return self._exception(function, 2)
+
+    def relay(self, channel: int) -> bool:
+        """Whether relay `channel` (1..8) is held on (FC05 0xFF00 on coil channel-1)."""
+        if not 1 <= channel <= mb.CHANNELS:
+            raise ValueError(f"relay channel must be 1..{mb.CHANNELS}, got {channel}")
+        return self.relays[channel - 1]
 
 
 BOARD_TYPES: dict[str, type[SimBoard]] = {

@@ -4,8 +4,8 @@ Each subcommand registers itself with `_add_<name>(subparsers)` and sets `handle
 taking the parsed arguments and returning the exit code. Exit codes: 0 success, 1 the operation
 failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration),
 3 the outcome is unknown (no answer in time). The fleet subcommands (ingest, open, block,
-unblock, status, watch, publish-config) read `--config`; the remote ones go through
-fleet_console.remote, the API benchmarks time.
+unblock, waive, reveal-pin, evict, status, watch, publish-config) read `--config`; the remote
+ones go through fleet_console.remote, the API benchmarks time.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from contract.messages import (
     MalformedPayload,
     Status,
 )
+from contract.money import Money
 from contract.signing import (
     KeyFormatError,
     generate_private_key,
@@ -205,7 +206,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-# -- open, block, unblock ---------------------------------------------------------------------
+# -- open, block, unblock, waive, reveal-pin, evict ------------------------------------------------
 class _Audit:
     """Best-effort record of commands in the database: never fails the command."""
 
@@ -255,18 +256,23 @@ def _login_name() -> str:
         return "operator"
 
 
-def _add_cell_command(subparsers: SubParsers, name: str, what: str) -> None:
+def _add_cell_command(
+    subparsers: SubParsers, name: str, help_text: str, *, done: str = "", note: bool = False
+) -> None:
     p = subparsers.add_parser(
         name,
-        help=f"{what} a cell of a locker (signed remote command)",
+        help=f"{help_text} (signed remote command)",
         description=(
-            f"Send a signed `{name}` command and wait for the locker's answer. Exit 0 done, "
+            f"Send a signed `{name}` command and wait for the locker's answer{done}. Exit 0 done, "
             "1 failed or rejected, 2 unusable request, 3 no answer in time (outcome unknown)."
         ),
     )
     p.add_argument("--locker", required=True, metavar="ID")
     p.add_argument("--cell", required=True, type=int, metavar="N")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the audit trail)")
+    if note:
+        p.add_argument("--note", required=True, metavar="TEXT",
+                       help="what was found in the cell and who witnessed it (kept by the locker)")
     p.add_argument("--operator", default=_login_name(), metavar="NAME",
                    help="who asks (default: the login name)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
@@ -275,11 +281,79 @@ def _add_cell_command(subparsers: SubParsers, name: str, what: str) -> None:
     p.set_defaults(handler=cmd_cell_command, command_type=name)
 
 
+# -- force majeure: waive, reveal-pin, evict --------------------------------------------------
+#: Audited acts on a storage tenancy: their --reason (and evict's --note) must say something.
+FORCE_MAJEURE = ("waive", "reveal-pin", "evict")
+
+
+def _where(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    where = f"cell {args.cell} on {args.locker}"
+    tenancy = data.get("tenancy_id")
+    return f"{where} (tenancy {tenancy})" if isinstance(tenancy, str) and tenancy else where
+
+
+def _unexpected(args: argparse.Namespace, data: dict[str, Any], what: str) -> str:
+    return (f"done: {args.command_type} of cell {args.cell} on {args.locker}, but the locker's "
+            f"answer does not give {what}: {json.dumps(data, ensure_ascii=False)}")
+
+
+def _done_waive(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    try:
+        waived = Money.from_dict(data.get("waived"))
+    except (ValueError, TypeError):
+        return _unexpected(args, data, "the amount waived")
+    return f"done: waived {waived.format()} for {_where(args, data)}"
+
+
+def _done_reveal_pin(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    pin = data.get("pin")
+    if not isinstance(pin, str) or not pin:
+        return _unexpected(args, data, "the PIN")
+    return f"done: PIN of {_where(args, data)}: {pin}"
+
+
+def _done_evict(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    if data.get("door") != "open":
+        return _unexpected(args, data, "that the door is open")
+    return (f"done: the door of cell {args.cell} on {args.locker} is open; its tenancy is "
+            "closed as seized")
+
+
+#: What `done` prints per command type (the others print just `done`).
+_DONE_LINES: dict[str, Callable[[argparse.Namespace, dict[str, Any]], str]] = {
+    "waive": _done_waive,
+    "reveal-pin": _done_reveal_pin,
+    "evict": _done_evict,
+}
+
+
+def _pin_warning(args: argparse.Namespace) -> None:
+    print("locker-console: warning: the PIN is secret: give it only to the person entitled to "
+          f"the cell; this reveal is recorded (operator {args.operator!r}, reason "
+          f"{args.reason!r})", file=sys.stderr)
+
+
+def _command_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's `args`; _Usage for what the locker would refuse anyway."""
+    if args.command_type in FORCE_MAJEURE and not args.reason.strip():
+        raise _Usage(f"--reason must not be blank: {args.command_type} is an audited act")
+    out: dict[str, Any] = {"cell": args.cell}
+    if args.command_type == "evict":
+        if not args.note.strip():
+            raise _Usage("--note must not be blank: say what is in the cell and who witnessed it")
+        out["note"] = args.note
+    return out
+
+
 def cmd_cell_command(args: argparse.Namespace) -> int:
     if not is_valid_locker_id(args.locker):
         return _error(f"invalid --locker {args.locker!r}")
     if args.cell < 1:
         return _error(f"invalid --cell {args.cell}: cell ids start at 1")
+    try:
+        command_args = _command_args(args)
+    except _Usage as exc:
+        return _error(str(exc))
 
     async def body(cfg: ConsoleConfig) -> int:
         key, key_id, ttl_ms = _signing(cfg, args.config)
@@ -301,7 +375,7 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
             async with make_client(cfg.mqtt) as client:
                 outcome = await send_command(
                     client, Topics(cfg.mqtt.prefix), key, key_id, args.locker,
-                    args.command_type, {"cell": args.cell}, operator=args.operator,
+                    args.command_type, command_args, operator=args.operator,
                     reason=args.reason, ttl_ms=ttl_ms, timeout=args.timeout,
                     on_issued=issued, on_result=on_result,
                 )
@@ -317,7 +391,10 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
             _print_json(outcome.to_dict())
         if outcome.status == "done":
             if not args.json:
-                print("done")
+                done_line = _DONE_LINES.get(args.command_type)
+                print(done_line(args, outcome.data) if done_line else "done")
+            if args.command_type == "reveal-pin":
+                _pin_warning(args)
             return EXIT_OK
         if outcome.status == "timeout":
             print(
@@ -553,8 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_keygen(subparsers)
     _add_ingest(subparsers)
-    for name, what in (("open", "open"), ("block", "block"), ("unblock", "unblock")):
-        _add_cell_command(subparsers, name, what)
+    for name in ("open", "block", "unblock"):
+        _add_cell_command(subparsers, name, f"{name} a cell of a locker")
+    _add_cell_command(subparsers, "waive", "force majeure: waive the debt of a cell's tenancy",
+                      done=" (done: the amount waived)")
+    _add_cell_command(subparsers, "reveal-pin", "force majeure: show the PIN of a cell's tenancy",
+                      done=" (done: the PIN; the reveal is recorded)")
+    _add_cell_command(subparsers, "evict",
+                      "force majeure: open an abandoned cell and close its tenancy as seized",
+                      done=" (done: the sensor saw the door open)", note=True)
     _add_status(subparsers)
     _add_watch(subparsers)
     _add_publish_config(subparsers)

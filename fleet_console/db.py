@@ -44,6 +44,11 @@ _RowId = BigInteger().with_variant(Integer(), "sqlite")
 #: Final command statuses: a late `accepted` never overwrites one of these.
 FINAL_STATUSES = ("done", "failed", "rejected")
 
+#: Result data fields that are secrets (the PIN of a `reveal-pin`): the audit trail keeps that
+#: the act happened, who asked and why, never the secret itself.
+SECRET_RESULT_FIELDS = ("pin",)
+REDACTED = "redacted"
+
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -246,13 +251,22 @@ def record_command_issued(session: Session, command: dict[str, Any], now_ms: int
     upsert(session, CommandRow, [row], ["cmd_id"], [c for c in row if c not in keep])
 
 
+def redact_result_data(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of a command's result data without its secrets (see SECRET_RESULT_FIELDS)."""
+    if not data:
+        return data
+    return {k: REDACTED if k in SECRET_RESULT_FIELDS else v for k, v in data.items()}
+
+
 def record_command_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Store results: dicts of cmd_id, locker, status, result_reason, result_data, updated_at.
 
     One row per cmd_id per call. A late or duplicated `accepted` never replaces a final status.
+    Secret fields of result_data (SECRET_RESULT_FIELDS) are stored as `"redacted"`.
     """
     if not rows:
         return
+    rows = [{**row, "result_data": redact_result_data(row.get("result_data"))} for row in rows]
     stmt = insert_for(session, CommandRow)
     table = CommandRow.__table__
     stale = table.c.status.in_(FINAL_STATUSES) & (stmt.excluded.status == "accepted")

@@ -228,3 +228,29 @@ def test_every_reason_code_is_documented() -> None:
     text = doc_schema("CommandResult")["properties"]["reason"]["description"]
     missing = [r.value for r in Reason if r.value not in text]
     assert not missing, f"reason codes missing from asyncapi.yaml: {missing}"
+
+
+def test_every_signed_command_example_verifies() -> None:
+    key = public_key_b64(private_key_from_seed(b"\x01" * 32))
+    examples = DOC["components"]["messages"]["SignedCommand"]["examples"]
+    assert len(examples) >= 2
+    for example in examples:
+        cmd = example["payload"]
+        verdict = verify(cmd, trusted_keys={"console-1": key}, locker_id="L1",
+                         now_ms=cmd["issued_at"])
+        assert verdict is None, example["name"]
+
+
+def test_every_command_type_the_console_sends_is_documented() -> None:
+    from fleet_console.cli import build_parser, cmd_cell_command
+
+    parser = build_parser()
+    [subparsers] = [a for a in parser._actions if a.dest == "command"]
+    sent = {name for name, sub in subparsers.choices.items()
+            if sub.get_default("handler") is cmd_cell_command}
+    assert {"open", "block", "unblock", "waive", "reveal-pin", "evict"} <= sent
+    schema = doc_schema("SignedCommand")
+    assert sent <= set(schema["properties"]["type"]["examples"])
+    assert all(f"`{name}`" in schema["description"] for name in sent)
+    result = doc_schema("CommandResult")["description"]
+    assert all(f"`{name}`" in result for name in sent)

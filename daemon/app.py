@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from contract.profiles import Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.fleet import FleetSide
@@ -25,6 +26,7 @@ from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Tim
 from daemon.io.boards import BoardPortError, make_driver, open_buses
 from daemon.io.store import LockerStore, StoreCorrupt
 from daemon.journal import Journal
+from daemon.storage.wiring import build_storage, simulator_control
 
 VERSION = "0.1.0"
 
@@ -32,6 +34,9 @@ VERSION = "0.1.0"
 TICK_S = 0.25
 #: How often expired entries leave the remote-command replay cache.
 PRUNE_S = 30.0
+#: A wall-clock step larger than this between two ticks (beyond what the monotonic clock saw)
+#: is a clock jump: stored times are moved with it so no bill or timer changes.
+CLOCK_JUMP_MS = 2_000
 
 #: Called after every commit with the numbered events and the ids of cells whose view changed.
 Listener = Callable[[list[dict], set[int]], None]
@@ -78,6 +83,11 @@ class LockerDaemon:
         self.listeners: list[Listener] = []
         self.version = VERSION
         self.clock: Callable[[], int] = now_ms
+        #: Seconds that only ever grow: what the clock-jump detector compares the wall clock to.
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._local_profile = load_profile_file(config.profile) if config.profile else None
+        self._profile_cache: tuple[Any, Profile | None] = (None, None)
+        self.storage = build_storage(self)
         self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
@@ -118,6 +128,9 @@ class LockerDaemon:
         for port, names in by_port.items():
             self._spawn(self._poll_bus(port, names))
         self._spawn(self._tick_loop())
+        self._spawn(self._after_ready())
+        self._spawn(self.storage.run())
+        servers = await self._start_side_servers()
         if self.fleet is not None:
             from daemon.io.fleet_link import FleetLink
 
@@ -127,6 +140,8 @@ class LockerDaemon:
             await self._stopping.wait()
         finally:
             control.close()
+            for server in servers:
+                server.close()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,9 +165,17 @@ class LockerDaemon:
         self._stopping.set()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
+        """A task the daemon cannot run without: if it crashes, the daemon stops (and restarts)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        """A side task (a void, an SMS, a socket switch): a failure is logged, nothing stops."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._side_task_done)
         return task
 
     def _task_done(self, task: asyncio.Task) -> None:
@@ -161,6 +184,67 @@ class LockerDaemon:
             exc = task.exception()
             self.journal.line("task_crashed", level="error", error=repr(exc))
             self.stop()
+
+    def _side_task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.journal.line("side_task_failed", level="error", error=repr(task.exception()))
+
+    async def _start_side_servers(self) -> list[Any]:
+        """The kiosk API and the payment simulator's switches, where configured."""
+        servers: list[Any] = []
+        terminal = self.storage.terminal
+        socket = self.config.payment.control_socket
+        if socket is not None and terminal is not None:
+
+            async def handle(request: dict[str, Any]) -> dict[str, Any]:
+                return await simulator_control(terminal, request)  # type: ignore[arg-type]
+
+            servers.append(await serve_control(socket, handle))
+        if self.config.kiosk.enabled:
+            from daemon.kiosk import serve_kiosk
+
+            self._spawn(serve_kiosk(self.storage, self.config.kiosk, self.journal))
+        return servers
+
+    async def _after_ready(self) -> None:
+        """Once the boards reported: sockets of rented charging cells on, others off."""
+        if not await self.wait_ready(3600):
+            return
+        for cell in self.config.cells:
+            if cell.charging:
+                tenancy = self.machine.tenancy(cell.id)
+                await self.set_charging(cell.id, bool(tenancy and tenancy.get("charging")),
+                                        quiet=True)
+
+    async def set_charging(self, cell_id: int, on: bool, quiet: bool = False) -> None:
+        """Power a charging cell's socket on or off (its relay channel); an event says so."""
+        cell = next((c for c in self.config.cells if c.id == cell_id), None)
+        if cell is None or not cell.charging:
+            return
+        assert cell.charge_board is not None and cell.charge_channel is not None
+        try:
+            await self._drivers[cell.charge_board].set_output(cell.charge_channel, on)
+        except Exception as exc:
+            self.record_event("charging_failed", {"on": on, "error": str(exc), "alarm": True},
+                              cell=cell_id)
+            return
+        if not quiet:
+            self.record_event("charging_on" if on else "charging_off", {}, cell=cell_id)
+
+    def profile(self) -> Profile | None:
+        """The storage profile in force: the fleet's signed one if applied, else the local file."""
+        applied = self.store.meta("fleet_config")
+        if not applied:
+            return self._local_profile
+        key = (applied["version"], applied["hash"])
+        if self._profile_cache[0] != key:
+            try:
+                profile: Profile | None = Profile.from_body(applied["body"])
+            except ProfileError:
+                profile = self._local_profile
+            self._profile_cache = (key, profile)
+        return self._profile_cache[1]
 
     # --- the loops -----------------------------------------------------------------------
     async def _poll_bus(self, port: str, board_names: Sequence[str]) -> None:
@@ -186,9 +270,15 @@ class LockerDaemon:
     async def _tick_loop(self) -> None:
         last_prune = 0.0
         loop = asyncio.get_running_loop()
+        wall, mono = self.clock(), self.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
-            self.apply(self.machine.tick(self.clock()))
+            now, now_mono = self.clock(), self.monotonic()
+            jump = (now - wall) - int((now_mono - mono) * 1000)
+            wall, mono = now, now_mono
+            if abs(jump) > CLOCK_JUMP_MS:
+                self._clock_jumped(jump)
+            self.apply(self.machine.tick(now))
             if loop.time() - last_prune >= PRUNE_S:
                 last_prune = loop.time()
                 self.store.prune_commands(self.clock())
@@ -199,6 +289,7 @@ class LockerDaemon:
         actions: Iterable[Any],
         commands: Sequence[dict] = (),
         meta: dict[str, Any] | None = None,
+        payments: Sequence[dict] = (),
     ) -> list[dict]:
         """Persist, then announce, then move locks: the order that makes crashes harmless.
 
@@ -208,16 +299,18 @@ class LockerDaemon:
         atomic write.
         """
         actions = list(actions)
-        if not actions and not commands and not meta:
+        if not actions and not commands and not meta and not payments:
             return []
         events = [a for a in actions if isinstance(a, Event)]
         settled = self.fleet.settle(events) if self.fleet else []
+        payments = [*payments, *self.storage.settle(events)]
         numbered = self.store.commit(
             self.machine.snapshot(),
             ((e.type, self._event_data(e)) for e in events),
             now_ms=self.clock(),
             commands=[*commands, *settled],
             meta=meta,
+            payments=payments,
         )
         for record in numbered:
             data = record["data"]
@@ -230,6 +323,8 @@ class LockerDaemon:
                 alarm=bool(data.get("alarm")),
             )
         changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
+        if numbered:
+            self.storage.committed(numbered, changed)
         for listener in list(self.listeners):
             try:
                 listener(numbered, changed)
@@ -242,6 +337,12 @@ class LockerDaemon:
         for unlock in (a for a in actions if isinstance(a, Unlock)):
             self._spawn(self._unlock(unlock))
         return numbered
+
+    def _clock_jumped(self, jump_ms: int) -> None:
+        """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
+        self.machine.clock_jumped(jump_ms)
+        self.storage.clock_jumped(jump_ms)
+        self.record_event("clock_jumped", {"delta_ms": jump_ms, "alarm": True})
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from contract.config_file import ConfigError
+from contract.profiles import load_profile_file
 from daemon.config import LockerConfig, load_locker_config
 from daemon.control import CELL_OPS, ControlError, request
 
@@ -47,7 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 def _load(path: str | None) -> LockerConfig:
     if not path:
         raise ConfigError("--config FILE is required")
-    return load_locker_config(path)
+    config = load_locker_config(path)
+    if config.profile is not None:
+        profile = load_profile_file(config.profile)
+        missing = profile.uncovered_cells((c.id, c.size) for c in config.cells)
+        if missing:
+            raise ConfigError(
+                f"{config.profile}: no cell group covers cells {missing} of {path}"
+            )
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

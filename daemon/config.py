@@ -13,6 +13,12 @@ from pydantic import Field, field_validator, model_validator
 
 from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
 from contract.signing import KeyFormatError, load_public_key_b64
+from daemon.storage.settings import (
+    KioskSettings,
+    NotifierSettings,
+    PaymentSettings,
+    PrinterSettings,
+)
 
 __all__ = ["ConfigError", "LockerConfig", "load_locker_config"]
 
@@ -138,6 +144,13 @@ class LockerConfig(StrictSection):
     timing: TimingSettings = Field(default_factory=TimingSettings)
     #: Local operator socket; default: <data_dir>/lockerd.sock
     control_socket: Path | None = None
+    #: Storage profile (TOML) of a locker without a console; a signed fleet configuration
+    #: replaces it once applied.
+    profile: Path | None = None
+    kiosk: KioskSettings = Field(default_factory=KioskSettings)
+    payment: PaymentSettings = Field(default_factory=PaymentSettings)
+    printer: PrinterSettings = Field(default_factory=PrinterSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     boards: list[BoardConfig] = Field(min_length=1)
     cells: list[CellConfig] = Field(min_length=1)
 

@@ -12,9 +12,16 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from contract.messages import MalformedPayload, Reason, SignedConfig, decode_json_object
+from contract.profiles import Profile, ProfileError
 from contract.signing import config_hash, verify_config
 from daemon.fsm import Event, Refused
-from daemon.remote_commands import Answer, RemoteCommands, result
+from daemon.remote_commands import (
+    DOOR_COMMANDS,
+    SERVICE_COMMANDS,
+    Answer,
+    RemoteCommands,
+    result,
+)
 
 if TYPE_CHECKING:
     from daemon.app import LockerDaemon
@@ -110,13 +117,17 @@ class FleetSide:
             self._send(decision.results)
             return
         cmd, record = decision.command, decision.record
+        reason = cmd.reason or f"remote {cmd.type} by {cmd.operator}"
+        if cmd.type in SERVICE_COMMANDS:
+            self._service_command(decision.cell, cmd, record, reason)
+            return
         try:
             actions = d.machine.command(
                 decision.cell,
                 decision.kind,
                 now,
                 ref=cmd.cmd_id,
-                reason=cmd.reason or f"remote {cmd.type} by {cmd.operator}",
+                reason=str(cmd.args["note"]) if cmd.type == "evict" else reason,
             )
         except Refused as refused:
             record["results"] = [result(cmd.cmd_id, "rejected", _reason_code(refused.reason))]
@@ -134,7 +145,7 @@ class FleetSide:
             self._send(record["results"])
             return
         record["results"] = [result(cmd.cmd_id, "accepted", cell=decision.cell)]
-        if cmd.type != "open":  # block/unblock take effect in the machine at once
+        if cmd.type not in DOOR_COMMANDS:  # block/unblock take effect in the machine at once
             view = d.machine.cell_view(decision.cell)
             record["results"].append(
                 result(cmd.cmd_id, "done", cell=decision.cell, state=view["state"])
@@ -144,8 +155,34 @@ class FleetSide:
         d.apply(actions, commands=[record])
         self._send(record["results"])
 
+    def _service_command(self, cell: int, cmd: Any, record: dict, reason: str) -> None:
+        """waive / reveal-pin: answered at once by the storage service, in one commit."""
+        d = self.daemon
+        act = d.storage.waive if cmd.type == "waive" else d.storage.reveal_pin
+        accepted = result(cmd.cmd_id, "accepted", cell=cell)
+        try:
+            # The act's own event and this replay-cache entry are written separately; the
+            # record goes first, so a redelivery after a crash is answered, never re-executed.
+            record["results"] = [accepted]
+            d.apply([], commands=[record])
+            data = act(cell, reason, cmd.operator, ref=cmd.cmd_id)
+        except Refused as refused:
+            record["results"] = [accepted, result(cmd.cmd_id, "rejected",
+                                                  _reason_code(refused.reason), cell=cell)]
+            d.apply(
+                [Event("command_rejected", cell,
+                       {"cmd_id": cmd.cmd_id, "reason": refused.reason}, False)],
+                commands=[record],
+            )
+            self._send(record["results"])
+            return
+        record["results"] = [accepted, result(cmd.cmd_id, "done", **data)]
+        d.apply([], commands=[record])
+        self._send(record["results"])
+
     async def config_received(self, payload: bytes) -> None:
         d = self.daemon
+        detail = ""
         reason = verify_config(
             payload,
             trusted_keys=d.config.trust.keys,
@@ -161,6 +198,10 @@ class FleetSide:
                 return
             if current and cfg.version <= current["version"]:
                 reason = Reason.STALE_VERSION
+            else:
+                detail = self._profile_problem(cfg.body)
+                if detail:
+                    reason = "bad_profile"
         if reason is not None:
             d.record_event(
                 "config_rejected",
@@ -168,6 +209,7 @@ class FleetSide:
                     "reason": str(reason),
                     "version": _peek_version(payload),
                     "running_version": (current or {}).get("version"),
+                    **({"detail": detail} if detail else {}),
                 },
             )
             if current:
@@ -185,6 +227,17 @@ class FleetSide:
             meta={"fleet_config": applied},
         )
         self._applied(applied)
+
+    def _profile_problem(self, body: dict) -> str:
+        """Why a configuration body cannot be this locker's storage profile ("" if it can)."""
+        try:
+            profile = Profile.from_body(body)
+        except ProfileError as exc:
+            return str(exc)
+        missing = profile.uncovered_cells((c.id, c.size) for c in self.daemon.config.cells)
+        if missing:
+            return f"no cell group covers cells {missing}"
+        return ""
 
     def _applied(self, applied: dict) -> None:
         if self.link is not None:

@@ -16,7 +16,16 @@ from contract.messages import Reason, SignedCommand, peek_cmd_id
 from contract.signing import verify
 
 #: Command types executed through the cell machines, and the machine command each one runs.
-CELL_COMMANDS = {"open": "open", "block": "block", "unblock": "unblock"}
+CELL_COMMANDS = {"open": "open", "block": "block", "unblock": "unblock", "evict": "evict"}
+#: Force-majeure commands answered by the storage service (no lock moves).
+SERVICE_COMMANDS = ("waive", "reveal-pin")
+#: The args each command type takes (all required).
+COMMAND_ARGS: dict[str, frozenset[str]] = {
+    **{t: frozenset({"cell"}) for t in (*CELL_COMMANDS, *SERVICE_COMMANDS)},
+    "evict": frozenset({"cell", "note"}),
+}
+#: Commands settled by the door (done once the sensor saw it open).
+DOOR_COMMANDS = ("open", "evict")
 
 #: How long a command's result stays in the replay cache after it expired. Past expiry (plus
 #: the clock skew allowed) a redelivery is rejected as `expired` before the cache is consulted,
@@ -96,11 +105,15 @@ class RemoteCommands:
                     previous.get("results") or [result(command.cmd_id, "rejected", Reason.REPLAYED)]
                 )
             )
-        kind = CELL_COMMANDS.get(command.type)
-        if kind is None:
+        wanted = COMMAND_ARGS.get(command.type)
+        if wanted is None:
             return self._refuse(command, now_ms, Reason.UNSUPPORTED)
+        kind = CELL_COMMANDS.get(command.type, command.type)
         cell = command.args.get("cell")
-        if not isinstance(cell, int) or isinstance(cell, bool) or set(command.args) != {"cell"}:
+        if not isinstance(cell, int) or isinstance(cell, bool) or set(command.args) != wanted:
+            return self._refuse(command, now_ms, Reason.MALFORMED)
+        note = command.args.get("note")
+        if "note" in wanted and (not isinstance(note, str) or not note.strip()):
             return self._refuse(command, now_ms, Reason.MALFORMED)
         if cell not in self.cell_ids:
             return self._refuse(command, now_ms, Reason.UNKNOWN_CELL)
@@ -126,7 +139,7 @@ class RemoteCommands:
         record: Mapping[str, Any], event_type: str, data: Mapping[str, Any]
     ) -> dict | None:
         """The final result an event brings to an accepted remote open, if it settles it."""
-        if record["type"] != "open":
+        if record["type"] not in DOOR_COMMANDS:
             return None
         cmd_id = record["cmd_id"]
         if event_type in _OPEN_DONE:

@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.board_sim",
     "tests.fixtures.lockerd",
     "tests.fixtures.postgres",
+    "tests.fixtures.storage_locker",
 ]

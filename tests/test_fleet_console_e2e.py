@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from contract.topics import Topics
 
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))
 TOPICS = Topics()
+EXAMPLE_PROFILE = Path(__file__).parent.parent / "config" / "profile.example.toml"
 CELLS = [{"id": i, "board": "b0", "lock": i, "size": "M"} for i in range(1, 5)]
 
 
@@ -212,13 +214,14 @@ def test_signed_configuration_applied_never_downgraded(
     key, config, _ = console_setup
     locker, _, _, d = start_locker(mqtt_broker, board_sim, lockerd, key)
     body = tmp_path / "profile.json"
-    body.write_text(json.dumps({"name": "standard", "temporary_access": True}))
+    profile = tomllib.loads(EXAMPLE_PROFILE.read_text())
+    body.write_text(json.dumps({**profile, "name": "standard"}))
 
     first = console(config, "publish-config", "--locker", locker, str(body), "--version", "5")
     assert first.returncode == 0, first.stdout + first.stderr
     d.wait_event("config_applied", version=5)
 
-    body.write_text(json.dumps({"name": "older"}))
+    body.write_text(json.dumps({**profile, "name": "older"}))
     older = console(config, "publish-config", "--locker", locker, str(body), "--version", "4")
     assert older.returncode == 1, older.stdout + older.stderr
     assert "stale_version" in older.stdout + older.stderr  # refused before publishing
@@ -229,6 +232,12 @@ def test_signed_configuration_applied_never_downgraded(
                         now_ms=int(time.time() * 1000))
     raw.publish(TOPICS.config(locker), json.dumps(stale), retain=True)
     d.wait_event("config_rejected", reason="stale_version", version=4)
+    # A newer version whose body is no storage profile for this locker changes nothing.
+    broken = make_config(locker, 6, {**profile, "cell_groups": []}, key_id="console-1",
+                         private_key=key, now_ms=int(time.time() * 1000))
+    raw.publish(TOPICS.config(locker), json.dumps(broken), retain=True)
+    refused = d.wait_event("config_rejected", reason="bad_profile", version=6)
+    assert "cell_groups" in refused["detail"]
     raw.close()
 
     # The applied configuration is durable: after a restart the locker still runs version 5

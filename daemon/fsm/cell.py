@@ -16,7 +16,9 @@ from daemon.fsm.lifecycle import STATES
 from daemon.fsm.spec import CellSpec
 
 DOOR_STATES = ("closed", "open", "unknown")
-PURPOSES = ("deposit", "pickup", "temporary", "open")
+PURPOSES = ("deposit", "pickup", "temporary", "open", "evict")
+#: Tenancy key whose value never leaves the locker in an event (PIN, phone): see `public_tenancy`.
+SECRET_KEY = "secret"
 
 
 @dataclass(slots=True)
@@ -61,6 +63,26 @@ class PendingOpen:
         )
 
 
+def public_tenancy(tenancy: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of the tenancy for events and logs: without its secret part (PIN, phone)."""
+    if tenancy is None:
+        return None
+    return {k: copy.deepcopy(v) for k, v in tenancy.items() if k != SECRET_KEY}
+
+
+def shift_times(obj: Any, delta_ms: int) -> Any:
+    """Every `*_at` integer inside `obj` moved by `delta_ms` (a wall-clock jump undone)."""
+    if isinstance(obj, dict):
+        return {
+            k: (v + delta_ms if k.endswith("_at") and isinstance(v, int) and not isinstance(v, bool)
+                else shift_times(v, delta_ms))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [shift_times(v, delta_ms) for v in obj]
+    return obj
+
+
 class Cell:
     """A cell as the lifecycle Machine's model (identity equality: the Machine keeps a list)."""
 
@@ -92,7 +114,8 @@ class Cell:
         return self.tenancy is not None
 
     def is_due(self, now_ms: int) -> bool:
-        return self.tenancy is not None and now_ms >= self.tenancy["due_at"]
+        due = (self.tenancy or {}).get("due_at")
+        return due is not None and now_ms >= due
 
     def stamp_since(self, now_ms: int) -> None:
         self.since = now_ms

@@ -23,6 +23,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "vacate", "source": [OCCUPIED, OVERDUE], "dest": FREE},
     # Rule 3: paid time or storage limit ran out.
     {"trigger": "expire", "source": OCCUPIED, "dest": OVERDUE},
+    # An extension (or a waiver) paid the time that ran out: back to a running tenancy.
+    {"trigger": "extend", "source": OVERDUE, "dest": OCCUPIED},
     # Rule 5: operator, collector or fault; the tenancy is kept.
     {"trigger": "block", "source": [FREE, OCCUPIED, OVERDUE], "dest": BLOCKED},
     # Rule 5: unblocking returns to what the tenancy implies (first matching transition wins).
@@ -34,6 +36,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     },
     {"trigger": "unblock", "source": BLOCKED, "dest": OCCUPIED, "conditions": "has_tenancy"},
     {"trigger": "unblock", "source": BLOCKED, "dest": FREE, "unless": "has_tenancy"},
+    # An eviction closed the tenancy of a blocked cell: it is free again.
+    {"trigger": "release", "source": [OCCUPIED, OVERDUE, BLOCKED], "dest": FREE},
 )
 
 

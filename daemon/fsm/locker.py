@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.actions import Action, CellChanged, Event, Refused, Unlock
-from daemon.fsm.cell import Cell, PendingOpen
+from daemon.fsm.cell import Cell, PendingOpen, public_tenancy, shift_times
 from daemon.fsm.lifecycle import BLOCKED, FREE, OCCUPIED, OVERDUE, new_machine
 from daemon.fsm.spec import CellSpec, Timing
 
 SNAPSHOT_VERSION = 1
 
-OPEN_KINDS = ("deposit", "pickup", "temporary", "open")
+OPEN_KINDS = ("deposit", "pickup", "temporary", "open", "evict")
 COMMAND_KINDS = (*OPEN_KINDS, "block", "unblock")
 
 STARTED = {
@@ -29,18 +29,21 @@ STARTED = {
     "pickup": "pickup_started",
     "temporary": "temporary_access_started",
     "open": "open_started",
+    "evict": "eviction_started",
 }
 COMPLETED = {
     "deposit": "deposit_completed",
     "pickup": "pickup_completed",
     "temporary": "temporary_access_completed",
     "open": "open_completed",
+    "evict": "eviction_completed",
 }
 CANCELLED = {
     "deposit": "deposit_cancelled",
     "pickup": "pickup_cancelled",
     "temporary": "temporary_access_cancelled",
     "open": "open_cancelled",
+    "evict": "eviction_cancelled",
 }
 
 #: One reading per lock: (door_closed, item_present), None where the sensor gave nothing usable.
@@ -203,13 +206,22 @@ class LockerMachine:
             self._unblock(batch, cell, now_ms, ref)
         else:
             self._check_open(cell, kind)
-            self._start_open(batch, cell, kind, now_ms, ref, tenancy)
+            self._start_open(batch, cell, kind, now_ms, ref, tenancy, reason)
         return batch.finish()
+
+    def check_command(self, cell_id: int, kind: str) -> None:
+        """Raise Refused if an open of `kind` could not be taken now; changes nothing."""
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            raise Refused("unknown_cell", f"no cell {cell_id}")
+        self._check_open(cell, kind)
 
     def _check_open(self, cell: Cell, kind: str) -> None:
         """Raise the first reason this open request cannot be taken now."""
         cid, state = cell.spec.id, cell.state
-        if kind != "open" and state == BLOCKED:
+        if kind == "evict" and cell.tenancy is None:
+            raise Refused("not_occupied", f"cell {cid} has no tenancy to close")
+        if kind not in ("open", "evict") and state == BLOCKED:
             raise Refused("blocked", f"cell {cid} is blocked ({cell.block_reason})")
         if kind == "deposit" and state != FREE:
             raise Refused("not_free", f"cell {cid} is {state}")
@@ -235,6 +247,7 @@ class LockerMachine:
         now_ms: int,
         ref: str | None,
         tenancy: Mapping[str, Any] | None,
+        reason: str = "",
     ) -> None:
         data: dict[str, Any] = {}
         new_tenancy = None
@@ -242,9 +255,11 @@ class LockerMachine:
             new_tenancy = copy.deepcopy(dict(tenancy or {}))
             if not new_tenancy.get("id"):
                 new_tenancy["id"] = f"{cell.spec.id}-{now_ms}"
-            data["tenancy"] = copy.deepcopy(new_tenancy)
+            data["tenancy"] = public_tenancy(new_tenancy)
         elif cell.tenancy is not None:
             data["tenancy_id"] = cell.tenancy.get("id")
+        if kind == "evict":
+            data["note"] = reason
         batch.touch(cell)
         cell.pending = PendingOpen(
             purpose=kind,
@@ -288,6 +303,76 @@ class LockerMachine:
             data["void_payment"] = True
             data["tenancy_id"] = (pending.tenancy or {}).get("id")
         batch.event(CANCELLED[pending.purpose], cell, _with_ref(data, pending.ref))
+
+    def update_tenancy(
+        self,
+        cell_id: int,
+        changes: Mapping[str, Any],
+        now_ms: int,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[Action]:
+        """Change a running tenancy (payment, extension, waiver) and say so in one event.
+
+        A due time moved past `now_ms` takes an overdue cell back to occupied and re-arms the
+        overdue timer; Refused (nothing changed) if the cell has no tenancy.
+        """
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            raise Refused("unknown_cell", f"no cell {cell_id}")
+        if cell.tenancy is None:
+            raise Refused("not_occupied", f"cell {cell_id} has no tenancy")
+        batch = _Batch()
+        batch.touch(cell)
+        cell.tenancy = {**cell.tenancy, **copy.deepcopy(dict(changes))}
+        due = cell.tenancy.get("due_at")
+        if due is None or due > now_ms:
+            cell.overdue_announced = False
+            if cell.state == OVERDUE:
+                cell.trigger("extend", now_ms)
+        if event is not None:
+            type_, data = event
+            batch.event(type_, cell, {"tenancy_id": cell.tenancy.get("id"), **data})
+        return batch.finish()
+
+    def tenancy(self, cell_id: int) -> dict[str, Any] | None:
+        """A copy of the cell's tenancy, secrets included: for the locker's own services."""
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            raise KeyError(f"unknown cell {cell_id}")
+        return copy.deepcopy(cell.tenancy)
+
+    def pending_tenancy(self, cell_id: int) -> dict[str, Any] | None:
+        """The tenancy a pending deposit will start, if one is pending on the cell."""
+        cell = self._cells[cell_id]
+        if cell.pending is None or cell.pending.purpose != "deposit":
+            return None
+        return copy.deepcopy(cell.pending.tenancy)
+
+    def pending_purpose(self, cell_id: int) -> str | None:
+        pending = self._cells[cell_id].pending
+        return pending.purpose if pending else None
+
+    def clock_jumped(self, delta_ms: int) -> None:
+        """The wall clock stepped by `delta_ms`: move every stored time with it.
+
+        Durations (what a stay costs, how long a door has been open, when a timer fires) stay
+        what they were; only their wall-clock labels move. Persisted by the app's next commit.
+        """
+        for cell in self._cells.values():
+            for name in ("since", "door_open_since", "left_open_at", "paused_at"):
+                value = getattr(cell, name)
+                if value is not None:
+                    setattr(cell, name, value + delta_ms)
+            if cell.tenancy is not None:
+                cell.tenancy = shift_times(cell.tenancy, delta_ms)
+            pending = cell.pending
+            if pending is not None:
+                if pending.confirm_at is not None:
+                    pending.confirm_at += delta_ms
+                if pending.cancel_at is not None:
+                    pending.cancel_at += delta_ms
+                if pending.tenancy is not None:
+                    pending.tenancy = shift_times(pending.tenancy, delta_ms)
 
     # ----------------------------------------------------------------- board readings
 
@@ -423,17 +508,28 @@ class LockerMachine:
             tenancy = copy.deepcopy(pending.tenancy) or {"id": f"{cell.spec.id}-{now_ms}"}
             tenancy.setdefault("started_at", now_ms)
             if tenancy.get("due_at") is None:
-                tenancy["due_at"] = now_ms + self.timing.storage_limit_ms
+                # A rental says how long it may run once started (its paid time or limit).
+                after = tenancy.pop("due_after_ms", None)
+                after = self.timing.storage_limit_ms if after is None else int(after)
+                tenancy["due_at"] = tenancy["started_at"] + after
             cell.tenancy = tenancy
             cell.overdue_announced = False
             cell.trigger("occupy", now_ms)
-            data["tenancy"] = copy.deepcopy(tenancy)
+            data["tenancy"] = public_tenancy(tenancy)
         elif pending.purpose == "pickup" and cell.state in (OCCUPIED, OVERDUE):
-            data["tenancy"] = cell.tenancy
+            data["tenancy"] = public_tenancy(cell.tenancy)
             data["overdue"] = cell.state == OVERDUE
             cell.tenancy = None
             cell.overdue_announced = False
             cell.trigger("vacate", now_ms)
+        elif pending.purpose == "evict" and cell.tenancy is not None:
+            # The operator took the things out: the tenancy ends as seized, the cell is free.
+            data["tenancy"] = {**(public_tenancy(cell.tenancy) or {}), "outcome": "seized"}
+            data["was"] = cell.state
+            cell.tenancy = None
+            cell.overdue_announced = False
+            cell.block_reason = None
+            cell.trigger("release", now_ms)
         elif pending.purpose in ("temporary", "open"):
             data["state"] = cell.state
             if cell.tenancy is not None:
@@ -456,6 +552,7 @@ class LockerMachine:
             if (
                 tenancy is not None
                 and not cell.overdue_announced
+                and tenancy.get("due_at") is not None
                 and now_ms >= tenancy["due_at"]
             ):
                 self._announce_overdue(batch, cell, now_ms)

@@ -183,6 +183,9 @@ class SimulatedTerminal:
         self.delay_s = delay_s
         self.timeout_takes_money = timeout_takes_money
         self.offline = False
+        #: Crash-test window: after an approval is journaled, wait this long before answering
+        #: (the money is taken; a process killed now never hears about it).
+        self.hold_after_approve_s = 0.0
         self.next_outcomes: list[Outcome] = []
         self._ops: dict[str, _Operation] = {}
         self._next_txn = 1
@@ -194,6 +197,10 @@ class SimulatedTerminal:
     def set_next(self, *outcomes: Outcome | str) -> None:
         """Queue the outcomes of the next charges (afterwards: approve)."""
         self.next_outcomes.extend(Outcome(o) for o in outcomes)
+
+    def operations(self) -> list[dict]:
+        """Every operation with its money movements, as the journal holds them."""
+        return [{**asdict(op), "status": op.status.value} for op in self._ops.values()]
 
     def charges(self, operation_id: str) -> int:
         op = self._ops.get(operation_id)
@@ -239,6 +246,8 @@ class SimulatedTerminal:
                 op.status, op.reason = PaymentStatus.DECLINED, "declined by the issuer"
             self._ops[operation_id] = op
             self._save()
+            if takes_money and self.hold_after_approve_s > 0:
+                await asyncio.sleep(self.hold_after_approve_s)
             if outcome is Outcome.TIMEOUT:
                 return PaymentResult(
                     operation_id,

@@ -1,4 +1,5 @@
-"""The locker's durable store: cell machine state, event sequence, event outbox, replay cache.
+"""The locker's durable store: cell machine state, event sequence, event outbox, replay cache,
+payment records.
 
 tinydb keeps the documents (one per cell, per event, per remote command) in memory and in a JSON
 image on disk. A commit does not rewrite that image: it appends the documents it changed to a
@@ -149,6 +150,7 @@ class LockerStore:
             self._meta = self._db.table("meta")
             self._outbox = self._db.table("outbox")
             self._commands = self._db.table("commands")
+            self._payments = self._db.table("payments")
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
             self._cell_docs = {doc.doc_id: dict(doc) for doc in self._cells.all()}
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
@@ -188,6 +190,21 @@ class LockerStore:
         found = self._commands.get(Query().cmd_id == cmd_id)
         return dict(found) if found else None
 
+    def payments(self) -> list[dict]:
+        """Every payment record (the money side of rentals), oldest first."""
+        return [dict(r) for r in self._payments.all()]
+
+    def payment(self, op_id: str) -> dict | None:
+        found = self._payments.get(Query().op_id == op_id)
+        return dict(found) if found else None
+
+    def prune_payments(self, before_ms: int) -> int:
+        """Forget settled payment records older than `before_ms` (their events went out)."""
+        return self._remove(
+            self._payments,
+            (Query().settled == True) & (Query().updated_at < before_ms),  # noqa: E712
+        )
+
     def commands_in_flight(self) -> list[dict]:
         """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
         return [
@@ -204,9 +221,11 @@ class LockerStore:
         now_ms: int = 0,
         meta: Mapping[str, Any] | None = None,
         commands: Iterable[Mapping[str, Any]] = (),
+        payments: Iterable[Mapping[str, Any]] = (),
     ) -> list[dict]:
-        """Persist the new machine state, events and replay-cache entries as one journal line;
-        returns the numbered events (seq grows by one per event, across restarts)."""
+        """Persist the new machine state, events, replay-cache entries and payment records as
+        one journal line; returns the numbered events (seq grows by one per event, across
+        restarts)."""
         changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
@@ -223,13 +242,8 @@ class LockerStore:
             changes.append(self._put(self._outbox, seq, event))
         if machine_state is not None:
             changes.extend(self._put_machine(machine_state))
-        for record in commands:
-            found = self._commands.get(Query().cmd_id == record["cmd_id"])
-            if found is not None:
-                changes.append(self._put(self._commands, found.doc_id, dict(record)))
-            else:
-                doc_id = self._commands.insert(dict(record))
-                changes.append((self._commands.name, doc_id, dict(record)))
+        changes.extend(self._upsert(self._commands, "cmd_id", record) for record in commands)
+        changes.extend(self._upsert(self._payments, "op_id", record) for record in payments)
         new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
         if new_meta != self._meta_doc:
             changes.append(self._put(self._meta, 1, new_meta))
@@ -252,6 +266,14 @@ class LockerStore:
                 self._cell_docs[cid] = cell
                 changes.append(self._put(self._cells, cid, cell))
         return changes
+
+    def _upsert(self, table: Table, key: str, record: Mapping[str, Any]) -> Change:
+        """Replace the document whose `key` field matches, or add it."""
+        found = table.get(Query()[key] == record[key])
+        if found is not None:
+            return self._put(table, found.doc_id, dict(record))
+        doc_id = table.insert(dict(record))
+        return (table.name, doc_id, dict(record))
 
     @staticmethod
     def _put(table: Table, doc_id: int, doc: dict) -> Change:

@@ -1,0 +1,207 @@
+"""The kiosk API: the local HTTP interface the locker's touch screen runs every storage flow on.
+
+Bound to 127.0.0.1 by default (the screen's browser runs on the locker's own computer). A thin
+adapter: requests are validated here and handed to the StorageService; refusals come back as
+`{"error": {"code", "message", "params"}}` with the message in the client's language, chosen by
+`?lang=`, else the `Accept-Language` header, else the profile's default language. The OpenAPI
+document is served at /openapi.json (and /docs).
+"""
+
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.journal import Journal
+from daemon.storage.service import StorageError, StorageService
+from daemon.storage.settings import KioskSettings
+from daemon.storage.texts import FALLBACK, MESSAGES, text
+
+API = "/api/v1"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewRental(_Body):
+    size: Annotated[str, Field(pattern=r"^[SML]$", description="cell size: S, M or L")]
+    charging: bool = Field(False, description="a cell with a phone-charging socket")
+    period_s: int | None = Field(None, ge=1, description="prepaid period, one of the offered")
+    email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$",
+                              description="send receipts to this address")
+
+
+class PhoneNumber(_Body):
+    phone: str = Field(min_length=3, max_length=32)
+
+
+class Code(_Body):
+    code: str = Field(min_length=1, max_length=12)
+
+
+class Pin(_Body):
+    pin: str = Field(min_length=1, max_length=12)
+
+
+class Extension(Pin):
+    period_s: int = Field(ge=1)
+
+
+def _pick_language(request: Request, lang: str | None) -> str | None:
+    if lang:
+        return lang
+    header = request.headers.get("accept-language", "")
+    for part in header.split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag:
+            return tag.split("-")[0]
+    return None
+
+
+def create_app(service: StorageService) -> FastAPI:
+    app = FastAPI(
+        title="Locker kiosk API",
+        version="1",
+        description="Storage-locker flows for the touch screen: rent, pay, PIN, extend, "
+        "temporary access, pickup. Errors: {error: {code, message, params}}.",
+    )
+
+    def language(request: Request, lang: Annotated[str | None, Query()] = None) -> str:
+        wanted = _pick_language(request, lang)
+        try:
+            languages = service.profile().scenario.languages
+            default = service.profile().scenario.default_language
+        except StorageError:
+            return wanted if wanted in MESSAGES else FALLBACK
+        if wanted in languages:
+            return wanted
+        if lang:  # asked for explicitly: say it is not offered
+            raise StorageError("unknown_language", 422, language=lang)
+        return default
+
+    Lang = Annotated[str, Depends(language)]
+
+    async def ready() -> None:
+        if not await service.daemon.wait_ready(5):
+            raise StorageError("not_ready", 503)
+
+    Ready = Depends(ready)
+
+    @app.exception_handler(StorageError)
+    async def _refused(request: Request, exc: StorageError) -> JSONResponse:
+        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        return _error(exc, lang)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "")
+        return _error(StorageError("bad_request", 422, detail=detail), lang)
+
+    @app.get(f"{API}/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "ready": service.daemon.machine.ready(),
+                "profile": service.daemon.profile() is not None}
+
+    @app.get(f"{API}/texts")
+    async def texts(lang: Lang) -> dict[str, Any]:
+        """Every message of the screen in one language (the language switch)."""
+        return {"language": lang, "texts": {k: text(lang, k) for k in MESSAGES[FALLBACK]}}
+
+    @app.get(f"{API}/offers", dependencies=[Ready])
+    async def offers(lang: Lang) -> dict[str, Any]:
+        """Sizes with free cells, their tariffs and the periods to prepay."""
+        return service.offers(lang)
+
+    @app.post(f"{API}/rentals", status_code=201, dependencies=[Ready])
+    async def new_rental(body: NewRental, lang: Lang) -> dict[str, Any]:
+        draft = service.create_rental(body.size, charging=body.charging,
+                                      period_s=body.period_s, language=lang, email=body.email)
+        return draft.view(service.daemon.clock())
+
+    @app.get(f"{API}/rentals/{{rental_id}}")
+    async def rental(rental_id: str) -> dict[str, Any]:
+        return service.draft(rental_id).view(service.daemon.clock())
+
+    @app.post(f"{API}/rentals/{{rental_id}}/phone")
+    async def phone(rental_id: str, body: PhoneNumber) -> dict[str, Any]:
+        return await service.send_code(rental_id, body.phone)
+
+    @app.post(f"{API}/rentals/{{rental_id}}/code")
+    async def code(rental_id: str, body: Code) -> dict[str, Any]:
+        return service.verify_code(rental_id, body.code).view(service.daemon.clock())
+
+    @app.post(f"{API}/rentals/{{rental_id}}/start", dependencies=[Ready])
+    async def start(rental_id: str) -> dict[str, Any]:
+        """Pay (when the payment mode asks for it up front) and open the door."""
+        draft = await service.start_rental(rental_id)
+        return draft.view(service.daemon.clock())
+
+    @app.post(f"{API}/rentals/{{rental_id}}/cancel")
+    async def cancel(rental_id: str) -> dict[str, Any]:
+        return service.cancel_draft(rental_id).view(service.daemon.clock())
+
+    Cell = Annotated[int, Path(ge=1)]
+
+    @app.post(f"{API}/cells/{{cell}}/account", dependencies=[Ready])
+    async def account(cell: Cell, body: Pin) -> dict[str, Any]:
+        """The rental's bill: time used, paid, owed; what the client may do next."""
+        return await service.account(cell, body.pin)
+
+    @app.post(f"{API}/cells/{{cell}}/pickup", dependencies=[Ready])
+    async def pickup(cell: Cell, body: Pin) -> dict[str, Any]:
+        """Pay any debt, then open the door; the rental ends when it closes."""
+        return await service.pickup(cell, body.pin)
+
+    @app.post(f"{API}/cells/{{cell}}/temporary", dependencies=[Ready])
+    async def temporary(cell: Cell, body: Pin) -> dict[str, Any]:
+        """Open the door during the rental (refused while anything is owed)."""
+        return await service.temporary(cell, body.pin)
+
+    @app.post(f"{API}/cells/{{cell}}/extend", dependencies=[Ready])
+    async def extend(cell: Cell, body: Extension) -> dict[str, Any]:
+        """Pay for more time (partial payment mode)."""
+        return await service.extend(cell, body.pin, body.period_s)
+
+    return app
+
+
+def _error(exc: StorageError, language: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=exc.status,
+        content={"error": {"code": exc.code, "message": exc.message(language),
+                           "params": {k: v for k, v in exc.params.items()
+                                      if isinstance(v, str | int | list)}}},
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: lockerd owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_kiosk(service: StorageService, settings: KioskSettings, journal: Journal) -> None:
+    config = uvicorn.Config(
+        create_app(service), host=settings.host, port=settings.port, log_level="warning",
+        access_log=False, lifespan="off",
+    )
+    server = _Server(config)
+    journal.line("kiosk_listening", host=settings.host, port=settings.port)
+    try:
+        await server.serve()
+    finally:
+        server.should_exit = True
+    if not server.started:
+        raise OSError(f"kiosk API could not listen on {settings.host}:{settings.port}")

@@ -1,0 +1,1002 @@
+"""The storage-locker business of one locker: rentals, payments, PINs, pickups, force majeure.
+
+The kiosk API (daemon/kiosk.py) and the fleet's operator commands call in here; every change goes
+through the daemon's `apply`, so it is persisted before it is announced or a lock moves.
+
+Money is never lost and never taken twice (README "Storage lockers"):
+- Before the terminal is asked for money, a payment record `charging` is committed; the charge
+  uses the record's `op_id`, and the terminal takes money at most once per op_id.
+- An approval is committed in the same write as what it pays for: the deposit (record `held`
+  until the door closed on it), the extension, or the debt and the pickup (`captured`).
+- A deposit whose door never opened, an approval that arrived when it was no longer wanted, or a
+  crash anywhere in between is found by `reconcile` (at start and every `recheck_s`): the
+  terminal is asked what happened and the money is voided or refunded, with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from contract.money import Money
+from contract.pricing import RentalTariff
+from contract.profiles import Profile
+from daemon.fsm import Event, Refused
+from daemon.io.payment import PaymentResult, PaymentStatus, PaymentTerminal
+from daemon.io.receipts import TEXTS as RECEIPT_TEXTS
+from daemon.io.receipts import (
+    OperationType,
+    Receipt,
+    ReceiptItem,
+    ReceiptPrinter,
+    TaxSystem,
+    VatRate,
+    render_escpos,
+    render_text,
+)
+from daemon.sms_codes import CodePolicy, IssueStatus, PhoneError, SmsCodes, VerifyResult
+from daemon.storage import billing
+from daemon.storage.pin_guard import GuardPolicy, PinGuard
+from daemon.storage.settings import KioskSettings, PrinterSettings
+from daemon.storage.texts import text
+
+if TYPE_CHECKING:
+    from daemon.app import LockerDaemon
+    from daemon.io.notifier import Notifier
+
+#: How often a charge whose outcome is unknown (terminal timeout) is asked about at once.
+STATUS_TRIES = 3
+STATUS_GAP_S = 0.2
+#: Settled payment records are kept this long (a day) for the ctl view, then pruned.
+PAYMENT_RETENTION_MS = 24 * 3600 * 1000
+
+ITEM_NAMES = {
+    "en": {"rent": "Storage, cell {cell}", "extend": "Storage extension, cell {cell}",
+           "pickup": "Storage time, cell {cell}", "slip": "Storage, cell {cell}: pay at pickup"},
+    "ru": {"rent": "Хранение, ячейка {cell}", "extend": "Продление хранения, ячейка {cell}",
+           "pickup": "Время хранения, ячейка {cell}",
+           "slip": "Хранение, ячейка {cell}: оплата при выдаче"},
+}  # fmt: skip
+
+
+class StorageError(Exception):
+    """A refusal the kiosk shows: `code` for the front end, `status` for HTTP, text params."""
+
+    def __init__(self, code: str, status: int = 409, **params: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status
+        self.params = params
+
+    def message(self, language: str) -> str:
+        return text(language, self.code, self.params)
+
+
+@dataclass
+class Draft:
+    """A rental being set up on the screen: in memory until it is paid and its door opens."""
+
+    id: str
+    cell: int
+    size: str
+    tariff: RentalTariff
+    mode: str
+    period_ms: int | None
+    amount: int
+    language: str
+    created_at: int
+    pin: str
+    auth: str
+    charging: bool
+    limit_ms: int | None
+    email: str | None = None
+    phone: str | None = None
+    phone_verified: bool = False
+    #: phone -> code -> payment -> opening -> occupied; or cancelled.
+    state: str = "payment"
+    op_id: str | None = None
+    tenancy_id: str | None = None
+    detail: str = ""
+    receipt: str | None = None
+    history: list[str] = field(default_factory=list)
+
+    def view(self, now_ms: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rental_id": self.id,
+            "cell": self.cell,
+            "size": self.size,
+            "state": self.state,
+            "payment_mode": self.mode,
+            "auth": self.auth,
+            "charging": self.charging,
+            "period_s": None if self.period_ms is None else self.period_ms // 1000,
+            "amount": {"amount": self.amount, "currency": self.tariff.currency},
+            "tariff": {"id": self.tariff.storage.id, "name": self.tariff.storage.name},
+            "language": self.language,
+        }
+        if self.state == "occupied":
+            out["pin"] = self.pin  # shown once on the screen that rented the cell
+            out["tenancy_id"] = self.tenancy_id
+            out["receipt"] = self.receipt
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+class StorageService:
+    def __init__(
+        self,
+        daemon: LockerDaemon,
+        kiosk: KioskSettings,
+        printer_settings: PrinterSettings,
+        terminal: PaymentTerminal | None,
+        notifier: Notifier | None,
+        printer: ReceiptPrinter | None,
+        *,
+        recheck_s: float = 10.0,
+    ) -> None:
+        self.daemon = daemon
+        self.kiosk = kiosk
+        self.printer_settings = printer_settings
+        self.terminal = terminal
+        self.notifier = notifier
+        self.printer = printer
+        self.recheck_s = recheck_s
+        self.guard = PinGuard(
+            GuardPolicy(
+                cell_attempts=kiosk.pin_attempts,
+                cell_lockout_ms=int(kiosk.pin_lockout_s * 1000),
+                kiosk_free_failures=kiosk.slow_after_failures,
+                kiosk_window_ms=int(kiosk.slow_window_s * 1000),
+                kiosk_delay_step_ms=kiosk.slow_step_ms,
+                kiosk_max_delay_ms=kiosk.slow_max_ms,
+            )
+        )
+        self.codes = SmsCodes(CodePolicy(), default_country_code=kiosk.default_country_code)
+        self.drafts: dict[str, Draft] = {}
+        self._by_ref: dict[str, Draft] = {}
+        self._money_lock = asyncio.Lock()
+        self._profile_key: Any = None
+        self._profile: Profile | None = None
+
+    # ----------------------------------------------------------------- profile and offers
+    def profile(self) -> Profile:
+        profile = self.daemon.profile()
+        if profile is None:
+            raise StorageError("no_profile", 503)
+        return profile
+
+    def offers(self, language: str | None = None) -> dict[str, Any]:
+        """What the first screen shows: scenario, languages, sizes with free cells and prices."""
+        profile = self.profile()
+        scenario = profile.scenario
+        free = self._free_cells()
+        sizes: dict[tuple[str, bool], dict[str, Any]] = {}
+        for spec in self.daemon.config.cells:
+            try:
+                tariff = profile.rental_tariff(spec.id, spec.size)
+            except LookupError:
+                continue
+            key = (spec.size, tariff.charging is not None)
+            entry = sizes.setdefault(
+                key,
+                {
+                    "size": spec.size,
+                    "charging": tariff.charging is not None,
+                    "free": 0,
+                    "tariff": _tariff_view(tariff),
+                    "periods": [
+                        {"period_s": p, "price": tariff.price_for_period(p * 1000).to_dict()}
+                        for p in (scenario.prepaid_periods_s if scenario.payment_mode != "postpaid"
+                                  else [])
+                    ],
+                },
+            )
+            if spec.id in free:
+                entry["free"] += 1
+        return {
+            "locker_id": self.daemon.config.locker_id,
+            "profile": {"name": profile.name, "version": profile.version},
+            "currency": profile.currency,
+            "languages": scenario.languages,
+            "default_language": scenario.default_language,
+            "language": language or scenario.default_language,
+            "auth": scenario.auth,
+            "payment_mode": scenario.payment_mode,
+            "temporary_access": scenario.temporary_access,
+            "extension": scenario.payment_mode == "partial",
+            "storage_limit_s": scenario.storage_limit_s,
+            "sizes": sorted(sizes.values(), key=lambda e: ("SML".index(e["size"]), e["charging"])),
+        }
+
+    def _free_cells(self) -> set[int]:
+        reserved = {d.cell for d in self.drafts.values() if d.state in ("phone", "code", "payment")}
+        out = set()
+        for view in self.daemon.machine.cells():
+            cid = view["cell"]
+            if (
+                view["state"] == "free"
+                and view["door"] == "closed"
+                and cid not in reserved
+                and self.daemon.machine.pending_purpose(cid) is None
+            ):
+                out.add(cid)
+        return out
+
+    # ----------------------------------------------------------------- renting
+    def create_rental(
+        self,
+        size: str,
+        *,
+        charging: bool = False,
+        period_s: int | None = None,
+        language: str | None = None,
+        email: str | None = None,
+    ) -> Draft:
+        profile = self.profile()
+        scenario = profile.scenario
+        now = self.daemon.clock()
+        self._expire_drafts(now)
+        language = self.language(language)
+        mode = scenario.payment_mode
+        if mode == "postpaid":
+            period_s = None
+        elif period_s not in scenario.prepaid_periods_s:
+            raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
+        candidates = []
+        free = self._free_cells()
+        for spec in self.daemon.config.cells:
+            if spec.size != size:
+                continue
+            try:
+                tariff = profile.rental_tariff(spec.id, spec.size)
+            except LookupError:
+                continue
+            if (tariff.charging is not None) != charging:
+                continue
+            candidates.append((spec.id, tariff))
+        if not candidates:
+            raise StorageError("unknown_size", 404, size=size)
+        chosen = next(((cid, t) for cid, t in candidates if cid in free), None)
+        if chosen is None:
+            raise StorageError("no_free_cell", 409, size=size)
+        cell, tariff = chosen
+        period_ms = None if period_s is None else period_s * 1000
+        limit_s = profile.storage_limit_s(cell, size)
+        default_limit = int(self.daemon.machine.timing.storage_limit_ms)
+        limit_ms = limit_s * 1000 if limit_s is not None else default_limit
+        amount = billing.prepayment(tariff, mode, period_ms)
+        draft = Draft(
+            id=uuid.uuid4().hex,
+            cell=cell,
+            size=size,
+            tariff=tariff,
+            mode=mode,
+            period_ms=period_ms,
+            amount=amount,
+            language=language,
+            created_at=now,
+            pin=_new_pin(self.kiosk.pin_digits),
+            auth=scenario.auth,
+            charging=tariff.charging is not None,
+            limit_ms=limit_ms,
+            email=email or None,
+            state="phone" if scenario.auth == "sms" else "payment",
+        )
+        self.drafts[draft.id] = draft
+        return draft
+
+    def draft(self, rental_id: str) -> Draft:
+        draft = self.drafts.get(rental_id)
+        if draft is None:
+            raise StorageError("unknown_rental", 404)
+        return draft
+
+    def cancel_draft(self, rental_id: str) -> Draft:
+        draft = self.draft(rental_id)
+        if draft.state in ("phone", "code", "payment"):
+            draft.state = "cancelled"
+            draft.detail = "cancelled by the client"
+        return draft
+
+    def language(self, language: str | None) -> str:
+        scenario = self.profile().scenario
+        if language is None:
+            return scenario.default_language
+        if language not in scenario.languages:
+            raise StorageError("unknown_language", 422, language=language)
+        return language
+
+    async def send_code(self, rental_id: str, phone: str) -> dict[str, Any]:
+        draft = self.draft(rental_id)
+        if draft.auth != "sms" or draft.state not in ("phone", "code"):
+            raise StorageError("wrong_step", 409, detail=draft.state)
+        now = self.daemon.clock()
+        try:
+            issue = self.codes.issue(phone, now)
+        except PhoneError as exc:
+            raise StorageError("bad_phone", 422, detail=str(exc)) from None
+        if issue.status is IssueStatus.TOO_SOON:
+            seconds = max(1, -(-(issue.retry_at_ms or now) + now) // -1000)
+            raise StorageError("sms_too_soon", 429, seconds=seconds)
+        if issue.status is IssueStatus.TOO_MANY_SENDS:
+            raise StorageError("sms_too_many", 429)
+        if self.notifier is None:
+            raise StorageError("sms_failed", 503)
+        sent = await self.notifier.send_sms(
+            issue.phone, text(draft.language, "sms_code", {"code": issue.code})
+        )
+        self.daemon.journal.line(
+            "sms_code_sent", ok=sent.ok, detail=sent.detail, rental=draft.id, cell=draft.cell
+        )
+        if not sent.ok:
+            raise StorageError("sms_failed", 502)
+        draft.phone = issue.phone
+        draft.state = "code"
+        return {"sent": True, "expires_at": issue.expires_at_ms, "sends_left": issue.sends_left}
+
+    def verify_code(self, rental_id: str, code: str) -> Draft:
+        draft = self.draft(rental_id)
+        if draft.state != "code" or draft.phone is None:
+            raise StorageError("wrong_step", 409, detail=draft.state)
+        outcome = self.codes.verify(draft.phone, code, self.daemon.clock())
+        if outcome is VerifyResult.OK:
+            draft.phone_verified = True
+            draft.state = "payment"
+            return draft
+        if outcome is VerifyResult.WRONG:
+            raise StorageError("wrong_code", 403, attempts=self.codes.attempts_left(draft.phone))
+        if outcome is VerifyResult.EXPIRED:
+            raise StorageError("code_expired", 410)
+        raise StorageError("code_locked", 429)
+
+    async def start_rental(self, rental_id: str) -> Draft:
+        """Take the prepayment (if any), then open the door; the tenancy starts when it closes."""
+        draft = self.draft(rental_id)
+        if draft.state != "payment":
+            raise StorageError("wrong_step", 409, detail=draft.state)
+        self._check_open(draft.cell, "deposit")
+        draft.state = "paying"
+        draft.tenancy_id = f"{draft.cell}-{draft.id[:12]}"
+        tenancy = self._new_tenancy(draft)
+        try:
+            if draft.amount == 0:
+                self._open_deposit(draft, tenancy, None)
+                return draft
+            async with self._money_lock:
+                record, result = await self._charge(
+                    "rent", draft.cell, draft.amount, draft.tariff.currency,
+                    tenancy_id=draft.tenancy_id, ref=draft.id, language=draft.language,
+                )
+                draft.op_id = record["op_id"]
+                if not result.approved:
+                    draft.state = "payment"  # the client may try another card
+                    self._not_approved(record, result)
+                tenancy["paid"] = draft.amount
+                tenancy["payments"] = [_payment_entry(record, result, self.daemon.clock())]
+                self._open_deposit(draft, tenancy, {**record, "status": "held",
+                                                    "txn": result.transaction_id})
+        except BaseException:
+            if draft.state == "paying":
+                draft.state = "payment"
+            raise
+        receipt = await self._receipt(
+            "rent", draft.cell, draft.amount, draft.tariff.currency, result.transaction_id,
+            draft.language, pin=draft.pin if draft.auth == "printed_pin" else None,
+            email=draft.email, op_id=record["op_id"],
+        )
+        draft.receipt = receipt
+        return draft
+
+    def _new_tenancy(self, draft: Draft) -> dict[str, Any]:
+        due_after = billing.due_after_ms(draft.tariff, draft.mode, draft.amount, draft.limit_ms)
+        secret: dict[str, Any] = {"pin": draft.pin}
+        if draft.phone:
+            secret["phone"] = draft.phone
+        if draft.email:
+            secret["email"] = draft.email
+        return {
+            "id": draft.tenancy_id,
+            "kind": "rental",
+            "mode": draft.mode,
+            "tariff": draft.tariff.model_dump(mode="json"),
+            "currency": draft.tariff.currency,
+            "paid": 0,
+            "payments": [],
+            "waived": 0,
+            "period_ms": draft.period_ms,
+            "limit_ms": draft.limit_ms,
+            "due_after_ms": due_after,
+            "charging": draft.charging,
+            "auth": draft.auth,
+            "language": draft.language,
+            "rental_id": draft.id,
+            "secret": secret,
+        }
+
+    def _open_deposit(
+        self, draft: Draft, tenancy: dict[str, Any], record: dict[str, Any] | None
+    ) -> None:
+        """Commit the approval (if any) with the deposit that opens the door, in one write."""
+        now = self.daemon.clock()
+        try:
+            actions = self.daemon.machine.command(
+                draft.cell, "deposit", now, ref=draft.id, tenancy=tenancy
+            )
+        except Refused as refused:
+            draft.state = "cancelled"
+            draft.detail = refused.reason
+            if record is not None:  # paid, but the door cannot open: give the money back
+                record = {**record, "status": "refund_due", "reason": refused.reason,
+                          "updated_at": now}
+                self.daemon.apply([], payments=[record])
+                self.daemon.spawn(self._reverse(record, refused.reason))
+            raise StorageError("cell_unavailable", 409, detail=refused.reason) from None
+        events = []
+        if record is not None:
+            record["updated_at"] = now
+            events.append(Event("payment_approved", draft.cell, _amounts(record), False))
+        draft.state = "opening"
+        self._by_ref[draft.id] = draft
+        self.daemon.apply([*events, *actions], payments=[record] if record else [])
+
+    # ----------------------------------------------------------------- existing rentals
+    async def authorise(self, cell: int, pin: str) -> dict[str, Any]:
+        """The cell's tenancy if `pin` opens it; wrong PINs are counted and slowed down."""
+        now = self.daemon.clock()
+        until = self.guard.locked_until(cell, now)
+        if until is not None:
+            raise StorageError("pin_locked", 423, minutes=max(1, -(-(until - now) // 60_000)))
+        delay = self.guard.delay_ms(now)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        try:
+            tenancy = self.daemon.machine.tenancy(cell)
+        except KeyError:
+            tenancy = None
+        expected = ((tenancy or {}).get("secret") or {}).get("pin")
+        typed = pin.strip() if isinstance(pin, str) else ""
+        if expected and hmac.compare_digest(typed.encode(), str(expected).encode()):
+            self.guard.succeeded(cell)
+            assert tenancy is not None
+            return tenancy
+        locked = self.guard.failed(cell, self.daemon.clock())
+        if locked is not None:
+            self.daemon.record_event(
+                "pin_locked", {"until": locked, "alarm": True}, cell=cell
+            )
+            raise StorageError("pin_locked", 423, minutes=max(1, -(-(locked - now) // 60_000)))
+        raise StorageError("wrong_pin", 403, attempts=self.guard.attempts_left(cell))
+
+    async def account(self, cell: int, pin: str) -> dict[str, Any]:
+        tenancy = await self.authorise(cell, pin)
+        return self._account(cell, tenancy)
+
+    def _account(self, cell: int, tenancy: dict[str, Any]) -> dict[str, Any]:
+        now = self.daemon.clock()
+        bill = billing.bill(tenancy, now)
+        scenario = self.profile().scenario if self.daemon.profile() else None
+        state = self.daemon.machine.cell_view(cell)["state"]
+        return {
+            "cell": cell,
+            "state": state,
+            "tenancy_id": tenancy["id"],
+            "started_at": tenancy.get("started_at"),
+            "due_at": tenancy.get("due_at"),
+            "payment_mode": tenancy.get("mode"),
+            "charging": bool(tenancy.get("charging")),
+            "bill": bill.to_dict(),
+            "can": {
+                "pickup": True,
+                "temporary": bool(scenario and scenario.temporary_access)
+                and bill.due == 0 and state == "occupied",
+                "extend": tenancy.get("mode") == "partial",
+            },
+            "extension_periods_s": scenario.prepaid_periods_s if scenario else [],
+        }
+
+    async def pickup(self, cell: int, pin: str) -> dict[str, Any]:
+        """Pay what is owed, then open the door; the tenancy ends when it closes."""
+        tenancy = await self.authorise(cell, pin)
+        self._check_open(cell, "pickup")
+        now = self.daemon.clock()
+        bill = billing.bill(tenancy, now)
+        ref = f"pickup-{uuid.uuid4().hex[:12]}"
+        bill_event = Event("pickup_bill", cell, {"tenancy_id": tenancy["id"], **bill.to_dict()},
+                           False)
+        if bill.due == 0:
+            actions = self._machine_command(cell, "pickup", ref)
+            self.daemon.apply([bill_event, *actions])
+            return {"cell": cell, "paid": 0, "bill": bill.to_dict(), "door": "opening"}
+        async with self._money_lock:
+            record, result = await self._charge(
+                "pickup", cell, bill.due, bill.currency, tenancy_id=tenancy["id"], ref=ref,
+                language=str(tenancy.get("language", "en")),
+            )
+            if not result.approved:
+                self._not_approved(record, result)
+            actions = self._apply_payment(cell, tenancy, record, result, "debt_paid")
+            try:
+                actions += self._machine_command(cell, "pickup", ref)
+            finally:
+                self.daemon.apply([bill_event, *actions],
+                                  payments=[{**record, "status": "captured", "settled": True,
+                                             "txn": result.transaction_id,
+                                             "updated_at": self.daemon.clock()}])
+        receipt = await self._receipt(
+            "pickup", cell, bill.due, bill.currency, result.transaction_id,
+            str(tenancy.get("language", "en")), email=(tenancy.get("secret") or {}).get("email"),
+            op_id=record["op_id"],
+        )
+        return {"cell": cell, "paid": bill.due, "bill": bill.to_dict(), "door": "opening",
+                "receipt": receipt}
+
+    async def temporary(self, cell: int, pin: str) -> dict[str, Any]:
+        """Open and close the cell during the rental; refused while anything is owed."""
+        tenancy = await self.authorise(cell, pin)
+        if not self.profile().scenario.temporary_access:
+            raise StorageError("temporary_disabled", 403)
+        bill = billing.bill(tenancy, self.daemon.clock())
+        if bill.due > 0 or self.daemon.machine.cell_view(cell)["state"] == "overdue":
+            raise StorageError("debt", 402, amount=str(bill.money(bill.due)), due=bill.due)
+        actions = self._machine_command(cell, "temporary", f"temp-{uuid.uuid4().hex[:12]}")
+        self.daemon.apply(actions)
+        return {"cell": cell, "door": "opening", "bill": bill.to_dict()}
+
+    async def extend(self, cell: int, pin: str, period_s: int) -> dict[str, Any]:
+        """Pay for `period_s` more (partial mode): the cell is not overdue until then."""
+        tenancy = await self.authorise(cell, pin)
+        scenario = self.profile().scenario
+        if tenancy.get("mode") != "partial":
+            raise StorageError("extension_disabled", 403)
+        if period_s not in scenario.prepaid_periods_s:
+            raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
+        now = self.daemon.clock()
+        amount, _target_ms = billing.extension_quote(tenancy, period_s * 1000, now)
+        language = str(tenancy.get("language", "en"))
+        if amount == 0:
+            return self._account(cell, tenancy)
+        async with self._money_lock:
+            record, result = await self._charge(
+                "extend", cell, amount, tenancy["currency"], tenancy_id=tenancy["id"],
+                ref=f"extend-{uuid.uuid4().hex[:12]}", language=language,
+            )
+            if not result.approved:
+                self._not_approved(record, result)
+            actions = self._apply_payment(cell, tenancy, record, result, "rental_extended")
+            self.daemon.apply(actions, payments=[{**record, "status": "captured", "settled": True,
+                                                  "txn": result.transaction_id,
+                                                  "updated_at": self.daemon.clock()}])
+        receipt = await self._receipt(
+            "extend", cell, amount, tenancy["currency"], result.transaction_id, language,
+            email=(tenancy.get("secret") or {}).get("email"), op_id=record["op_id"],
+        )
+        account = self._account(cell, self.daemon.machine.tenancy(cell) or tenancy)
+        return {**account, "paid": amount, "receipt": receipt}
+
+    def _apply_payment(
+        self, cell: int, tenancy: dict[str, Any], record: dict, result: PaymentResult, kind: str
+    ) -> list[Any]:
+        """The machine actions that book an approved payment onto the cell's tenancy."""
+        now = self.daemon.clock()
+        paid = int(tenancy.get("paid", 0)) + record["amount"]
+        changes = {
+            "paid": paid,
+            "payments": [*tenancy.get("payments", []), _payment_entry(record, result, now)],
+            "due_at": billing.due_at_after_payment(tenancy, paid),
+        }
+        if tenancy.get("billing_stopped_at") is not None:
+            changes.pop("due_at")
+        return self.daemon.machine.update_tenancy(
+            cell, changes, now,
+            event=(kind, {**_amounts({**record, "txn": result.transaction_id}),
+                          "paid_total": paid, "due_at": changes.get("due_at")}),
+        )
+
+    # ----------------------------------------------------------------- operator acts
+    def waive(self, cell: int, reason: str, operator: str, ref: str | None = None) -> dict:
+        """Clear the debt of the cell's tenancy and stop its billing (force majeure)."""
+        tenancy = self._tenancy_or_refuse(cell)
+        now = self.daemon.clock()
+        bill = billing.bill(tenancy, now)
+        changes = {
+            "waived": bill.waived + bill.due,
+            "billing_stopped_at": now,
+            "due_at": None,
+            "waiver": {"reason": reason, "operator": operator, "waived_at": now,
+                       "amount": bill.due},
+        }
+        data = {"amount": bill.due, "currency": bill.currency, "reason": reason,
+                "operator": operator, **({"ref": ref} if ref else {})}
+        self.daemon.apply(
+            self.daemon.machine.update_tenancy(cell, changes, now, event=("debt_waived", data))
+        )
+        return {"cell": cell, "tenancy_id": tenancy["id"],
+                "waived": {"amount": bill.due, "currency": bill.currency}}
+
+    def reveal_pin(self, cell: int, reason: str, operator: str, ref: str | None = None) -> dict:
+        """The PIN, for the console only; the act itself is an event (without the PIN)."""
+        tenancy = self._tenancy_or_refuse(cell)
+        pin = (tenancy.get("secret") or {}).get("pin")
+        if not pin:
+            raise Refused("no_pin", f"cell {cell}: the tenancy has no PIN")
+        data = {"tenancy_id": tenancy["id"], "reason": reason, "operator": operator,
+                **({"ref": ref} if ref else {})}
+        self.daemon.record_event("pin_revealed", data, cell=cell)
+        return {"cell": cell, "tenancy_id": tenancy["id"], "pin": pin}
+
+    def _tenancy_or_refuse(self, cell: int) -> dict[str, Any]:
+        try:
+            tenancy = self.daemon.machine.tenancy(cell)
+        except KeyError:
+            raise Refused("unknown_cell", f"no cell {cell}") from None
+        if tenancy is None:
+            raise Refused("not_occupied", f"cell {cell} has no tenancy")
+        return tenancy
+
+    # ----------------------------------------------------------------- machine helpers
+    def _check_open(self, cell: int, kind: str) -> None:
+        try:
+            self.daemon.machine.check_command(cell, kind)
+        except Refused as refused:
+            raise _kiosk_refusal(refused) from None
+
+    def _machine_command(self, cell: int, kind: str, ref: str) -> list[Any]:
+        try:
+            return self.daemon.machine.command(cell, kind, self.daemon.clock(), ref=ref)
+        except Refused as refused:
+            raise _kiosk_refusal(refused) from None
+
+    # ----------------------------------------------------------------- the money
+    async def _charge(
+        self, kind: str, cell: int, amount: int, currency: str, *, tenancy_id: str, ref: str,
+        language: str,
+    ) -> tuple[dict[str, Any], PaymentResult]:
+        """Commit a `charging` record, then ask the terminal; an unknown outcome is asked again."""
+        if self.terminal is None:
+            raise StorageError("no_payment", 503)
+        now = self.daemon.clock()
+        record = {
+            "op_id": f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
+            "kind": kind,
+            "cell": cell,
+            "tenancy_id": tenancy_id,
+            "ref": ref,
+            "amount": amount,
+            "currency": currency,
+            "status": "charging",
+            "settled": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        self.daemon.apply([], payments=[record])
+        name = ITEM_NAMES.get(language, ITEM_NAMES["en"])[kind].format(cell=cell)
+        try:
+            result = await self.terminal.charge(record["op_id"], amount, currency, name)
+        except Exception as exc:  # an adapter failure is an unknown outcome, never a guess
+            self.daemon.journal.line("payment_error", level="error", error=repr(exc))
+            result = PaymentResult(record["op_id"], PaymentStatus.TIMEOUT, amount, currency)
+        if result.status is PaymentStatus.TIMEOUT:
+            result = await self._ask(record["op_id"], amount, currency)
+        return record, result
+
+    async def _ask(self, op_id: str, amount: int, currency: str) -> PaymentResult:
+        assert self.terminal is not None
+        for _ in range(STATUS_TRIES):
+            with contextlib.suppress(Exception):
+                known = await self.terminal.status(op_id)
+                if known is None:
+                    return PaymentResult(op_id, PaymentStatus.DECLINED, amount, currency,
+                                         reason="the terminal has no record of the charge")
+                if known.status is not PaymentStatus.OFFLINE:
+                    return known
+            await asyncio.sleep(STATUS_GAP_S)
+        return PaymentResult(op_id, PaymentStatus.TIMEOUT, amount, currency)
+
+    def _not_approved(self, record: dict[str, Any], result: PaymentResult) -> None:
+        """Record a charge that took no money (or may have: reconcile decides) and refuse."""
+        now = self.daemon.clock()
+        if result.status is PaymentStatus.TIMEOUT:
+            self.daemon.apply(
+                [Event("payment_unknown", record["cell"], _amounts(record), True)],
+                payments=[{**record, "status": "unknown", "updated_at": now}],
+            )
+            raise StorageError("payment_unknown", 502)
+        status = {"cancelled": "cancelled", "offline": "offline"}.get(result.status, "declined")
+        self.daemon.apply(
+            [Event(f"payment_{status}", record["cell"],
+                   {**_amounts(record), "reason": result.reason}, False)],
+            payments=[{**record, "status": status, "settled": True, "reason": result.reason,
+                       "updated_at": now}],
+        )
+        code = {"cancelled": "payment_cancelled", "offline": "terminal_offline"}.get(
+            status, "payment_declined"
+        )
+        raise StorageError(code, 402, detail=result.reason or status)
+
+    async def _reverse(self, record: dict[str, Any], reason: str) -> bool:
+        """Give an approved charge back: void it, or refund it when voiding is refused."""
+        if self.terminal is None:
+            return False
+        async with self._money_lock:
+            current = self.daemon.store.payment(record["op_id"]) or record
+            if current.get("settled"):
+                return True
+            txn = current.get("txn")
+            if txn is None:  # approved after a timeout: learn the transaction first
+                known = await self.terminal.status(current["op_id"])
+                if known is None or not known.money_taken:
+                    self._settle(current, "declined" if known is None or not known.transaction_id
+                                 else str(known.status), reason)
+                    return True
+                txn = known.transaction_id
+            done = await self.terminal.void(current["op_id"], txn)
+            kind = "voided"
+            if not done.ok and done.status != "offline":
+                done = await self.terminal.refund(current["op_id"], txn)
+                kind = "refunded"
+            if not done.ok:
+                self.daemon.journal.line("payment_reversal_pending", level="warning",
+                                         op_id=current["op_id"], detail=done.reason)
+                return False
+            self._settle({**current, "txn": txn}, kind, reason, alarm=False)
+            await self._receipt(
+                "refund", current["cell"], current["amount"], current["currency"], txn,
+                "en", op_id=current["op_id"],
+            )
+            return True
+
+    def _settle(self, record: dict, status: str, reason: str, alarm: bool = False) -> None:
+        now = self.daemon.clock()
+        self.daemon.apply(
+            [Event(f"payment_{status}", record["cell"], {**_amounts(record), "reason": reason},
+                   alarm)],
+            payments=[{**record, "status": status, "settled": True, "reason": reason,
+                       "updated_at": now}],
+        )
+
+    async def reconcile(self) -> None:
+        """Settle every payment whose outcome the locker does not know or has not acted on."""
+        if self.terminal is None:
+            return
+        for record in self.daemon.store.payments():
+            if record.get("settled"):
+                continue
+            try:
+                await self._reconcile_one(record)
+            except Exception as exc:  # one bad record must not stop the others
+                self.daemon.journal.line("reconcile_failed", level="error",
+                                         op_id=record.get("op_id"), error=repr(exc))
+
+    async def _reconcile_one(self, record: dict[str, Any]) -> None:
+        assert self.terminal is not None
+        status = record["status"]
+        if status == "held":
+            if self._deposit_pending(record["tenancy_id"]):
+                return  # the door may still open: the machine will complete or cancel
+            if self._tenancy_cell(record["tenancy_id"]) is not None:
+                self._capture([record])
+                return
+            await self._reverse(record, "door_not_opened")
+            return
+        if status == "refund_due":
+            await self._reverse(record, record.get("reason") or "refund_due")
+            return
+        # charging / unknown: the charge's outcome was never learnt (timeout, crash mid-charge).
+        if any(d.op_id == record["op_id"] and d.state == "paying" for d in self.drafts.values()):
+            return  # the charge is still in progress
+        known = await self.terminal.status(record["op_id"])
+        if known is not None and known.status is PaymentStatus.OFFLINE:
+            return
+        if known is None or not known.money_taken:
+            self._settle(record, "declined", "no money taken")
+            return
+        record = {**record, "txn": known.transaction_id}
+        cell = self._tenancy_cell(record["tenancy_id"])
+        if record["kind"] in ("extend", "pickup") and cell is not None:
+            tenancy = self.daemon.machine.tenancy(cell) or {}
+            if not any(p.get("op_id") == record["op_id"] for p in tenancy.get("payments", [])):
+                actions = self._apply_payment(cell, tenancy, record, known, "payment_recovered")
+                self.daemon.apply(actions, payments=[{**record, "status": "captured",
+                                                      "settled": True,
+                                                      "updated_at": self.daemon.clock()}])
+            return
+        await self._reverse(record, "not_delivered")
+
+    def _deposit_pending(self, tenancy_id: str) -> bool:
+        machine = self.daemon.machine
+        return any(
+            (machine.pending_tenancy(c.id) or {}).get("id") == tenancy_id
+            for c in self.daemon.config.cells
+        )
+
+    def _tenancy_cell(self, tenancy_id: str) -> int | None:
+        for c in self.daemon.config.cells:
+            if (self.daemon.machine.tenancy(c.id) or {}).get("id") == tenancy_id:
+                return c.id
+        return None
+
+    def _capture(self, records: Iterable[dict]) -> None:
+        now = self.daemon.clock()
+        self.daemon.apply(
+            [], payments=[{**r, "status": "captured", "settled": True, "updated_at": now}
+                          for r in records]
+        )
+
+    async def run(self) -> None:
+        """Reconcile payments now and then (terminal back online, crash recovered)."""
+        await self.daemon.wait_ready(60)
+        while True:
+            await self.reconcile()
+            self.daemon.store.prune_payments(self.daemon.clock() - PAYMENT_RETENTION_MS)
+            self._expire_drafts(self.daemon.clock())
+            await asyncio.sleep(self.recheck_s)
+
+    # ----------------------------------------------------------------- reacting to the cells
+    def settle(self, events: Iterable[Event]) -> list[dict]:
+        """Payment records these events settle, committed in the same write (daemon.apply)."""
+        records = []
+        now = self.daemon.clock()
+        for event in events:
+            if event.type != "deposit_completed":
+                continue
+            for entry in (event.data.get("tenancy") or {}).get("payments", []):
+                record = self.daemon.store.payment(entry.get("op_id", ""))
+                if record is not None and record["status"] == "held":
+                    records.append({**record, "status": "captured", "settled": True,
+                                    "updated_at": now})
+        return records
+
+    def committed(self, numbered: list[dict], changed: set[int]) -> None:
+        """After a commit: deliver PINs, switch charging, void what a failed door left paid."""
+        for record in numbered:
+            kind, data = record["type"], record["data"]
+            cell = data.get("cell")
+            if kind == "deposit_completed" and cell is not None:
+                draft = self._by_ref.pop(data.get("ref") or "", None)
+                if draft is not None:
+                    draft.state = "occupied"
+                tenancy = self.daemon.machine.tenancy(cell)
+                if tenancy is not None and tenancy.get("kind") == "rental":
+                    self.daemon.spawn(self._deliver_pin(cell, tenancy))
+                    if tenancy.get("charging"):
+                        self.daemon.spawn(self.daemon.set_charging(cell, True))
+            elif kind == "deposit_cancelled" and cell is not None:
+                draft = self._by_ref.pop(data.get("ref") or "", None)
+                if draft is not None:
+                    draft.state = "cancelled"
+                    draft.detail = data.get("reason", "")
+                tenancy_id = data.get("tenancy_id")
+                for payment in self.daemon.store.payments():
+                    if payment["tenancy_id"] == tenancy_id and payment["status"] == "held":
+                        self.daemon.spawn(self._reverse(payment, data.get("reason", "cancelled")))
+            elif (
+                kind in ("pickup_completed", "eviction_completed")
+                and cell is not None
+                and (data.get("tenancy") or {}).get("charging")
+            ):
+                self.daemon.spawn(self.daemon.set_charging(cell, False))
+
+    async def _deliver_pin(self, cell: int, tenancy: dict[str, Any]) -> None:
+        secret = tenancy.get("secret") or {}
+        channels = ["screen"]
+        if tenancy.get("auth") == "printed_pin":
+            channels.append("receipt")
+        phone = secret.get("phone")
+        if phone and self.notifier is not None:
+            message = text(str(tenancy.get("language", "en")), "sms_pin",
+                           {"locker": self.daemon.config.locker_id, "cell": cell,
+                            "pin": secret.get("pin")})
+            sent = await self.notifier.send_sms(phone, message)
+            channels.append("sms" if sent.ok else "sms_failed")
+        self.daemon.record_event("pin_issued", {"tenancy_id": tenancy["id"],
+                                                "channels": channels}, cell=cell)
+
+    # ----------------------------------------------------------------- receipts
+    async def _receipt(
+        self, kind: str, cell: int, amount: int, currency: str, txn: str | None, language: str,
+        *, pin: str | None = None, email: str | None = None, op_id: str | None = None,
+    ) -> str:
+        """Number, render, print and (if asked) e-mail the receipt of one payment."""
+        lang = language if language in RECEIPT_TEXTS else "en"
+        number = int(self.daemon.store.meta("receipt_no", 0)) + 1
+        names = ITEM_NAMES.get(lang, ITEM_NAMES["en"])
+        name_kind = "slip" if kind == "rent" and amount == 0 else (
+            "rent" if kind == "refund" else kind)
+        p = self.printer_settings
+        receipt = Receipt(
+            locker_id=self.daemon.config.locker_id,
+            number=number,
+            issued_at=datetime.fromtimestamp(self.daemon.clock() / 1000, UTC),
+            items=(ReceiptItem(names[name_kind].format(cell=cell), 1, amount, VatRate(p.vat)),),
+            currency=currency,
+            operation=OperationType.REFUND if kind == "refund" else OperationType.SALE,
+            tax_system=TaxSystem(p.tax_system),
+            transaction_id=txn,
+            pin=pin,
+            language=lang,
+            header=tuple(p.header),
+        )
+        rendered = render_text(receipt, p.width)
+        printed = False
+        if self.printer is not None:
+            try:
+                await self.printer.print(render_escpos(receipt, p.width))
+                printed = True
+            except Exception as exc:  # no paper must not stop a pickup; the event tells
+                self.daemon.journal.line("printer_failed", level="warning", error=repr(exc))
+        emailed = None
+        if email and self.notifier is not None:
+            subject = text(language, "receipt_subject", {"locker": self.daemon.config.locker_id})
+            emailed = (await self.notifier.send_email(email, subject, rendered)).ok
+        self.daemon.apply(
+            [Event("receipt_issued", cell,
+                   {"number": number, "operation": receipt.operation.value, "payment_for": kind,
+                    "total": amount, "currency": currency, "transaction_id": txn,
+                    "op_id": op_id, "printed": printed, "emailed": emailed}, False)],
+            meta={"receipt_no": number},
+        )
+        return rendered
+
+    # ----------------------------------------------------------------- housekeeping
+    def _expire_drafts(self, now_ms: int) -> None:
+        ttl = int(self.kiosk.draft_ttl_s * 1000)
+        for draft_id, draft in list(self.drafts.items()):
+            unfinished = draft.state in ("phone", "code", "payment")
+            if (unfinished and now_ms - draft.created_at > ttl) or (
+                draft.state in ("occupied", "cancelled") and now_ms - draft.created_at > 4 * ttl
+            ):
+                del self.drafts[draft_id]
+
+    def clock_jumped(self, delta_ms: int) -> None:
+        self.guard.shift(delta_ms)
+        for draft in self.drafts.values():
+            draft.created_at += delta_ms
+
+
+def _new_pin(digits: int) -> str:
+    import secrets
+
+    return "".join(str(secrets.randbelow(10)) for _ in range(digits))
+
+
+def _payment_entry(record: dict, result: PaymentResult, now_ms: int) -> dict[str, Any]:
+    return {"op_id": record["op_id"], "payment_for": record["kind"], "amount": record["amount"],
+            "txn": result.transaction_id, "paid_at": now_ms}
+
+
+def _amounts(record: dict) -> dict[str, Any]:
+    return {"op_id": record["op_id"], "payment_for": record["kind"], "amount": record["amount"],
+            "currency": record["currency"], "tenancy_id": record.get("tenancy_id"),
+            **({"txn": record["txn"]} if record.get("txn") else {})}
+
+
+def _tariff_view(tariff: RentalTariff) -> dict[str, Any]:
+    storage = tariff.storage
+    out: dict[str, Any] = {
+        "id": storage.id,
+        "name": storage.name,
+        "currency": storage.currency,
+        "grace_s": storage.grace_s,
+        "steps": [s.model_dump() for s in storage.steps],
+    }
+    if tariff.charging is not None:
+        out["charging"] = tariff.charging.model_dump(mode="json", exclude_none=True)
+    return out
+
+
+_REFUSAL_STATUS = {"not_occupied": 404, "busy": 409, "door_open": 409, "debt": 402}
+
+
+def _kiosk_refusal(refused: Refused) -> StorageError:
+    code = refused.reason if refused.reason in _REFUSAL_STATUS else "cell_unavailable"
+    return StorageError(code, _REFUSAL_STATUS.get(code, 409), detail=refused.reason)
+
+
+__all__ = ["Draft", "Money", "StorageError", "StorageService"]

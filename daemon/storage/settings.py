@@ -1,0 +1,113 @@
+"""Configuration sections of the storage-locker business: kiosk, payment, printer, notifier.
+
+Part of the locker's TOML file (daemon/config.py embeds them); every key has a default so a
+locker without a screen, terminal or printer needs none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from contract.config_file import StrictSection
+
+
+class KioskSettings(StrictSection):
+    """The local HTTP API the touch screen talks to (never exposed beyond the locker)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Digits of a rental's PIN.
+    pin_digits: int = Field(6, ge=4, le=10)
+    #: Wrong PINs in a row that lock a cell's PIN entry, and for how long.
+    pin_attempts: int = Field(5, ge=1)
+    pin_lockout_s: float = Field(300, gt=0)
+    #: Wrong PINs (any cell) within slow_window_s after which every PIN answer is delayed by
+    #: slow_step_ms per further failure, up to slow_max_ms.
+    slow_after_failures: int = Field(10, ge=1)
+    slow_window_s: float = Field(600, gt=0)
+    slow_step_ms: int = Field(1000, ge=0)
+    slow_max_ms: int = Field(10_000, ge=0)
+    #: An unfinished rental on the screen (no payment yet) is dropped after this.
+    draft_ttl_s: float = Field(600, gt=0)
+    #: Country code assumed for a phone number typed without "+" (digits, e.g. "7").
+    default_country_code: str | None = Field(None, pattern=r"^\d{1,3}$")
+
+
+class PaymentSettings(StrictSection):
+    """The card terminal. `simulator` stands in for a bank's terminal (tests, demos)."""
+
+    adapter: Literal["none", "simulator"] = "none"
+    #: Simulator only: its durable record of charges (default <data_dir>/payment-sim.json).
+    journal: Path | None = None
+    #: Simulator only: a Unix socket taking switches (approve/decline/timeout/offline ...).
+    control_socket: Path | None = None
+    #: How often an unknown outcome (timeout, crash mid-charge) is asked again.
+    recheck_s: float = Field(10, gt=0)
+
+
+class PrinterSettings(StrictSection):
+    """The receipt printer (ESC/POS) and the fiscal fields printed on every receipt."""
+
+    kind: Literal["none", "serial", "usb", "network", "file"] = "none"
+    #: serial: device path; usb: /dev/usb/lp0; file: where the bytes are appended.
+    path: str | None = None
+    baudrate: int = Field(9600, gt=0)
+    host: str | None = None
+    tcp_port: int = Field(9100, ge=1, le=65535)
+    width: Literal[32, 42, 48] = 42
+    tax_system: Literal["osn", "usn_income", "usn_income_outcome", "esn", "patent"] = "osn"
+    vat: Literal["none", "vat0", "vat5", "vat7", "vat10", "vat20"] = "none"
+    #: Lines at the top of every receipt: seller, address, tax number.
+    header: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _where(self) -> PrinterSettings:
+        if self.kind in ("serial", "usb", "file") and not self.path:
+            raise ValueError(f"printer.path: a {self.kind} printer needs a path")
+        if self.kind == "network" and not self.host:
+            raise ValueError("printer.host: a network printer needs a host")
+        return self
+
+
+class HttpSmsSettings(StrictSection):
+    url: str
+    method: Literal["GET", "POST"] = "POST"
+    body_template: str = ""
+    body_escape: Literal["json", "form", "none"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10, gt=0)
+
+
+class SmtpSettings(StrictSection):
+    host: str
+    sender: str
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    use_tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = Field(15, gt=0)
+
+
+class NotifierSettings(StrictSection):
+    """How SMS (codes, PINs) and e-mail (receipts) reach clients."""
+
+    #: http: the SMS gateway below; log: write to the daemon's log (demos only: it contains
+    #: codes and PINs); none: no SMS.
+    sms: Literal["none", "http", "log"] = "none"
+    #: smtp: the server below (receipts by e-mail); log; none.
+    email: Literal["none", "smtp", "log"] = "none"
+    http: HttpSmsSettings | None = None
+    smtp: SmtpSettings | None = None
+
+    @model_validator(mode="after")
+    def _adapters_configured(self) -> NotifierSettings:
+        if self.sms == "http" and self.http is None:
+            raise ValueError("notifier.http: sms = \"http\" needs a [notifier.http] url")
+        if self.email == "smtp" and self.smtp is None:
+            raise ValueError("notifier.smtp: email = \"smtp\" needs a [notifier.smtp] section")
+        return self

@@ -1,0 +1,129 @@
+"""Builds the storage business's adapters from the locker's configuration.
+
+The only place that knows which terminal, printer and notifier classes exist: the service sees
+ports (PaymentTerminal, ReceiptPrinter, Notifier) and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from daemon.io.notifier import (
+    CombinedNotifier,
+    DeliveryResult,
+    HttpSmsGateway,
+    LogNotifier,
+    SmtpEmail,
+)
+from daemon.io.payment import Outcome, SimulatedTerminal
+from daemon.io.receipts import (
+    DevicePrinter,
+    FilePrinter,
+    NetworkPrinter,
+    ReceiptPrinter,
+    SerialPrinter,
+)
+from daemon.storage.service import StorageService
+
+if TYPE_CHECKING:
+    from daemon.app import LockerDaemon
+    from daemon.config import LockerConfig
+    from daemon.storage.settings import NotifierSettings, PrinterSettings
+
+
+class _Nowhere:
+    """A channel that is switched off: every message fails plainly."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+        return DeliveryResult(False, "sms", "no SMS channel is configured")
+
+    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+        return DeliveryResult(False, "email", "no e-mail channel is configured")
+
+
+def build_printer(settings: PrinterSettings) -> ReceiptPrinter | None:
+    if settings.kind == "serial":
+        assert settings.path
+        return SerialPrinter(settings.path, settings.baudrate)
+    if settings.kind == "usb":
+        assert settings.path
+        return DevicePrinter(settings.path)
+    if settings.kind == "network":
+        assert settings.host
+        return NetworkPrinter(settings.host, settings.tcp_port)
+    if settings.kind == "file":
+        assert settings.path
+        return FilePrinter(settings.path)
+    return None
+
+
+def build_notifier(settings: NotifierSettings, daemon: LockerDaemon) -> CombinedNotifier:
+    def adapter(kind: str) -> Any:
+        if kind == "http" and settings.http is not None:
+            h = settings.http
+            return HttpSmsGateway(h.url, method=h.method, body_template=h.body_template,
+                                  body_escape=h.body_escape, headers=h.headers,
+                                  timeout_s=h.timeout_s)
+        if kind == "smtp" and settings.smtp is not None:
+            s = settings.smtp
+            return SmtpEmail(s.host, s.sender, port=s.port, starttls=s.starttls,
+                             use_tls=s.use_tls, username=s.username, password=s.password,
+                             timeout_s=s.timeout_s)
+        if kind == "log":
+            return LogNotifier(lambda line: daemon.journal.line("notify_log", text=line))
+        return _Nowhere(kind)
+
+    return CombinedNotifier(adapter(settings.sms), adapter(settings.email))
+
+
+def build_terminal(config: LockerConfig) -> SimulatedTerminal | None:
+    if config.payment.adapter == "simulator":
+        journal = config.payment.journal or config.data_dir / "payment-sim.json"
+        return SimulatedTerminal(journal)
+    return None
+
+
+def build_storage(daemon: LockerDaemon) -> StorageService:
+    config = daemon.config
+    return StorageService(
+        daemon,
+        config.kiosk,
+        config.printer,
+        build_terminal(config),
+        build_notifier(config.notifier, daemon),
+        build_printer(config.printer),
+        recheck_s=config.payment.recheck_s,
+    )
+
+
+async def simulator_control(terminal: SimulatedTerminal, request: dict[str, Any]) -> dict:
+    """Switches of the simulated terminal, for tests and demos (one JSON object a request).
+
+    {"op": "next", "outcomes": ["decline", "timeout"]}, {"op": "offline", "on": true},
+    {"op": "delay", "s": 2}, {"op": "hold_after_approve", "s": 5}, {"op": "operations"}.
+    """
+    op = request.get("op")
+    try:
+        if op == "next":
+            terminal.set_next(*request.get("outcomes", []))
+        elif op == "offline":
+            terminal.offline = bool(request.get("on", True))
+        elif op == "delay":
+            terminal.delay_s = float(request.get("s", 0))
+        elif op == "hold_after_approve":
+            terminal.hold_after_approve_s = float(request.get("s", 0))
+        elif op != "operations":
+            return {"ok": False, "error": "unknown_command",
+                    "message": f"{op!r}: use next, offline, delay, hold_after_approve, operations"}
+    except ValueError as exc:
+        return {"ok": False, "error": "malformed", "message": str(exc)}
+    await asyncio.sleep(0)
+    return {"ok": True, "outcomes": [o.value for o in terminal.next_outcomes],
+            "offline": terminal.offline, "operations": terminal.operations()}
+
+
+__all__ = ["Outcome", "build_storage", "simulator_control"]

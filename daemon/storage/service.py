@@ -591,8 +591,8 @@ class StorageService:
             "payments": [*tenancy.get("payments", []), _payment_entry(record, result, now)],
             "due_at": billing.due_at_after_payment(tenancy, paid),
         }
-        if tenancy.get("billing_stopped_at") is not None:
-            changes.pop("due_at")
+        if tenancy.get("billing_stopped_at") is not None or kind == "debt_paid":
+            changes.pop("due_at")  # a debt paid at pickup: the rental still ended overdue
         return self.daemon.machine.update_tenancy(
             cell, changes, now,
             event=(kind, {**_amounts({**record, "txn": result.transaction_id}),

@@ -112,7 +112,7 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
     deadline = time.monotonic() + 5
     while not rig.mailbox.messages and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    [(sender, rcpt, content)] = rig.mailbox.messages
+    [(_sender, rcpt, content)] = rig.mailbox.messages
     assert rcpt == ["client@example.org"] and "450.00 RUB" in content
 
 

@@ -1,0 +1,96 @@
+"""Force majeure from the call center: waive, reveal-pin and evict, sent with `locker-console`
+through a real Mosquitto to a storage locker, then finished by the client at the kiosk."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from contract.signing import public_key_b64
+from tests.fixtures.storage_locker import HOUR, profile_toml
+from tests.test_fleet_console_e2e import console, console_setup  # noqa: F401 (fixture)
+
+
+async def _locker(storage_locker, mqtt_broker, key):
+    locker_id = f"S-{uuid.uuid4().hex[:8]}"
+    creds = mqtt_broker.add_locker(locker_id)
+    rig = await storage_locker(
+        profile_toml(mode="prepaid"),
+        locker_id=locker_id,
+        mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port,
+              "username": creds.username, "password": creds.password},
+        trust={"console-1": public_key_b64(key)},
+    )
+    await rig.wait_log("mqtt_connected")
+    return locker_id, rig
+
+
+async def _console(config, *args: str):
+    return await asyncio.to_thread(console, config, *args)
+
+
+async def test_waive_lets_the_client_pick_up_without_paying(
+    storage_locker, mqtt_broker, console_setup  # noqa: F811
+) -> None:
+    key, config, _ = console_setup
+    locker, rig = await _locker(storage_locker, mqtt_broker, key)
+    view = await rig.rent("S", period_s=3600)
+    cell, pin = view["cell"], view["pin"]
+    rig.advance(3 * HOUR + 1)  # four started hours: 100 + 90 + 75 + 75, 100 prepaid
+    await rig.wait_cell(cell, state="overdue")
+    await rig.realign_wall_clock()
+    rig.terminal.offline = True  # the POS terminal is out of order
+
+    refused = await rig.http.post(f"/api/v1/cells/{cell}/pickup", json={"pin": pin})
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "terminal_offline"
+
+    out = await _console(config, "waive", "--locker", locker, "--cell", str(cell),
+                         "--reason", "POS terminal out of order")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "240.00 RUB" in out.stdout
+    waived = await rig.wait_event("debt_waived", cell=cell)
+    assert waived["data"]["amount"] == 24000
+    assert waived["data"]["reason"] == "POS terminal out of order"
+
+    rig.advance(HOUR)  # billing stopped with the waiver
+    await rig.realign_wall_clock()
+    account = (await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})).json()
+    assert account["bill"]["due"] == 0 and account["bill"]["waived"] == 24000
+    mark = rig.mark
+    picked = await rig.http.post(f"/api/v1/cells/{cell}/pickup", json={"pin": pin})
+    assert picked.status_code == 200 and picked.json()["paid"] == 0
+    await rig.door_cycle(cell, "pickup_completed", since=mark)
+
+    nothing = await _console(config, "waive", "--locker", locker, "--cell", str(cell),
+                             "--reason", "again")
+    assert nothing.returncode == 1 and "not_occupied" in nothing.stdout + nothing.stderr
+
+
+async def test_reveal_pin_then_evict_an_abandoned_cell(
+    storage_locker, mqtt_broker, console_setup  # noqa: F811
+) -> None:
+    key, config, _ = console_setup
+    locker, rig = await _locker(storage_locker, mqtt_broker, key)
+    view = await rig.rent("M", period_s=3600)
+    cell, pin = view["cell"], view["pin"]
+
+    out = await _console(config, "reveal-pin", "--locker", locker, "--cell", str(cell),
+                         "--reason", "client unreachable for 10 days")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert pin in out.stdout
+    revealed = await rig.wait_event("pin_revealed", cell=cell)
+    assert revealed["data"]["reason"] == "client unreachable for 10 days"
+    assert pin not in str(revealed)  # the act is an event; the PIN is not in it
+
+    mark = rig.mark
+    out = await _console(config, "evict", "--locker", locker, "--cell", str(cell),
+                         "--note", "one suitcase; witnesses: guard Ivanov, officer Petrov",
+                         "--reason", "abandoned")
+    assert out.returncode == 0, out.stdout + out.stderr
+    started = await rig.wait_event("eviction_started", cell=cell, since=mark)
+    assert started["data"]["note"].startswith("one suitcase")
+    done = await rig.door_cycle(cell, "eviction_completed", since=mark)
+    assert done["data"]["tenancy"]["outcome"] == "seized"
+    assert rig.daemon.machine.cell_view(cell)["state"] == "free"
+    gone = await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})
+    assert gone.status_code == 403

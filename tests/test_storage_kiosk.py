@@ -316,3 +316,14 @@ async def test_languages_errors_and_openapi(storage_locker) -> None:
     spec = (await rig.http.get("/openapi.json")).json()
     assert {"/api/v1/rentals", "/api/v1/cells/{cell}/pickup", "/api/v1/cells/{cell}/extend",
             "/api/v1/cells/{cell}/temporary"} <= set(spec["paths"])
+
+
+async def test_a_slow_card_payment_is_not_taken_for_a_lost_one(storage_locker) -> None:
+    rig = await storage_locker(profile_toml(mode="prepaid"))
+    rig.terminal.delay_s = 1.2  # the client fumbles with the card; reconcile runs every 0.5 s
+    view = await rig.rent("S", period_s=3600)
+    await asyncio.sleep(1.0)
+    [op] = _ops(rig)
+    assert (op["status"], op["charges"], op["voids"]) == ("approved", 1, 0)
+    assert "payment_voided" not in rig.types()
+    assert rig.daemon.machine.cell_view(view["cell"])["state"] == "occupied"

@@ -768,6 +768,8 @@ class StorageService:
         for record in self.daemon.store.payments():
             if record.get("settled"):
                 continue
+            if self._money_lock.locked():
+                return  # a charge is in progress (its record is not stale): next round
             try:
                 await self._reconcile_one(record)
             except Exception as exc:  # one bad record must not stop the others
@@ -789,8 +791,6 @@ class StorageService:
             await self._reverse(record, record.get("reason") or "refund_due")
             return
         # charging / unknown: the charge's outcome was never learnt (timeout, crash mid-charge).
-        if any(d.op_id == record["op_id"] and d.state == "paying" for d in self.drafts.values()):
-            return  # the charge is still in progress
         known = await self.terminal.status(record["op_id"])
         if known is not None and known.status is PaymentStatus.OFFLINE:
             return

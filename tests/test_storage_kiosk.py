@@ -321,9 +321,17 @@ async def test_languages_errors_and_openapi(storage_locker) -> None:
 async def test_a_slow_card_payment_is_not_taken_for_a_lost_one(storage_locker) -> None:
     rig = await storage_locker(profile_toml(mode="prepaid"))
     rig.terminal.delay_s = 1.2  # the client fumbles with the card; reconcile runs every 0.5 s
-    view = await rig.rent("S", period_s=3600)
-    await asyncio.sleep(1.0)
+    rental = (await rig.http.post("/api/v1/rentals", json={"size": "S", "period_s": 3600})).json()
+    mark = rig.mark
+    started = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    assert started.status_code == 200, started.text
+    rig.terminal.delay_s = 0  # what reconcile asks from now on is answered at once
+    await rig.wait_event("door_opened", cell=rental["cell"], since=mark)
+    await asyncio.sleep(1.6)  # the client takes a while to put the bag in
+    rig.sim.close_door(0, rental["cell"])
+    await rig.wait_event("deposit_completed", cell=rental["cell"], since=mark)
+    await asyncio.sleep(0.6)
     [op] = _ops(rig)
     assert (op["status"], op["charges"], op["voids"]) == ("approved", 1, 0)
     assert "payment_voided" not in rig.types()
-    assert rig.daemon.machine.cell_view(view["cell"])["state"] == "occupied"
+    assert rig.daemon.machine.cell_view(rental["cell"])["state"] == "occupied"

@@ -728,6 +728,11 @@ class StorageService:
             current = self.daemon.store.payment(record["op_id"]) or record
             if current.get("settled"):
                 return True
+            if current["status"] == "held" and (
+                self._deposit_pending(current["tenancy_id"])
+                or self._tenancy_cell(current["tenancy_id"]) is not None
+            ):
+                return False  # decided on a stale view: the deposit it pays for is alive
             txn = current.get("txn")
             if txn is None:  # approved after a timeout: learn the transaction first
                 known = await self.terminal.status(current["op_id"])

@@ -3,7 +3,9 @@
 Starts a broker (Mosquitto, or the embedded one when Mosquitto is missing), the console's ingest,
 two lockers on simulated lock boards (a 32-cell locker on two Kerong CU16 boards and an 8-cell
 locker on a Modbus relay board), then performs a remote open through the operator CLI, closes the
-door "by hand" in the simulator, runs a local deposit, and shows the live event stream. Everything
+door "by hand" in the simulator, runs a local deposit, rents a storage cell on L1 through its
+kiosk API (SMS code, card payment on the simulated terminal, PIN, pickup), and shows the live
+event stream. Everything
 stays up with the commands to try next, until Ctrl-C. Without a terminal (or with --once) it
 stops after the show.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shutil
 import signal
 import socket
@@ -22,12 +25,17 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from broker.fleet import FleetBroker
 from contract.signing import generate_private_key, private_key_to_pem, public_key_b64
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORK = ROOT / "var" / "demo"
+
+#: L1 is a storage locker: its kiosk API listens here (see docs/storage.md).
+KIOSK_PORT = 18080
 
 LOCKERS = {
     # locker id: (protocol, boards on the bus, locks used per board)
@@ -106,6 +114,16 @@ def locker_config(
     lines = [
         f'locker_id = "{locker}"',
         f'data_dir = "{WORK / locker / "data"}"',
+    ]
+    if locker == "L1":  # the storage locker: profile, kiosk, card terminal, printer, SMS
+        lines += [
+            f'profile = "{ROOT / "config" / "profile.example.toml"}"',
+            "[kiosk]", "enabled = true", f"port = {KIOSK_PORT}", 'default_country_code = "7"',
+            "[payment]", 'adapter = "simulator"',
+            "[printer]", 'kind = "file"', f'path = "{WORK / locker / "receipts.bin"}"',
+            "[notifier]", 'sms = "log"',
+        ]
+    lines += [
         "[mqtt]",
         'host = "127.0.0.1"',
         f"port = {port}",
@@ -247,6 +265,8 @@ def show(fleet: Fleet, once: bool, embedded: bool) -> int:
     say("    " + sim_command(controls["L2"], "close 0 2"))
     time.sleep(1.5)
 
+    storage_rental(controls["L1"])
+
     step("what the console stored")
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT locker, count(*) FROM events GROUP BY locker").fetchall()
@@ -265,6 +285,50 @@ def show(fleet: Fleet, once: bool, embedded: bool) -> int:
     failed = [name for name, p in fleet.procs if p.poll() is not None]
     say(f"demo: {', '.join(failed)} stopped unexpectedly; see the logs in {WORK}")
     return 1
+
+
+def storage_rental(control: Path) -> None:
+    """A client at L1's touch screen, through the kiosk API: rent, pay, PIN, pick up."""
+    api = httpx.Client(base_url=f"http://127.0.0.1:{KIOSK_PORT}/api/v1", timeout=15)
+    step(f"storage rental at L1's kiosk (http://127.0.0.1:{KIOSK_PORT}/docs)")
+    offers = api.get("/offers").json()
+    for size in offers["sizes"]:
+        prices = ", ".join(f"{p['period_s'] // 3600} h {p['price']['amount'] / 100:.2f}"
+                           for p in size["periods"])
+        say(f"    size {size['size']}{' + charging' if size['charging'] else ''}: "
+            f"{size['free']} free; {prices} {offers['currency']}")
+    rental = api.post("/rentals", json={"size": "M", "period_s": 3600},
+                      params={"lang": "en"}).json()
+    rid, cell = rental["rental_id"], rental["cell"]
+    say(f"    POST /rentals size M, 1 h -> cell {cell}, "
+        f"{rental['amount']['amount'] / 100:.2f} RUB, next: {rental['state']}")
+    api.post(f"/rentals/{rid}/phone", json={"phone": "8 900 123-45-67"})
+    log = WORK / "L1" / "lockerd.log"
+    codes = lambda: re.findall(r"SMS to \+\d+: Your locker code: (\d+)", log.read_text())  # noqa: E731
+    wait_for(codes, 10, "the SMS code (log notifier)")
+    code = codes()[-1]
+    say(f"    SMS to +79001234567 (log notifier: demo only): code {code}")
+    confirmed = api.post(f"/rentals/{rid}/code", json={"code": code}).json()
+    say(f"    POST /code -> {confirmed['state']}")
+    started = api.post(f"/rentals/{rid}/start").json()
+    say(f"    POST /start -> card charged on the simulated terminal, door {started['state']}")
+    time.sleep(1.0)
+    say("    the client puts a bag in and closes the door: "
+        + sim_command(control, f"close 0 {cell}"))
+    wait_for(lambda: api.get(f"/rentals/{rid}").json()["state"] == "occupied", 10, "occupied")
+    pin = api.get(f"/rentals/{rid}").json()["pin"]
+    say(f"    occupied; PIN {pin} (on the screen and by SMS)")
+    account = api.post(f"/cells/{cell}/account", json={"pin": pin}).json()["bill"]
+    say(f"    POST /cells/{cell}/account -> paid {account['paid'] / 100:.2f}, "
+        f"due {account['due'] / 100:.2f}")
+    wrong = api.post(f"/cells/{cell}/pickup", json={"pin": "000000"}, params={"lang": "ru"})
+    say(f"    a wrong PIN, in Russian: {wrong.json()['error']['message']}")
+    picked = api.post(f"/cells/{cell}/pickup", json={"pin": pin}).json()
+    say(f"    POST /cells/{cell}/pickup -> paid {picked['paid'] / 100:.2f}, door opening")
+    time.sleep(1.0)
+    say("    the client takes the bag and closes the door: "
+        + sim_command(control, f"close 0 {cell}"))
+    time.sleep(0.8)
 
 
 def _echo(proc: subprocess.Popen) -> None:

@@ -180,7 +180,7 @@ class StorageService:
         sizes: dict[tuple[str, bool], dict[str, Any]] = {}
         for spec in self.daemon.config.cells:
             try:
-                tariff = profile.rental_tariff(spec.id, spec.size)
+                tariff = _cell_tariff(profile, spec)
             except LookupError:
                 continue
             key = (spec.size, tariff.charging is not None)
@@ -255,7 +255,7 @@ class StorageService:
             if spec.size != size:
                 continue
             try:
-                tariff = profile.rental_tariff(spec.id, spec.size)
+                tariff = _cell_tariff(profile, spec)
             except LookupError:
                 continue
             if (tariff.charging is not None) != charging:
@@ -963,6 +963,14 @@ class StorageService:
         self.guard.shift(delta_ms)
         for draft in self.drafts.values():
             draft.created_at += delta_ms
+
+
+def _cell_tariff(profile: Profile, spec: Any) -> RentalTariff:
+    """The cell's tariff; charging only where the cell really has a socket (charge channel)."""
+    tariff = profile.rental_tariff(spec.id, spec.size)
+    if tariff.charging is not None and not spec.charging:
+        return RentalTariff(storage=tariff.storage)
+    return tariff
 
 
 def _new_pin(digits: int) -> str:

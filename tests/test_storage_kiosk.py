@@ -76,6 +76,8 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
     sent = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+7 900 123-45-67"})
     assert sent.status_code == 200, sent.text
     sms = await rig.sms.wait(1)
+    again = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+79001234567"})
+    assert again.status_code == 429 and again.json()["error"]["code"] == "sms_too_soon"
     assert sms["to"] == "+79001234567"
     code = sms["text"].rsplit(" ", 1)[1]
     wrong = await rig.http.post(f"/api/v1/rentals/{rid}/code", json={"code": "000000"
@@ -210,13 +212,18 @@ async def test_declined_then_approved_payment_charges_once(storage_locker) -> No
     assert rig.sim.unlock_count(0, rental["cell"]) == 0
     await rig.wait_event("payment_declined", cell=rental["cell"])
 
+    rig.terminal.set_next("cancel")  # the client pressed cancel on the terminal
+    cancelled = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    assert cancelled.json()["error"]["code"] == "payment_cancelled"
     rig.terminal.set_next("timeout")  # approved, but the reply was lost: asked, not guessed
     mark = rig.mark
     ok = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
     assert ok.status_code == 200, ok.text
     await rig.door_cycle(rental["cell"], "deposit_completed", since=mark)
     ops = _ops(rig)
-    assert [(o["status"], o["charges"]) for o in ops] == [("declined", 0), ("approved", 1)]
+    assert [(o["status"], o["charges"]) for o in ops] == [
+        ("declined", 0), ("cancelled", 0), ("approved", 1)
+    ]
 
 
 async def test_door_that_never_opens_gives_the_money_back(storage_locker) -> None:

@@ -1,5 +1,6 @@
-"""Force majeure from the call center: waive, reveal-pin and evict, sent with `locker-console`
-through a real Mosquitto to a storage locker, then finished by the client at the kiosk."""
+"""A storage locker in a fleet: profiles published from the console, and force majeure from the
+call center (waive, reveal-pin, evict), sent with `locker-console` through a real Mosquitto and
+finished by the client at the kiosk."""
 
 from __future__ import annotations
 
@@ -94,3 +95,37 @@ async def test_reveal_pin_then_evict_an_abandoned_cell(
     assert rig.daemon.machine.cell_view(cell)["state"] == "free"
     gone = await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})
     assert gone.status_code == 403
+
+
+async def test_a_published_profile_prices_new_rentals_not_running_ones(
+    storage_locker, mqtt_broker, console_setup, tmp_path  # noqa: F811
+) -> None:
+    key, config, _ = console_setup
+    locker, rig = await _locker(storage_locker, mqtt_broker, key)
+    view = await rig.rent("S", period_s=3600)  # under version 1: first hour 100.00
+    cell, pin = view["cell"], view["pin"]
+
+    dearer = tmp_path / "profile-v2.toml"
+    dearer.write_text(profile_toml(mode="prepaid", version=2).replace("price = 10000",
+                                                                      "price = 20000"))
+    out = await _console(config, "publish-config", "--locker", locker, str(dearer))
+    assert out.returncode == 0, out.stdout + out.stderr
+    await rig.wait_event("config_applied")
+    offers = (await rig.http.get("/api/v1/offers")).json()
+    assert offers["profile"]["version"] == 2
+    small = next(s for s in offers["sizes"] if s["size"] == "S" and not s["charging"])
+    assert small["periods"][0]["price"]["amount"] == 20000
+
+    rig.advance(90 * 60_000)
+    await rig.realign_wall_clock()
+    account = (await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})).json()
+    assert account["bill"]["price"] == 19000  # still 100 + 90: the rental kept its tariff
+    assert account["bill"]["due"] == 9000
+
+    broken = tmp_path / "not-a-profile.json"
+    broken.write_text('{"name": "x"}')
+    out = await _console(config, "publish-config", "--locker", locker, str(broken))
+    assert out.returncode == 1, out.stdout + out.stderr
+    refused = await rig.wait_event("config_rejected", reason="bad_profile")
+    assert "version" in refused["data"]["detail"] or "currency" in refused["data"]["detail"]
+    assert (await rig.http.get("/api/v1/offers")).json()["profile"]["version"] == 2

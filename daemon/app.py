@@ -428,6 +428,10 @@ class LockerDaemon:
                     "unacknowledged": len(self.store.outbox()),
                 },
             }
+        if op == "payments":
+            records = sorted(self.store.payments(), key=lambda r: (r.get("settled", False),
+                                                                    -r.get("updated_at", 0)))
+            return {"ok": True, "payments": records}
         if op not in CELL_OPS:
             return {"ok": False, "error": "unknown_command", "message": f"unknown op {op!r}"}
         cell = request.get("cell")

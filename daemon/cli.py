@@ -3,6 +3,7 @@
     lockerd --config FILE                 run the daemon
     lockerd --config FILE --check         validate the configuration and exit
     lockerd ctl --config FILE cells       list cells with state and door
+    lockerd ctl --config FILE payments    the card payments: open ones first, then settled
     lockerd ctl --config FILE deposit|pickup|open|temporary|block|unblock --cell N [--reason TEXT]
 
 Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running.
@@ -17,9 +18,10 @@ import sys
 from collections.abc import Sequence
 
 from contract.config_file import ConfigError
+from contract.money import Money
 from contract.profiles import load_profile_file
 from daemon.config import LockerConfig, load_locker_config
-from daemon.control import CELL_OPS, ControlError, request
+from daemon.control import CELL_OPS, VIEW_OPS, ControlError, request
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
 
@@ -38,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser(
         "ctl", parents=[common], help="drive a running daemon over its local socket"
     )
-    ctl.add_argument("op", choices=[*CELL_OPS, "cells"], help="what to do")
+    ctl.add_argument("op", choices=[*CELL_OPS, *VIEW_OPS], help="what to do")
     ctl.add_argument("--cell", type=int, help="cell id (for cell operations)")
     ctl.add_argument("--reason", default="", help="why (kept with block/open events)")
     ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
@@ -93,11 +95,11 @@ def _run(config: LockerConfig) -> int:
 
 
 def _ctl(config: LockerConfig, args: argparse.Namespace) -> int:
-    if args.op != "cells" and args.cell is None:
+    if args.op not in VIEW_OPS and args.cell is None:
         print(f"lockerd ctl {args.op}: --cell N is required", file=sys.stderr)
         return EXIT_CONFIG
     message: dict = {"op": args.op}
-    if args.op != "cells":
+    if args.op not in VIEW_OPS:
         message.update(cell=args.cell, reason=args.reason)
     try:
         reply = request(config.socket_path, message)
@@ -110,10 +112,24 @@ def _ctl(config: LockerConfig, args: argparse.Namespace) -> int:
         print(f"refused: {reply.get('error')}: {reply.get('message', '')}", file=sys.stderr)
     elif args.op == "cells":
         print(_cells_table(reply))
+    elif args.op == "payments":
+        print(_payments_table(reply))
     else:
         cell = reply["cell"]
         print(f"{args.op} cell {args.cell}: accepted (state {cell['state']}, door {cell['door']})")
     return EXIT_OK if reply.get("ok") else EXIT_REFUSED
+
+
+def _payments_table(reply: dict) -> str:
+    """The card ledger: what is still open comes first (a technician's first question)."""
+    lines = [f"{'op_id':<34} {'for':<7} {'cell':>4} {'amount':>10}  {'status':<10} settled"]
+    for p in reply["payments"]:
+        amount = Money(p["amount"], p["currency"]).format()
+        lines.append(f"{p['op_id']:<34} {p['kind']:<7} {p['cell']:>4} {amount:>10}  "
+                     f"{p['status']:<10} {'yes' if p.get('settled') else 'NO'}")
+    if not reply["payments"]:
+        lines.append("(no payments)")
+    return "\n".join(lines)
 
 
 def _cells_table(reply: dict) -> str:

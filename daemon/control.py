@@ -17,7 +17,9 @@ from typing import Any
 
 #: Operations a ctl client may ask for; cell operations take {"cell": N}.
 CELL_OPS = ("deposit", "pickup", "open", "temporary", "block", "unblock")
-OPS = (*CELL_OPS, "cells")
+#: Views: cells (state, doors, backlog) and payments (the card ledger, unsettled first).
+VIEW_OPS = ("cells", "payments")
+OPS = (*CELL_OPS, *VIEW_OPS)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from daemon.control import request
+from tests.fixtures.lockerd import LOCKERD
 from tests.fixtures.storage_locker import CELLS, free_port, profile_toml
 
 
@@ -87,6 +89,18 @@ def test_crash_after_the_bank_approved_before_the_door_opened(board_sim, lockerd
     assert started.status_code == 200, started.text
     ops = _operations(journal)
     assert [(o["charges"], o["status"]) for o in ops] == [(1, "voided"), (1, "approved")]
+
+    # The client closes the door on the second rental; a technician at the locker then sees
+    # the ledger with nothing left open.
+    mark = d.mark
+    d.wait_event("door_opened", cell=cell)
+    sim.close_door(0, cell)
+    d.wait_event("deposit_completed", cell=cell, since=mark)
+    ctl = subprocess.run([LOCKERD, "ctl", "--config", str(d.config_path), "payments"],
+                         capture_output=True, text=True, timeout=15)
+    assert ctl.returncode == 0, ctl.stderr
+    assert "voided" in ctl.stdout and "captured" in ctl.stdout and "150.00 RUB" in ctl.stdout
+    assert " NO" not in ctl.stdout
 
 
 def test_crash_while_the_door_is_open_keeps_the_paid_rental(board_sim, lockerd, tmp_path):

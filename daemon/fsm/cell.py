@@ -37,6 +37,13 @@ class PendingOpen:
     #: Deposit only: the tenancy that starts when the door closes.
     tenancy: dict[str, Any] | None = None
 
+    def postpone(self, delta_ms: int) -> None:
+        """Move the confirm and cancel deadlines (a pause of the door sensor, a clock jump)."""
+        if self.confirm_at is not None:
+            self.confirm_at += delta_ms
+        if self.cancel_at is not None:
+            self.cancel_at += delta_ms
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "purpose": self.purpose,

@@ -367,10 +367,7 @@ class LockerMachine:
                 cell.tenancy = shift_times(cell.tenancy, delta_ms)
             pending = cell.pending
             if pending is not None:
-                if pending.confirm_at is not None:
-                    pending.confirm_at += delta_ms
-                if pending.cancel_at is not None:
-                    pending.cancel_at += delta_ms
+                pending.postpone(delta_ms)
                 if pending.tenancy is not None:
                     pending.tenancy = shift_times(pending.tenancy, delta_ms)
 
@@ -431,12 +428,8 @@ class LockerMachine:
         cell.paused_at = None
         if cell.left_open_at is not None:
             cell.left_open_at += shift
-        pending = cell.pending
-        if pending is not None:
-            if pending.confirm_at is not None:
-                pending.confirm_at += shift
-            if pending.cancel_at is not None:
-                pending.cancel_at += shift
+        if cell.pending is not None:
+            cell.pending.postpone(shift)
 
     def _reading(
         self,

@@ -161,6 +161,14 @@ def test_missing_paid_and_waived_count_as_zero() -> None:
     assert (bill.paid, bill.waived, bill.due) == (0, 0, 10000)
 
 
+@pytest.mark.parametrize("mode", ["prepaid", "partial"])
+def test_missing_paid_counts_as_zero_in_prepaid_modes_too(mode: str) -> None:
+    t = tenancy(mode=mode)
+    del t["paid"]
+    bill = billing.bill(t, START + MIN)
+    assert (bill.paid, bill.due, bill.paid_until) == (0, 10000, START)
+
+
 # -- paid_until ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("paid", "until"),

@@ -121,7 +121,7 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
 async def test_partial_mode_temporary_access_overdue_refused_then_extension(
     storage_locker,
 ) -> None:
-    rig = await storage_locker(profile_toml(mode="partial"))
+    rig = await storage_locker(profile_toml(mode="partial", storage_limit_s=6 * 3600))
     view = await rig.rent("S", period_s=3600)
     cell, pin = view["cell"], view["pin"]
 
@@ -152,6 +152,13 @@ async def test_partial_mode_temporary_access_overdue_refused_then_extension(
     event = await rig.wait_event("rental_extended", cell=cell)
     assert event["data"]["amount"] == 16500 and event["data"]["paid_total"] == 26500
     assert [o["amount"] for o in _ops(rig)] == [10000, 16500]
+    too_long = await rig.http.post(f"/api/v1/cells/{cell}/extend",
+                                   json={"pin": pin, "period_s": 10800})
+    assert too_long.status_code == 200  # paid up to 6 h: exactly the limit
+    beyond = await rig.http.post(f"/api/v1/cells/{cell}/extend",
+                                 json={"pin": pin, "period_s": 3600})
+    assert beyond.status_code == 422 and beyond.json()["error"]["code"] == "beyond_limit"
+    assert len(_ops(rig)) == 3  # the refused extension charged nothing
 
     mark = rig.mark
     again = await rig.http.post(f"/api/v1/cells/{cell}/temporary", json={"pin": pin})

@@ -211,6 +211,8 @@ class LockerMachine:
 
     def check_command(self, cell_id: int, kind: str) -> None:
         """Raise Refused if an open of `kind` could not be taken now; changes nothing."""
+        if kind not in OPEN_KINDS:
+            raise Refused("unknown_command", f"{kind!r} is not one of {', '.join(OPEN_KINDS)}")
         cell = self._cells.get(cell_id)
         if cell is None:
             raise Refused("unknown_cell", f"no cell {cell_id}")

@@ -80,7 +80,8 @@ def paid_until(tenancy: Mapping[str, Any]) -> int | None:
     if tenancy.get("mode") == "postpaid" or "started_at" not in tenancy:
         return None
     tariff = tariff_of(tenancy)
-    return tariff.paid_until(int(tenancy["started_at"]), Money(tenancy["paid"], tariff.currency))
+    paid = Money(int(tenancy.get("paid", 0)), tariff.currency)
+    return tariff.paid_until(int(tenancy["started_at"]), paid)
 
 
 def due_after_ms(

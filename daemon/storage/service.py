@@ -558,7 +558,10 @@ class StorageService:
         if period_s not in scenario.prepaid_periods_s:
             raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
         now = self.daemon.clock()
-        amount, _target_ms = billing.extension_quote(tenancy, period_s * 1000, now)
+        amount, target_ms = billing.extension_quote(tenancy, period_s * 1000, now)
+        limit_ms = tenancy.get("limit_ms")
+        if limit_ms is not None and target_ms > limit_ms:
+            raise StorageError("beyond_limit", 422, hours=limit_ms // 3_600_000)
         language = str(tenancy.get("language", "en"))
         if amount == 0:
             return self._account(cell, tenancy)

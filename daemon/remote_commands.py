@@ -35,7 +35,7 @@ DEFAULT_RETENTION_MS = 10 * 60 * 1000
 
 #: Events that settle a pending remote open (the event's data carries the command's ref).
 _OPEN_DONE = {"door_opened"}
-_OPEN_FAILED = {"lock_fault": Reason.LOCK_FAULT, "open_cancelled": None}
+_OPEN_FAILED = {"lock_fault": Reason.LOCK_FAULT, "open_cancelled": None, "eviction_cancelled": None}
 
 
 @dataclass(frozen=True)

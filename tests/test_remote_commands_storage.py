@@ -170,6 +170,11 @@ def test_an_evict_is_settled_by_the_door_and_a_waiver_is_not() -> None:
     failed = RemoteCommands.settled_by(out.record, "lock_fault", {})
     assert failed is not None and failed["status"] == "failed"
     assert failed["reason"] == Reason.LOCK_FAULT
+    # Nobody opened the door in time: the eviction is cancelled and the command failed.
+    cancelled = RemoteCommands.settled_by(out.record, "eviction_cancelled",
+                                          {"reason": "not_opened"})
+    assert cancelled is not None and cancelled["status"] == "failed"
+    assert cancelled["reason"] == "not_opened"
     waive = check(payload("waive", {"cell": 3}))
     assert isinstance(waive, Execute)
     assert RemoteCommands.settled_by(waive.record, "door_opened", {}) is None

@@ -16,33 +16,24 @@ Money is never lost and never taken twice (README "Storage lockers"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
+import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from contract.money import Money
 from contract.pricing import RentalTariff
 from contract.profiles import Profile
 from daemon.fsm import Event, Refused
-from daemon.io.payment import PaymentResult, PaymentStatus, PaymentTerminal
-from daemon.io.receipts import TEXTS as RECEIPT_TEXTS
-from daemon.io.receipts import (
-    OperationType,
-    Receipt,
-    ReceiptItem,
-    ReceiptPrinter,
-    TaxSystem,
-    VatRate,
-    render_escpos,
-    render_text,
-)
+from daemon.io.payment import PaymentResult, PaymentTerminal
+from daemon.io.receipts import ReceiptPrinter
 from daemon.sms_codes import CodePolicy, IssueStatus, PhoneError, SmsCodes, VerifyResult
 from daemon.storage import billing
+from daemon.storage.errors import StorageError
+from daemon.storage.ledger import PaymentLedger, payment_data, payment_entry
 from daemon.storage.pin_guard import GuardPolicy, PinGuard
+from daemon.storage.receipting import ReceiptDesk
 from daemon.storage.settings import KioskSettings, PrinterSettings
 from daemon.storage.texts import text
 
@@ -50,32 +41,8 @@ if TYPE_CHECKING:
     from daemon.app import LockerDaemon
     from daemon.io.notifier import Notifier
 
-#: How often a charge whose outcome is unknown (terminal timeout) is asked about at once.
-STATUS_TRIES = 3
-STATUS_GAP_S = 0.2
 #: Settled payment records are kept this long (a day) for the ctl view, then pruned.
 PAYMENT_RETENTION_MS = 24 * 3600 * 1000
-
-ITEM_NAMES = {
-    "en": {"rent": "Storage, cell {cell}", "extend": "Storage extension, cell {cell}",
-           "pickup": "Storage time, cell {cell}", "slip": "Storage, cell {cell}: pay at pickup"},
-    "ru": {"rent": "Хранение, ячейка {cell}", "extend": "Продление хранения, ячейка {cell}",
-           "pickup": "Время хранения, ячейка {cell}",
-           "slip": "Хранение, ячейка {cell}: оплата при выдаче"},
-}  # fmt: skip
-
-
-class StorageError(Exception):
-    """A refusal the kiosk shows: `code` for the front end, `status` for HTTP, text params."""
-
-    def __init__(self, code: str, status: int = 409, **params: Any) -> None:
-        super().__init__(code)
-        self.code = code
-        self.status = status
-        self.params = params
-
-    def message(self, language: str) -> str:
-        return text(language, self.code, self.params)
 
 
 @dataclass
@@ -143,11 +110,11 @@ class StorageService:
     ) -> None:
         self.daemon = daemon
         self.kiosk = kiosk
-        self.printer_settings = printer_settings
-        self.terminal = terminal
         self.notifier = notifier
-        self.printer = printer
         self.recheck_s = recheck_s
+        self.receipts = ReceiptDesk(daemon, printer_settings, printer, notifier)
+        self.ledger = PaymentLedger(daemon, terminal, self.receipts)
+        self.ledger.late_payment = self._late_payment
         self.guard = PinGuard(
             GuardPolicy(
                 cell_attempts=kiosk.pin_attempts,
@@ -161,9 +128,10 @@ class StorageService:
         self.codes = SmsCodes(CodePolicy(), default_country_code=kiosk.default_country_code)
         self.drafts: dict[str, Draft] = {}
         self._by_ref: dict[str, Draft] = {}
-        self._money_lock = asyncio.Lock()
-        self._profile_key: Any = None
-        self._profile: Profile | None = None
+
+    @property
+    def terminal(self) -> PaymentTerminal | None:
+        return self.ledger.terminal
 
     # ----------------------------------------------------------------- profile and offers
     def profile(self) -> Profile:
@@ -369,24 +337,24 @@ class StorageService:
             if draft.amount == 0:
                 self._open_deposit(draft, tenancy, None)
                 return draft
-            async with self._money_lock:
-                record, result = await self._charge(
+            async with self.ledger.lock:
+                record, result = await self.ledger.charge(
                     "rent", draft.cell, draft.amount, draft.tariff.currency,
                     tenancy_id=draft.tenancy_id, ref=draft.id, language=draft.language,
                 )
                 draft.op_id = record["op_id"]
                 if not result.approved:
                     draft.state = "payment"  # the client may try another card
-                    self._not_approved(record, result)
+                    self.ledger.refuse(record, result)
                 tenancy["paid"] = draft.amount
-                tenancy["payments"] = [_payment_entry(record, result, self.daemon.clock())]
+                tenancy["payments"] = [payment_entry(record, result, self.daemon.clock())]
                 self._open_deposit(draft, tenancy, {**record, "status": "held",
                                                     "txn": result.transaction_id})
         except BaseException:
             if draft.state == "paying":
                 draft.state = "payment"
             raise
-        receipt = await self._receipt(
+        receipt = await self.receipts.issue(
             "rent", draft.cell, draft.amount, draft.tariff.currency, result.transaction_id,
             draft.language, pin=draft.pin if draft.auth == "printed_pin" else None,
             email=draft.email, op_id=record["op_id"],
@@ -433,15 +401,12 @@ class StorageService:
             draft.state = "cancelled"
             draft.detail = refused.reason
             if record is not None:  # paid, but the door cannot open: give the money back
-                record = {**record, "status": "refund_due", "reason": refused.reason,
-                          "updated_at": now}
-                self.daemon.apply([], payments=[record])
-                self.daemon.spawn(self._reverse(record, refused.reason))
+                self.ledger.refund_due(record, refused.reason)
             raise StorageError("cell_unavailable", 409, detail=refused.reason) from None
         events = []
         if record is not None:
             record["updated_at"] = now
-            events.append(Event("payment_approved", draft.cell, _amounts(record), False))
+            events.append(Event("payment_approved", draft.cell, payment_data(record), False))
         draft.state = "opening"
         self._by_ref[draft.id] = draft
         self.daemon.apply([*events, *actions], payments=[record] if record else [])
@@ -481,7 +446,8 @@ class StorageService:
     def _account(self, cell: int, tenancy: dict[str, Any]) -> dict[str, Any]:
         now = self.daemon.clock()
         bill = billing.bill(tenancy, now)
-        scenario = self.profile().scenario if self.daemon.profile() else None
+        profile = self.daemon.profile()
+        scenario = profile.scenario if profile is not None else None
         state = self.daemon.machine.cell_view(cell)["state"]
         return {
             "cell": cell,
@@ -514,22 +480,20 @@ class StorageService:
             actions = self._machine_command(cell, "pickup", ref)
             self.daemon.apply([bill_event, *actions])
             return {"cell": cell, "paid": 0, "bill": bill.to_dict(), "door": "opening"}
-        async with self._money_lock:
-            record, result = await self._charge(
+        async with self.ledger.lock:
+            record, result = await self.ledger.charge(
                 "pickup", cell, bill.due, bill.currency, tenancy_id=tenancy["id"], ref=ref,
                 language=str(tenancy.get("language", "en")),
             )
             if not result.approved:
-                self._not_approved(record, result)
+                self.ledger.refuse(record, result)
             actions = self._apply_payment(cell, tenancy, record, result, "debt_paid")
             try:
                 actions += self._machine_command(cell, "pickup", ref)
             finally:
                 self.daemon.apply([bill_event, *actions],
-                                  payments=[{**record, "status": "captured", "settled": True,
-                                             "txn": result.transaction_id,
-                                             "updated_at": self.daemon.clock()}])
-        receipt = await self._receipt(
+                                  payments=[self.ledger.captured(record, result.transaction_id)])
+        receipt = await self.receipts.issue(
             "pickup", cell, bill.due, bill.currency, result.transaction_id,
             str(tenancy.get("language", "en")), email=(tenancy.get("secret") or {}).get("email"),
             op_id=record["op_id"],
@@ -565,18 +529,17 @@ class StorageService:
         language = str(tenancy.get("language", "en"))
         if amount == 0:
             return self._account(cell, tenancy)
-        async with self._money_lock:
-            record, result = await self._charge(
+        async with self.ledger.lock:
+            record, result = await self.ledger.charge(
                 "extend", cell, amount, tenancy["currency"], tenancy_id=tenancy["id"],
                 ref=f"extend-{uuid.uuid4().hex[:12]}", language=language,
             )
             if not result.approved:
-                self._not_approved(record, result)
+                self.ledger.refuse(record, result)
             actions = self._apply_payment(cell, tenancy, record, result, "rental_extended")
-            self.daemon.apply(actions, payments=[{**record, "status": "captured", "settled": True,
-                                                  "txn": result.transaction_id,
-                                                  "updated_at": self.daemon.clock()}])
-        receipt = await self._receipt(
+            self.daemon.apply(actions,
+                              payments=[self.ledger.captured(record, result.transaction_id)])
+        receipt = await self.receipts.issue(
             "extend", cell, amount, tenancy["currency"], result.transaction_id, language,
             email=(tenancy.get("secret") or {}).get("email"), op_id=record["op_id"],
         )
@@ -591,14 +554,14 @@ class StorageService:
         paid = int(tenancy.get("paid", 0)) + record["amount"]
         changes = {
             "paid": paid,
-            "payments": [*tenancy.get("payments", []), _payment_entry(record, result, now)],
+            "payments": [*tenancy.get("payments", []), payment_entry(record, result, now)],
             "due_at": billing.due_at_after_payment(tenancy, paid),
         }
         if tenancy.get("billing_stopped_at") is not None or kind == "debt_paid":
             changes.pop("due_at")  # a debt paid at pickup: the rental still ended overdue
         return self.daemon.machine.update_tenancy(
             cell, changes, now,
-            event=(kind, {**_amounts({**record, "txn": result.transaction_id}),
+            event=(kind, {**payment_data({**record, "txn": result.transaction_id}),
                           "paid_total": paid, "due_at": changes.get("due_at")}),
         )
 
@@ -656,210 +619,31 @@ class StorageService:
         except Refused as refused:
             raise _kiosk_refusal(refused) from None
 
-    # ----------------------------------------------------------------- the money
-    async def _charge(
-        self, kind: str, cell: int, amount: int, currency: str, *, tenancy_id: str, ref: str,
-        language: str,
-    ) -> tuple[dict[str, Any], PaymentResult]:
-        """Commit a `charging` record, then ask the terminal; an unknown outcome is asked again."""
-        if self.terminal is None:
-            raise StorageError("no_payment", 503)
-        now = self.daemon.clock()
-        record = {
-            "op_id": f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
-            "kind": kind,
-            "cell": cell,
-            "tenancy_id": tenancy_id,
-            "ref": ref,
-            "amount": amount,
-            "currency": currency,
-            "status": "charging",
-            "settled": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        self.daemon.apply([], payments=[record])
-        name = ITEM_NAMES.get(language, ITEM_NAMES["en"])[kind].format(cell=cell)
-        try:
-            result = await self.terminal.charge(record["op_id"], amount, currency, name)
-        except Exception as exc:  # an adapter failure is an unknown outcome, never a guess
-            self.daemon.journal.line("payment_error", level="error", error=repr(exc))
-            result = PaymentResult(record["op_id"], PaymentStatus.TIMEOUT, amount, currency)
-        if result.status is PaymentStatus.TIMEOUT:
-            result = await self._ask(record["op_id"], amount, currency)
-        return record, result
-
-    async def _ask(self, op_id: str, amount: int, currency: str) -> PaymentResult:
-        assert self.terminal is not None
-        for _ in range(STATUS_TRIES):
-            with contextlib.suppress(Exception):
-                known = await self.terminal.status(op_id)
-                if known is None:
-                    return PaymentResult(op_id, PaymentStatus.DECLINED, amount, currency,
-                                         reason="the terminal has no record of the charge")
-                if known.status is not PaymentStatus.OFFLINE:
-                    return known
-            await asyncio.sleep(STATUS_GAP_S)
-        return PaymentResult(op_id, PaymentStatus.TIMEOUT, amount, currency)
-
-    def _not_approved(self, record: dict[str, Any], result: PaymentResult) -> None:
-        """Record a charge that took no money (or may have: reconcile decides) and refuse."""
-        now = self.daemon.clock()
-        if result.status is PaymentStatus.TIMEOUT:
-            self.daemon.apply(
-                [Event("payment_unknown", record["cell"], _amounts(record), True)],
-                payments=[{**record, "status": "unknown", "updated_at": now}],
-            )
-            raise StorageError("payment_unknown", 502)
-        status = {"cancelled": "cancelled", "offline": "offline"}.get(result.status, "declined")
-        self.daemon.apply(
-            [Event(f"payment_{status}", record["cell"],
-                   {**_amounts(record), "reason": result.reason}, False)],
-            payments=[{**record, "status": status, "settled": True, "reason": result.reason,
-                       "updated_at": now}],
-        )
-        code = {"cancelled": "payment_cancelled", "offline": "terminal_offline"}.get(
-            status, "payment_declined"
-        )
-        raise StorageError(code, 402, detail=result.reason or status)
-
-    async def _reverse(self, record: dict[str, Any], reason: str) -> bool:
-        """Give an approved charge back: void it, or refund it when voiding is refused."""
-        if self.terminal is None:
-            return False
-        async with self._money_lock:
-            current = self.daemon.store.payment(record["op_id"]) or record
-            if current.get("settled"):
-                return True
-            if current["status"] == "held" and (
-                self._deposit_pending(current["tenancy_id"])
-                or self._tenancy_cell(current["tenancy_id"]) is not None
-            ):
-                return False  # decided on a stale view: the deposit it pays for is alive
-            txn = current.get("txn")
-            if txn is None:  # approved after a timeout: learn the transaction first
-                known = await self.terminal.status(current["op_id"])
-                if known is None or not known.money_taken:
-                    self._settle(current, "declined" if known is None or not known.transaction_id
-                                 else str(known.status), reason)
-                    return True
-                txn = known.transaction_id
-            done = await self.terminal.void(current["op_id"], txn)
-            kind = "voided"
-            if not done.ok and done.status != "offline":
-                done = await self.terminal.refund(current["op_id"], txn)
-                kind = "refunded"
-            if not done.ok:
-                self.daemon.journal.line("payment_reversal_pending", level="warning",
-                                         op_id=current["op_id"], detail=done.reason)
-                return False
-            self._settle({**current, "txn": txn}, kind, reason, alarm=False)
-            await self._receipt(
-                "refund", current["cell"], current["amount"], current["currency"], txn,
-                "en", op_id=current["op_id"],
-            )
-            return True
-
-    def _settle(self, record: dict, status: str, reason: str, alarm: bool = False) -> None:
-        now = self.daemon.clock()
-        self.daemon.apply(
-            [Event(f"payment_{status}", record["cell"], {**_amounts(record), "reason": reason},
-                   alarm)],
-            payments=[{**record, "status": status, "settled": True, "reason": reason,
-                       "updated_at": now}],
-        )
-
-    async def reconcile(self) -> None:
-        """Settle every payment whose outcome the locker does not know or has not acted on."""
-        if self.terminal is None:
-            return
-        for record in self.daemon.store.payments():
-            if record.get("settled"):
-                continue
-            if self._money_lock.locked():
-                return  # a charge is in progress (its record is not stale): next round
-            try:
-                await self._reconcile_one(record)
-            except Exception as exc:  # one bad record must not stop the others
-                self.daemon.journal.line("reconcile_failed", level="error",
-                                         op_id=record.get("op_id"), error=repr(exc))
-
-    async def _reconcile_one(self, record: dict[str, Any]) -> None:
-        assert self.terminal is not None
-        status = record["status"]
-        if status == "held":
-            if self._deposit_pending(record["tenancy_id"]):
-                return  # the door may still open: the machine will complete or cancel
-            if self._tenancy_cell(record["tenancy_id"]) is not None:
-                self._capture([record])
-                return
-            await self._reverse(record, "door_not_opened")
-            return
-        if status == "refund_due":
-            await self._reverse(record, record.get("reason") or "refund_due")
-            return
-        # charging / unknown: the charge's outcome was never learnt (timeout, crash mid-charge).
-        known = await self.terminal.status(record["op_id"])
-        if known is not None and known.status is PaymentStatus.OFFLINE:
-            return
-        if known is None or not known.money_taken:
-            self._settle(record, "declined", "no money taken")
-            return
-        record = {**record, "txn": known.transaction_id}
-        cell = self._tenancy_cell(record["tenancy_id"])
-        if record["kind"] in ("extend", "pickup") and cell is not None:
-            tenancy = self.daemon.machine.tenancy(cell) or {}
-            if not any(p.get("op_id") == record["op_id"] for p in tenancy.get("payments", [])):
-                actions = self._apply_payment(cell, tenancy, record, known, "payment_recovered")
-                self.daemon.apply(actions, payments=[{**record, "status": "captured",
-                                                      "settled": True,
-                                                      "updated_at": self.daemon.clock()}])
-            return
-        await self._reverse(record, "not_delivered")
-
-    def _deposit_pending(self, tenancy_id: str) -> bool:
-        machine = self.daemon.machine
-        return any(
-            (machine.pending_tenancy(c.id) or {}).get("id") == tenancy_id
-            for c in self.daemon.config.cells
-        )
-
-    def _tenancy_cell(self, tenancy_id: str) -> int | None:
-        for c in self.daemon.config.cells:
-            if (self.daemon.machine.tenancy(c.id) or {}).get("id") == tenancy_id:
-                return c.id
-        return None
-
-    def _capture(self, records: Iterable[dict]) -> None:
-        now = self.daemon.clock()
-        self.daemon.apply(
-            [], payments=[{**r, "status": "captured", "settled": True, "updated_at": now}
-                          for r in records]
-        )
-
     async def run(self) -> None:
         """Reconcile payments now and then (terminal back online, crash recovered)."""
         await self.daemon.wait_ready(60)
         while True:
-            await self.reconcile()
+            await self.ledger.reconcile()
             self.daemon.store.prune_payments(self.daemon.clock() - PAYMENT_RETENTION_MS)
             self._expire_drafts(self.daemon.clock())
             await asyncio.sleep(self.recheck_s)
 
+    def _late_payment(self, record: dict[str, Any], known: PaymentResult) -> bool:
+        """An extension or debt whose approval was learnt late: book it if the tenancy is on."""
+        cell = self.ledger.tenancy_cell(record["tenancy_id"])
+        if cell is None:
+            return False
+        tenancy = self.daemon.machine.tenancy(cell) or {}
+        if not any(p.get("op_id") == record["op_id"] for p in tenancy.get("payments", [])):
+            actions = self._apply_payment(cell, tenancy, record, known, "payment_recovered")
+            self.daemon.apply(actions, payments=[self.ledger.captured(record,
+                                                                      known.transaction_id)])
+        return True
+
     # ----------------------------------------------------------------- reacting to the cells
     def settle(self, events: Iterable[Event]) -> list[dict]:
         """Payment records these events settle, committed in the same write (daemon.apply)."""
-        records = []
-        now = self.daemon.clock()
-        for event in events:
-            if event.type != "deposit_completed":
-                continue
-            for entry in (event.data.get("tenancy") or {}).get("payments", []):
-                record = self.daemon.store.payment(entry.get("op_id", ""))
-                if record is not None and record["status"] == "held":
-                    records.append({**record, "status": "captured", "settled": True,
-                                    "updated_at": now})
-        return records
+        return self.ledger.captured_by(events)
 
     def committed(self, numbered: list[dict], changed: set[int]) -> None:
         """After a commit: deliver PINs, switch charging, void what a failed door left paid."""
@@ -880,10 +664,7 @@ class StorageService:
                 if draft is not None:
                     draft.state = "cancelled"
                     draft.detail = data.get("reason", "")
-                tenancy_id = data.get("tenancy_id")
-                for payment in self.daemon.store.payments():
-                    if payment["tenancy_id"] == tenancy_id and payment["status"] == "held":
-                        self.daemon.spawn(self._reverse(payment, data.get("reason", "cancelled")))
+                self.ledger.deposit_failed(data.get("tenancy_id"), data.get("reason", "cancelled"))
             elif (
                 kind in ("pickup_completed", "eviction_completed")
                 and cell is not None
@@ -905,52 +686,6 @@ class StorageService:
             channels.append("sms" if sent.ok else "sms_failed")
         self.daemon.record_event("pin_issued", {"tenancy_id": tenancy["id"],
                                                 "channels": channels}, cell=cell)
-
-    # ----------------------------------------------------------------- receipts
-    async def _receipt(
-        self, kind: str, cell: int, amount: int, currency: str, txn: str | None, language: str,
-        *, pin: str | None = None, email: str | None = None, op_id: str | None = None,
-    ) -> str:
-        """Number, render, print and (if asked) e-mail the receipt of one payment."""
-        lang = language if language in RECEIPT_TEXTS else "en"
-        number = int(self.daemon.store.meta("receipt_no", 0)) + 1
-        names = ITEM_NAMES.get(lang, ITEM_NAMES["en"])
-        name_kind = "slip" if kind == "rent" and amount == 0 else (
-            "rent" if kind == "refund" else kind)
-        p = self.printer_settings
-        receipt = Receipt(
-            locker_id=self.daemon.config.locker_id,
-            number=number,
-            issued_at=datetime.fromtimestamp(self.daemon.clock() / 1000, UTC),
-            items=(ReceiptItem(names[name_kind].format(cell=cell), 1, amount, VatRate(p.vat)),),
-            currency=currency,
-            operation=OperationType.REFUND if kind == "refund" else OperationType.SALE,
-            tax_system=TaxSystem(p.tax_system),
-            transaction_id=txn,
-            pin=pin,
-            language=lang,
-            header=tuple(p.header),
-        )
-        rendered = render_text(receipt, p.width)
-        printed = False
-        if self.printer is not None:
-            try:
-                await self.printer.print(render_escpos(receipt, p.width))
-                printed = True
-            except Exception as exc:  # no paper must not stop a pickup; the event tells
-                self.daemon.journal.line("printer_failed", level="warning", error=repr(exc))
-        emailed = None
-        if email and self.notifier is not None:
-            subject = text(language, "receipt_subject", {"locker": self.daemon.config.locker_id})
-            emailed = (await self.notifier.send_email(email, subject, rendered)).ok
-        self.daemon.apply(
-            [Event("receipt_issued", cell,
-                   {"number": number, "operation": receipt.operation.value, "payment_for": kind,
-                    "total": amount, "currency": currency, "transaction_id": txn,
-                    "op_id": op_id, "printed": printed, "emailed": emailed}, False)],
-            meta={"receipt_no": number},
-        )
-        return rendered
 
     # ----------------------------------------------------------------- housekeeping
     def _expire_drafts(self, now_ms: int) -> None:
@@ -977,20 +712,7 @@ def _cell_tariff(profile: Profile, spec: Any) -> RentalTariff:
 
 
 def _new_pin(digits: int) -> str:
-    import secrets
-
     return "".join(str(secrets.randbelow(10)) for _ in range(digits))
-
-
-def _payment_entry(record: dict, result: PaymentResult, now_ms: int) -> dict[str, Any]:
-    return {"op_id": record["op_id"], "payment_for": record["kind"], "amount": record["amount"],
-            "txn": result.transaction_id, "paid_at": now_ms}
-
-
-def _amounts(record: dict) -> dict[str, Any]:
-    return {"op_id": record["op_id"], "payment_for": record["kind"], "amount": record["amount"],
-            "currency": record["currency"], "tenancy_id": record.get("tenancy_id"),
-            **({"txn": record["txn"]} if record.get("txn") else {})}
 
 
 def _tariff_view(tariff: RentalTariff) -> dict[str, Any]:
@@ -1015,4 +737,4 @@ def _kiosk_refusal(refused: Refused) -> StorageError:
     return StorageError(code, _REFUSAL_STATUS.get(code, 409), detail=refused.reason)
 
 
-__all__ = ["Draft", "Money", "StorageError", "StorageService"]
+__all__ = ["Draft", "StorageError", "StorageService"]

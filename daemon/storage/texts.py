@@ -91,6 +91,21 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+#: Names of what a payment is for, on receipts and on the terminal's screen.
+ITEM_NAMES: dict[str, dict[str, str]] = {
+    "en": {"rent": "Storage, cell {cell}", "extend": "Storage extension, cell {cell}",
+           "pickup": "Storage time, cell {cell}", "slip": "Storage, cell {cell}: pay at pickup"},
+    "ru": {"rent": "Хранение, ячейка {cell}", "extend": "Продление хранения, ячейка {cell}",
+           "pickup": "Время хранения, ячейка {cell}",
+           "slip": "Хранение, ячейка {cell}: оплата при выдаче"},
+}  # fmt: skip
+
+
+def item_name(language: str, kind: str, cell: int) -> str:
+    """"Storage, cell 3" in the language (English if missing); kind: rent/extend/pickup/slip."""
+    return ITEM_NAMES.get(language, ITEM_NAMES[FALLBACK])[kind].format(cell=cell)
+
+
 def text(language: str, key: str, params: Mapping[str, Any] | None = None) -> str:
     """The text of `key` in `language` (English if missing), with `{name}` filled in."""
     table = MESSAGES.get(language, MESSAGES[FALLBACK])

@@ -20,7 +20,9 @@ DEFAULT_PREFIX = "lockers"
 DEFAULT_DATA_DIR = Path("var/broker")
 
 # What a locker may do on its own subtree (relative to `<prefix>/<its id>/`).
-LOCKER_WRITES: tuple[str, ...] = ("status", "cells/#", "events", "cmd/result", "config/applied")
+LOCKER_WRITES: tuple[str, ...] = (
+    "status", "cells/#", "events", "cmd/result", "config/applied", "notify",
+)
 LOCKER_READS: tuple[str, ...] = ("cmd", "config", "events/ack")
 
 CONF_NAME = "mosquitto.conf"

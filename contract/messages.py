@@ -301,6 +301,17 @@ class ConfigApplied(Message):
     hash: Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]
 
 
+class Notification(Message):
+    """A message to a client the console sends for the locker (its text holds codes and PINs:
+    it travels only on the locker's own authenticated link and is never stored by the console)."""
+
+    id: NonEmpty
+    channel: Literal["sms", "email"]
+    to: NonEmpty
+    text: NonEmpty
+    subject: str | None = None
+
+
 #: The payload model of each kind of topic.
 PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.STATUS: Status,
@@ -310,6 +321,7 @@ PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.CMD: SignedCommand,
     TopicKind.CMD_RESULT: CommandResult,
     TopicKind.CONFIG: SignedConfig,
+    TopicKind.NOTIFY: Notification,
     TopicKind.CONFIG_APPLIED: ConfigApplied,
 }
 

@@ -36,6 +36,8 @@ class TopicKind(StrEnum):
     CMD_RESULT = "cmd/result"
     CONFIG = "config"
     CONFIG_APPLIED = "config/applied"
+    #: SMS / e-mail a locker without its own provider hands to the console to send.
+    NOTIFY = "notify"
 
 
 class Direction(StrEnum):
@@ -64,6 +66,7 @@ TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
     TopicKind.CMD_RESULT: TopicSpec(Direction.FROM_LOCKER, 1, False),
     TopicKind.CONFIG: TopicSpec(Direction.TO_LOCKER, 1, True),
     TopicKind.CONFIG_APPLIED: TopicSpec(Direction.FROM_LOCKER, 1, True),
+    TopicKind.NOTIFY: TopicSpec(Direction.FROM_LOCKER, 1, False),
 }
 
 _SUFFIX_TO_KIND = {kind.value: kind for kind in TopicKind if kind is not TopicKind.CELL}
@@ -156,6 +159,9 @@ class Topics:
 
     def config_applied(self, locker: str) -> str:
         return self.topic(TopicKind.CONFIG_APPLIED, locker)
+
+    def notify(self, locker: str) -> str:
+        return self.topic(TopicKind.NOTIFY, locker)
 
     # -- subscriptions ------------------------------------------------------------------------
     def wildcard(self, kind: TopicKind) -> str:

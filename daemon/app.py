@@ -232,6 +232,13 @@ class LockerDaemon:
         if not quiet:
             self.record_event("charging_on" if on else "charging_off", {}, cell=cell_id)
 
+    async def relay_notification(self, message: dict[str, Any]) -> None:
+        """An SMS / e-mail for the console to send (`[notifier] sms = "mqtt"`)."""
+        link = self.fleet.link if self.fleet is not None else None
+        if link is None:
+            raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
+        await link.publish_notification(message)
+
     def profile(self) -> Profile | None:
         """The storage profile in force: the fleet's signed one if applied, else the local file."""
         applied = self.store.meta("fleet_config")

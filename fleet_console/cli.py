@@ -50,6 +50,7 @@ from fleet_console.db import Database, open_database, record_command_issued, rec
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
 from fleet_console.mqtt import make_client
+from fleet_console.notify import ConsoleNotifier
 from fleet_console.remote import Remote, send_command
 
 EXIT_OK = 0
@@ -170,7 +171,10 @@ def _add_ingest(subparsers: SubParsers) -> None:
     p = subparsers.add_parser(
         "ingest",
         help="store what lockers publish in the database and acknowledge their events",
-        description="Run the MQTT ingest until SIGTERM or Ctrl-C.",
+        description=(
+            "Run the MQTT ingest until SIGTERM or Ctrl-C; it also sends the SMS and e-mail "
+            "that lockers relay on lockers/{id}/notify, through [notifier]."
+        ),
     )
     defaults = IngestSettings()
     p.add_argument("--client-id", default=defaults.client_id,
@@ -193,7 +197,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_FAILED
         ingest = Ingest(cfg.mqtt, db, IngestSettings(client_id=args.client_id,
-                                                     gap_timeout_s=args.gap_timeout))
+                                                     gap_timeout_s=args.gap_timeout),
+                        notifier=ConsoleNotifier(cfg.notifier))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ingest.request_stop)

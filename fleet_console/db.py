@@ -8,8 +8,10 @@ ingest and an operator's CLI can write at the same time. PostgreSQL goes through
 yet. Times are Unix epoch milliseconds (BIGINT), as on the wire.
 
 Tables: `lockers` (presence, applied config, the event ack watermark), `cells` (latest snapshot),
-`events` (UNIQUE (locker, seq)), `alarms` (raised by the console itself, e.g. `seq_gap`) and
-`commands` (the audit trail of every remote command issued and its results).
+`events` (UNIQUE (locker, seq)), `alarms` (raised by the console itself, e.g. `seq_gap`),
+`commands` (the audit trail of every remote command issued and its results) and `notifications`
+(each SMS / e-mail relayed by a locker and sent by the console: UNIQUE (locker, notification_id),
+masked recipient, outcome; never the text).
 """
 
 from __future__ import annotations
@@ -144,6 +146,30 @@ class CommandRow(Base):
     result_reason: Mapped[str | None] = mapped_column(Text)
     result_data: Mapped[dict[str, Any] | None]
     updated_at: Mapped[int]
+
+
+class NotificationRow(Base):
+    """One SMS / e-mail a locker relayed (`lockers/{id}/notify`) and what became of it.
+
+    Never the text (it holds codes and PINs) and only a masked recipient (`+7900***4567`,
+    `c***@example.org`). `status`: `sent`, `failed` or `no_channel` (the console has no such
+    channel configured). One row per (locker, notification_id): a re-delivery is not sent again.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("locker", "notification_id", name="uq_notifications_locker_id"),
+        Index("ix_notifications_locker_at", "locker", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    notification_id: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    at: Mapped[int]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

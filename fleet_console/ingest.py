@@ -1,7 +1,8 @@
 """The ingest: everything lockers publish goes into the database, and events are acknowledged.
 
 One MQTT 5 connection with a persistent session (stable client id, clean start off, session
-expiry), subscribed QoS 1 to every locker's status, cells, events, cmd/result and config/applied.
+expiry), subscribed QoS 1 to every locker's status, cells, events, cmd/result, config/applied
+and notify.
 QoS 1 messages are acknowledged to the broker (PUBACK) only after the transaction holding them
 committed, so a message the ingest dies with is delivered again: with the persistent session,
 nothing published while the ingest is away or crashing is lost. Messages are batched (a few ms or
@@ -21,6 +22,15 @@ Malformed payloads are logged with their topic and reason and skipped (and ackno
 broker: redelivering them would not make them valid). Broker loss: reconnect with backoff, for
 ever. Database errors: the batch is retried with backoff and not acknowledged meanwhile.
 A single ingest per database is assumed (its watermark state lives in memory and in `lockers`).
+
+**Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
+are taken out of the batch and handled beside it, a few at a time, so a slow gateway never holds
+up events: unless a row for (locker, id) exists already (a QoS 1 duplicate: not sent again), the
+message goes out through the `[notifier]` channel, then a `notifications` row records the masked
+recipient and the outcome (`sent`, `failed`, `no_channel`), and only then is it acknowledged to
+the broker. A crash between the provider's acceptance and that commit sends it again on
+redelivery (at least once). The text (codes, PINs) is never stored or logged, not even the text
+of a malformed payload.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,6 +57,7 @@ from contract.messages import (
     Event,
     EventAck,
     MalformedPayload,
+    Notification,
     Status,
 )
 from contract.topics import TopicKind, Topics
@@ -56,11 +68,13 @@ from fleet_console.db import (
     Database,
     EventRow,
     Locker,
+    NotificationRow,
     insert_for,
     record_command_results,
     upsert,
 )
 from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, make_client
+from fleet_console.notify import ConsoleNotifier, mask_recipient
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -70,6 +84,7 @@ _SUBSCRIBED_KINDS = (
     TopicKind.EVENTS,
     TopicKind.CMD_RESULT,
     TopicKind.CONFIG_APPLIED,
+    TopicKind.NOTIFY,
 )
 _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 
@@ -89,6 +104,9 @@ class IngestSettings:
     #: Store batches in the event loop's thread (True) or a worker thread (False); None:
     #: inline for SQLite, a thread for PostgreSQL.
     store_inline: bool | None = None
+    #: Relayed notifications being sent at once, and how long a stop waits for them.
+    notify_concurrency: int = 8
+    notify_drain_s: float = 15.0
 
 
 @dataclass
@@ -102,6 +120,8 @@ class IngestStats:
     acks_sent: int = 0
     alarms: int = 0
     connects: int = 0
+    notifications: int = 0
+    notify_duplicates: int = 0
 
 
 @dataclass
@@ -113,6 +133,8 @@ class _Parsed:
     applied: dict[str, ConfigApplied] = field(default_factory=dict)
     events: list[tuple[str, Event]] = field(default_factory=list)
     results: dict[str, tuple[str, CommandResult]] = field(default_factory=dict)
+    #: Relayed notifications: handled (and acknowledged) apart from the batch.
+    notifications: list[tuple[aiomqtt.Message, str, Notification]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -186,8 +208,10 @@ class Ingest:
         settings: IngestSettings | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        notifier: ConsoleNotifier | None = None,
     ) -> None:
         self.mqtt = mqtt
+        self.notifier = notifier or ConsoleNotifier()
         self.db = db
         self.settings = settings or IngestSettings()
         self.topics = Topics(mqtt.prefix)
@@ -202,6 +226,9 @@ class Ingest:
         self._ack_due: dict[str, int] = {}
         self._ack_busy: set[str] = set()
         self._client: aiomqtt.Client | None = None
+        self._notify_tasks: set[asyncio.Task[None]] = set()
+        self._notify_busy: dict[tuple[str, str], asyncio.Event] = {}
+        self._notify_slots = asyncio.Semaphore(self.settings.notify_concurrency)
         inline = self.settings.store_inline
         #: SQLite work is CPU under the GIL: a worker thread only adds GIL hand-offs per row
         #: (the sqlite3 module releases the GIL around every step). PostgreSQL waits on the
@@ -329,6 +356,8 @@ class Ingest:
                         batch.append(inbox.get_nowait())
                 await self._handle(client, batch)
         finally:
+            if self._notify_tasks:  # let them finish, so their acks go out on this connection
+                await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
             stop_task.cancel()
             pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -337,6 +366,13 @@ class Ingest:
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
         parsed = self._parse(batch)
+        if parsed.notifications:
+            held = {id(m) for m, _, _ in parsed.notifications}
+            for message, locker, note in parsed.notifications:
+                task = asyncio.create_task(self._notify(client, message, locker, note))
+                self._notify_tasks.add(task)
+                task.add_done_callback(self._notify_tasks.discard)
+            batch = [m for m in batch if id(m) not in held]  # acknowledged once handled
         if parsed.empty and not self._gap_due():
             for message in batch:
                 ack(client, message)
@@ -448,6 +484,12 @@ class Ingest:
                     out.applied[locker] = ConfigApplied.from_payload(payload)
                 elif parsed.kind is TopicKind.EVENTS:
                     out.events.append((locker, Event.from_payload(payload)))
+                elif parsed.kind is TopicKind.NOTIFY:
+                    try:
+                        note = Notification.from_payload(payload)
+                    except MalformedPayload as exc:  # its reason may quote a value (a code)
+                        raise MalformedPayload(_without_values(exc.reason)) from None
+                    out.notifications.append((message, locker, note))
                 else:
                     result = CommandResult.from_payload(payload)
                     prior = out.results.get(result.cmd_id)
@@ -457,6 +499,82 @@ class Ingest:
                 self.stats.malformed += 1
                 log.warning("skipped malformed payload on %s: %s", topic, exc.reason)
         return out
+
+    # -- relayed notifications ----------------------------------------------------------------
+    async def _notify(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, locker: str, note: Notification
+    ) -> None:
+        """Send one notification unless seen before, record it, then acknowledge it."""
+        key = (locker, note.id)
+        while (busy := self._notify_busy.get(key)) is not None:  # a duplicate in flight
+            await busy.wait()
+        done = self._notify_busy[key] = asyncio.Event()
+        try:
+            async with self._notify_slots:
+                handled = await self._notify_once(locker, note)
+        except Exception:
+            log.exception("notification %s of locker %s not handled", note.id, locker)
+            handled = False
+        finally:
+            del self._notify_busy[key]
+            done.set()
+        if handled and client is self._client:
+            ack(client, message)
+
+    async def _notify_once(self, locker: str, note: Notification) -> bool:
+        """False if stopped before the outcome was recorded (then it is not acknowledged)."""
+        try:
+            if await self._in_db(self._notification_seen, locker, note.id):
+                self.stats.notify_duplicates += 1
+                log.info("notification %s of locker %s seen before: not sent again",
+                         note.id, locker)
+                return True
+            delivery = await self.notifier.deliver(note)
+            row = {"locker": locker, "notification_id": note.id, "channel": note.channel,
+                   "recipient": mask_recipient(note.to), "status": delivery.status,
+                   "detail": delivery.detail, "at": self._now_ms()}
+            await self._in_db(self._record_notification, row)
+        except _Stopped:
+            return False
+        self.stats.notifications += 1
+        level = logging.INFO if delivery.status == "sent" else logging.WARNING
+        log.log(level, "notification %s of locker %s: %s to %s %s (%s)", note.id, locker,
+                note.channel, row["recipient"], delivery.status, delivery.detail)
+        return True
+
+    async def _in_db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` with the batch's threading rule, retried on database errors until
+        stop (then _Stopped)."""
+        delay = self.settings.reconnect_min_s
+        while True:
+            try:
+                if self._store_inline:
+                    return fn(*args)
+                return await asyncio.to_thread(fn, *args)
+            except SQLAlchemyError as exc:
+                log.error("database error on a notification (%s); retrying in %.1f s",
+                          exc.__class__.__name__, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                if self._stop.is_set():
+                    raise _Stopped from None
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    def _notification_seen(self, locker: str, notification_id: str) -> bool:
+        with self.db.transaction() as s:
+            return s.scalar(select(NotificationRow.id).where(
+                NotificationRow.locker == locker,
+                NotificationRow.notification_id == notification_id,
+            )) is not None
+
+    def _record_notification(self, row: dict[str, Any]) -> None:
+        with self.db.transaction() as s:
+            s.execute(
+                insert_for(s, NotificationRow).on_conflict_do_nothing(
+                    index_elements=["locker", "notification_id"]
+                ),
+                [row],
+            )
 
     # -- storing (runs in a worker thread, one batch at a time) ------------------------------
     def _store(self, p: _Parsed, now: int) -> dict[str, int]:
@@ -597,3 +715,16 @@ class Ingest:
     @staticmethod
     def _alarm(locker: str, kind: str, data: dict[str, Any], now: int) -> dict[str, Any]:
         return {"locker": locker, "kind": kind, "data": data, "at": now, "received_at": now}
+
+
+class _Stopped(Exception):
+    """The ingest is stopping while a notification waits for the database."""
+
+
+def _without_values(reason: str) -> str:
+    """A validation reason without the `(got ...)` it quotes from the payload."""
+    head, got, _ = reason.partition(" (got ")
+    if not got:
+        return reason
+    more = re.search(r" \(and \d+ more problems?\)$", reason)
+    return head + (more.group(0) if more else "")

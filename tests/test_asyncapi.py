@@ -187,6 +187,9 @@ def test_model_samples_validate_against_document(msg: Message) -> None:
         ("CommandResult", {"cmd_id": "5d0a7f3e-8c1b-4f2a-9e6d-3b7c1a2f4e5d", "status": "failed"}),
         ("EventAck", {"up_to_seq": -1}),
         ("ConfigApplied", {"version": 0, "hash": "0" * 64}),
+        ("Notification", {"id": "n1", "channel": "fax", "to": "+1", "text": "t"}),
+        ("Notification", {"id": "n1", "channel": "sms", "to": "+1", "text": ""}),
+        ("Notification", {"id": "n1", "channel": "sms", "to": "+1"}),
     ],
 )
 def test_document_and_models_reject_the_same_bad_payloads(

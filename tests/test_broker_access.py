@@ -62,6 +62,7 @@ def test_locker_cannot_publish_as_another_locker(
         ca.publish(f"lockers/{b.locker_id}/events", b"forged")
         ca.publish(f"lockers/{b.locker_id}/status", b"forged", retain=True)
         ca.publish(f"lockers/{b.locker_id}/cmd/result", b"forged")
+        ca.publish(f"lockers/{b.locker_id}/notify", b"forged")
         ca.publish(f"lockers/{a.locker_id}/events", b"genuine")
 
         # Messages from one publisher arrive in order: a forged one would come first.
@@ -110,10 +111,34 @@ def test_locker_talks_to_console_on_its_own_topics(
 
         # ... and the console reads everything the locker may write.
         console.subscribe(f"lockers/{lid}/#")
-        for suffix in ("status", "cells/3", "events", "cmd/result", "config/applied"):
+        for suffix in ("status", "cells/3", "events", "cmd/result", "config/applied", "notify"):
             locker.publish(f"lockers/{lid}/{suffix}", suffix.encode())
             msg = console.expect(timeout=2)
             assert (msg.topic, msg.payload) == (f"lockers/{lid}/{suffix}", suffix.encode())
+
+
+def test_notify_is_the_lockers_own_and_only_the_console_reads_it(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials, other_locker: LockerCredentials
+) -> None:
+    """A relayed SMS/e-mail (its text holds codes and PINs): A may publish it on its own notify
+    topic only; the console reads it; another locker can neither forge it nor read it."""
+    a, b = locker_credentials, other_locker
+    with (
+        mqtt_broker.client(a.username, a.password) as ca,
+        mqtt_broker.client(b.username, b.password) as cb,
+        mqtt_broker.console_client() as console,
+    ):
+        console.subscribe("lockers/+/notify")
+        for topic in (f"lockers/{a.locker_id}/notify", "lockers/+/notify", "lockers/#"):
+            cb.subscribe(topic)  # the SUBACK may well say "granted"
+
+        ca.publish(f"lockers/{b.locker_id}/notify", b"forged")
+        ca.publish(f"lockers/{a.locker_id}/notify", b"genuine")
+
+        first = console.expect()
+        assert (first.topic, first.payload) == (f"lockers/{a.locker_id}/notify", b"genuine")
+        console.assert_silent(0.3)
+        cb.assert_silent(0.2)
 
 
 def test_locker_cannot_forge_messages_meant_for_itself(

@@ -187,6 +187,22 @@ def test_mosquitto_conf_has_the_required_settings(tmp_path: Path) -> None:
     assert any(line.startswith("max_queued_messages ") for line in conf)
 
 
+def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "r.json")
+    reg.add_locker("L1")
+    reg.add_console("ops")
+    acl = write_config(reg, BrokerSettings(data_dir=tmp_path / "data"), tmp_path / "conf").acl
+    lines = acl.read_text().splitlines()
+    writes = {ln for ln in lines if ln.startswith("pattern write ")}
+    assert writes == {
+        f"pattern write lockers/%u/{t}"
+        for t in ("status", "cells/#", "events", "cmd/result", "config/applied", "notify")
+    }
+    reads = {ln for ln in lines if ln.startswith("pattern read ")}
+    assert reads == {f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack")}
+    assert "topic readwrite lockers/#" in lines
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 
 
@@ -311,6 +327,10 @@ def test_filter_rules() -> None:
     assert not access_allowed("locker", "A", "lockers/A/cmd", write=True)
     assert not access_allowed("locker", "A", "lockers/B/cmd", write=False)
     assert access_allowed("locker", "A", "lockers/A/events", write=True)
+    assert access_allowed("locker", "A", "lockers/A/notify", write=True)
+    assert not access_allowed("locker", "A", "lockers/B/notify", write=True)
+    assert not access_allowed("locker", "A", "lockers/A/notify", write=False)
+    assert access_allowed("console", "ops", "lockers/+/notify", write=False)
     assert access_allowed("console", "ops", "lockers/B/cmd", write=True)
     assert not access_allowed("console", "ops", "other/x", write=True)
     assert not access_allowed(None, None, "lockers/A/cmd", write=False)

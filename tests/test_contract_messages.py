@@ -16,6 +16,7 @@ from contract.messages import (
     EventAck,
     MalformedPayload,
     Message,
+    Notification,
     Reason,
     SignedCommand,
     SignedConfig,
@@ -71,6 +72,10 @@ def samples() -> list[Message]:
             sig=SIG,
         ),
         ConfigApplied(version=7, hash="0" * 64),
+        Notification(id="n-1", channel="sms", to="+79001234567", text="Код 123456"),
+        Notification(
+            id="n-2", channel="email", to="c@example.org", text="Чек", subject="Receipt 42"
+        ),
     ]
 
 

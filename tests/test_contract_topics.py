@@ -28,6 +28,7 @@ EXPECTED = [
     (T.cmd_result("L1"), "lockers/L1/cmd/result", TopicKind.CMD_RESULT, None),
     (T.config("L1"), "lockers/L1/config", TopicKind.CONFIG, None),
     (T.config_applied("L1"), "lockers/L1/config/applied", TopicKind.CONFIG_APPLIED, None),
+    (T.notify("L1"), "lockers/L1/notify", TopicKind.NOTIFY, None),
 ]
 
 
@@ -128,6 +129,7 @@ def test_subscriptions() -> None:
             "lockers/+/events",
             "lockers/+/cmd/result",
             "lockers/+/config/applied",
+            "lockers/+/notify",
         ]
     )
     assert sorted(T.locker_subscriptions("L1")) == sorted(

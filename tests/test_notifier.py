@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from contract.messages import Notification
 from daemon.io.notifier import (
     CombinedNotifier,
     DeliveryResult,
@@ -208,9 +209,8 @@ async def test_mqtt_relay_publishes_the_message() -> None:
     )
     assert (await relay.send_email("a@b.c", "Subj", "Body")).ok
     assert published == [
-        {"type": "notify", "id": "n-1", "channel": "sms", "to": "+79001234567", "text": "code 1"},
+        {"id": "n-1", "channel": "sms", "to": "+79001234567", "text": "code 1"},
         {
-            "type": "notify",
             "id": "n-1",
             "channel": "email",
             "to": "a@b.c",
@@ -218,6 +218,8 @@ async def test_mqtt_relay_publishes_the_message() -> None:
             "text": "Body",
         },
     ]
+    for message in published:  # what the console reads on lockers/{id}/notify
+        assert Notification.from_dict(message).to_dict() == message
 
 
 async def test_mqtt_relay_async_publish_and_failure() -> None:

@@ -5,11 +5,19 @@ finished by the client at the kiosk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import threading
 import uuid
 
 from contract.signing import public_key_b64
-from tests.fixtures.storage_locker import HOUR, profile_toml
-from tests.test_fleet_console_e2e import console, console_setup  # noqa: F401 (fixture)
+from tests.fixtures.storage_locker import HOUR, SMS_BODY, profile_toml
+from tests.test_fleet_console_e2e import (  # noqa: F401 (fixture)
+    CONSOLE,
+    console,
+    console_setup,
+)
 
 
 async def _locker(storage_locker, mqtt_broker, key):
@@ -129,3 +137,54 @@ async def test_a_published_profile_prices_new_rentals_not_running_ones(
     refused = await rig.wait_event("config_rejected", reason="bad_profile")
     assert "version" in refused["data"]["detail"] or "currency" in refused["data"]["detail"]
     assert (await rig.http.get("/api/v1/offers")).json()["profile"]["version"] == 2
+
+
+async def test_sms_relayed_through_the_console(
+    storage_locker, mqtt_broker, console_setup  # noqa: F811
+) -> None:
+    """A locker without an SMS provider of its own: the console's ingest sends its SMS."""
+    key, config, db = console_setup
+    locker_id = f"S-{uuid.uuid4().hex[:8]}"
+    creds = mqtt_broker.add_locker(locker_id)
+    rig = await storage_locker(
+        profile_toml(mode="postpaid", auth="sms"),
+        locker_id=locker_id,
+        mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port,
+              "username": creds.username, "password": creds.password},
+        trust={"console-1": public_key_b64(key)},
+        notifier={"sms": "mqtt"},
+    )
+    await rig.wait_log("mqtt_connected")
+    with config.open("a") as f:  # the console's own SMS provider: the test's gateway
+        f.write(f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{rig.sms.url}"\n'
+                f"body_template = '{SMS_BODY}'\n")
+    ingest = subprocess.Popen(
+        [CONSOLE, "--config", str(config), "ingest", "--client-id", f"ingest-{locker_id}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        assert ingest.stderr is not None
+        await asyncio.to_thread(_wait_subscribed, ingest)
+        rental = (await rig.http.post("/api/v1/rentals", json={"size": "S"})).json()
+        rid = rental["rental_id"]
+        sent = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+79001234567"})
+        assert sent.status_code == 200, sent.text
+        sms = await rig.sms.wait(1, timeout=10)
+        assert sms["to"] == "+79001234567"
+        code = sms["text"].rsplit(" ", 1)[1]
+        ok = await rig.http.post(f"/api/v1/rentals/{rid}/code", json={"code": code})
+        assert ok.status_code == 200 and ok.json()["state"] == "payment"
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            rows = conn.execute("SELECT * FROM notifications").fetchall()
+        assert rows and code not in str(rows)  # recorded, but never the text
+    finally:
+        ingest.terminate()
+        ingest.wait(10)
+
+
+def _wait_subscribed(ingest: subprocess.Popen) -> None:
+    assert ingest.stderr is not None
+    for line in ingest.stderr:  # its first session misses what was published before it
+        if b"subscribed" in line:
+            break
+    threading.Thread(target=ingest.stderr.read, daemon=True).start()

@@ -48,6 +48,7 @@ from contract.messages import (
     EventAck,
     MalformedPayload,
     Message,
+    Notification,
     Status,
 )
 from contract.topics import Topics
@@ -261,6 +262,16 @@ class FleetLink:
         """Publish the running configuration, retained, on `config/applied` (latest wins)."""
         self._applied = ConfigApplied.from_dict(applied).to_payload()
         self._wake.set()
+
+    async def publish_notification(self, message: dict, timeout: float = 10.0) -> None:
+        """Hand an SMS / e-mail to the console (`notify`, QoS 1); returns once the broker has
+        it. Raises ConnectionError while the link is down: the caller tells the client."""
+        client = self._client
+        if client is None or not self.connected:
+            raise ConnectionError("the fleet link is not connected")
+        payload = Notification.from_dict(message).to_payload()
+        async with asyncio.timeout(timeout):
+            await client.publish(self.topics.notify(self.locker_id), payload, qos=1)
 
     def publish_status(self) -> None:
         """Publish the online status again (a board went offline or came back)."""

@@ -231,7 +231,7 @@ class MqttRelayNotifier:
 
     async def _relay(self, message: dict[str, Any]) -> DeliveryResult:
         channel: Channel = message["channel"]
-        message = {"type": "notify", "id": self.new_id(), **message}
+        message = {"id": self.new_id(), **message}  # contract.messages.Notification
         try:
             pending = self.publish(message)
             if pending is not None:

@@ -96,11 +96,12 @@ class SmtpSettings(StrictSection):
 class NotifierSettings(StrictSection):
     """How SMS (codes, PINs) and e-mail (receipts) reach clients."""
 
-    #: http: the SMS gateway below; log: write to the daemon's log (demos only: it contains
-    #: codes and PINs); none: no SMS.
-    sms: Literal["none", "http", "log"] = "none"
-    #: smtp: the server below (receipts by e-mail); log; none.
-    email: Literal["none", "smtp", "log"] = "none"
+    #: http: the SMS gateway below; mqtt: hand it to the console over the fleet link (the
+    #: console sends it with its own provider); log: write to the daemon's log (demos only: it
+    #: contains codes and PINs); none: no SMS.
+    sms: Literal["none", "http", "mqtt", "log"] = "none"
+    #: smtp: the server below (receipts by e-mail); mqtt; log; none.
+    email: Literal["none", "smtp", "mqtt", "log"] = "none"
     http: HttpSmsSettings | None = None
     smtp: SmtpSettings | None = None
 

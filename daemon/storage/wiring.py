@@ -14,6 +14,7 @@ from daemon.io.notifier import (
     DeliveryResult,
     HttpSmsGateway,
     LogNotifier,
+    MqttRelayNotifier,
     SmtpEmail,
 )
 from daemon.io.payment import Outcome, SimulatedTerminal
@@ -73,6 +74,8 @@ def build_notifier(settings: NotifierSettings, daemon: LockerDaemon) -> Combined
             return SmtpEmail(s.host, s.sender, port=s.port, starttls=s.starttls,
                              use_tls=s.use_tls, username=s.username, password=s.password,
                              timeout_s=s.timeout_s)
+        if kind == "mqtt":
+            return MqttRelayNotifier(daemon.relay_notification)
         if kind == "log":
             return LogNotifier(lambda line: daemon.journal.line("notify_log", text=line))
         return _Nowhere(kind)

@@ -1,0 +1,172 @@
+"""The console's notifier: sends the SMS and e-mail that lockers relay on `lockers/{id}/notify`.
+
+A locker without a provider of its own hands each client message (confirmation code, PIN,
+receipt) to the console as a `contract.messages.Notification`. The texts hold secrets: nothing
+here logs or returns a text, and recipients appear only masked (`mask_recipient`). Failures are
+results (`Delivery`), never exceptions. The HTTP gateway and SMTP adapters follow the locker's
+(`daemon/io/notifier.py`, which the console may not import) key for key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Literal
+
+import aiosmtplib
+
+from contract.messages import Notification
+from fleet_console.config import HttpSms, Notifier, Smtp
+
+log = logging.getLogger("fleet_console.notify")
+
+Status = Literal["sent", "failed", "no_channel"]
+_DETAIL_MAX = 300
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one notification; `detail` never holds its text or its full recipient."""
+
+    status: Status
+    detail: str
+
+
+def mask_recipient(to: str) -> str:
+    """`+79001234567` -> `+7900***4567`, `client@example.org` -> `c***@example.org`."""
+    to = to.strip()
+    local, at, domain = to.rpartition("@")
+    if at:
+        return f"{local[:1]}***@{domain}"
+    if len(to) >= 10:
+        return f"{to[:5]}***{to[-4:]}"
+    if len(to) >= 6:
+        return f"{to[:2]}***{to[-2:]}"
+    return "***"
+
+
+def _escape(value: str, how: str) -> str:
+    if how == "json":
+        return json.dumps(value, ensure_ascii=False)[1:-1]
+    if how == "form":
+        return urllib.parse.quote_plus(value)
+    return value
+
+
+def fill_template(template: str, values: Mapping[str, str], escape: str) -> str:
+    """Replace `{name}` placeholders only (a JSON body's own braces stay as they are)."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", _escape(value, escape))
+    return template
+
+
+class HttpSmsGateway:
+    """An SMS provider's HTTP API; any 2xx reply means accepted. Blocking urllib in a thread."""
+
+    def __init__(self, cfg: HttpSms) -> None:
+        self.cfg = cfg
+        self.host = urllib.parse.urlsplit(cfg.url).netloc  # never the query: it may hold a key
+
+    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+        return await asyncio.to_thread(self._send, to, text)
+
+    def _send(self, phone: str, text: str) -> tuple[bool, str]:
+        values = {"phone": phone, "text": text}
+        url = fill_template(self.cfg.url, values, "form")
+        body = None
+        if self.cfg.method == "POST":
+            body = fill_template(self.cfg.body_template, values, self.cfg.body_escape).encode()
+        request = urllib.request.Request(
+            url, data=body, method=self.cfg.method, headers=self.cfg.headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
+                status = response.status
+                response.read()
+        except urllib.error.HTTPError as exc:
+            return False, f"gateway {self.host} answered {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return False, f"gateway {self.host} unreachable: {getattr(exc, 'reason', exc)}"
+        if not 200 <= status < 300:
+            return False, f"gateway {self.host} answered {status}"
+        return True, f"accepted by {self.host} ({status})"
+
+
+class SmtpEmail:
+    """E-mail through an SMTP server (aiosmtplib): STARTTLS on 587 or implicit TLS on 465."""
+
+    def __init__(self, cfg: Smtp) -> None:
+        self.cfg = cfg
+
+    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+        c = self.cfg
+        message = EmailMessage()
+        message["From"] = c.sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid(domain=c.sender.rpartition("@")[2] or None)
+        message.set_content(text, charset="utf-8")
+        try:
+            errors, reply = await aiosmtplib.send(
+                message, hostname=c.host, port=c.port, username=c.username, password=c.password,
+                start_tls=c.starttls, use_tls=c.use_tls, timeout=c.timeout_s,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            return False, f"SMTP {c.host}: {exc.code} {exc.message}"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return False, f"SMTP {c.host}: {exc}"
+        if to in errors:
+            return False, f"SMTP {c.host} refused the recipient: {errors[to].code}"
+        return True, f"SMTP {c.host}: {reply}"
+
+
+class LogOnly:
+    """Demos: a line in the ingest's log; unlike the locker's log adapter, never the text."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+        log.info("%s to %s (%d characters, text withheld)", self.channel, mask_recipient(to),
+                 len(text))
+        return True, "logged (demo channel: not delivered)"
+
+
+class ConsoleNotifier:
+    """Routes a Notification to the SMS or e-mail channel of the `[notifier]` configuration."""
+
+    def __init__(self, cfg: Notifier | None = None) -> None:
+        cfg = cfg or Notifier()
+        self.sms = (
+            HttpSmsGateway(cfg.http) if cfg.sms == "http" and cfg.http
+            else LogOnly("SMS") if cfg.sms == "log" else None
+        )
+        self.email = (
+            SmtpEmail(cfg.smtp) if cfg.email == "smtp" and cfg.smtp
+            else LogOnly("e-mail") if cfg.email == "log" else None
+        )
+
+    async def deliver(self, n: Notification) -> Delivery:
+        sender = self.sms if n.channel == "sms" else self.email
+        if sender is None:
+            return Delivery("no_channel", f"no {n.channel} channel configured ([notifier])")
+        try:
+            ok, detail = await sender.send(n.to, n.subject or "", n.text)
+        except Exception as exc:  # an adapter's bug must not stop the ingest or leak the text
+            ok, detail = False, f"{n.channel} adapter error: {type(exc).__name__}"
+        return Delivery("sent" if ok else "failed", _scrub(detail, n))
+
+
+def _scrub(detail: str, n: Notification) -> str:
+    """A server's reply may echo what it was sent: drop the text, mask the recipient."""
+    detail = detail.replace(n.text, "[text]").replace(n.to, mask_recipient(n.to))
+    return detail[:_DETAIL_MAX]

@@ -24,7 +24,8 @@ from typing import Literal
 import aiosmtplib
 
 from contract.messages import Notification
-from fleet_console.config import HttpSms, Notifier, Smtp
+from contract.notifier_settings import HttpSmsSettings, SmtpSettings
+from fleet_console.config import Notifier
 
 log = logging.getLogger("fleet_console.notify")
 
@@ -71,7 +72,7 @@ def fill_template(template: str, values: Mapping[str, str], escape: str) -> str:
 class HttpSmsGateway:
     """An SMS provider's HTTP API; any 2xx reply means accepted. Blocking urllib in a thread."""
 
-    def __init__(self, cfg: HttpSms) -> None:
+    def __init__(self, cfg: HttpSmsSettings) -> None:
         self.cfg = cfg
         self.host = urllib.parse.urlsplit(cfg.url).netloc  # never the query: it may hold a key
 
@@ -103,7 +104,7 @@ class HttpSmsGateway:
 class SmtpEmail:
     """E-mail through an SMTP server (aiosmtplib): STARTTLS on 587 or implicit TLS on 465."""
 
-    def __init__(self, cfg: Smtp) -> None:
+    def __init__(self, cfg: SmtpSettings) -> None:
         self.cfg = cfg
 
     async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:

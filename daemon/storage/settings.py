@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from contract.config_file import StrictSection
+from contract.notifier_settings import NotifierSections
 
 
 class KioskSettings(StrictSection):
@@ -73,27 +74,7 @@ class PrinterSettings(StrictSection):
         return self
 
 
-class HttpSmsSettings(StrictSection):
-    url: str
-    method: Literal["GET", "POST"] = "POST"
-    body_template: str = ""
-    body_escape: Literal["json", "form", "none"] = "json"
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(10, gt=0)
-
-
-class SmtpSettings(StrictSection):
-    host: str
-    sender: str
-    port: int = Field(587, ge=1, le=65535)
-    starttls: bool = True
-    use_tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    timeout_s: float = Field(15, gt=0)
-
-
-class NotifierSettings(StrictSection):
+class NotifierSettings(NotifierSections):
     """How SMS (codes, PINs) and e-mail (receipts) reach clients."""
 
     #: http: the SMS gateway below; mqtt: hand it to the console over the fleet link (the
@@ -102,13 +83,3 @@ class NotifierSettings(StrictSection):
     sms: Literal["none", "http", "mqtt", "log"] = "none"
     #: smtp: the server below (receipts by e-mail); mqtt; log; none.
     email: Literal["none", "smtp", "mqtt", "log"] = "none"
-    http: HttpSmsSettings | None = None
-    smtp: SmtpSettings | None = None
-
-    @model_validator(mode="after")
-    def _adapters_configured(self) -> NotifierSettings:
-        if self.sms == "http" and self.http is None:
-            raise ValueError("notifier.http: sms = \"http\" needs a [notifier.http] url")
-        if self.email == "smtp" and self.smtp is None:
-            raise ValueError("notifier.smtp: email = \"smtp\" needs a [notifier.smtp] section")
-        return self

@@ -1,0 +1,70 @@
+"""The `[notifier.http]` and `[notifier.smtp]` sections, the same on the locker and the console.
+
+A locker sends its clients' SMS and e-mail itself, or relays them to the console, which sends
+them with the same kind of provider: one definition keeps the two files' keys from drifting.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from contract.config_file import StrictSection
+
+
+class HttpSmsSettings(StrictSection):
+    """An SMS provider's HTTP API; any 2xx reply means accepted."""
+
+    #: May hold {phone} and {text} (URL-encoded), as GET gateways want.
+    url: str
+    method: Literal["GET", "POST"] = "POST"
+    #: The POST body; {phone} and {text} are escaped as body_escape says.
+    body_template: str = ""
+    body_escape: Literal["json", "form", "none"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("notifier.http.url: must start with http:// or https://")
+        return url
+
+
+class SmtpSettings(StrictSection):
+    """An SMTP server: STARTTLS on 587 or implicit TLS on 465."""
+
+    host: str
+    sender: str
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    use_tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = Field(15, gt=0)
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpSettings:
+        if self.starttls and self.use_tls:
+            raise ValueError("notifier.smtp: set starttls or use_tls, not both")
+        return self
+
+
+class NotifierSections(StrictSection):
+    """The provider sections; each side adds its own `sms` and `email` channel choices."""
+
+    sms: str = "none"
+    email: str = "none"
+    http: HttpSmsSettings | None = None
+    smtp: SmtpSettings | None = None
+
+    @model_validator(mode="after")
+    def _adapters_configured(self) -> NotifierSections:
+        if self.sms == "http" and self.http is None:
+            raise ValueError('notifier.http: sms = "http" needs a [notifier.http] url')
+        if self.email == "smtp" and self.smtp is None:
+            raise ValueError('notifier.smtp: email = "smtp" needs a [notifier.smtp] section')
+        return self

@@ -1,17 +1,37 @@
 """The `[notifier.http]` and `[notifier.smtp]` sections, the same on the locker and the console.
 
 A locker sends its clients' SMS and e-mail itself, or relays them to the console, which sends
-them with the same kind of provider: one definition keeps the two files' keys from drifting.
+them with the same kind of provider: one definition keeps the two files' keys, and the way a
+gateway's `body_template` is filled, from drifting.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.parse
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from contract.config_file import StrictSection
+
+BodyEscape = Literal["json", "form", "none"]
+
+
+def _escape(value: str, how: BodyEscape) -> str:
+    if how == "json":
+        return json.dumps(value, ensure_ascii=False)[1:-1]
+    if how == "form":
+        return urllib.parse.quote_plus(value)
+    return value
+
+
+def fill_template(template: str, values: Mapping[str, str], escape: BodyEscape) -> str:
+    """Replace `{name}` placeholders only (a JSON body's own braces stay as they are)."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", _escape(value, escape))
+    return template
 
 
 class HttpSmsSettings(StrictSection):
@@ -22,7 +42,7 @@ class HttpSmsSettings(StrictSection):
     method: Literal["GET", "POST"] = "POST"
     #: The POST body; {phone} and {text} are escaped as body_escape says.
     body_template: str = ""
-    body_escape: Literal["json", "form", "none"] = "json"
+    body_escape: BodyEscape = "json"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(10, gt=0)
 

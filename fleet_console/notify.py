@@ -10,12 +10,10 @@ results (`Delivery`), never exceptions. The HTTP gateway and SMTP adapters follo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -24,7 +22,7 @@ from typing import Literal
 import aiosmtplib
 
 from contract.messages import Notification
-from contract.notifier_settings import HttpSmsSettings, SmtpSettings
+from contract.notifier_settings import HttpSmsSettings, SmtpSettings, fill_template
 from fleet_console.config import Notifier
 
 log = logging.getLogger("fleet_console.notify")
@@ -54,19 +52,6 @@ def mask_recipient(to: str) -> str:
     return "***"
 
 
-def _escape(value: str, how: str) -> str:
-    if how == "json":
-        return json.dumps(value, ensure_ascii=False)[1:-1]
-    if how == "form":
-        return urllib.parse.quote_plus(value)
-    return value
-
-
-def fill_template(template: str, values: Mapping[str, str], escape: str) -> str:
-    """Replace `{name}` placeholders only (a JSON body's own braces stay as they are)."""
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", _escape(value, escape))
-    return template
 
 
 class HttpSmsGateway:

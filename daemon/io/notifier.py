@@ -12,7 +12,6 @@ e-mail to two different adapters.
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +23,8 @@ from email.utils import formatdate, make_msgid
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
+
+from contract.notifier_settings import BodyEscape, fill_template
 
 Channel = Literal["sms", "email"]
 
@@ -65,24 +66,6 @@ class CombinedNotifier:
 
 
 # -- HTTP SMS gateway -------------------------------------------------------------------------
-
-BodyEscape = Literal["json", "form", "none"]
-
-
-def _escape(value: str, how: BodyEscape) -> str:
-    if how == "json":
-        return json.dumps(value, ensure_ascii=False)[1:-1]
-    if how == "form":
-        return urllib.parse.quote_plus(value)
-    return value
-
-
-def fill_template(template: str, values: Mapping[str, str], escape: BodyEscape) -> str:
-    """Replace ``{name}`` placeholders only (a JSON body's own braces stay as they are)."""
-    out = template
-    for name, value in values.items():
-        out = out.replace("{" + name + "}", _escape(value, escape))
-    return out
 
 
 class HttpSmsGateway:

@@ -245,4 +245,8 @@ class LockerConfig(StrictSection):
 
 
 def load_locker_config(path: str | Path) -> LockerConfig:
-    return load_toml_model(path, LockerConfig)
+    config = load_toml_model(path, LockerConfig)
+    if config.profile is not None and not config.profile.is_absolute():
+        # A profile beside the configuration file is found wherever lockerd is started from.
+        config = config.model_copy(update={"profile": Path(path).parent / config.profile})
+    return config

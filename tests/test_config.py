@@ -180,3 +180,39 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_check(tmp_path / "nope.toml")
     assert result.returncode == 2
     assert "no such configuration file" in result.stderr
+
+
+# -- the storage profile of a locker without a console ---------------------------------------
+PROFILE = (ROOT / "config" / "profile.example.toml").read_text()
+
+
+def test_a_relative_profile_is_found_beside_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "profile.toml").write_text(PROFILE)
+    path = write(tmp_path, 'profile = "profile.toml"\n' + GOOD)
+    assert load_locker_config(path).profile == tmp_path / "profile.toml"
+    elsewhere = subprocess.run([LOCKERD, "--config", str(path), "--check"], capture_output=True,
+                               text=True, timeout=30, cwd="/")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        (PROFILE.replace('payment_mode = "prepaid"', 'payment_mode = "later"'),
+         "scenario.payment_mode"),
+        (PROFILE.replace('currency = "RUB"', 'currency = "rub"', 1), "currency"),
+        (None, "no such profile file"),
+        # Only S cells are priced: the locker's M cells have no tariff.
+        (PROFILE.split("[[cell_groups]]")[0] + '[[cell_groups]]\nname = "s"\nsizes = ["S"]\n'
+         'tariff = "small"\n', "no cell group covers cells [1, 2]"),
+    ],
+)
+def test_a_bad_profile_stops_lockerd_naming_the_key(
+    tmp_path: Path, profile: str | None, message: str
+) -> None:
+    if profile is not None:
+        (tmp_path / "profile.toml").write_text(profile)
+    path = write(tmp_path, 'profile = "profile.toml"\n' + GOOD)
+    out = run_check(path)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

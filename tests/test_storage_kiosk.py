@@ -349,3 +349,21 @@ async def test_a_slow_card_payment_is_not_taken_for_a_lost_one(storage_locker) -
     assert (op["status"], op["charges"], op["voids"]) == ("approved", 1, 0)
     assert "payment_voided" not in rig.types()
     assert rig.daemon.machine.cell_view(rental["cell"])["state"] == "occupied"
+
+
+async def test_two_extensions_at_once_are_both_booked(storage_locker) -> None:
+    """A double tap on "extend": two payments, each quoted and booked on the tenancy as it is."""
+    rig = await storage_locker(profile_toml(mode="partial"))
+    view = await rig.rent("S", period_s=3600)
+    cell, pin = view["cell"], view["pin"]
+    rig.terminal.delay_s = 0.3  # both requests are in before the first charge is answered
+    body = {"pin": pin, "period_s": 3600}
+    first, second = await asyncio.gather(
+        rig.http.post(f"/api/v1/cells/{cell}/extend", json=body),
+        rig.http.post(f"/api/v1/cells/{cell}/extend", json=body),
+    )
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert sorted([first.json()["paid"], second.json()["paid"]]) == [7500, 9000]
+    assert [o["amount"] for o in _ops(rig)] == [10000, 9000, 7500]
+    account = (await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})).json()
+    assert account["bill"]["paid"] == 26500  # every payment is on the tenancy

@@ -469,28 +469,27 @@ class StorageService:
 
     async def pickup(self, cell: int, pin: str) -> dict[str, Any]:
         """Pay what is owed, then open the door; the tenancy ends when it closes."""
-        tenancy = await self.authorise(cell, pin)
+        authorised = await self.authorise(cell, pin)
         self._check_open(cell, "pickup")
-        now = self.daemon.clock()
-        bill = billing.bill(tenancy, now)
         ref = f"pickup-{uuid.uuid4().hex[:12]}"
-        bill_event = Event("pickup_bill", cell, {"tenancy_id": tenancy["id"], **bill.to_dict()},
-                           False)
-        if bill.due == 0:
-            actions = self._machine_command(cell, "pickup", ref)
-            self.daemon.apply([bill_event, *actions])
-            return {"cell": cell, "paid": 0, "bill": bill.to_dict(), "door": "opening"}
-        async with self.ledger.lock:
+        async with self.ledger.lock:  # the bill is made and paid on the tenancy as it is now
+            tenancy = self._same_tenancy(cell, authorised)
+            bill = billing.bill(tenancy, self.daemon.clock())
+            bill_event = Event("pickup_bill", cell,
+                               {"tenancy_id": tenancy["id"], **bill.to_dict()}, False)
+            if bill.due == 0:
+                self.daemon.apply([bill_event, *self._machine_command(cell, "pickup", ref)])
+                return {"cell": cell, "paid": 0, "bill": bill.to_dict(), "door": "opening"}
             record, result = await self.ledger.charge(
                 "pickup", cell, bill.due, bill.currency, tenancy_id=tenancy["id"], ref=ref,
                 language=str(tenancy.get("language", "en")),
             )
             if not result.approved:
                 self.ledger.refuse(record, result)
-            actions = self._apply_payment(cell, tenancy, record, result, "debt_paid")
+            actions = self._book(cell, tenancy["id"], record, result, "debt_paid")
             try:
                 actions += self._machine_command(cell, "pickup", ref)
-            finally:
+            finally:  # the debt is paid even if the door cannot open right now
                 self.daemon.apply([bill_event, *actions],
                                   payments=[self.ledger.captured(record, result.transaction_id)])
         receipt = await self.receipts.issue(
@@ -515,28 +514,30 @@ class StorageService:
 
     async def extend(self, cell: int, pin: str, period_s: int) -> dict[str, Any]:
         """Pay for `period_s` more (partial mode): the cell is not overdue until then."""
-        tenancy = await self.authorise(cell, pin)
+        authorised = await self.authorise(cell, pin)
         scenario = self.profile().scenario
-        if tenancy.get("mode") != "partial":
+        if authorised.get("mode") != "partial":
             raise StorageError("extension_disabled", 403)
         if period_s not in scenario.prepaid_periods_s:
             raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
-        now = self.daemon.clock()
-        amount, target_ms = billing.extension_quote(tenancy, period_s * 1000, now)
-        limit_ms = tenancy.get("limit_ms")
-        if limit_ms is not None and target_ms > limit_ms:
-            raise StorageError("beyond_limit", 422, hours=limit_ms // 3_600_000)
-        language = str(tenancy.get("language", "en"))
-        if amount == 0:
-            return self._account(cell, tenancy)
-        async with self.ledger.lock:
+        language = str(authorised.get("language", "en"))
+        async with self.ledger.lock:  # quoted and paid on the tenancy as it is now
+            tenancy = self._same_tenancy(cell, authorised)
+            amount, target_ms = billing.extension_quote(
+                tenancy, period_s * 1000, self.daemon.clock()
+            )
+            limit_ms = tenancy.get("limit_ms")
+            if limit_ms is not None and target_ms > limit_ms:
+                raise StorageError("beyond_limit", 422, hours=limit_ms // 3_600_000)
+            if amount == 0:
+                return self._account(cell, tenancy)
             record, result = await self.ledger.charge(
                 "extend", cell, amount, tenancy["currency"], tenancy_id=tenancy["id"],
                 ref=f"extend-{uuid.uuid4().hex[:12]}", language=language,
             )
             if not result.approved:
                 self.ledger.refuse(record, result)
-            actions = self._apply_payment(cell, tenancy, record, result, "rental_extended")
+            actions = self._book(cell, tenancy["id"], record, result, "rental_extended")
             self.daemon.apply(actions,
                               payments=[self.ledger.captured(record, result.transaction_id)])
         receipt = await self.receipts.issue(
@@ -546,10 +547,25 @@ class StorageService:
         account = self._account(cell, self.daemon.machine.tenancy(cell) or tenancy)
         return {**account, "paid": amount, "receipt": receipt}
 
-    def _apply_payment(
-        self, cell: int, tenancy: dict[str, Any], record: dict, result: PaymentResult, kind: str
+    def _same_tenancy(self, cell: int, authorised: dict[str, Any]) -> dict[str, Any]:
+        """The cell's tenancy now, if it is still the one the PIN opened."""
+        tenancy = self.daemon.machine.tenancy(cell)
+        if tenancy is None or tenancy["id"] != authorised["id"]:
+            raise StorageError("not_occupied", 404)
+        return tenancy
+
+    def _book(
+        self, cell: int, tenancy_id: str, record: dict, result: PaymentResult, kind: str
     ) -> list[Any]:
-        """The machine actions that book an approved payment onto the cell's tenancy."""
+        """The machine actions that book an approved payment onto the tenancy as it is now.
+
+        If that tenancy ended while the card was being charged, the money is given back and
+        StorageError(not_occupied) raised.
+        """
+        tenancy = self.daemon.machine.tenancy(cell)
+        if tenancy is None or tenancy["id"] != tenancy_id:
+            self.ledger.refund_due({**record, "txn": result.transaction_id}, "tenancy_ended")
+            raise StorageError("not_occupied", 404)
         now = self.daemon.clock()
         paid = int(tenancy.get("paid", 0)) + record["amount"]
         changes = {
@@ -635,7 +651,7 @@ class StorageService:
             return False
         tenancy = self.daemon.machine.tenancy(cell) or {}
         if not any(p.get("op_id") == record["op_id"] for p in tenancy.get("payments", [])):
-            actions = self._apply_payment(cell, tenancy, record, known, "payment_recovered")
+            actions = self._book(cell, record["tenancy_id"], record, known, "payment_recovered")
             self.daemon.apply(actions, payments=[self.ledger.captured(record,
                                                                       known.transaction_id)])
         return True

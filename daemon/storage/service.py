@@ -184,7 +184,8 @@ class StorageService:
         }
 
     def _free_cells(self) -> set[int]:
-        reserved = {d.cell for d in self.drafts.values() if d.state in ("phone", "code", "payment")}
+        reserved = {d.cell for d in self.drafts.values()
+                    if d.state in ("phone", "code", "payment", "paying")}
         out = set()
         for view in self.daemon.machine.cells():
             cid = view["cell"]

@@ -367,3 +367,13 @@ async def test_two_extensions_at_once_are_both_booked(storage_locker) -> None:
     assert [o["amount"] for o in _ops(rig)] == [10000, 9000, 7500]
     account = (await rig.http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})).json()
     assert account["bill"]["paid"] == 26500  # every payment is on the tenancy
+
+
+async def test_postpaid_with_printed_pin_prints_a_pin_slip(storage_locker) -> None:
+    rig = await storage_locker(profile_toml(mode="postpaid", auth="printed_pin"))
+    view = await rig.rent("S", period_s=None)
+    assert view["amount"]["amount"] == 0 and _ops(rig) == []
+    slip = await rig.wait_event("receipt_issued", cell=view["cell"])
+    assert slip["data"]["total"] == 0 and slip["data"]["printed"] is True
+    printed = rig.receipts.read_bytes()
+    assert view["pin"].encode() in printed and b"pay at pickup" in printed

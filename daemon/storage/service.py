@@ -334,34 +334,40 @@ class StorageService:
         draft.state = "paying"
         draft.tenancy_id = f"{draft.cell}-{draft.id[:12]}"
         tenancy = self._new_tenancy(draft)
+        txn = op_id = None
         try:
             if draft.amount == 0:
                 self._open_deposit(draft, tenancy, None)
-                return draft
-            async with self.ledger.lock:
-                record, result = await self.ledger.charge(
-                    "rent", draft.cell, draft.amount, draft.tariff.currency,
-                    tenancy_id=draft.tenancy_id, ref=draft.id, language=draft.language,
-                )
-                draft.op_id = record["op_id"]
-                if not result.approved:
-                    draft.state = "payment"  # the client may try another card
-                    self.ledger.refuse(record, result)
-                tenancy["paid"] = draft.amount
-                tenancy["payments"] = [payment_entry(record, result, self.daemon.clock())]
-                self._open_deposit(draft, tenancy, {**record, "status": "held",
-                                                    "txn": result.transaction_id})
+            else:
+                txn, op_id = await self._prepay(draft, tenancy)
         except BaseException:
             if draft.state == "paying":
                 draft.state = "payment"
             raise
-        receipt = await self.receipts.issue(
-            "rent", draft.cell, draft.amount, draft.tariff.currency, result.transaction_id,
-            draft.language, pin=draft.pin if draft.auth == "printed_pin" else None,
-            email=draft.email, op_id=record["op_id"],
-        )
-        draft.receipt = receipt
+        if draft.amount or draft.auth == "printed_pin":  # a PIN slip even when nothing is due
+            draft.receipt = await self.receipts.issue(
+                "rent", draft.cell, draft.amount, draft.tariff.currency, txn, draft.language,
+                pin=draft.pin if draft.auth == "printed_pin" else None, email=draft.email,
+                op_id=op_id,
+            )
         return draft
+
+    async def _prepay(self, draft: Draft, tenancy: dict[str, Any]) -> tuple[str | None, str]:
+        """Charge the prepayment; on approval commit it with the deposit that opens the door."""
+        async with self.ledger.lock:
+            record, result = await self.ledger.charge(
+                "rent", draft.cell, draft.amount, draft.tariff.currency,
+                tenancy_id=draft.tenancy_id, ref=draft.id, language=draft.language,
+            )
+            draft.op_id = record["op_id"]
+            if not result.approved:
+                draft.state = "payment"  # the client may try another card
+                self.ledger.refuse(record, result)
+            tenancy["paid"] = draft.amount
+            tenancy["payments"] = [payment_entry(record, result, self.daemon.clock())]
+            self._open_deposit(draft, tenancy, {**record, "status": "held",
+                                                "txn": result.transaction_id})
+        return result.transaction_id, record["op_id"]
 
     def _new_tenancy(self, draft: Draft) -> dict[str, Any]:
         due_after = billing.due_after_ms(draft.tariff, draft.mode, draft.amount, draft.limit_ms)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -223,3 +225,22 @@ def test_shift_preserves_the_time_left(delta: int, waited: int) -> None:
     guard.shift(delta)
     until = guard.locked_until(1, T0 + delta + waited)
     assert until is not None and until - (T0 + delta + waited) == LOCKOUT - waited
+
+
+def test_snapshot_and_restore_keep_counts_and_lockouts() -> None:
+    guard = PinGuard()
+    for _ in range(5):
+        guard.failed(1, 1_000)
+    guard.failed(2, 2_000)
+    restored = PinGuard()
+    restored.restore(json.loads(json.dumps(guard.snapshot())))  # through the store's JSON
+    assert restored.locked_until(1, 3_000) == 1_000 + 5 * 60_000
+    assert restored.attempts_left(2) == 4
+    assert restored.delay_ms(3_000) == guard.delay_ms(3_000)
+
+
+def test_a_malformed_snapshot_is_ignored() -> None:
+    guard = PinGuard()
+    guard.failed(1, 0)
+    guard.restore({"cells": {"x": [1]}, "recent": []})
+    assert guard.attempts_left(1) == 4  # unchanged

@@ -131,3 +131,26 @@ def test_crash_while_the_door_is_open_keeps_the_paid_rental(board_sim, lockerd, 
 def _swallow(call) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the daemon is killed mid-request
         call()
+
+
+def test_a_pin_lockout_survives_kill_9(board_sim, lockerd, tmp_path):
+    sim, d, http, _, _, receipts, port = _start(board_sim, lockerd, tmp_path)
+    rental = http.post("/api/v1/rentals", json={"size": "S", "period_s": 3600}).json()
+    cell = rental["cell"]
+    mark = d.mark
+    assert http.post(f"/api/v1/rentals/{rental['rental_id']}/start").status_code == 200
+    d.wait_event("door_opened", cell=cell, since=mark)
+    sim.close_door(0, cell)
+    d.wait_event("deposit_completed", cell=cell, since=mark)
+    pin = re.search(rb"PIN: (\d{6})", receipts.read_bytes()).group(1).decode()
+    wrong = "0" * 6 if pin != "0" * 6 else "1" * 6
+    codes = [http.post(f"/api/v1/cells/{cell}/account", json={"pin": wrong}).status_code
+             for _ in range(5)]
+    assert codes == [403, 403, 403, 403, 423]
+    d.kill9()  # pulling the plug does not lift the lockout
+
+    d.start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    _wait(lambda: _ready(http))
+    still = http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})
+    assert still.status_code == 423 and still.json()["error"]["code"] == "pin_locked"

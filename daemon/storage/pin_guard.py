@@ -76,6 +76,23 @@ class PinGuard:
                 count.locked_until += delta_ms
         self._recent = [t + delta_ms for t in self._recent]
 
+    def snapshot(self) -> dict:
+        """JSON-ready state, so a restart (or a pulled plug) does not lift a lockout."""
+        return {
+            "cells": {str(c): [n.failures, n.locked_until] for c, n in self._cells.items()},
+            "recent": list(self._recent),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Take a snapshot back; a malformed one is ignored (the guard starts empty)."""
+        try:
+            cells = {int(c): _CellCount(int(f), None if u is None else int(u))
+                     for c, (f, u) in snapshot["cells"].items()}
+            recent = [int(t) for t in snapshot["recent"]]
+        except (KeyError, TypeError, ValueError):
+            return
+        self._cells, self._recent = cells, recent
+
     def _forget(self, now_ms: int) -> None:
         start = now_ms - self.policy.kiosk_window_ms
         self._recent = [t for t in self._recent if t > start]

@@ -16,6 +16,7 @@ Money is never lost and never taken twice (README "Storage lockers"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import secrets
 import uuid
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from daemon.app import LockerDaemon
     from daemon.io.notifier import Notifier
 
+#: Store meta key of the kiosk's limits (PIN failures, SMS sends): private, holds live codes.
+KIOSK_STATE = "kiosk_limits"
 #: Settled payment records are kept this long (a day) for the ctl view, then pruned.
 PAYMENT_RETENTION_MS = 24 * 3600 * 1000
 
@@ -128,10 +131,25 @@ class StorageService:
         self.codes = SmsCodes(CodePolicy(), default_country_code=kiosk.default_country_code)
         self.drafts: dict[str, Draft] = {}
         self._by_ref: dict[str, Draft] = {}
+        self._restore_kiosk_state()
 
     @property
     def terminal(self) -> PaymentTerminal | None:
         return self.ledger.terminal
+
+    def _restore_kiosk_state(self) -> None:
+        saved = self.daemon.store.meta(KIOSK_STATE) or {}
+        if saved.get("pins"):
+            self.guard.restore(saved["pins"])
+        if saved.get("codes"):
+            with contextlib.suppress(ValueError):  # codes are worth less than starting
+                self.codes.restore(saved["codes"])
+
+    def _save_kiosk_state(self, events: Iterable[Event] = ()) -> None:
+        """PIN failures and SMS send counts, durable: a restart lifts no limit."""
+        self.codes.purge(self.daemon.clock())
+        state = {"pins": self.guard.snapshot(), "codes": self.codes.snapshot()}
+        self.daemon.apply(list(events), meta={KIOSK_STATE: state})
 
     # ----------------------------------------------------------------- profile and offers
     def profile(self) -> Profile:
@@ -308,6 +326,7 @@ class StorageService:
             raise StorageError("sms_failed", 502)
         draft.phone = issue.phone
         draft.state = "code"
+        self._save_kiosk_state()
         return {"sent": True, "expires_at": issue.expires_at_ms, "sends_left": issue.sends_left}
 
     def verify_code(self, rental_id: str, code: str) -> Draft:
@@ -315,6 +334,7 @@ class StorageService:
         if draft.state != "code" or draft.phone is None:
             raise StorageError("wrong_step", 409, detail=draft.state)
         outcome = self.codes.verify(draft.phone, code, self.daemon.clock())
+        self._save_kiosk_state()
         if outcome is VerifyResult.OK:
             draft.phone_verified = True
             draft.state = "payment"
@@ -435,15 +455,18 @@ class StorageService:
         expected = ((tenancy or {}).get("secret") or {}).get("pin")
         typed = pin.strip() if isinstance(pin, str) else ""
         if expected and hmac.compare_digest(typed.encode(), str(expected).encode()):
-            self.guard.succeeded(cell)
+            if self.guard.attempts_left(cell) < self.guard.policy.cell_attempts:
+                self.guard.succeeded(cell)
+                self._save_kiosk_state()
             assert tenancy is not None
             return tenancy
         locked = self.guard.failed(cell, self.daemon.clock())
         if locked is not None:
-            self.daemon.record_event(
-                "pin_locked", {"until": locked, "alarm": True}, cell=cell
+            self._save_kiosk_state(
+                [Event("pin_locked", cell, {"until": locked}, True)]
             )
             raise StorageError("pin_locked", 423, minutes=max(1, -(-(locked - now) // 60_000)))
+        self._save_kiosk_state()
         raise StorageError("wrong_pin", 403, attempts=self.guard.attempts_left(cell))
 
     async def account(self, cell: int, pin: str) -> dict[str, Any]:
@@ -722,6 +745,7 @@ class StorageService:
 
     def clock_jumped(self, delta_ms: int) -> None:
         self.guard.shift(delta_ms)
+        self._save_kiosk_state()
         for draft in self.drafts.values():
             draft.created_at += delta_ms
 

@@ -3,5 +3,6 @@ pytest_plugins = [
     "tests.fixtures.board_sim",
     "tests.fixtures.lockerd",
     "tests.fixtures.postgres",
+    "tests.fixtures.messaging",
     "tests.fixtures.storage_locker",
 ]

@@ -13,7 +13,6 @@ import email.policy
 import json
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,14 +21,12 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from contract.messages import Notification
@@ -37,6 +34,7 @@ from contract.topics import Topics
 from fleet_console.config import ConfigError, Notifier, load_console_config
 from fleet_console.db import NotificationRow, make_engine
 from fleet_console.notify import ConsoleNotifier, mask_recipient
+from tests.fixtures.messaging import GatewayRecorder, SmtpCollector, free_port
 from tests.fixtures.mqtt_broker import MqttBroker, MqttTestClient, unique_id
 
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))
@@ -49,81 +47,12 @@ SMS_TEXT = 'Код 918273: "никому" не сообщайте & PIN 4455\nя
 MAIL_TEXT = "Чек 42: ячейка 3, 2 ч, 190,00 ₽. PIN 665544"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
     return value
-
-
-# -- the real servers -------------------------------------------------------------------------
-@dataclass
-class Seen:
-    method: str
-    path: str
-    body: bytes
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-
-
-class GatewayHandler(BaseHTTPRequestHandler):
-    seen: list[Seen]
-    status: int = 200
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append(Seen(self.command, self.path, body))
-        self.send_response(self.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    do_GET = _answer
-    do_POST = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def gateway() -> Iterator[tuple[str, type[GatewayHandler]]]:
-    handler = type("Handler", (GatewayHandler,), {"seen": [], "status": 200})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
-
-
-@dataclass
-class Mailbox:
-    """aiosmtpd handler keeping every message it accepts."""
-
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[int, Mailbox]]:
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller.port, box
-    controller.stop()
 
 
 # -- the ingest process and a locker ----------------------------------------------------------
@@ -250,20 +179,20 @@ def assert_no_secrets(console: Console, *secrets: str) -> None:
 # -- through the ingest -----------------------------------------------------------------------
 def test_sms_and_email_are_sent_and_recorded_without_text(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]], smtp_server: tuple[int, Mailbox],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
 ) -> None:
-    (url, handler), (smtp_port, box) = gateway, smtp_server
-    console = start_console(notifier_toml(url, smtp_port))
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
     locker_id, client = locker
     text_sms = sms()
     receipt = Notification(id="r-42", channel="email", to=MAIL, subject="Чек 42", text=MAIL_TEXT)
     relay(client, locker_id, text_sms)
     relay(client, locker_id, receipt)
 
-    [seen] = wait_until(lambda: handler.seen, "the SMS at the gateway")
+    [seen] = wait_until(lambda: gateway.requests, "the SMS at the gateway")
     assert (seen.method, seen.query) == ("POST", {"key": ["API-KEY"]})
     assert json.loads(seen.body) == {"to": PHONE, "text": SMS_TEXT}
-    [(sender, rcpts, raw)] = wait_until(lambda: box.messages, "the e-mail at the SMTP server")
+    [(sender, rcpts, raw)] = wait_until(lambda: smtp_server.messages,
+                                        "the e-mail at the SMTP server")
     assert (sender, rcpts) == ("lockers@example.net", [MAIL])
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -286,11 +215,10 @@ def test_sms_and_email_are_sent_and_recorded_without_text(
 
 def test_a_repeated_id_is_sent_once(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]], smtp_server: tuple[int, Mailbox],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
     mqtt_broker: MqttBroker,
 ) -> None:
-    (url, handler), (smtp_port, _) = gateway, smtp_server
-    console = start_console(notifier_toml(url, smtp_port))
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
     locker_id, client = locker
     first = sms(id="dup-1")
     relay(client, locker_id, first)  # two deliveries back to back: in flight together
@@ -303,7 +231,7 @@ def test_a_repeated_id_is_sent_once(
     with mqtt_broker.client(*mqtt_broker.add_locker(other_id)) as other:
         relay(other, other_id, sms(id="dup-1", to="+79009876543"))
         wait_until(lambda: console.rows(other_id), "the other locker's row")
-    assert [json.loads(s.body)["to"] for s in handler.seen] == [PHONE, "+79009876543"]
+    assert [json.loads(s.body)["to"] for s in gateway.requests] == [PHONE, "+79009876543"]
     assert [r["notification_id"] for r in console.rows(locker_id)] == ["dup-1"]
     assert [r["status"] for r in console.rows(other_id)] == ["sent"]
     assert_no_secrets(console, SMS_TEXT, "+79009876543")
@@ -311,10 +239,9 @@ def test_a_repeated_id_is_sent_once(
 
 def test_malformed_payloads_are_dropped_and_the_ingest_goes_on(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]], smtp_server: tuple[int, Mailbox],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
 ) -> None:
-    (url, handler), (smtp_port, _) = gateway, smtp_server
-    console = start_console(notifier_toml(url, smtp_port))
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
     locker_id, client = locker
     good = {"id": "n-1", "channel": "sms", "to": PHONE, "text": SMS_TEXT}
     bad = [
@@ -330,7 +257,7 @@ def test_malformed_payloads_are_dropped_and_the_ingest_goes_on(
         relay(client, locker_id, payload)
     relay(client, locker_id, sms(id="after"))
 
-    wait_until(lambda: handler.seen, "the good SMS after the bad ones")
+    wait_until(lambda: gateway.requests, "the good SMS after the bad ones")
     wait_until(lambda: console.rows(locker_id), "its row")
     assert console.ingest.proc.poll() is None
     skipped = [ln for ln in console.ingest.lines if "malformed" in ln and locker_id in ln]
@@ -338,15 +265,14 @@ def test_malformed_payloads_are_dropped_and_the_ingest_goes_on(
     assert any("channel" in ln for ln in skipped) and any("text" in ln for ln in skipped)
     assert any("not JSON" in ln for ln in skipped)
     assert [r["notification_id"] for r in console.rows(locker_id)] == ["after"]
-    assert len(handler.seen) == 1
+    assert len(gateway.requests) == 1
     assert_no_secrets(console, SMS_TEXT, "918273645", "PIN-77331")
 
 
 def test_without_a_channel_the_row_says_no_channel(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]],
+    gateway: GatewayRecorder,
 ) -> None:
-    _, handler = gateway
     console = start_console("")  # no [notifier] at all
     locker_id, client = locker
     relay(client, locker_id, sms(id="s-1"))
@@ -356,32 +282,30 @@ def test_without_a_channel_the_row_says_no_channel(
     assert [(r["notification_id"], r["status"], r["recipient"]) for r in rows] == [
         ("s-1", "no_channel", "+7900***4567"), ("e-1", "no_channel", "c***@example.org")]
     assert all("[notifier]" in r["detail"] for r in rows)
-    assert not handler.seen
+    assert not gateway.requests
     assert_no_secrets(console, SMS_TEXT, MAIL_TEXT)
 
 
 def test_a_gateway_failure_is_recorded_as_failed(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]], smtp_server: tuple[int, Mailbox],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
 ) -> None:
-    (url, handler), (smtp_port, _) = gateway, smtp_server
-    handler.status = 503
-    console = start_console(notifier_toml(url, smtp_port))
+    gateway.status = 503
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
     locker_id, client = locker
     relay(client, locker_id, sms(id="f-1"))
     [row] = wait_until(lambda: console.rows(locker_id), "the row")
     assert row["status"] == "failed" and "answered 503" in row["detail"]
-    assert len(handler.seen) == 1
+    assert len(gateway.requests) == 1
     assert_no_secrets(console, SMS_TEXT)
 
 
 def test_postgresql_records_and_dedupes_too(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
-    gateway: tuple[str, type[GatewayHandler]], smtp_server: tuple[int, Mailbox],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
     postgres_url: str,
 ) -> None:
-    (url, handler), (smtp_port, _) = gateway, smtp_server
-    console = start_console(notifier_toml(url, smtp_port), postgres_url)
+    console = start_console(notifier_toml(gateway.url, smtp_server.port), postgres_url)
     locker_id, client = locker
     long_id = "x" * 300  # ids have no length limit in the contract: no VARCHAR to overflow
     for note in (sms(id=long_id), sms(id=long_id)):
@@ -390,7 +314,7 @@ def test_postgresql_records_and_dedupes_too(
     [row] = console.rows(locker_id)
     assert (row["notification_id"], row["status"], row["recipient"]) == (
         long_id, "sent", "+7900***4567")
-    assert len(handler.seen) == 1
+    assert len(gateway.requests) == 1
     assert not any(SMS_TEXT in str(v) or PHONE in str(v) for v in row.values())
 
 
@@ -404,8 +328,8 @@ def test_mask_recipient(to: str, masked: str) -> None:
     assert mask_recipient(to) == masked
 
 
-async def test_gateway_get_and_form_bodies(gateway: tuple[str, type[GatewayHandler]]) -> None:
-    url, handler = gateway
+async def test_gateway_get_and_form_bodies(gateway: GatewayRecorder) -> None:
+    url = gateway.url
     get = ConsoleNotifier(Notifier.model_validate({
         "sms": "http", "http": {"url": f"{url}/s?to={{phone}}&msg={{text}}", "method": "GET"}}))
     assert (await get.deliver(sms())).status == "sent"
@@ -413,7 +337,7 @@ async def test_gateway_get_and_form_bodies(gateway: tuple[str, type[GatewayHandl
         "sms": "http", "http": {"url": f"{url}/f", "body_template": "to={phone}&msg={text}",
                                 "body_escape": "form"}}))
     assert (await form.deliver(sms())).status == "sent"
-    got, posted = handler.seen
+    got, posted = gateway.requests
     assert got.method == "GET" and got.query == {"to": [PHONE], "msg": [SMS_TEXT]}
     assert urllib.parse.parse_qs(posted.body.decode()) == {"to": [PHONE], "msg": [SMS_TEXT]}
 

@@ -5,17 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
-import threading
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from contract.messages import Notification
 from daemon.io.notifier import (
@@ -28,47 +22,21 @@ from daemon.io.notifier import (
     SmtpEmail,
     fill_template,
 )
+from tests.fixtures.messaging import GatewayRecorder, SmtpCollector, free_port
 
 TEXT_RU = "Код подтверждения: 123456. Никому не сообщайте."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- SMTP ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Collector:
-    """aiosmtpd handler keeping every message it accepts."""
-
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Controller, Collector]]:
-    collector = Collector()
-    controller = Controller(collector, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, collector
-    controller.stop()
-
-
-async def test_smtp_email_reaches_a_real_server(smtp_server: tuple[Controller, Collector]) -> None:
-    controller, collector = smtp_server
+async def test_smtp_email_reaches_a_real_server(smtp_server: SmtpCollector) -> None:
     mailer = SmtpEmail(
-        "127.0.0.1", "locker@example.org", port=controller.port, starttls=False, timeout_s=5
+        "127.0.0.1", "locker@example.org", port=smtp_server.port, starttls=False, timeout_s=5
     )
     result = await mailer.send_email("client@example.com", "Ваш PIN для ячейки 12", TEXT_RU)
     assert result.ok and result.channel == "email", result
-    [(sender, recipients, raw)] = collector.messages
+    [(sender, recipients, raw)] = smtp_server.messages
     assert sender == "locker@example.org" and recipients == ["client@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -95,61 +63,19 @@ def test_smtp_refuses_both_tls_modes() -> None:
 # -- HTTP SMS gateway -------------------------------------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class GatewayHandler(BaseHTTPRequestHandler):
-    seen: list[Seen]
-    status: int = 200
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append(Seen(self.command, self.path, dict(self.headers), body))
-        self.send_response(self.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    do_GET = _answer
-    do_POST = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def gateway() -> Iterator[tuple[str, type[GatewayHandler]]]:
-    handler = type("Handler", (GatewayHandler,), {"seen": [], "status": 200})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
-
-
-async def test_sms_gateway_get(gateway: tuple[str, type[GatewayHandler]]) -> None:
-    base, handler = gateway
-    sms = HttpSmsGateway(f"{base}/send?key=secret&to={{phone}}&msg={{text}}", method="GET")
+async def test_sms_gateway_get(gateway: GatewayRecorder) -> None:
+    sms = HttpSmsGateway(f"{gateway.url}/send?key=secret&to={{phone}}&msg={{text}}", method="GET")
     result = await sms.send_sms("+79001234567", TEXT_RU)
     assert result.ok and result.status == 200
     assert "secret" not in result.detail  # the query may hold an API key
-    [seen] = handler.seen
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(seen.path).query)
+    [seen] = gateway.requests
     assert seen.method == "GET"
-    assert query == {"key": ["secret"], "to": ["+79001234567"], "msg": [TEXT_RU]}
+    assert seen.query == {"key": ["secret"], "to": ["+79001234567"], "msg": [TEXT_RU]}
 
 
-async def test_sms_gateway_post_json_template(gateway: tuple[str, type[GatewayHandler]]) -> None:
-    base, handler = gateway
+async def test_sms_gateway_post_json_template(gateway: GatewayRecorder) -> None:
     sms = HttpSmsGateway(
-        f"{base}/api/sms",
+        f"{gateway.url}/api/sms",
         method="POST",
         body_template='{"to": "{phone}", "message": "{text}", "sender": "LOCKER"}',
         headers={"Content-Type": "application/json", "Authorization": "Bearer t0ken"},
@@ -157,29 +83,27 @@ async def test_sms_gateway_post_json_template(gateway: tuple[str, type[GatewayHa
     text = 'Code "42"\nline two'
     result = await sms.send_sms("+79001234567", text)
     assert result.ok
-    [seen] = handler.seen
+    [seen] = gateway.requests
     assert (seen.method, seen.path) == ("POST", "/api/sms")
     assert seen.headers["Authorization"] == "Bearer t0ken"
     assert json.loads(seen.body) == {"to": "+79001234567", "message": text, "sender": "LOCKER"}
 
 
-async def test_sms_gateway_post_form_template(gateway: tuple[str, type[GatewayHandler]]) -> None:
-    base, handler = gateway
+async def test_sms_gateway_post_form_template(gateway: GatewayRecorder) -> None:
     sms = HttpSmsGateway(
-        f"{base}/form",
+        f"{gateway.url}/form",
         body_template="phone={phone}&text={text}",
         body_escape="form",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert (await sms.send_sms("+79001234567", TEXT_RU)).ok
-    form = urllib.parse.parse_qs(handler.seen[0].body.decode())
+    form = urllib.parse.parse_qs(gateway.requests[0].body.decode())
     assert form == {"phone": ["+79001234567"], "text": [TEXT_RU]}
 
 
-async def test_sms_gateway_500_is_a_failure(gateway: tuple[str, type[GatewayHandler]]) -> None:
-    base, handler = gateway
-    handler.status = 500
-    result = await HttpSmsGateway(f"{base}/x", body_template="{text}").send_sms("+7900", "t")
+async def test_sms_gateway_500_is_a_failure(gateway: GatewayRecorder) -> None:
+    gateway.status = 500
+    result = await HttpSmsGateway(f"{gateway.url}/x", body_template="{text}").send_sms("+7900", "t")
     assert not result.ok and result.status == 500 and "500" in result.detail
 
 

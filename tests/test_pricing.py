@@ -16,9 +16,9 @@ from contract.pricing import (
     ChargingTariff,
     Period,
     RentalTariff,
-    Step,
     StepTariff,
 )
+from tests.strategies import charging_tariff_st, step_tariff_st
 
 MIN = MINUTE_MS
 HOUR = HOUR_MS
@@ -267,40 +267,8 @@ def test_rental_tariff_free_for_ever_after_saturation() -> None:
 
 
 # -- properties ---------------------------------------------------------------------------------
-steps_st = st.lists(
-    st.builds(
-        Step,
-        length=st.integers(1, 90),
-        unit=st.sampled_from(["minutes", "hours"]),
-        price=st.integers(0, 50_000),
-    ),
-    min_size=1,
-    max_size=6,
-)
-tariff_st = st.builds(
-    StepTariff,
-    id=st.just("t"),
-    name=st.just("t"),
-    currency=st.just("RUB"),
-    steps=steps_st,
-    grace_s=st.integers(0, 3 * 3600) | st.just(0),
-)
-charging_st = (
-    st.none()
-    | st.builds(
-        ChargingTariff,
-        id=st.just("c"),
-        name=st.just("c"),
-        currency=st.just("RUB"),
-        mode=st.just("per_period"),
-        price=st.integers(0, 5_000),
-        period=st.builds(
-            Period, length=st.integers(1, 90), unit=st.sampled_from(["minutes", "hours"])
-        ),
-        cap=st.none() | st.integers(0, 20_000),
-    )
-    | st.just(FLAT)
-)
+tariff_st = step_tariff_st(max_steps=6)
+charging_st = charging_tariff_st(st.just(FLAT))
 duration_st = st.integers(0, 30 * 24 * HOUR)
 
 

@@ -15,10 +15,10 @@ from contract.pricing import (
     ChargingTariff,
     Period,
     RentalTariff,
-    Step,
     StepTariff,
 )
 from daemon.storage import billing
+from tests.strategies import charging_tariff_st, step_tariff_st
 
 MIN = MINUTE_MS
 HOUR = HOUR_MS
@@ -290,35 +290,8 @@ def test_due_at_after_payment_is_none_when_paid_for_ever_without_limit() -> None
 
 
 # -- properties ---------------------------------------------------------------------------------
-steps_st = st.lists(
-    st.builds(
-        Step,
-        length=st.integers(1, 90),
-        unit=st.sampled_from(["minutes", "hours"]),
-        price=st.integers(0, 50_000),
-    ),
-    min_size=1,
-    max_size=5,
-)
-storage_st = st.builds(
-    StepTariff,
-    id=st.just("t"),
-    name=st.just("t"),
-    currency=st.just("RUB"),
-    steps=steps_st,
-    grace_s=st.just(0) | st.integers(0, 3 * 3600),
-)
-charging_st = st.none() | st.builds(
-    ChargingTariff,
-    id=st.just("c"),
-    name=st.just("c"),
-    currency=st.just("RUB"),
-    mode=st.just("per_period"),
-    price=st.integers(0, 5_000),
-    period=st.builds(Period, length=st.integers(1, 90),
-                     unit=st.sampled_from(["minutes", "hours"])),
-    cap=st.none() | st.integers(0, 20_000),
-)
+storage_st = step_tariff_st(max_steps=5, zero_grace_first=True)
+charging_st = charging_tariff_st()
 rental_st = st.builds(RentalTariff, storage=storage_st, charging=charging_st)
 mode_st = st.sampled_from(billing.PAYMENT_MODES)
 amount_st = st.integers(0, 500_000)

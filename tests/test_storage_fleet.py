@@ -156,7 +156,7 @@ async def test_sms_relayed_through_the_console(
     )
     await rig.wait_log("mqtt_connected")
     with config.open("a") as f:  # the console's own SMS provider: the test's gateway
-        f.write(f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{rig.sms.url}"\n'
+        f.write(f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{rig.sms.url}/send"\n'
                 f"body_template = '{SMS_BODY}'\n")
     ingest = subprocess.Popen(
         [CONSOLE, "--config", str(config), "ingest", "--client-id", f"ingest-{locker_id}"],
@@ -169,7 +169,7 @@ async def test_sms_relayed_through_the_console(
         rid = rental["rental_id"]
         sent = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+79001234567"})
         assert sent.status_code == 200, sent.text
-        sms = await rig.sms.wait(1, timeout=10)
+        sms = (await rig.sms.wait_async(1, timeout=10)).json()
         assert sms["to"] == "+79001234567"
         code = sms["text"].rsplit(" ", 1)[1]
         ok = await rig.http.post(f"/api/v1/rentals/{rid}/code", json={"code": code})

@@ -75,7 +75,7 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_phone"
     sent = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+7 900 123-45-67"})
     assert sent.status_code == 200, sent.text
-    sms = await rig.sms.wait(1)
+    sms = (await rig.sms.wait_async(1)).json()
     again = await rig.http.post(f"/api/v1/rentals/{rid}/phone", json={"phone": "+79001234567"})
     assert again.status_code == 429 and again.json()["error"]["code"] == "sms_too_soon"
     assert sms["to"] == "+79001234567"
@@ -90,7 +90,7 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
     started = await rig.http.post(f"/api/v1/rentals/{rid}/start")
     assert started.status_code == 200, started.text
     await rig.door_cycle(cell, "deposit_completed", since=mark)
-    pin_sms = await rig.sms.wait(2)
+    pin_sms = (await rig.sms.wait_async(2)).json()
     pin = (await rig.http.get(f"/api/v1/rentals/{rid}")).json()["pin"]
     assert pin in pin_sms["text"] and pin_sms["to"] == "+79001234567"
     issued = await rig.wait_event("pin_issued", cell=cell, since=mark)
@@ -114,7 +114,8 @@ async def test_sms_confirmed_postpaid_rental_pays_at_pickup_with_email_receipt(
     deadline = time.monotonic() + 5
     while not rig.mailbox.messages and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    [(_sender, rcpt, content)] = rig.mailbox.messages
+    [(_sender, rcpt, raw)] = rig.mailbox.messages
+    content = raw.decode("utf-8", errors="replace")
     assert rcpt == ["client@example.org"] and "450.00 RUB" in content
 
 

@@ -34,8 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORK = ROOT / "var" / "demo"
 
+def _free_port(preferred: int = 18080) -> int:
+    """The preferred port if nothing listens there, else any free one."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 #: L1 is a storage locker: its kiosk API listens here (see docs/storage.md).
-KIOSK_PORT = 18080
+KIOSK_PORT = _free_port()
 
 LOCKERS = {
     # locker id: (protocol, boards on the bus, locks used per board)
@@ -358,6 +369,8 @@ def _what_runs_where(broker: FleetBroker, console_toml: Path, controls: dict[str
         f"{c} open --locker L1 --cell 5 --reason test",
         f"{c} block --locker L2 --cell 1 --reason cleaning",
         f"{c} watch",
+        f"curl -s 127.0.0.1:{KIOSK_PORT}/api/v1/offers      # L1's kiosk API (docs at /docs)",
+        f".venv/bin/lockerd ctl --config {rel(WORK / 'L1' / 'locker.toml')} payments",
         f".venv/bin/lockerd ctl --config {rel(WORK / 'L1' / 'locker.toml')} cells",
         f".venv/bin/lockerd ctl --config {rel(WORK / 'L1' / 'locker.toml')} deposit --cell 7",
         f"echo 'close 0 7' | nc -U {rel(controls['L1'])}     # close a door by hand",

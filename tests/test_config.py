@@ -52,6 +52,19 @@ def run_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def assert_refused(path: Path, expected: str) -> None:
+    """Both the loader and `lockerd --check` refuse the file with one line naming the key."""
+    with pytest.raises(ConfigError) as info:
+        load_locker_config(path)
+    assert expected in str(info.value)
+    result = run_check(path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
 def test_examples_in_config_folder_are_valid() -> None:
     locker = load_locker_config(ROOT / "config" / "locker.example.toml")
     assert len(locker.cells) == 32
@@ -96,15 +109,7 @@ def test_good_file_passes_check(tmp_path: Path) -> None:
 )
 def test_bad_file_exits_2_naming_the_key(tmp_path: Path, edit, expected: str) -> None:
     path = write(tmp_path, edit(GOOD))
-    with pytest.raises(ConfigError) as info:
-        load_locker_config(path)
-    assert expected in str(info.value)
-    result = run_check(path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert expected in lines[0]
-    assert "Traceback" not in result.stderr
+    assert_refused(path, expected)
 
 
 #: Cells 1 and 2 lock on a CU16 board; cell 3 locks on relay channel 1 of a Modbus relay board
@@ -166,14 +171,7 @@ def test_charging_sockets_on_free_relay_channels_pass(tmp_path: Path) -> None:
 )
 def test_bad_charging_socket_exits_2_naming_the_key(tmp_path: Path, edit, expected: str) -> None:
     path = write(tmp_path, edit(CHARGING))
-    with pytest.raises(ConfigError) as info:
-        load_locker_config(path)
-    assert expected in str(info.value)
-    result = run_check(path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert expected in lines[0]
+    assert_refused(path, expected)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -378,3 +378,30 @@ async def test_postpaid_with_printed_pin_prints_a_pin_slip(storage_locker) -> No
     assert slip["data"]["total"] == 0 and slip["data"]["printed"] is True
     printed = rig.receipts.read_bytes()
     assert view["pin"].encode() in printed and b"pay at pickup" in printed
+
+
+async def test_an_unknown_outcome_is_settled_once_the_terminal_answers(storage_locker) -> None:
+    """Approved by the bank, reply lost, terminal then unreachable: the client is told the truth
+    (unknown), the door stays shut, and the money comes back as soon as the terminal answers."""
+    rig = await storage_locker(profile_toml(mode="prepaid"))
+    rental = (await rig.http.post("/api/v1/rentals", json={"size": "M", "period_s": 3600})).json()
+    rig.terminal.set_next("timeout")
+    rig.terminal.hold_after_approve_s = 0.3
+
+    async def terminal_drops_off() -> None:
+        await asyncio.sleep(0.15)  # after the approval, before the (lost) reply
+        rig.terminal.offline = True
+
+    dropped = asyncio.create_task(terminal_drops_off())
+    started = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    await dropped
+    assert started.status_code == 502 and started.json()["error"]["code"] == "payment_unknown"
+    unknown = await rig.wait_event("payment_unknown", cell=rental["cell"])
+    assert unknown["data"]["alarm"] is True  # an operator should look
+    assert rig.sim.unlock_count(0, rental["cell"]) == 0
+
+    rig.terminal.offline = False  # reconcile (every 0.5 s) learns it was approved: not delivered
+    voided = await rig.wait_event("payment_voided", cell=rental["cell"], timeout=5)
+    assert voided["data"]["reason"] == "not_delivered"
+    [op] = _ops(rig)
+    assert (op["charges"], op["voids"], op["status"]) == (1, 1, "voided")

@@ -210,6 +210,14 @@ class SmsCodes:
             if code_dead and all(t <= window_start for t in entry.sends):
                 del self._entries[phone]
 
+    def shift(self, delta_ms: int) -> None:
+        """The wall clock stepped: codes live and sends count as long as they were meant to."""
+        self._entries = {
+            phone: replace(e, expires_at_ms=e.expires_at_ms + delta_ms,
+                           sends=tuple(t + delta_ms for t in e.sends))
+            for phone, e in self._entries.items()
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state (contains live codes: store it privately)."""
         return {

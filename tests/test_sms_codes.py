@@ -173,3 +173,13 @@ def test_codes_keyed_by_normalised_phone() -> None:
     assert codes.verify(PHONE, "123456", 1) is VerifyResult.OK
     with pytest.raises(PhoneError):
         codes.issue("not a phone", 0)
+
+
+@pytest.mark.parametrize("jump", [5 * 3600_000, -8 * 3600_000])
+def test_a_clock_jump_keeps_codes_and_send_limits_as_long_as_they_were(
+    codes: SmsCodes, jump: int
+) -> None:
+    codes.issue(PHONE, 0)
+    codes.shift(jump)  # the wall clock stepped by `jump` right after the send
+    assert codes.issue(PHONE, jump + 1_000).status is IssueStatus.TOO_SOON  # still 30 s apart
+    assert codes.verify(PHONE, "111111", jump + 4 * MIN) is VerifyResult.OK  # still alive

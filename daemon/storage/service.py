@@ -745,6 +745,7 @@ class StorageService:
 
     def clock_jumped(self, delta_ms: int) -> None:
         self.guard.shift(delta_ms)
+        self.codes.shift(delta_ms)
         self._save_kiosk_state()
         for draft in self.drafts.values():
             draft.created_at += delta_ms

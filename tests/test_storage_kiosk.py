@@ -228,10 +228,10 @@ async def test_declined_then_approved_payment_charges_once(storage_locker) -> No
     ok = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
     assert ok.status_code == 200, ok.text
     await rig.door_cycle(rental["cell"], "deposit_completed", since=mark)
-    ops = _ops(rig)
-    assert [(o["status"], o["charges"]) for o in ops] == [
-        ("declined", 0), ("cancelled", 0), ("approved", 1)
-    ]
+    [op] = _ops(rig)  # three attempts, one operation, one charge
+    assert (op["status"], op["attempts"], op["charges"]) == ("approved", 3, 1)
+    records = [p for p in rig.daemon.store.payments() if p["op_id"] == op["operation_id"]]
+    assert [(p["status"], p["settled"]) for p in records] == [("captured", True)]
 
 
 async def test_door_that_never_opens_gives_the_money_back(storage_locker) -> None:
@@ -405,3 +405,40 @@ async def test_an_unknown_outcome_is_settled_once_the_terminal_answers(storage_l
     assert voided["data"]["reason"] == "not_delivered"
     [op] = _ops(rig)
     assert (op["charges"], op["voids"], op["status"]) == (1, 1, "voided")
+
+    # The client tries again: the voided operation is not reused, a new one is charged.
+    mark = rig.mark
+    again = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    assert again.status_code == 200, again.text
+    await rig.door_cycle(rental["cell"], "deposit_completed", since=mark)
+    assert [(o["status"], o["charges"]) for o in _ops(rig)] == [("voided", 1), ("approved", 1)]
+
+
+async def test_trying_again_after_an_unknown_outcome_is_not_a_second_charge(
+    storage_locker,
+) -> None:
+    rig = await storage_locker(profile_toml(mode="prepaid"))
+    rig.daemon.storage.ledger.reconcile = _never  # the client is quicker than reconcile here
+    rental = (await rig.http.post("/api/v1/rentals", json={"size": "M", "period_s": 3600})).json()
+    rig.terminal.set_next("timeout")
+    rig.terminal.hold_after_approve_s = 0.3
+
+    async def terminal_drops_off() -> None:
+        await asyncio.sleep(0.15)
+        rig.terminal.offline = True
+
+    dropped = asyncio.create_task(terminal_drops_off())
+    first = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    await dropped
+    assert first.json()["error"]["code"] == "payment_unknown"
+    rig.terminal.offline, rig.terminal.hold_after_approve_s = False, 0
+    mark = rig.mark
+    again = await rig.http.post(f"/api/v1/rentals/{rental['rental_id']}/start")
+    assert again.status_code == 200, again.text  # the terminal knew: approved already
+    await rig.door_cycle(rental["cell"], "deposit_completed", since=mark)
+    [op] = _ops(rig)
+    assert (op["charges"], op["voids"], op["status"]) == (1, 0, "approved")
+
+
+async def _never() -> None:
+    return None

@@ -67,17 +67,19 @@ class PaymentLedger:
 
     async def charge(
         self, kind: str, cell: int, amount: int, currency: str, *, tenancy_id: str, ref: str,
-        language: str,
+        language: str, op_id: str | None = None,
     ) -> tuple[dict[str, Any], PaymentResult]:
         """Commit a `charging` record, then ask the terminal; an unknown outcome is asked again.
 
-        Call with `lock` held, and commit what the outcome means before releasing it.
+        Call with `lock` held, and commit what the outcome means before releasing it. Passing
+        the `op_id` of an earlier attempt (the client tries again) makes it the same operation:
+        the terminal takes money for it at most once, even if the earlier outcome was unknown.
         """
         if self.terminal is None:
             raise StorageError("no_payment", 503)
         now = self.daemon.clock()
         record = {
-            "op_id": f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
+            "op_id": op_id or f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
             "kind": kind,
             "cell": cell,
             "tenancy_id": tenancy_id,
@@ -99,6 +101,14 @@ class PaymentLedger:
         if result.status is PaymentStatus.TIMEOUT:
             result = await self._ask(record["op_id"], amount, currency)
         return record, result
+
+    def retry_id(self, op_id: str | None) -> str | None:
+        """`op_id` again for another try at the same payment, unless its money was already
+        given back (a voided operation can never be charged again: a new one is needed)."""
+        record = self.daemon.store.payment(op_id) if op_id else None
+        if record is None or record["status"] in ("voided", "refunded", "refund_due"):
+            return None
+        return op_id
 
     async def _ask(self, op_id: str, amount: int, currency: str) -> PaymentResult:
         assert self.terminal is not None

@@ -378,6 +378,7 @@ class StorageService:
             record, result = await self.ledger.charge(
                 "rent", draft.cell, draft.amount, draft.tariff.currency,
                 tenancy_id=draft.tenancy_id, ref=draft.id, language=draft.language,
+                op_id=self.ledger.retry_id(draft.op_id),  # another try: the same operation
             )
             draft.op_id = record["op_id"]
             if not result.approved:

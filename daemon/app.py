@@ -226,8 +226,8 @@ class LockerDaemon:
         try:
             await self._drivers[cell.charge_board].set_output(cell.charge_channel, on)
         except Exception as exc:
-            self.record_event("charging_failed", {"on": on, "error": str(exc), "alarm": True},
-                              cell=cell_id)
+            self.record_event("charging_failed", {"on": on, "error": str(exc)}, cell=cell_id,
+                              alarm=True)
             return
         if not quiet:
             self.record_event("charging_on" if on else "charging_off", {}, cell=cell_id)
@@ -349,7 +349,7 @@ class LockerDaemon:
         """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
         self.machine.clock_jumped(jump_ms)
         self.storage.clock_jumped(jump_ms)
-        self.record_event("clock_jumped", {"delta_ms": jump_ms, "alarm": True})
+        self.record_event("clock_jumped", {"delta_ms": jump_ms}, alarm=True)
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:
@@ -361,9 +361,11 @@ class LockerDaemon:
             data["alarm"] = True
         return data
 
-    def record_event(self, type_: str, data: dict[str, Any], cell: int | None = None) -> None:
+    def record_event(
+        self, type_: str, data: dict[str, Any], cell: int | None = None, *, alarm: bool = False
+    ) -> None:
         """An event that is not a cell transition (rejected command, config), made durable."""
-        self.apply([Event(type_, cell, data, False)])
+        self.apply([Event(type_, cell, data, alarm)])
 
     async def _unlock(self, unlock: Unlock) -> None:
         self.journal.line(

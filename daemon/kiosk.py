@@ -126,11 +126,11 @@ def create_app(service: StorageService) -> FastAPI:
     async def new_rental(body: NewRental, lang: Lang) -> dict[str, Any]:
         draft = service.create_rental(body.size, charging=body.charging,
                                       period_s=body.period_s, language=lang, email=body.email)
-        return draft.view(service.daemon.clock())
+        return draft.view()
 
     @app.get(f"{API}/rentals/{{rental_id}}")
     async def rental(rental_id: str) -> dict[str, Any]:
-        return service.draft(rental_id).view(service.daemon.clock())
+        return service.draft(rental_id).view()
 
     @app.post(f"{API}/rentals/{{rental_id}}/phone")
     async def phone(rental_id: str, body: PhoneNumber) -> dict[str, Any]:
@@ -138,17 +138,17 @@ def create_app(service: StorageService) -> FastAPI:
 
     @app.post(f"{API}/rentals/{{rental_id}}/code")
     async def code(rental_id: str, body: Code) -> dict[str, Any]:
-        return service.verify_code(rental_id, body.code).view(service.daemon.clock())
+        return service.verify_code(rental_id, body.code).view()
 
     @app.post(f"{API}/rentals/{{rental_id}}/start", dependencies=[Ready])
     async def start(rental_id: str) -> dict[str, Any]:
         """Pay (when the payment mode asks for it up front) and open the door."""
         draft = await service.start_rental(rental_id)
-        return draft.view(service.daemon.clock())
+        return draft.view()
 
     @app.post(f"{API}/rentals/{{rental_id}}/cancel")
     async def cancel(rental_id: str) -> dict[str, Any]:
-        return service.cancel_draft(rental_id).view(service.daemon.clock())
+        return service.cancel_draft(rental_id).view()
 
     Cell = Annotated[int, Path(ge=1)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import strategies as st
 
 from contract.pricing import ChargingTariff, Period, Step, StepTariff
@@ -52,4 +54,17 @@ def charging_tariff_st(
             cap=st.none() | st.integers(0, 20_000),
         ),
         *also,
+    )
+
+
+def step_tariff(steps: list[tuple[int, str, int]], **extra: Any) -> StepTariff:
+    """A RUB tariff from (length, unit, price) triples: the tests' way of writing one."""
+    return StepTariff.model_validate(
+        {
+            "id": "t",
+            "name": "test",
+            "currency": "RUB",
+            "steps": [{"length": n, "unit": u, "price": p} for n, u, p in steps],
+            **extra,
+        }
     )

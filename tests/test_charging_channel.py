@@ -6,7 +6,8 @@ socket: FC05 0xFF00 on coil channel-1 holds the relay on, 0x0000 switches it off
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -124,6 +125,14 @@ def board_relays(bus: SimBus) -> set[int]:
     return {n for n in range(1, 9) if relay_board(bus).relay(n)}
 
 
+@contextlib.asynccontextmanager
+async def driver_on(sim: PtySimulator) -> AsyncIterator[tuple[SerialBus, Any]]:
+    """The daemon's driver for the simulated relay board, on a real serial bus to its pty."""
+    config = board(sim)
+    async with SerialBus(sim.path, config.effective_baudrate) as bus:
+        yield bus, make_driver(config, bus)
+
+
 # --- a driver over a real pseudo-terminal --------------------------------------------------------
 
 
@@ -131,9 +140,7 @@ async def test_set_output_switches_the_simulated_relay(
     board_sim: Callable[..., PtySimulator],
 ) -> None:
     sim = board_sim("modbus-relay", locks=6)
-    config = board(sim)
-    async with SerialBus(sim.path, config.effective_baudrate) as bus:
-        driver = make_driver(config, bus)
+    async with driver_on(sim) as (bus, driver):
         assert await driver.start()
         assert await driver.set_output(7, True) is None
         assert sim.relay_on(0, 7) and not sim.relay_on(0, 8)
@@ -155,9 +162,7 @@ async def test_restart_frames_switch_relays_off_then_the_driver_holds_its_output
     board_sim: Callable[..., PtySimulator],
 ) -> None:
     sim = board_sim("modbus-relay", locks=6)
-    config = board(sim)
-    async with SerialBus(sim.path, config.effective_baudrate) as bus:
-        driver = make_driver(config, bus)
+    async with driver_on(sim) as (_, driver):
         assert await driver.start()
         await driver.set_output(8, True)
         await driver.set_output(7, True)
@@ -172,9 +177,7 @@ async def test_set_output_to_a_silent_board_is_an_error_and_heals_after_it_answe
     board_sim: Callable[..., PtySimulator],
 ) -> None:
     sim = board_sim("modbus-relay", locks=6)
-    config = board(sim)
-    async with SerialBus(sim.path, config.effective_baudrate) as bus:
-        driver = make_driver(config, bus)
+    async with driver_on(sim) as (_, driver):
         sim.set_silent(True)
         assert await driver.start() is False
         with pytest.raises(OutputError, match="board 'b0': no answer to output 7 on"):
@@ -192,9 +195,7 @@ async def test_set_output_refuses_a_channel_the_board_does_not_have(
     board_sim: Callable[..., PtySimulator],
 ) -> None:
     sim = board_sim("modbus-relay")
-    config = board(sim)
-    async with SerialBus(sim.path, config.effective_baudrate) as bus:
-        driver = make_driver(config, bus)
+    async with driver_on(sim) as (_, driver):
         with pytest.raises(ValueError, match=r"relay channel must be 1\.\.8, got 9"):
             await driver.set_output(9, True)
         assert sim.requests_seen() == 0 and driver.outputs == {}
@@ -205,9 +206,7 @@ async def test_kerong_driver_refuses_set_output(
     board_sim: Callable[..., PtySimulator], protocol: str
 ) -> None:
     sim = board_sim(protocol)
-    config = board(sim)
-    async with SerialBus(sim.path, config.effective_baudrate) as bus:
-        driver = make_driver(config, bus)
+    async with driver_on(sim) as (_, driver):
         with pytest.raises(OutputUnsupportedError, match=f"{protocol} boards have no held outputs"):
             await driver.set_output(1, True)
         assert sim.requests_seen() == 0 and sim.total_unlocks() == 0

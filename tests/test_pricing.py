@@ -19,6 +19,7 @@ from contract.pricing import (
     StepTariff,
 )
 from tests.strategies import charging_tariff_st, step_tariff_st
+from tests.strategies import step_tariff as tariff
 
 MIN = MINUTE_MS
 HOUR = HOUR_MS
@@ -26,18 +27,6 @@ HOUR = HOUR_MS
 
 def rub(roubles: int) -> Money:
     return Money(roubles * 100, "RUB")
-
-
-def tariff(steps: list[tuple[int, str, int]], **extra: Any) -> StepTariff:
-    return StepTariff.model_validate(
-        {
-            "id": "t",
-            "name": "test",
-            "currency": "RUB",
-            "steps": [{"length": n, "unit": u, "price": p} for n, u, p in steps],
-            **extra,
-        }
-    )
 
 
 #: The seed: first hour 100 roubles, second 90, third 75, then 75 for every further hour.

@@ -15,26 +15,13 @@ from contract.pricing import (
     ChargingTariff,
     Period,
     RentalTariff,
-    StepTariff,
 )
 from daemon.storage import billing
-from tests.strategies import charging_tariff_st, step_tariff_st
+from tests.strategies import charging_tariff_st, step_tariff, step_tariff_st
 
 MIN = MINUTE_MS
 HOUR = HOUR_MS
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def step_tariff(steps: list[tuple[int, str, int]], **extra: Any) -> StepTariff:
-    return StepTariff.model_validate(
-        {
-            "id": "t",
-            "name": "test",
-            "currency": "RUB",
-            "steps": [{"length": n, "unit": u, "price": p} for n, u, p in steps],
-            **extra,
-        }
-    )
 
 
 #: The seed: first hour 100 roubles, second 90, then 75 for every further hour (minor units).

@@ -20,15 +20,17 @@ from tests.test_fleet_console_e2e import (  # noqa: F401 (fixture)
 )
 
 
-async def _locker(storage_locker, mqtt_broker, key):
+async def _locker(storage_locker, mqtt_broker, key, profile: str | None = None, **extra):
+    """A storage locker in the fleet: its own broker account, trusting the console's key."""
     locker_id = f"S-{uuid.uuid4().hex[:8]}"
     creds = mqtt_broker.add_locker(locker_id)
     rig = await storage_locker(
-        profile_toml(mode="prepaid"),
+        profile or profile_toml(mode="prepaid"),
         locker_id=locker_id,
         mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port,
               "username": creds.username, "password": creds.password},
         trust={"console-1": public_key_b64(key)},
+        **extra,
     )
     await rig.wait_log("mqtt_connected")
     return locker_id, rig
@@ -144,17 +146,9 @@ async def test_sms_relayed_through_the_console(
 ) -> None:
     """A locker without an SMS provider of its own: the console's ingest sends its SMS."""
     key, config, db = console_setup
-    locker_id = f"S-{uuid.uuid4().hex[:8]}"
-    creds = mqtt_broker.add_locker(locker_id)
-    rig = await storage_locker(
-        profile_toml(mode="postpaid", auth="sms"),
-        locker_id=locker_id,
-        mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port,
-              "username": creds.username, "password": creds.password},
-        trust={"console-1": public_key_b64(key)},
-        notifier={"sms": "mqtt"},
-    )
-    await rig.wait_log("mqtt_connected")
+    locker_id, rig = await _locker(storage_locker, mqtt_broker, key,
+                                   profile_toml(mode="postpaid", auth="sms"),
+                                   notifier={"sms": "mqtt"})
     with config.open("a") as f:  # the console's own SMS provider: the test's gateway
         f.write(f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{rig.sms.url}/send"\n'
                 f"body_template = '{SMS_BODY}'\n")

@@ -21,7 +21,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contract.pricing import RentalTariff
@@ -74,9 +74,8 @@ class Draft:
     tenancy_id: str | None = None
     detail: str = ""
     receipt: str | None = None
-    history: list[str] = field(default_factory=list)
 
-    def view(self, now_ms: int) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "rental_id": self.id,
             "cell": self.cell,

@@ -17,7 +17,7 @@ from daemon.io.notifier import (
     MqttRelayNotifier,
     SmtpEmail,
 )
-from daemon.io.payment import Outcome, SimulatedTerminal
+from daemon.io.payment import SimulatedTerminal
 from daemon.io.receipts import (
     DevicePrinter,
     FilePrinter,
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 class _Nowhere:
     """A channel that is switched off: every message fails plainly."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
 
     async def send_sms(self, phone: str, text: str) -> DeliveryResult:
         return DeliveryResult(False, "sms", "no SMS channel is configured")
@@ -78,7 +75,7 @@ def build_notifier(settings: NotifierSettings, daemon: LockerDaemon) -> Combined
             return MqttRelayNotifier(daemon.relay_notification)
         if kind == "log":
             return LogNotifier(lambda line: daemon.journal.line("notify_log", text=line))
-        return _Nowhere(kind)
+        return _Nowhere()
 
     return CombinedNotifier(adapter(settings.sms), adapter(settings.email))
 
@@ -129,4 +126,4 @@ async def simulator_control(terminal: SimulatedTerminal, request: dict[str, Any]
             "offline": terminal.offline, "operations": terminal.operations()}
 
 
-__all__ = ["Outcome", "build_storage", "simulator_control"]
+__all__ = ["build_storage", "simulator_control"]

@@ -75,6 +75,14 @@ class Reason(StrEnum):
     LOCK_FAULT = "lock_fault"
     #: The locker could not carry out the command for a reason of its own (see its logs).
     INTERNAL_ERROR = "internal_error"
+    #: The cell has no tenancy to act on (`waive`, `reveal-pin`, `evict`).
+    NOT_OCCUPIED = "not_occupied"
+    #: The tenancy has no PIN to reveal (`reveal-pin`).
+    NO_PIN = "no_pin"
+    #: The lock was released but the door was never seen open (`evict`).
+    NOT_OPENED = "not_opened"
+    #: A configuration whose body is not a valid profile for the locker's cells.
+    BAD_PROFILE = "bad_profile"
 
 
 def _reject_bool(value: Any) -> Any:

@@ -201,7 +201,7 @@ class FleetSide:
             else:
                 detail = self._profile_problem(cfg.body)
                 if detail:
-                    reason = "bad_profile"
+                    reason = Reason.BAD_PROFILE
         if reason is not None:
             d.record_event(
                 "config_rejected",

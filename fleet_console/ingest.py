@@ -26,11 +26,12 @@ A single ingest per database is assumed (its watermark state lives in memory and
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
 are taken out of the batch and handled beside it, a few at a time, so a slow gateway never holds
 up events: unless a row for (locker, id) exists already (a QoS 1 duplicate: not sent again), the
-message goes out through the `[notifier]` channel, then a `notifications` row records the masked
-recipient and the outcome (`sent`, `failed`, `no_channel`), and only then is it acknowledged to
-the broker. A crash between the provider's acceptance and that commit sends it again on
-redelivery (at least once). The text (codes, PINs) is never stored or logged, not even the text
-of a malformed payload.
+message goes out through the `[notifier]` channel (a failure that may pass is tried again,
+`[notifier] attempts` and `retry_s`), then a `notifications` row records the masked recipient and
+the outcome (`sent`, `failed`, `no_channel`), and only then is it acknowledged to the broker.
+A crash between the provider's acceptance and that commit sends it again on redelivery (at least
+once); so does a stop while it waits to try again. The text (codes, PINs) is never stored or
+logged, not even the text of a malformed payload.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
@@ -74,7 +75,7 @@ from fleet_console.db import (
     upsert,
 )
 from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, make_client
-from fleet_console.notify import ConsoleNotifier, mask_recipient
+from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -529,7 +530,7 @@ class Ingest:
                 log.info("notification %s of locker %s seen before: not sent again",
                          note.id, locker)
                 return True
-            delivery = await self.notifier.deliver(note)
+            delivery = await self._deliver(locker, note)
             row = {"locker": locker, "notification_id": note.id, "channel": note.channel,
                    "recipient": mask_recipient(note.to), "status": delivery.status,
                    "detail": delivery.detail, "at": self._now_ms()}
@@ -541,6 +542,25 @@ class Ingest:
         log.log(level, "notification %s of locker %s: %s to %s %s (%s)", note.id, locker,
                 note.channel, row["recipient"], delivery.status, delivery.detail)
         return True
+
+    async def _deliver(self, locker: str, note: Notification) -> Delivery:
+        """Send, trying a transient failure again with a doubling wait (raises _Stopped on stop,
+        so the message stays unacknowledged and the broker hands it over again)."""
+        attempts, delay = self.notifier.attempts, self.notifier.retry_s
+        for attempt in range(1, attempts + 1):
+            delivery = await self.notifier.deliver(note)
+            if not delivery.transient or attempt == attempts:
+                break
+            log.warning("notification %s of locker %s: try %d of %d failed (%s); again in %.1f s",
+                        note.id, locker, attempt, attempts, delivery.detail, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            if self._stop.is_set():
+                raise _Stopped
+            delay *= 2
+        if attempt > 1:
+            delivery = replace(delivery, detail=f"{delivery.detail} (try {attempt} of {attempts})")
+        return delivery
 
     async def _in_db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` with the batch's threading rule, retried on database errors until

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import aiosmtplib
 
@@ -37,6 +37,16 @@ class Delivery:
 
     status: Status
     detail: str
+    #: A failure another try may mend (gateway 5xx or 429, timeout, SMTP 4xx, unreachable).
+    transient: bool = False
+
+
+class Attempt(NamedTuple):
+    """One try of one sender."""
+
+    ok: bool
+    detail: str
+    transient: bool = False
 
 
 def mask_recipient(to: str) -> str:
@@ -52,8 +62,6 @@ def mask_recipient(to: str) -> str:
     return "***"
 
 
-
-
 class HttpSmsGateway:
     """An SMS provider's HTTP API; any 2xx reply means accepted. Blocking urllib in a thread."""
 
@@ -61,10 +69,10 @@ class HttpSmsGateway:
         self.cfg = cfg
         self.host = urllib.parse.urlsplit(cfg.url).netloc  # never the query: it may hold a key
 
-    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+    async def send(self, to: str, subject: str, text: str) -> Attempt:
         return await asyncio.to_thread(self._send, to, text)
 
-    def _send(self, phone: str, text: str) -> tuple[bool, str]:
+    def _send(self, phone: str, text: str) -> Attempt:
         values = {"phone": phone, "text": text}
         url = fill_template(self.cfg.url, values, "form")
         body = None
@@ -78,12 +86,14 @@ class HttpSmsGateway:
                 status = response.status
                 response.read()
         except urllib.error.HTTPError as exc:
-            return False, f"gateway {self.host} answered {exc.code}"
+            status = exc.code
         except (urllib.error.URLError, OSError) as exc:
-            return False, f"gateway {self.host} unreachable: {getattr(exc, 'reason', exc)}"
+            reason = getattr(exc, "reason", exc)
+            return Attempt(False, f"gateway {self.host} unreachable: {reason}", transient=True)
         if not 200 <= status < 300:
-            return False, f"gateway {self.host} answered {status}"
-        return True, f"accepted by {self.host} ({status})"
+            transient = status >= 500 or status in (408, 429)
+            return Attempt(False, f"gateway {self.host} answered {status}", transient)
+        return Attempt(True, f"accepted by {self.host} ({status})")
 
 
 class SmtpEmail:
@@ -92,7 +102,7 @@ class SmtpEmail:
     def __init__(self, cfg: SmtpSettings) -> None:
         self.cfg = cfg
 
-    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+    async def send(self, to: str, subject: str, text: str) -> Attempt:
         c = self.cfg
         message = EmailMessage()
         message["From"] = c.sender
@@ -106,13 +116,14 @@ class SmtpEmail:
                 message, hostname=c.host, port=c.port, username=c.username, password=c.password,
                 start_tls=c.starttls, use_tls=c.use_tls, timeout=c.timeout_s,
             )
-        except aiosmtplib.SMTPResponseException as exc:
-            return False, f"SMTP {c.host}: {exc.code} {exc.message}"
+        except aiosmtplib.SMTPResponseException as exc:  # 4xx: try later; 5xx: for good
+            return Attempt(False, f"SMTP {c.host}: {exc.code} {exc.message}", exc.code < 500)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return False, f"SMTP {c.host}: {exc}"
+            return Attempt(False, f"SMTP {c.host}: {exc}", transient=True)
         if to in errors:
-            return False, f"SMTP {c.host} refused the recipient: {errors[to].code}"
-        return True, f"SMTP {c.host}: {reply}"
+            code = errors[to].code
+            return Attempt(False, f"SMTP {c.host} refused the recipient: {code}", code < 500)
+        return Attempt(True, f"SMTP {c.host}: {reply}")
 
 
 class LogOnly:
@@ -121,10 +132,10 @@ class LogOnly:
     def __init__(self, channel: str) -> None:
         self.channel = channel
 
-    async def send(self, to: str, subject: str, text: str) -> tuple[bool, str]:
+    async def send(self, to: str, subject: str, text: str) -> Attempt:
         log.info("%s to %s (%d characters, text withheld)", self.channel, mask_recipient(to),
                  len(text))
-        return True, "logged (demo channel: not delivered)"
+        return Attempt(True, "logged (demo channel: not delivered)")
 
 
 class ConsoleNotifier:
@@ -132,6 +143,8 @@ class ConsoleNotifier:
 
     def __init__(self, cfg: Notifier | None = None) -> None:
         cfg = cfg or Notifier()
+        #: Tries of a transient failure, and the wait before the second (doubling after).
+        self.attempts, self.retry_s = cfg.attempts, cfg.retry_s
         self.sms = (
             HttpSmsGateway(cfg.http) if cfg.sms == "http" and cfg.http
             else LogOnly("SMS") if cfg.sms == "log" else None
@@ -142,14 +155,15 @@ class ConsoleNotifier:
         )
 
     async def deliver(self, n: Notification) -> Delivery:
+        """One try; the ingest tries a transient failure again (`attempts`, `retry_s`)."""
         sender = self.sms if n.channel == "sms" else self.email
         if sender is None:
             return Delivery("no_channel", f"no {n.channel} channel configured ([notifier])")
         try:
-            ok, detail = await sender.send(n.to, n.subject or "", n.text)
+            ok, detail, transient = await sender.send(n.to, n.subject or "", n.text)
         except Exception as exc:  # an adapter's bug must not stop the ingest or leak the text
-            ok, detail = False, f"{n.channel} adapter error: {type(exc).__name__}"
-        return Delivery("sent" if ok else "failed", _scrub(detail, n))
+            ok, detail, transient = False, f"{n.channel} adapter error: {type(exc).__name__}", False
+        return Delivery("sent" if ok else "failed", _scrub(detail, n), transient and not ok)
 
 
 def _scrub(detail: str, n: Notification) -> str:

@@ -120,7 +120,7 @@ def start_console(mqtt_broker: MqttBroker, tmp_path: Path) -> Iterator[Callable[
     """Start an ingest whose configuration ends with the given `[notifier]` TOML."""
     started: list[IngestProcess] = []
 
-    def start(notifier_toml: str, url: str | None = None) -> Console:
+    def start(notifier_toml: str, url: str | None = None, client_id: str | None = None) -> Console:
         mqtt_broker.ensure_running()
         user, password = mqtt_broker.console_credentials
         url = url or f"sqlite:///{tmp_path}/console-{len(started)}.db"
@@ -130,7 +130,7 @@ def start_console(mqtt_broker: MqttBroker, tmp_path: Path) -> Iterator[Callable[
             f'username = "{user}"\npassword = "{password}"\n'
             f'[database]\nurl = "{url}"\n{notifier_toml}'
         )
-        started.append(IngestProcess(config, unique_id("ingest")))
+        started.append(IngestProcess(config, client_id or unique_id("ingest")))
         return Console(started[-1], url)
 
     yield start
@@ -160,7 +160,7 @@ def sms(text: str = SMS_TEXT, id: str | None = None, to: str = PHONE) -> Notific
 
 def notifier_toml(gateway_url: str, smtp_port: int) -> str:
     return (
-        '[notifier]\nsms = "http"\nemail = "smtp"\n'
+        '[notifier]\nsms = "http"\nemail = "smtp"\nretry_s = 0.05\n'
         f'[notifier.http]\nurl = "{gateway_url}/send?key=API-KEY"\n'
         """body_template = '{"to": "{phone}", "text": "{text}"}'\n"""
         'headers = { "Content-Type" = "application/json" }\ntimeout_s = 5\n'
@@ -286,7 +286,7 @@ def test_without_a_channel_the_row_says_no_channel(
     assert_no_secrets(console, SMS_TEXT, MAIL_TEXT)
 
 
-def test_a_gateway_failure_is_recorded_as_failed(
+def test_a_gateway_failure_is_recorded_as_failed_after_its_tries(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
     gateway: GatewayRecorder, smtp_server: SmtpCollector,
 ) -> None:
@@ -295,9 +295,57 @@ def test_a_gateway_failure_is_recorded_as_failed(
     locker_id, client = locker
     relay(client, locker_id, sms(id="f-1"))
     [row] = wait_until(lambda: console.rows(locker_id), "the row")
-    assert row["status"] == "failed" and "answered 503" in row["detail"]
-    assert len(gateway.requests) == 1
+    assert row["status"] == "failed" and row["detail"].endswith("answered 503 (try 3 of 3)")
+    assert len(gateway.requests) == 3  # [notifier] attempts = 3 by default
+    assert console.ingest.count("try 2 of 3 failed") == 1
     assert_no_secrets(console, SMS_TEXT)
+
+
+def test_a_passing_gateway_failure_is_tried_again_until_sent(
+    start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
+) -> None:
+    gateway.statuses = [503, 429]  # down, then busy, then it takes the message
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
+    locker_id, client = locker
+    relay(client, locker_id, sms(id="p-1"))
+    [row] = wait_until(lambda: console.rows(locker_id), "the row")
+    assert row["status"] == "sent" and row["detail"].endswith("(try 3 of 3)")
+    assert [json.loads(r.body) for r in gateway.requests] == [{"to": PHONE, "text": SMS_TEXT}] * 3
+
+
+def test_a_stop_while_waiting_to_try_again_leaves_the_message_to_the_next_run(
+    start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
+) -> None:
+    gateway.statuses = [503]
+    toml = notifier_toml(gateway.url, smtp_server.port).replace("retry_s = 0.05", "retry_s = 60")
+    console = start_console(toml)
+    locker_id, client = locker
+    relay(client, locker_id, sms(id="s-1"))
+    wait_until(lambda: console.ingest.count("try 1 of 3 failed"), "the first try failed")
+    began = time.monotonic()
+    console.ingest.stop()
+    assert time.monotonic() - began < 10  # neither the 60 s wait nor the drain's 15 s
+    assert console.rows(locker_id) == []  # not recorded, so not acknowledged either
+
+    again = start_console(toml, console.url, client_id=console.ingest.client_id)
+    [row] = wait_until(lambda: again.rows(locker_id), "the row after the restart")
+    assert row["status"] == "sent" and len(gateway.requests) == 2
+
+
+def test_a_refused_message_is_not_tried_again(
+    start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
+) -> None:
+    gateway.status = 400  # the provider will never take this one: trying again only spends
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
+    locker_id, client = locker
+    relay(client, locker_id, sms(id="r-1"))
+    [row] = wait_until(lambda: console.rows(locker_id), "the row")
+    host = gateway.url.removeprefix("http://")
+    assert (row["status"], row["detail"]) == ("failed", f"gateway {host} answered 400")
+    assert len(gateway.requests) == 1
 
 
 def test_postgresql_records_and_dedupes_too(
@@ -367,6 +415,7 @@ def test_example_notifier_keys_parse_when_uncommented(tmp_path: Path) -> None:
     assert (cfg.sms, cfg.email) == ("http", "smtp")
     assert cfg.http is not None and cfg.http.body_escape == "json" and cfg.http.headers
     assert cfg.smtp is not None and (cfg.smtp.port, cfg.smtp.starttls) == (587, True)
+    assert (cfg.attempts, cfg.retry_s) == (3, 2.0)
 
 
 @pytest.mark.parametrize(
@@ -379,6 +428,7 @@ def test_example_notifier_keys_parse_when_uncommented(tmp_path: Path) -> None:
         ('[notifier.smtp]\nhost = "h"\nsender = "s"\nuse_tls = true\n',
          "set starttls or use_tls, not both"),
         ('[notifier.http]\nurl = "http://x/"\nmethd = "GET"\n', "notifier.http.methd: unknown"),
+        ('[notifier]\nattempts = 0\n', "notifier.attempts:"),
     ],
 )
 def test_bad_notifier_configuration_names_the_key(

@@ -114,15 +114,22 @@ def test_crash_while_the_door_is_open_keeps_the_paid_rental(board_sim, lockerd, 
 
     mark = d.mark
     d.start()
+    # The screen polls on: its rental is still there, waiting for the door.
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    view = http.get(f"/api/v1/rentals/{rental['rental_id']}")
+    assert view.status_code == 200, view.text
+    assert (view.json()["state"], view.json()["cell"]) == ("opening", cell)
     sim.close_door(0, cell)
     d.wait_event("deposit_completed", cell=cell, since=mark)
     d.wait_event("pin_issued", cell=cell, since=mark)
+    view = http.get(f"/api/v1/rentals/{rental['rental_id']}").json()
+    assert (view["state"], view["pin"], view["amount"]["amount"]) == ("occupied", pin, 10000)
+    assert http.get(f"/api/v1/rentals/{'0' * 32}").status_code == 404
     time.sleep(0.8)  # a few reconcile rounds: nothing may be voided
     [op] = _operations(journal)
     assert (op["charges"], op["voids"], op["status"]) == (1, 0, "approved")
     assert not [r for r in d.lines if r.get("type") == "payment_voided"]
 
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     account = http.post(f"/api/v1/cells/{cell}/account", json={"pin": pin})
     assert account.status_code == 200, account.text
     assert account.json()["bill"]["paid"] == 10000 and account.json()["state"] == "occupied"

@@ -279,10 +279,41 @@ class StorageService:
         return draft
 
     def draft(self, rental_id: str) -> Draft:
-        draft = self.drafts.get(rental_id)
+        draft = self.drafts.get(rental_id) or self._paid_draft(rental_id)
         if draft is None:
             raise StorageError("unknown_rental", 404)
         return draft
+
+    def _paid_draft(self, rental_id: str) -> Draft | None:
+        """A rental whose door opened outlives a restart: the screen that started it polls on
+        and sees it rebuilt from its tenancy (unpaid drafts are screen state, and are gone)."""
+        now, machine = self.daemon.clock(), self.daemon.machine
+        for spec in self.daemon.config.cells:
+            pending = machine.pending_tenancy(spec.id)
+            tenancy = pending or machine.tenancy(spec.id)
+            if not tenancy or tenancy.get("rental_id") != rental_id:
+                continue
+            created = now if pending else int(tenancy.get("started_at") or now)
+            if now - created > 4 * int(self.kiosk.draft_ttl_s * 1000):
+                return None  # as long as the draft itself would have been kept, and no longer
+            secret = tenancy.get("secret") or {}
+            payments = tenancy.get("payments") or []
+            draft = Draft(
+                id=rental_id, cell=spec.id, size=spec.size,
+                tariff=RentalTariff.model_validate(tenancy["tariff"]), mode=tenancy["mode"],
+                period_ms=tenancy.get("period_ms"), amount=int(tenancy.get("paid") or 0),
+                language=tenancy.get("language", "en"), created_at=created,
+                pin=secret.get("pin", ""), auth=tenancy.get("auth", ""),
+                charging=bool(tenancy.get("charging")), limit_ms=tenancy.get("limit_ms"),
+                email=secret.get("email"), phone=secret.get("phone"),
+                phone_verified="phone" in secret, state="opening" if pending else "occupied",
+                op_id=payments[0]["op_id"] if payments else None, tenancy_id=tenancy["id"],
+            )
+            if pending:
+                self._by_ref[rental_id] = draft
+            self.drafts[rental_id] = draft
+            return draft
+        return None
 
     def cancel_draft(self, rental_id: str) -> Draft:
         draft = self.draft(rental_id)

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from daemon.journal import Journal
 from daemon.storage.service import StorageError, StorageService
@@ -106,6 +107,18 @@ def create_app(service: StorageService) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "")
         return _error(StorageError("bad_request", 422, detail=detail), lang)
+
+    @app.exception_handler(HTTPException)
+    async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
+        """A wrong address or method (a screen built for another version) in the same shape."""
+        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        path = request.url.path[:100]
+        error = StorageError(code, exc.status_code, path=path, method=request.method,
+                             detail=str(exc.detail))
+        response = _error(error, lang)
+        response.headers.update(exc.headers or {})  # 405: Allow
+        return response
 
     @app.get(f"{API}/health")
     async def health() -> dict[str, Any]:

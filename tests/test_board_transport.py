@@ -7,6 +7,8 @@ the simulator answers in the real protocol from its own thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -25,6 +27,7 @@ from daemon.io.boards import (
 )
 from daemon.io.boards.sim import PtySimulator
 from daemon.io.boards.sim_bus import SimBus
+from daemon.io.boards.transport import _Receiver
 
 PROTOCOLS = ["kerong-cu16", "kerong-cu48", "modbus-relay"]
 #: A simulator and a started driver per board on its one bus.
@@ -321,3 +324,48 @@ async def test_open_reports_the_advisory_answer(
             assert await driver.open(3) is False  # advisory only: the frame went out
         assert sim.wait_for_unlock(0, 2, timeout=2)
         assert sim.unlock_count(0, 3) == (0 if ack is None else 1)
+
+
+class _PipePort:
+    """The write end of a real pipe, where the bus expects a serial port's descriptor."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.fd = os.pipe()
+        os.set_blocking(self.fd, False)
+        self.queued: list[bytes] = []
+        self.aborted = False
+
+    # the slice of asyncio.Transport the bus writes through
+    def get_extra_info(self, name: str) -> Any:
+        return self if name == "serial" else None
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.queued))
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_request_goes_straight_to_the_port_and_a_full_one_queues_the_rest() -> None:
+    port, bus = _PipePort(), SerialBus("/dev/pipe", 9600)
+    bus._write(port, b"\x02\x00\x30\x03")  # type: ignore[arg-type]
+    assert os.read(port.read_fd, 16) == b"\x02\x00\x30\x03" and port.queued == []
+    with contextlib.suppress(BlockingIOError):
+        while True:  # a line whose output buffer is full
+            os.write(port.fd, b"\x00" * 4096)
+    bus._write(port, b"\x02\x00\x31\x03")  # type: ignore[arg-type]
+    assert port.queued == [b"\x02\x00\x31\x03"]  # left to the transport, nothing lost
+
+
+def test_a_port_that_fails_a_write_is_a_bus_error_and_is_reopened() -> None:
+    port, bus = _PipePort(), SerialBus("/dev/pipe", 9600)
+    bus._transport, bus._receiver = port, _Receiver()  # type: ignore[assignment]
+    assert bus.is_open
+    os.close(port.read_fd)  # the adapter is gone: EPIPE, like EIO from an unplugged USB one
+    with pytest.raises(BusError, match="write failed"):
+        bus._write(port, b"\x02\x00\x30\x03")  # type: ignore[arg-type]
+    assert port.aborted and not bus.is_open
+    os.close(port.fd)

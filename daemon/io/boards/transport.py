@@ -7,7 +7,8 @@ USB-RS485 adapters deliver replies in bursts (lock-boards.md). A codec-supplied 
 end a reply early once it is a whole valid frame; the silence rule stays the fallback.
 
 `port` is a device path or a pyserial URL such as `socket://host:port` (RS485-to-Ethernet
-converters). A port that drops out is reopened on the next request.
+converters). A port that drops out is reopened on the next request. A request goes straight to a
+device's descriptor when nothing is queued (a loop turn less per poll, on the idle-CPU path).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -172,17 +174,16 @@ class SerialBus:
                 await self.open()
             transport, receiver = self._transport, self._receiver
             assert transport is not None and receiver is not None
-            delay = self._free_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await asyncio.sleep(0)  # let bytes already read by the loop land, then drop them
+            # Wait out the frame gap; either way let bytes already read by the loop land, then
+            # drop them.
+            await asyncio.sleep(max(0.0, self._free_at - time.monotonic()))
             with contextlib.suppress(serial.SerialException, OSError, AttributeError):
                 transport.get_extra_info("serial").reset_input_buffer()
             if receiver.buffer:
                 log.debug("%s: dropped %d stale bytes", self.port, len(receiver.buffer))
                 receiver.buffer.clear()
             self._check(receiver)
-            transport.write(request)
+            self._write(transport, request)
             await self._drain(transport, receiver)
             sent_at = time.monotonic() + self.wire_seconds(len(request))
             gap = self.frame_gap_ms / 1000
@@ -229,6 +230,23 @@ class SerialBus:
         data = bytes(buffer[: self.max_reply])
         buffer.clear()
         return data
+
+    def _write(self, transport: asyncio.Transport, request: bytes) -> None:
+        """Straight to the port's descriptor when nothing is queued: pyserial-asyncio would wait
+        a loop turn (and two epoll changes) for a writability a few bytes on an idle line do not
+        need. Whatever the port does not take goes the transport's way."""
+        fd = getattr(transport.get_extra_info("serial"), "fd", None)
+        if isinstance(fd, int) and not transport.get_write_buffer_size():
+            try:
+                request = request[os.write(fd, request):]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:  # the adapter is gone: reopen on the next request
+                transport.abort()
+                self._transport = self._receiver = None
+                raise BusError(self.port, f"write failed: {exc}") from exc
+        if request:
+            transport.write(request)
 
     async def _drain(self, transport: asyncio.Transport, receiver: _Receiver) -> None:
         """Return once the request is handed to the OS, so a caller knows it went out."""

@@ -308,8 +308,7 @@ class Ingest:
                 if self._stop.is_set():
                     break
                 log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                await self._pause(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
         self._subscribed.clear()
         log.info("stopped")
@@ -391,9 +390,7 @@ class Ingest:
                 log.error("database error, batch of %d not stored (%s); retrying in %.1f s",
                           len(batch), exc.__class__.__name__ + ": " + str(exc).splitlines()[0],
                           delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                if self._stop.is_set():
+                if await self._pause(delay):
                     return  # not acknowledged: the broker delivers them again next time
                 delay = min(delay * 2, self.settings.reconnect_max_s)
         for message in batch:
@@ -543,6 +540,12 @@ class Ingest:
                 note.channel, row["recipient"], delivery.status, delivery.detail)
         return True
 
+    async def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` or until stop; True if stopped (backoffs end at once on a stop)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
+
     async def _deliver(self, locker: str, note: Notification) -> Delivery:
         """Send, trying a transient failure again with a doubling wait (raises _Stopped on stop,
         so the message stays unacknowledged and the broker hands it over again)."""
@@ -553,9 +556,7 @@ class Ingest:
                 break
             log.warning("notification %s of locker %s: try %d of %d failed (%s); again in %.1f s",
                         note.id, locker, attempt, attempts, delivery.detail, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            if self._stop.is_set():
+            if await self._pause(delay):
                 raise _Stopped
             delay *= 2
         if attempt > 1:
@@ -574,9 +575,7 @@ class Ingest:
             except SQLAlchemyError as exc:
                 log.error("database error on a notification (%s); retrying in %.1f s",
                           exc.__class__.__name__, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                if self._stop.is_set():
+                if await self._pause(delay):
                     raise _Stopped from None
                 delay = min(delay * 2, self.settings.reconnect_max_s)
 

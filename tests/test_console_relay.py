@@ -334,6 +334,25 @@ def test_a_stop_while_waiting_to_try_again_leaves_the_message_to_the_next_run(
     assert row["status"] == "sent" and len(gateway.requests) == 2
 
 
+def test_an_smtp_server_saying_try_later_gets_the_mail_again_and_a_refusal_does_not(
+    start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
+    gateway: GatewayRecorder, smtp_server: SmtpCollector,
+) -> None:
+    smtp_server.replies = ["451 4.3.0 try again later", "554 5.7.1 rejected for policy"]
+    console = start_console(notifier_toml(gateway.url, smtp_server.port))
+    locker_id, client = locker
+    relay(client, locker_id, Notification(id="m-1", channel="email", to=MAIL, text=MAIL_TEXT))
+    [row] = wait_until(lambda: console.rows(locker_id), "the row")
+    # 451 is tried again; the 554 that answers the second try is final.
+    assert row["status"] == "failed" and "554" in row["detail"] and "(try 2 of 3)" in row["detail"]
+    assert smtp_server.refused == 2 and smtp_server.messages == []
+
+    relay(client, locker_id, Notification(id="m-2", channel="email", to=MAIL, text=MAIL_TEXT))
+    rows = wait_until(lambda: console.rows(locker_id)[1:], "the second row")
+    assert rows[0]["status"] == "sent" and len(smtp_server.messages) == 1
+    assert_no_secrets(console, MAIL_TEXT)
+
+
 def test_a_refused_message_is_not_tried_again(
     start_console: Callable[..., Console], locker: tuple[str, MqttTestClient],
     gateway: GatewayRecorder, smtp_server: SmtpCollector,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from daemon.fsm import Action, CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
+from tests.fixtures.fsm_actions import event, types
 
 HOUR = 3_600_000
 T = Timing()  # 60 s open timeout, 3 s unlock confirm, 120 s left open, 72 h storage, 3 polls
@@ -58,16 +59,6 @@ class Rig:
         self.door(cell_id, now + 2000, closed=True, item=True)
         assert self.state(cell_id) == "occupied"
         return self.cell(cell_id)["tenancy"]
-
-
-def types(actions: Sequence[Action]) -> list[str]:
-    return [a.type for a in actions if isinstance(a, Event)]
-
-
-def event(actions: Sequence[Action], type_: str) -> Event:
-    found = [a for a in actions if isinstance(a, Event) and a.type == type_]
-    assert len(found) == 1, (type_, actions)
-    return found[0]
 
 
 def unlocks(actions: Sequence[Action]) -> list[Unlock]:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from daemon.fsm import Action, CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.fsm.cell import SECRET_KEY, public_tenancy, shift_times
+from tests.fixtures.fsm_actions import event, types
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -77,16 +78,6 @@ class Rig:
         """The door of an accepted open: opened at now + 1000, closed at now + 2000."""
         self.door(cell_id, now + 1000, closed=False)
         return self.door(cell_id, now + 2000, closed=True)
-
-
-def types(actions: Sequence[Action]) -> list[str]:
-    return [a.type for a in actions if isinstance(a, Event)]
-
-
-def event(actions: Sequence[Action], type_: str) -> Event:
-    found = [a for a in actions if isinstance(a, Event) and a.type == type_]
-    assert len(found) == 1, (type_, actions)
-    return found[0]
 
 
 def refused(fn: Callable[[], object]) -> str | None:

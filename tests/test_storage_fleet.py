@@ -9,7 +9,9 @@ import contextlib
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
+from pathlib import Path
 
 from contract.signing import public_key_b64
 from tests.fixtures.storage_locker import HOUR, SMS_BODY, profile_toml
@@ -168,12 +170,19 @@ async def test_sms_relayed_through_the_console(
         code = sms["text"].rsplit(" ", 1)[1]
         ok = await rig.http.post(f"/api/v1/rentals/{rid}/code", json={"code": code})
         assert ok.status_code == 200 and ok.json()["state"] == "payment"
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            rows = conn.execute("SELECT * FROM notifications").fetchall()
+        # The row is committed just after the gateway took the SMS: wait for it.
+        deadline = time.monotonic() + 10
+        while not (rows := _notification_rows(db)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert rows and code not in str(rows)  # recorded, but never the text
     finally:
         ingest.terminate()
         ingest.wait(10)
+
+
+def _notification_rows(db: Path) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT * FROM notifications").fetchall()
 
 
 def _wait_subscribed(ingest: subprocess.Popen) -> None:

@@ -187,8 +187,8 @@ def test_extending_a_blocked_overdue_cell_keeps_it_blocked_then_unblock_is_occup
     assert types(rig.tick(T0 + 5 * HOUR)) == ["overdue"]
 
 
-@pytest.mark.parametrize("setup", ["free", "blocked", "pending_deposit", "after_pickup"])
-def test_update_tenancy_without_a_tenancy_is_refused_and_changes_nothing(setup: str) -> None:
+def _without_tenancy(setup: str) -> Rig:
+    """Cell 1 with no tenancy to act on: never rented, blocked, deposit pending, or picked up."""
     rig = Rig()
     if setup == "blocked":
         rig.cmd(1, "block", T0 + 1)
@@ -199,6 +199,12 @@ def test_update_tenancy_without_a_tenancy_is_refused_and_changes_nothing(setup: 
         rig.cmd(1, "pickup", T0 + MIN)
         rig.open_and_close(1, T0 + MIN)
         assert rig.state(1) == "free"
+    return rig
+
+
+@pytest.mark.parametrize("setup", ["free", "blocked", "pending_deposit", "after_pickup"])
+def test_update_tenancy_without_a_tenancy_is_refused_and_changes_nothing(setup: str) -> None:
+    rig = _without_tenancy(setup)
     before = rig.m.snapshot()
     with pytest.raises(Refused) as exc:
         rig.m.update_tenancy(1, {"due_at": T0 + HOUR, "paid": 1}, T0 + 2 * MIN,
@@ -272,11 +278,7 @@ def test_evict_a_blocked_cell_with_a_tenancy_clears_the_block(overdue: bool) -> 
 
 @pytest.mark.parametrize("setup", ["free", "blocked", "pending_deposit"])
 def test_evict_without_a_tenancy_is_refused_and_changes_nothing(setup: str) -> None:
-    rig = Rig()
-    if setup == "blocked":
-        rig.cmd(1, "block", T0 + 1)
-    elif setup == "pending_deposit":
-        rig.cmd(1, "deposit", T0 + 1, tenancy={"id": "t-1"})
+    rig = _without_tenancy(setup)
     before = rig.m.snapshot()
     with pytest.raises(Refused) as exc:
         rig.m.command(1, "evict", T0 + 2, reason="note")

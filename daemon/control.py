@@ -66,6 +66,11 @@ def request(path: Path, message: dict[str, Any], timeout: float = 15.0) -> dict[
             raise ControlError(
                 f"lockerd is not running (no control socket at {path}: {exc.strerror})"
             ) from None
+        except PermissionError:
+            raise ControlError(
+                f"permission denied on the control socket {path}: run as the daemon's user "
+                "or a member of its group (the socket is 0660 in a private data_dir)"
+            ) from None
         sock.sendall(json.dumps(message).encode() + b"\n")
         buf = b""
         try:

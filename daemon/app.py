@@ -121,6 +121,8 @@ class LockerDaemon:
             cells=len(self.config.cells),
             control_socket=str(self.config.socket_path),
         )
+        for warning in self.store.warnings:
+            self.journal.line("store_warning", level="warning", message=warning)
         control = await serve_control(self.config.socket_path, self.handle_control)
         by_port: dict[str, list[str]] = defaultdict(list)
         for board in self.config.boards:

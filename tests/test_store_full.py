@@ -152,3 +152,23 @@ def test_a_full_disk_refuses_operations_holds_door_events_and_recovers(board_sim
             d.proc.wait(10)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(small_fs / "filler")
+
+
+def test_a_commit_the_disk_refuses_changes_nothing_and_leaves_no_half_line(small_fs) -> None:
+    from daemon.io.store import StoreWriteFailed
+
+    store = LockerStore(small_fs / "data")
+    store.commit({"cells": {"1": {"state": "free"}}}, [("e", {})], now_ms=1)
+    store.compact()  # empty journal: the next line needs a fresh page
+    filler = _fill(small_fs)
+    with pytest.raises(StoreWriteFailed) as failed:
+        store.commit({"cells": {"1": {"state": "blocked"}}}, [("blocked", {"pad": "x" * 9000})],
+                     now_ms=2, payments=[{"op_id": "p1", "settled": False}])
+    assert failed.value.errno == errno.ENOSPC
+    assert store.last_seq == 1 and [e["type"] for e in store.outbox()] == ["e"]
+    assert store.machine_state()["cells"]["1"] == {"state": "free"} and store.payments() == []
+    assert (small_fs / "data" / JOURNAL_FILE).stat().st_size == 0
+    filler.unlink()
+    store.commit({"cells": {"1": {"state": "blocked"}}}, [("blocked", {})], now_ms=3)
+    again = LockerStore(small_fs / "data")
+    assert again.last_seq == 2 and again.machine_state()["cells"]["1"] == {"state": "blocked"}

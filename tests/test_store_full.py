@@ -172,3 +172,49 @@ def test_a_commit_the_disk_refuses_changes_nothing_and_leaves_no_half_line(small
     store.commit({"cells": {"1": {"state": "blocked"}}}, [("blocked", {})], now_ms=3)
     again = LockerStore(small_fs / "data")
     assert again.last_seq == 2 and again.machine_state()["cells"]["1"] == {"state": "blocked"}
+
+
+def test_remote_commands_on_a_full_disk_are_rejected_storage_full(
+    mqtt_broker, locker_credentials, board_sim, small_fs, tmp_path
+) -> None:
+    """Before: the command handler raised on the failed write and no result came back."""
+    import json
+
+    from tests.test_fleet_e2e import TOPICS, command, locker_extra, results_for
+
+    sim = board_sim("kerong-cu16", boards=1, locks=16)
+    board = {"name": "b0", "protocol": "kerong-cu16", "port": sim.path, "poll_interval_ms": 30}
+    locker = locker_credentials.locker_id
+    data_dir = small_fs / "data"
+    config = tmp_path / "L.toml"
+    config.write_text(locker_toml(locker, data_dir, [board], CELLS,
+                                  extra=locker_extra(mqtt_broker, locker_credentials)))
+    d = LockerdProcess(config)
+    console = mqtt_broker.console_client()
+    console.subscribe(TOPICS.cmd_result(locker))
+    try:
+        d.start()
+        assert d.terminate() == 0
+        mark = d.mark
+        d.start()
+        d.wait_line(lambda r: r.get("kind") == "mqtt_connected", since=mark)
+        assert (data_dir / JOURNAL_FILE).stat().st_size == 0
+        filler = _fill(small_fs)
+        for type_, cell in (("open", 1), ("block", 2)):
+            cmd = command(locker, type_, cell=cell)
+            console.publish(TOPICS.cmd(locker), json.dumps(cmd))
+            (answer,) = results_for(console, cmd["cmd_id"], 1, timeout=5)
+            assert answer["status"] == "rejected" and answer["reason"] == "storage_full", answer
+        assert sim.total_unlocks() == 0
+        assert d.cell(1)["state"] == "free" and d.cell(2)["state"] == "free"
+        filler.unlink()
+        d.wait_event("storage_full", 5, since=mark)
+        cmd = command(locker, "block", cell=2)
+        console.publish(TOPICS.cmd(locker), json.dumps(cmd))
+        assert [r["status"] for r in results_for(console, cmd["cmd_id"], 2)] == ["accepted",
+                                                                                 "done"]
+    finally:
+        console.close()
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(10)

@@ -83,6 +83,8 @@ class Reason(StrEnum):
     NOT_OPENED = "not_opened"
     #: A configuration whose body is not a valid profile for the locker's cells.
     BAD_PROFILE = "bad_profile"
+    #: The locker cannot store anything now (disk full, quota, I/O error): nothing was done.
+    STORAGE_FULL = "storage_full"
 
 
 def _reject_bool(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from daemon.control import CELL_OPS, serve_control
 from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
-from daemon.io.store import LockerStore, StoreCorrupt
+from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
 from daemon.storage.wiring import build_storage, simulator_control
 
@@ -40,6 +41,9 @@ CLOCK_JUMP_MS = 2_000
 
 #: Called after every commit with the numbered events and the ids of cells whose view changed.
 Listener = Callable[[list[dict], set[int]], None]
+
+#: The reason code of everything refused while the store cannot commit (full disk, quota, EIO).
+STORAGE_FULL = "storage_full"
 
 
 def now_ms() -> int:
@@ -78,6 +82,16 @@ class LockerDaemon:
             raise StoreCorrupt(
                 f"{self.store.path}: stored cell state does not fit this configuration: {exc}"
             ) from exc
+        #: The machine state memory may hold: the last committed one, or one that door readings
+        #: moved while the disk refused them (held in `_held` until it takes them). An operation
+        #: that cannot be committed puts the machine back to it.
+        self._base = self.machine.snapshot()
+        #: Events of door readings and facts the disk refused, oldest first, with their times:
+        #: committed (then announced) as soon as it takes them again, never dropped.
+        self._held: list[tuple[Event, int]] = []
+        self._held_changed: set[int] = set()
+        #: While the store cannot commit: when it started, why, and what was refused.
+        self._store_trouble: dict[str, Any] | None = None
         self.boot_id = str(uuid.uuid4())
         self.started_at = now_ms()
         self.listeners: list[Listener] = []
@@ -121,6 +135,8 @@ class LockerDaemon:
             cells=len(self.config.cells),
             control_socket=str(self.config.socket_path),
         )
+        for warning in self.store.warnings:
+            self.journal.line("store_warning", level="warning", message=warning)
         control = await serve_control(self.config.socket_path, self.handle_control)
         by_port: dict[str, list[str]] = defaultdict(list)
         for board in self.config.boards:
@@ -149,7 +165,15 @@ class LockerDaemon:
                 await control.wait_closed()
             if self.fleet is not None:
                 self.fleet.apply_acks()
-            self.store.commit(self.machine.snapshot(), now_ms=self.clock())
+            self._retry_store()
+            if self._held:
+                self.journal.line("stopped_with_held_events", level="error",
+                                  held_events=len(self._held), data_dir=str(self.config.data_dir))
+            else:
+                try:
+                    self.store.commit(self.machine.snapshot(), now_ms=self.clock())
+                except StoreWriteFailed as exc:  # every transition is in the journal already
+                    self.journal.line("final_commit_failed", level="error", error=str(exc))
             self.store.close()
             for bus in self._buses.values():
                 with contextlib.suppress(Exception):
@@ -263,7 +287,8 @@ class LockerDaemon:
             poll_soon.clear()
             for name in board_names:
                 readings = await self._drivers[name].poll()
-                self.apply(self.machine.board_polled(name, readings, self.clock()))
+                self.apply(self.machine.board_polled(name, readings, self.clock()),
+                           observed=True)
             if not self._ready.is_set() and self.machine.ready():
                 self._ready.set()
                 self.journal.line("ready", cells=len(self.config.cells))
@@ -285,10 +310,13 @@ class LockerDaemon:
             wall, mono = now, now_mono
             if abs(jump) > CLOCK_JUMP_MS:
                 self._clock_jumped(jump)
-            self.apply(self.machine.tick(now))
-            if loop.time() - last_prune >= PRUNE_S:
+            if self._store_trouble is not None:
+                self._retry_store()
+            self.apply(self.machine.tick(now), retried=True)
+            if loop.time() - last_prune >= PRUNE_S and self._store_trouble is None:
                 last_prune = loop.time()
-                self.store.prune_commands(self.clock())
+                with contextlib.suppress(StoreWriteFailed):  # tried again next time
+                    self.store.prune_commands(self.clock())
 
     # --- applying a machine's actions ----------------------------------------------------
     def apply(
@@ -297,6 +325,9 @@ class LockerDaemon:
         commands: Sequence[dict] = (),
         meta: dict[str, Any] | None = None,
         payments: Sequence[dict] = (),
+        *,
+        observed: bool = False,
+        retried: bool = False,
     ) -> list[dict]:
         """Persist, then announce, then move locks: the order that makes crashes harmless.
 
@@ -304,21 +335,46 @@ class LockerDaemon:
         with no await in between, so no other step can interleave before the commit. Remote
         command records (the replay cache) and results that the events settle land in the same
         atomic write.
+
+        When the store cannot commit (a full disk), nothing that was not committed stays in
+        memory: an operation's machine step is undone and Refused("storage_full") raised (or,
+        `retried` — timers that fire again on the next tick — just undone); what the doors did
+        (`observed`) cannot be refused, so its events are held, unannounced, until the disk
+        takes them.
         """
         actions = list(actions)
         if not actions and not commands and not meta and not payments:
             return []
         events = [a for a in actions if isinstance(a, Event)]
+        changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
+        if self._held:  # the disk refused earlier events: nothing may overtake them
+            return self._not_committed(events, changed, observed, retried, None)
+        snapshot = self.machine.snapshot()
         settled = self.fleet.settle(events) if self.fleet else []
         payments = [*payments, *self.storage.settle(events)]
-        numbered = self.store.commit(
-            self.machine.snapshot(),
-            ((e.type, self._event_data(e)) for e in events),
-            now_ms=self.clock(),
-            commands=[*commands, *settled],
-            meta=meta,
-            payments=payments,
-        )
+        try:
+            numbered = self.store.commit(
+                snapshot,
+                ((e.type, self._event_data(e)) for e in events),
+                now_ms=self.clock(),
+                commands=[*commands, *settled],
+                meta=meta,
+                payments=payments,
+            )
+        except StoreWriteFailed as exc:
+            return self._not_committed(events, changed, observed, retried, exc)
+        self._base = snapshot
+        if self._store_trouble is not None:
+            self._retry_store()  # it takes commits again: say so, and what waited
+        self._announce(numbered, events, changed, settled)
+        for unlock in (a for a in actions if isinstance(a, Unlock)):
+            self._spawn(self._unlock(unlock))
+        return numbered
+
+    def _announce(
+        self, numbered: list[dict], events: list[Event], changed: set[int], settled: list[dict]
+    ) -> None:
+        """After a commit: log, tell the storage service, listeners and the fleet."""
         for record in numbered:
             data = record["data"]
             self.journal.line(
@@ -329,7 +385,6 @@ class LockerDaemon:
                 **{k: v for k, v in data.items() if k != "alarm"},
                 alarm=bool(data.get("alarm")),
             )
-        changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
         if numbered:
             self.storage.committed(numbered, changed)
         for listener in list(self.listeners):
@@ -341,9 +396,67 @@ class LockerDaemon:
             self.fleet.committed(numbered, changed, settled)
             if any(e.type in ("board_offline", "board_online") for e in events):
                 self.fleet.status_changed()
-        for unlock in (a for a in actions if isinstance(a, Unlock)):
-            self._spawn(self._unlock(unlock))
-        return numbered
+
+    def _not_committed(
+        self,
+        events: list[Event],
+        changed: set[int],
+        observed: bool,
+        retried: bool,
+        exc: StoreWriteFailed | None,
+    ) -> list[dict]:
+        """The store refused (or earlier refusals wait): hold door facts, undo the rest."""
+        trouble = self._store_trouble
+        if trouble is None:
+            assert exc is not None
+            trouble = self._store_trouble = {
+                "since": self.clock(), "errno": errno.errorcode.get(exc.errno or 0, "?"),
+                "error": str(exc), "refused": 0,
+            }
+            self.journal.line("storage_full", level="error", error=str(exc),
+                              errno=trouble["errno"], data_dir=str(self.config.data_dir))
+        if observed:
+            at = self.clock()
+            self._held.extend((e, at) for e in events)
+            self._held_changed |= changed
+            self._base = self.machine.snapshot()
+            return []
+        self.machine.restore(self._base)
+        if retried:
+            return []
+        trouble["refused"] += 1
+        raise Refused(STORAGE_FULL, f"the locker cannot store anything now: {trouble['error']}")
+
+    def _retry_store(self) -> None:
+        """Commit the alarm and the held events together, oldest first; on success the locker
+        takes operations again. Called every tick while the store is in trouble."""
+        trouble = self._store_trouble
+        if trouble is None:
+            return
+        held = [e for e, _ in self._held]
+        alarm = Event(STORAGE_FULL, None, {
+            "since": trouble["since"], "until": self.clock(), "errno": trouble["errno"],
+            "error": trouble["error"], "refused": trouble["refused"], "held_events": len(held),
+        }, True)
+        snapshot = self.machine.snapshot()
+        settled = self.fleet.settle(held) if self.fleet else []
+        try:
+            numbered = self.store.commit(
+                snapshot,
+                [(STORAGE_FULL, self._event_data(alarm), trouble["since"]),
+                 *((e.type, self._event_data(e), at) for e, at in self._held)],
+                now_ms=self.clock(),
+                commands=settled,
+                payments=self.storage.settle(held),
+            )
+        except StoreWriteFailed:
+            return
+        changed = self._held_changed
+        self._base = snapshot
+        self._store_trouble, self._held, self._held_changed = None, [], set()
+        self.journal.line("storage_recovered", level="warning", held_events=len(held),
+                          refused=trouble["refused"])
+        self._announce(numbered, [alarm, *held], changed, settled)
 
     def _clock_jumped(self, jump_ms: int) -> None:
         """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
@@ -364,8 +477,9 @@ class LockerDaemon:
     def record_event(
         self, type_: str, data: dict[str, Any], cell: int | None = None, *, alarm: bool = False
     ) -> None:
-        """An event that is not a cell transition (rejected command, config), made durable."""
-        self.apply([Event(type_, cell, data, alarm)])
+        """An event that is not a cell transition (rejected command, config), made durable
+        (held until the disk takes it, if it is full)."""
+        self.apply([Event(type_, cell, data, alarm)], observed=True)
 
     async def _unlock(self, unlock: Unlock) -> None:
         self.journal.line(

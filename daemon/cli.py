@@ -5,8 +5,11 @@
     lockerd ctl --config FILE cells       list cells with state and door
     lockerd ctl --config FILE payments    the card payments: open ones first, then settled
     lockerd ctl --config FILE deposit|pickup|open|temporary|block|unblock --cell N [--reason TEXT]
+    lockerd store check --config FILE     is the store whole? (0 healthy, 2 damaged)
+    lockerd store repair --config FILE    copy it aside, keep what is provably whole (stopped only)
 
-Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running.
+Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running /
+damaged store.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--cell", type=int, help="cell id (for cell operations)")
     ctl.add_argument("--reason", default="", help="why (kept with block/open events)")
     ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    store = sub.add_parser(
+        "store", parents=[common], help="check or repair the local store (data_dir)"
+    )
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    store_sub.add_parser(
+        "check", parents=[common], help="report damaged journal lines (exit 0 healthy, 2 damaged)"
+    )
+    store_sub.add_parser(
+        "repair", parents=[common],
+        help="keep a copy, then keep every provably whole commit (lockerd must be stopped)",
+    )
     return parser
 
 
@@ -70,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "ctl":
         return _ctl(config, args)
+    if args.command == "store":
+        return _store(config, args.store_command)
     if args.check:
         print(f"{args.config}: OK ({len(config.boards)} boards, {len(config.cells)} cells)")
         return EXIT_OK
@@ -91,6 +107,33 @@ def _run(config: LockerConfig) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    return EXIT_OK
+
+
+def _store(config: LockerConfig, what: str) -> int:
+    """`lockerd store check|repair`: what a damaged store holds, and an operator's repair."""
+    from daemon.io.store_repair import RepairRefused, check_store, repair_store
+
+    if what == "check":
+        report = check_store(config.data_dir)
+        print("\n".join(report.lines()))
+        return EXIT_OK if report.healthy else EXIT_CONFIG
+    try:
+        request(config.socket_path, {"op": "cells"}, timeout=2.0)
+    except ControlError:
+        pass
+    else:
+        print(f"lockerd store repair: lockerd is running (it answers on {config.socket_path}); "
+              "stop it first", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        copy_dir, dropped = repair_store(config.data_dir)
+    except RepairRefused as exc:
+        print(f"lockerd store repair: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"copy of the store as it was: {copy_dir}")
+    print("\n".join(dropped) if dropped else "nothing dropped: every line was whole")
+    print("\n".join(check_store(config.data_dir).lines()))
     return EXIT_OK
 
 

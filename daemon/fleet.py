@@ -8,6 +8,7 @@ daemon's `apply`, so it is persisted before it is announced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -131,17 +132,18 @@ class FleetSide:
             )
         except Refused as refused:
             record["results"] = [result(cmd.cmd_id, "rejected", _reason_code(refused.reason))]
-            d.apply(
-                [
-                    Event(
-                        "command_rejected",
-                        decision.cell,
-                        {"cmd_id": cmd.cmd_id, "reason": refused.reason},
-                        False,
-                    )
-                ],
-                commands=[record],
-            )
+            with contextlib.suppress(Refused):  # storage_full: the rejection is sent unstored
+                d.apply(
+                    [
+                        Event(
+                            "command_rejected",
+                            decision.cell,
+                            {"cmd_id": cmd.cmd_id, "reason": refused.reason},
+                            False,
+                        )
+                    ],
+                    commands=[record],
+                )
             self._send(record["results"])
             return
         record["results"] = [result(cmd.cmd_id, "accepted", cell=decision.cell)]
@@ -152,7 +154,12 @@ class FleetSide:
             )
         else:
             self._in_flight[cmd.cmd_id] = record
-        d.apply(actions, commands=[record])
+        try:
+            d.apply(actions, commands=[record])
+        except Refused as refused:  # storage_full: undone, nothing moved, nothing announced
+            self._in_flight.pop(cmd.cmd_id, None)
+            self._send([result(cmd.cmd_id, "rejected", refused.reason, cell=decision.cell)])
+            return
         self._send(record["results"])
 
     def _service_command(self, cell: int, cmd: Any, record: dict, reason: str) -> None:
@@ -165,19 +172,26 @@ class FleetSide:
             # record goes first, so a redelivery after a crash is answered, never re-executed.
             record["results"] = [accepted]
             d.apply([], commands=[record])
+        except Refused as refused:  # storage_full: not even the replay-cache entry was stored
+            self._send([result(cmd.cmd_id, "rejected", refused.reason, cell=cell)])
+            return
+        try:
             data = act(cell, reason, cmd.operator, ref=cmd.cmd_id)
         except Refused as refused:
-            record["results"] = [accepted, result(cmd.cmd_id, "rejected",
+            status = "failed" if refused.reason == "storage_full" else "rejected"
+            record["results"] = [accepted, result(cmd.cmd_id, status,
                                                   _reason_code(refused.reason), cell=cell)]
-            d.apply(
-                [Event("command_rejected", cell,
-                       {"cmd_id": cmd.cmd_id, "reason": refused.reason}, False)],
-                commands=[record],
-            )
+            with contextlib.suppress(Refused):  # storage_full: sent, stored when it can be
+                d.apply(
+                    [Event("command_rejected", cell,
+                           {"cmd_id": cmd.cmd_id, "reason": refused.reason}, False)],
+                    commands=[record],
+                )
             self._send(record["results"])
             return
         record["results"] = [accepted, result(cmd.cmd_id, "done", **data)]
-        d.apply([], commands=[record])
+        with contextlib.suppress(Refused):  # the act is committed; its result waits for space
+            d.apply([], commands=[record])
         self._send(record["results"])
 
     async def config_received(self, payload: bytes) -> None:
@@ -246,20 +260,21 @@ class FleetSide:
     # --- settling remote opens from the machine's events -----------------------------------
     def settle(self, events: Iterable[Event]) -> list[dict]:
         """Final results that these events bring to accepted remote opens (same commit)."""
-        records = []
+        records: dict[str, dict] = {}
         for event in events:
             ref = event.data.get("ref")
-            record = self._in_flight.get(ref) if ref else None
+            record = self._in_flight.get(ref) if ref and ref not in records else None
             if record is None:
                 continue
             final = self.remote.settled_by(record, event.type, event.data)
             if final is not None:
-                record = {**record, "results": [*record["results"], final]}
-                del self._in_flight[ref]
-                records.append(record)
-        return records
+                records[ref] = {**record, "results": [*record["results"], final]}
+        return list(records.values())
 
     def committed(self, numbered: list[dict], changed: set[int], records: list[dict]) -> None:
+        """After the commit (and only then) settled commands leave the in-flight set."""
+        for record in records:
+            self._in_flight.pop(record["cmd_id"], None)
         if self.link is not None:
             self.link.notify(changed, events=bool(numbered))
         for record in records:

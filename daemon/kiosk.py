@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from daemon.fsm import Refused
 from daemon.journal import Journal
 from daemon.storage.service import StorageError, StorageService
 from daemon.storage.settings import KioskSettings
@@ -99,6 +100,13 @@ def create_app(service: StorageService) -> FastAPI:
     async def _refused(request: Request, exc: StorageError) -> JSONResponse:
         lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
         return _error(exc, lang)
+
+    @app.exception_handler(Refused)
+    async def _not_stored(request: Request, exc: Refused) -> JSONResponse:
+        """A refusal from the daemon itself (storage_full: nothing could be stored)."""
+        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        status = 507 if exc.reason == "storage_full" else 409  # 507: Insufficient Storage
+        return _error(StorageError(exc.reason, status, detail=exc.detail), lang)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -222,3 +222,19 @@ async def test_file_printer_appends(tmp_path: Path) -> None:
     assert (tmp_path / "printer.bin").read_bytes() == b"onetwo"
     with pytest.raises(PrinterError):
         await FilePrinter(tmp_path / "missing" / "p.bin").print(b"x")
+
+
+async def test_file_printer_keeps_printed_pins_private(tmp_path: Path) -> None:
+    """receipts.bin holds PINs: created 0600 under the usual umask, an old 0644 one tightened."""
+    old = os.umask(0o022)
+    try:
+        await FilePrinter(tmp_path / "receipts.bin").print(b"PIN 123456")
+        legacy = tmp_path / "legacy.bin"
+        legacy.write_bytes(b"PIN 654321")
+        legacy.chmod(0o644)
+        await FilePrinter(legacy).print(b"more")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "receipts.bin").stat().st_mode & 0o777 == 0o600
+    assert legacy.stat().st_mode & 0o777 == 0o600
+    assert legacy.read_bytes() == b"PIN 654321more"

@@ -147,6 +147,16 @@ class LockerMachine:
                 health.failures = int(data.get("failures", 0))
                 health.offline = bool(data.get("offline", False))
 
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Go back to an earlier `snapshot()` (a step whose commit failed is undone).
+
+        The boards' last readings are forgotten so the next poll is compared afresh with the
+        restored doors: a door that moved meanwhile is seen, never skipped as a repeat.
+        """
+        self._restore(state)
+        for health in self._boards.values():
+            health.last_readings = None
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON data; timers are absolute epoch-ms deadlines."""
         return {

@@ -20,7 +20,11 @@ def write_atomically(path: str | Path, data: bytes, mode: int = 0o600) -> None:
             written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
-    finally:
+    except OSError:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)  # a full disk must not stay fuller by a half copy
+        raise
+    else:
         os.close(fd)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)

@@ -363,7 +363,11 @@ class NetworkPrinter:
 
 
 class FilePrinter:
-    """Appends the bytes to a file: a stand-in printer for demos and tests (PINs land there)."""
+    """Appends the bytes to a file: a stand-in printer for demos and tests.
+
+    Printed PINs land there, so the file is the locker user's alone (0600), whatever the umask,
+    and one left readable by an older version is tightened at the next receipt.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -373,7 +377,10 @@ class FilePrinter:
 
     def _append(self, data: bytes) -> None:
         try:
-            with self.path.open("ab") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with open(fd, "ab") as f:
+                if os.fstat(fd).st_mode & 0o077:
+                    os.fchmod(fd, 0o600)
                 f.write(data)
         except OSError as exc:
             raise PrinterError(f"file printer {self.path}: {exc}") from exc

@@ -5,14 +5,21 @@ tinydb keeps the documents (one per cell, per event, per remote command) in memo
 image on disk. A commit does not rewrite that image: it appends the documents it changed to a
 journal beside it, as one line, and fsyncs it, so its cost follows the size of the change, not
 of the store. State, the events announcing it and the replay-cache entries of one commit are one
-line: they land together or not at all (a torn last line is ignored). When the journal grows past
-a limit the image is rewritten atomically (temp file, fsync, rename, fsync dir) and the journal
-emptied; replaying a journal over a newer image is harmless, since every line sets whole
-documents.
+line: they land together or not at all. Each line carries its checksum (daemon/io/store_lines.py):
+a torn last line is cut at start (a commit that never finished), a damaged line anywhere else
+stops the start (`StoreCorrupt`, naming the file and line) for an operator to decide with
+`lockerd store check` / `lockerd store repair`. When the journal grows past a limit the image is
+rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
+journal over a newer image is harmless, since every line sets whole documents.
+
+The disk comes first: a commit reaches the journal before the documents in memory change, so a
+write that fails (a full disk: ENOSPC, EDQUOT, EIO) raises `StoreWriteFailed` and leaves the
+store exactly as it was, with no half line left in the journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -26,18 +33,21 @@ from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from daemon.io.atomic_file import write_atomically
+from daemon.io.store_lines import Change, encode_line, scan_journal
 
 STORE_FILE = "lockerd.json"
 JOURNAL_FILE = "lockerd.journal"
 #: Journal size after which the image is rewritten and the journal emptied.
 COMPACT_AFTER_BYTES = 256 * 1024
 
-#: One change: (table, doc_id, document or None for a removal).
-Change = tuple[str, int, dict | None]
 
 
 class StoreCorrupt(Exception):
-    """The store image exists but cannot be read; the daemon must not start from a guess."""
+    """The store image or journal is damaged; the daemon must not start from a guess."""
+
+
+class StoreWriteFailed(OSError):
+    """A commit could not be made durable (disk full, quota, I/O error); nothing changed."""
 
 
 class JournaledJSONStorage(Storage):
@@ -47,6 +57,10 @@ class JournaledJSONStorage(Storage):
         self.path = Path(path)
         self.journal_path = self.path.with_name(JOURNAL_FILE)
         self.journal_bytes = 0
+        #: What reading found and put right (a torn last line cut), for the daemon's log.
+        self.warnings: list[str] = []
+        #: A failed append may have left part of its line: cut it before the next one.
+        self._tail_dirty = False
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
@@ -58,47 +72,64 @@ class JournaledJSONStorage(Storage):
         return data if (data or replayed) else None
 
     def _replay(self, data: dict[str, dict[str, Any]]) -> int:
-        """Apply the journal's whole lines; cut off a torn tail so later appends stay readable."""
+        """Apply the journal's whole lines; cut off a torn last line so later appends stay
+        readable; refuse (StoreCorrupt) a damaged line that whole lines follow."""
         try:
             journal = self.journal_path.read_bytes()
         except FileNotFoundError:
             return 0
-        good, lines = 0, 0
-        for line in journal.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                changes = json.loads(line)
-            except ValueError:
-                break
-            for table, doc_id, doc in changes:
-                docs = data.setdefault(table, {})
-                if doc is None:
-                    docs.pop(str(doc_id), None)
-                else:
-                    docs[str(doc_id)] = doc
-            good += len(line)
-            lines += 1
-        if good < len(journal):
+        scan = scan_journal(journal)
+        if scan.damaged:
+            number, why = scan.damaged[0]
+            more = f" (and {len(scan.damaged) - 1} more)" if len(scan.damaged) > 1 else ""
+            raise StoreCorrupt(
+                f"{self.journal_path}: line {number} is damaged ({why}){more}; "
+                "`lockerd store check` reports, `lockerd store repair` keeps a copy and drops it"
+            )
+        for _, changes in scan.commits:
+            apply_changes(data, changes)
+        if scan.torn is not None:
+            number, why = scan.torn
+            self.warnings.append(
+                f"{self.journal_path}: torn last line {number} cut ({why}): "
+                "a commit a crash or power loss interrupted"
+            )
             with open(self.journal_path, "r+b") as f:
-                f.truncate(good)
+                f.truncate(scan.good_bytes)
                 os.fsync(f.fileno())
-        self.journal_bytes = good
-        return lines
+        self.journal_bytes = scan.good_bytes
+        return len(scan.commits)
 
     def append(self, changes: list[Change]) -> None:
-        """One durable journal line: the commit point of a transition."""
-        line = json.dumps(changes, separators=(",", ":")).encode() + b"\n"
-        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        """One durable journal line: the commit point of a transition.
+
+        On failure the journal is cut back to its last whole line (a full disk frees the space
+        of the part written) and StoreWriteFailed is raised: the commit did not happen.
+        """
+        line = encode_line(changes)
         try:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise StoreWriteFailed(exc.errno, f"{self.journal_path}: {exc.strerror}") from exc
+        try:
+            if self._tail_dirty:
+                os.ftruncate(fd, self.journal_bytes)
+                self._tail_dirty = False
             view = memoryview(line)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            if self.journal_bytes == 0:
+                _fsync_dir(self.journal_path.parent)  # the journal file itself must survive
+        except OSError as exc:
+            self._tail_dirty = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self.journal_bytes)
+                os.fsync(fd)
+                self._tail_dirty = False
+            raise StoreWriteFailed(exc.errno, f"{self.journal_path}: {exc.strerror}") from exc
         finally:
             os.close(fd)
-        if self.journal_bytes == 0:
-            _fsync_dir(self.journal_path.parent)  # the journal file itself must survive
         self.journal_bytes += len(line)
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
@@ -114,6 +145,16 @@ class JournaledJSONStorage(Storage):
 
     def close(self) -> None:
         pass
+
+
+def apply_changes(data: dict[str, dict[str, Any]], changes: list[Change]) -> None:
+    """Set (or remove) whole documents of a tinydb image: what a journal line means."""
+    for table, doc_id, doc in changes:
+        docs = data.setdefault(table, {})
+        if doc is None:
+            docs.pop(str(doc_id), None)
+        else:
+            docs[str(doc_id)] = doc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -156,6 +197,11 @@ class LockerStore:
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
             raise StoreCorrupt(f"{self.path}: store file is damaged: {exc}") from None
         self._storage: JournaledJSONStorage = self._db.storage.storage
+
+    @property
+    def warnings(self) -> list[str]:
+        """What opening the store put right (a torn last journal line cut), to be logged."""
+        return list(self._storage.warnings)
 
     def _clean_temp_files(self) -> None:
         """A crash between writing a temp file and renaming it leaves it behind; it is garbage."""
@@ -217,7 +263,7 @@ class LockerStore:
     def commit(
         self,
         machine_state: Mapping | None = None,
-        events: Iterable[tuple[str, Mapping[str, Any]]] = (),
+        events: Iterable[tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], int]] = (),
         now_ms: int = 0,
         meta: Mapping[str, Any] | None = None,
         commands: Iterable[Mapping[str, Any]] = (),
@@ -225,33 +271,34 @@ class LockerStore:
     ) -> list[dict]:
         """Persist the new machine state, events, replay-cache entries and payment records as
         one journal line; returns the numbered events (seq grows by one per event, across
-        restarts)."""
+        restarts). An event may carry its own time as a third item (one that waited for the
+        disk); the others are stamped `now_ms`. Raises StoreWriteFailed with nothing changed."""
         changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
-        for type_, data in events:
+        for type_, data, *at in events:
             seq += 1
             event = {
                 "seq": seq,
                 "id": str(uuid.uuid4()),
-                "at": now_ms,
+                "at": at[0] if at else now_ms,
                 "type": type_,
                 "data": dict(data),
             }
             numbered.append(event)
-            changes.append(self._put(self._outbox, seq, event))
+            changes.append((self._outbox.name, seq, event))
         if machine_state is not None:
-            changes.extend(self._put_machine(machine_state))
-        changes.extend(self._upsert(self._commands, "cmd_id", record) for record in commands)
-        changes.extend(self._upsert(self._payments, "op_id", record) for record in payments)
+            changes.extend(self._machine_changes(machine_state))
+        new_ids: dict[str, int] = {}
+        changes.extend(self._upsert(self._commands, "cmd_id", r, new_ids) for r in commands)
+        changes.extend(self._upsert(self._payments, "op_id", r, new_ids) for r in payments)
         new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
         if new_meta != self._meta_doc:
-            changes.append(self._put(self._meta, 1, new_meta))
-            self._meta_doc = new_meta
+            changes.append((self._meta.name, 1, new_meta))
         self._write(changes)
         return numbered
 
-    def _put_machine(self, machine_state: Mapping) -> list[Change]:
+    def _machine_changes(self, machine_state: Mapping) -> list[Change]:
         """Only the cells whose stored form changed are written (a few of hundreds, usually)."""
         changes: list[Change] = []
         cells = machine_state.get("cells")
@@ -259,41 +306,56 @@ class LockerStore:
         rest = {k: v for k, v in machine_state.items() if not (per_cell and k == "cells")}
         current = self._state.get(doc_id=1)
         if current is None or current.get("machine") != rest:
-            changes.append(self._put(self._state, 1, {"machine": rest}))
+            changes.append((self._state.name, 1, {"machine": rest}))
         for key, cell in (cells.items() if per_cell else ()):
             cid = int(key)
             if self._cell_docs.get(cid) != cell:
-                self._cell_docs[cid] = cell
-                changes.append(self._put(self._cells, cid, cell))
+                changes.append((self._cells.name, cid, cell))
         return changes
 
-    def _upsert(self, table: Table, key: str, record: Mapping[str, Any]) -> Change:
-        """Replace the document whose `key` field matches, or add it."""
+    @staticmethod
+    def _upsert(
+        table: Table, key: str, record: Mapping[str, Any], new_ids: dict[str, int]
+    ) -> Change:
+        """Replace the document whose `key` field matches, or add it under a fresh id."""
         found = table.get(Query()[key] == record[key])
         if found is not None:
-            return self._put(table, found.doc_id, dict(record))
-        doc_id = table.insert(dict(record))
-        return (table.name, doc_id, dict(record))
-
-    @staticmethod
-    def _put(table: Table, doc_id: int, doc: dict) -> Change:
-        """Replace (not merge) a document, in memory; the returned change goes to the journal."""
-        if table.contains(doc_id=doc_id):
-            table.remove(doc_ids=[doc_id])
-        table.insert(Document(doc, doc_id=doc_id))
-        return (table.name, doc_id, doc)
+            return (table.name, found.doc_id, dict(record))
+        if table.name not in new_ids:
+            new_ids[table.name] = max((doc.doc_id for doc in table.all()), default=0)
+        new_ids[table.name] += 1
+        return (table.name, new_ids[table.name], dict(record))
 
     def _remove(self, table: Table, cond: Any) -> int:
-        removed = table.remove(cond)
-        self._write([(table.name, doc_id, None) for doc_id in removed])
-        return len(removed)
+        doomed = [doc.doc_id for doc in table.search(cond)]
+        self._write([(table.name, doc_id, None) for doc_id in doomed])
+        return len(doomed)
 
     def _write(self, changes: list[Change]) -> None:
+        """The journal first; only a durable line changes the documents in memory."""
         if not changes:
             return
         self._storage.append(changes)
+        self._remember(changes)
         if self._storage.journal_bytes > COMPACT_AFTER_BYTES:
-            self.compact()
+            with contextlib.suppress(OSError):  # the journal holds it all; compact next time
+                self.compact()
+
+    def _remember(self, changes: list[Change]) -> None:
+        """Set the committed documents in memory (tinydb's tables and the store's caches)."""
+        for name, doc_id, doc in changes:
+            table = self._db.table(name)
+            if table.contains(doc_id=doc_id):
+                table.remove(doc_ids=[doc_id])
+            if doc is not None:
+                table.insert(Document(doc, doc_id=doc_id))
+            if name == self._cells.name:
+                if doc is None:
+                    self._cell_docs.pop(doc_id, None)
+                else:
+                    self._cell_docs[doc_id] = doc
+            elif name == self._meta.name and doc_id == 1:
+                self._meta_doc = dict(doc or {})
 
     def compact(self) -> None:
         """Rewrite the image with everything and empty the journal."""
@@ -308,5 +370,7 @@ class LockerStore:
         return self._remove(self._outbox, Query().seq <= up_to_seq)
 
     def close(self) -> None:
-        self.compact()
+        """Compact on the way out; on a full disk the journal already holds everything."""
+        with contextlib.suppress(OSError):
+            self.compact()
         self._db.close()

@@ -465,9 +465,12 @@ class StorageService:
         if record is not None:
             record["updated_at"] = now
             events.append(Event("payment_approved", draft.cell, payment_data(record), False))
+        try:
+            self.daemon.apply([*events, *actions], payments=[record] if record else [])
+        except Refused as refused:  # storage_full: nothing moved; a held payment is reconciled
+            raise _kiosk_refusal(refused) from None
         draft.state = "opening"
         self._by_ref[draft.id] = draft
-        self.daemon.apply([*events, *actions], payments=[record] if record else [])
 
     # ----------------------------------------------------------------- existing rentals
     async def authorise(self, cell: int, pin: str) -> dict[str, Any]:
@@ -700,8 +703,12 @@ class StorageService:
         """Reconcile payments now and then (terminal back online, crash recovered)."""
         await self.daemon.wait_ready(60)
         while True:
-            await self.ledger.reconcile()
-            self.daemon.store.prune_payments(self.daemon.clock() - PAYMENT_RETENTION_MS)
+            try:
+                await self.ledger.reconcile()
+                self.daemon.store.prune_payments(self.daemon.clock() - PAYMENT_RETENTION_MS)
+            except (Refused, OSError) as exc:  # the disk is full: the next round tries again
+                self.daemon.journal.line("payments_not_reconciled", level="warning",
+                                         error=str(exc))
             self._expire_drafts(self.daemon.clock())
             await asyncio.sleep(self.recheck_s)
 
@@ -808,7 +815,8 @@ def _tariff_view(tariff: RentalTariff) -> dict[str, Any]:
     return out
 
 
-_REFUSAL_STATUS = {"not_occupied": 404, "busy": 409, "door_open": 409, "debt": 402}
+_REFUSAL_STATUS = {"not_occupied": 404, "busy": 409, "door_open": 409, "debt": 402,
+                   "storage_full": 507}
 
 
 def _kiosk_refusal(refused: Refused) -> StorageError:

@@ -15,6 +15,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "no_profile": "This locker is not set up for rentals yet. Please contact support.",
         "not_ready": "The locker is starting. Please try again in a moment.",
+        "storage_full": "The locker cannot take new operations right now. Please try again later.",
         "bad_request": "The request is not valid: {detail}",
         "not_found": "The kiosk API has nothing at {path}.",
         "method_not_allowed": "{path} does not take {method}.",
@@ -55,6 +56,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ru": {
         "no_profile": "Камера хранения ещё не настроена. Обратитесь в поддержку.",
         "not_ready": "Камера запускается. Повторите попытку через минуту.",
+        "storage_full": "Камера сейчас не может принять новые операции. Попробуйте позже.",
         "bad_request": "Неверный запрос: {detail}",
         "not_found": "По адресу {path} в API киоска ничего нет.",
         "method_not_allowed": "Адрес {path} не принимает {method}.",

@@ -182,3 +182,21 @@ def test_a_bit_flip_that_still_parses_is_caught_by_the_checksum(tmp_path: Path) 
     journal.write_bytes(raw.replace(b'"n":10', b'"n":70', 1))  # valid JSON, wrong commit
     with pytest.raises(StoreCorrupt, match=r"line 1 is damaged \(checksum mismatch\)"):
         LockerStore(tmp_path)
+
+
+def test_a_whole_last_line_that_fails_its_checksum_is_damage_not_a_torn_write(
+    tmp_path: Path,
+) -> None:
+    """A line ends in its newline only once written whole and fsynced: its events may have been
+    announced, so cutting it would hand its seq out again. Only a line cut short is torn."""
+    from daemon.io.store import JOURNAL_FILE
+
+    store = LockerStore(tmp_path)
+    for i in range(3):
+        store.commit({"n": i}, [("e", {"n": 10 + i})], now_ms=i)
+    journal = tmp_path / JOURNAL_FILE
+    raw = journal.read_bytes()
+    journal.write_bytes(raw.replace(b'"n":12', b'"n":72', 1))  # the last, whole line rotted
+    with pytest.raises(StoreCorrupt, match=r"line 3 is damaged \(checksum mismatch\)"):
+        LockerStore(tmp_path)
+    assert journal.read_bytes() == raw.replace(b'"n":12', b'"n":72', 1)  # nothing cut

@@ -71,7 +71,7 @@ class JournalScan:
     commits: list[tuple[int, list[Change]]] = field(default_factory=list)
     #: (line number, why) of damaged lines that are not the last one.
     damaged: list[tuple[int, str]] = field(default_factory=list)
-    #: (line number, why) of a damaged last line: a commit cut short by a crash.
+    #: (line number, why) of a last line cut short (no newline): a commit a crash interrupted.
     torn: tuple[int, str] | None = None
     #: Bytes up to the end of the last line that is whole and not followed by damage.
     good_bytes: int = 0
@@ -96,7 +96,9 @@ def scan_journal(raw: bytes) -> JournalScan:
                 raise LineDamaged("no end of line")
             changes, checked = decode_line(line[:-1])
         except LineDamaged as why:
-            if last:
+            # A line is written with its newline in one write and fsynced before anything is
+            # announced: only a last line cut short is a commit a crash interrupted.
+            if last and not line.endswith(b"\n"):
                 scan.torn = (number, str(why))
             else:
                 scan.damaged.append((number, str(why)))

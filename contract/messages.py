@@ -83,6 +83,8 @@ class Reason(StrEnum):
     NOT_OPENED = "not_opened"
     #: A configuration whose body is not a valid profile for the locker's cells.
     BAD_PROFILE = "bad_profile"
+    #: expires_at - issued_at is longer than the locker accepts (`[trust] max_command_ttl_s`).
+    TTL_TOO_LONG = "ttl_too_long"
 
 
 def _reject_bool(value: Any) -> Any:

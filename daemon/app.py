@@ -349,7 +349,8 @@ class LockerDaemon:
         """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
         self.machine.clock_jumped(jump_ms)
         self.storage.clock_jumped(jump_ms)
-        self.record_event("clock_jumped", {"delta_ms": jump_ms}, alarm=True)
+        commands = self.fleet.clock_jumped(jump_ms) if self.fleet else []
+        self.apply([Event("clock_jumped", None, {"delta_ms": jump_ms}, True)], commands=commands)
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

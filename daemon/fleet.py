@@ -37,8 +37,10 @@ class FleetSide:
     def __init__(self, daemon: LockerDaemon) -> None:
         self.daemon = daemon
         self.locker_id = daemon.config.locker_id
+        trust = daemon.config.trust
         self.remote = RemoteCommands(
-            self.locker_id, daemon.config.trust.keys, [c.id for c in daemon.config.cells]
+            self.locker_id, trust.keys, [c.id for c in daemon.config.cells],
+            max_ttl_ms=int(trust.max_command_ttl_s * 1000),
         )
         self.link: Any = None  # the FleetLink, once started
         self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}
@@ -242,6 +244,18 @@ class FleetSide:
     def _applied(self, applied: dict) -> None:
         if self.link is not None:
             self.link.send_config_applied({"version": applied["version"], "hash": applied["hash"]})
+
+    def clock_jumped(self, jump_ms: int) -> list[dict]:
+        """The replay cache moved with a wall-clock step: the records to commit with it.
+
+        Without this, a step forward prunes entries of commands that are still valid once the
+        clock steps back, and the same signed payload would run again (issue 9, item 11).
+        """
+        records = self.daemon.store.commands_shifted(jump_ms)
+        for record in records:
+            if record["cmd_id"] in self._in_flight:
+                self._in_flight[record["cmd_id"]] = record
+        return records
 
     # --- settling remote opens from the machine's events -----------------------------------
     def settle(self, events: Iterable[Event]) -> list[dict]:

@@ -299,6 +299,18 @@ class LockerStore:
         """Rewrite the image with everything and empty the journal."""
         self._db.storage.write_image()
 
+    def commands_shifted(self, jump_ms: int) -> list[dict]:
+        """Every replay-cache entry with its times moved by a wall-clock step, to be committed
+        (not yet written): an entry must live as long in real time whatever the clock did."""
+        shifted = []
+        for record in self._commands.all():
+            record = dict(record)
+            for key in ("keep_until", "received_at"):
+                if isinstance(record.get(key), int):
+                    record[key] += jump_ms
+            shifted.append(record)
+        return shifted
+
     def prune_commands(self, now_ms: int) -> int:
         """Forget replay-cache entries past their keep_until (after the command expired)."""
         return self._remove(self._commands, Query().keep_until < now_ms)

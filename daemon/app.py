@@ -134,7 +134,11 @@ class LockerDaemon:
         if self.fleet is not None:
             from daemon.io.fleet_link import FleetLink
 
-            self.fleet.link = FleetLink(self.fleet, self.config.mqtt, log=self._link_log)
+            self.fleet.link = FleetLink(
+                self.fleet, self.config.mqtt, log=self._link_log,
+                resend_after=self.config.mqtt.resend_after_s,
+            )
+            self.fleet.resume()
             self._spawn(self.fleet.link.run())
         try:
             await self._stopping.wait()
@@ -234,10 +238,9 @@ class LockerDaemon:
 
     async def relay_notification(self, message: dict[str, Any]) -> None:
         """An SMS / e-mail for the console to send (`[notifier] sms = "mqtt"`)."""
-        link = self.fleet.link if self.fleet is not None else None
-        if link is None:
+        if self.fleet is None:
             raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
-        await link.publish_notification(message)
+        self.fleet.relay(message)  # stored, then offered to the console until it confirms
 
     def profile(self) -> Profile | None:
         """The storage profile in force: the fleet's signed one if applied, else the local file."""

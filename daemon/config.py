@@ -38,6 +38,9 @@ class MqttSettings(BrokerConnection):
     enabled: bool = True
     #: MQTT version: "auto" tries 5 and falls back to 3.1.1; or force "5" / "3.1.1".
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    #: Events, command results and relayed notifications the console has not acknowledged
+    #: for this long are sent again.
+    resend_after_s: float = Field(30, gt=0, le=3600)
 
 
 class TrustSettings(StrictSection):

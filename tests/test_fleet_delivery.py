@@ -168,3 +168,23 @@ async def test_results_and_notifications_dropped_by_the_broker_arrive_once_the_i
     finally:
         watcher.close()
         ingest.stop()
+
+
+def test_one_batch_stores_the_results_of_several_commands(tmp_path) -> None:
+    """Re-sent results arrive together: a batch with two commands' results must be stored
+    (it failed with "expanding parameters can't be used with executemany" and was retried for
+    ever), and a late `accepted` still never replaces a final status."""
+    from fleet_console.db import CommandRow, open_database, record_command_results
+
+    db = open_database(f"sqlite:///{tmp_path}/console.db")
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    rows = [{"cmd_id": i, "locker": "L1", "status": "done", "result_reason": None,
+             "result_data": {}, "updated_at": 1} for i in ids]
+    with db.transaction() as s:
+        record_command_results(s, rows)
+    with db.transaction() as s:
+        record_command_results(s, [{**rows[0], "status": "accepted"}, rows[1]])
+    with db.transaction() as s:
+        got = {r.cmd_id: r.status for r in s.query(CommandRow)}
+    assert got == dict.fromkeys(ids, "done")
+    db.dispose()

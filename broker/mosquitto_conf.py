@@ -23,7 +23,7 @@ DEFAULT_DATA_DIR = Path("var/broker")
 LOCKER_WRITES: tuple[str, ...] = (
     "status", "cells/#", "events", "cmd/result", "config/applied", "notify",
 )
-LOCKER_READS: tuple[str, ...] = ("cmd", "config", "events/ack")
+LOCKER_READS: tuple[str, ...] = ("cmd", "config", "events/ack", "delivered")
 
 CONF_NAME = "mosquitto.conf"
 PASSWD_NAME = "passwd"

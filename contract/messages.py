@@ -85,6 +85,8 @@ class Reason(StrEnum):
     BAD_PROFILE = "bad_profile"
     #: The locker cannot store anything now (disk full, quota, I/O error): nothing was done.
     STORAGE_FULL = "storage_full"
+    #: expires_at - issued_at is longer than the locker accepts (`[trust] max_command_ttl_s`).
+    TTL_TOO_LONG = "ttl_too_long"
 
 
 def _reject_bool(value: Any) -> Any:
@@ -322,6 +324,27 @@ class Notification(Message):
     subject: str | None = None
 
 
+# -- lockers/{id}/delivered ------------------------------------------------------------------
+#: At most this many keys in one `delivered` message (the console sends more messages).
+DELIVERED_MAX_ITEMS = 500
+
+
+class ResultKey(Message):
+    """One command result: a command has at most one result of each status."""
+
+    cmd_id: Uuid
+    status: Literal["accepted", "done", "rejected", "failed"]
+
+
+class Delivered(Message):
+    """The console committed these command results and recorded these notifications (as sent
+    or finally failed): the locker drops them from its store and stops re-sending them."""
+
+    results: list[ResultKey] = Field(default_factory=list, max_length=DELIVERED_MAX_ITEMS)
+    #: Notification ids (`Notification.id`).
+    notifications: list[NonEmpty] = Field(default_factory=list, max_length=DELIVERED_MAX_ITEMS)
+
+
 #: The payload model of each kind of topic.
 PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.STATUS: Status,
@@ -333,6 +356,7 @@ PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.CONFIG: SignedConfig,
     TopicKind.NOTIFY: Notification,
     TopicKind.CONFIG_APPLIED: ConfigApplied,
+    TopicKind.DELIVERED: Delivered,
 }
 
 

@@ -256,13 +256,17 @@ def verify(
     now_ms: int,
     topic_locker: str | None = None,
     skew_ms: int = DEFAULT_SKEW_MS,
+    max_ttl_ms: int | None = None,
 ) -> str | None:
     """None if the command may be executed, else the reason code of the first failing check.
 
     Order: malformed, unknown_key, bad_signature, wrong_locker (payload locker is not
     `locker_id`, or not `topic_locker` when given), expired (now > expires_at + skew),
-    not_yet_valid (issued_at > now + skew). Whether cmd_id was already executed (`replayed`)
-    is for the caller to check afterwards, against its replay cache.
+    not_yet_valid (issued_at > now + skew), ttl_too_long (expires_at - issued_at > max_ttl_ms,
+    when given: a receiver must remember a command until it expires, so it bounds that time;
+    the signed window, not the time left, is checked, so a long-lived command stays refused
+    for its whole life). Whether cmd_id was already executed (`replayed`) is for the caller
+    to check afterwards, against its replay cache.
     """
     reason, cmd = _check_signed(SignedCommand, payload, trusted_keys, locker_id, topic_locker)
     if reason is not None:
@@ -271,6 +275,8 @@ def verify(
         return Reason.EXPIRED
     if cmd.issued_at > now_ms + skew_ms:
         return Reason.NOT_YET_VALID
+    if max_ttl_ms is not None and cmd.expires_at - cmd.issued_at > max_ttl_ms:
+        return Reason.TTL_TOO_LONG
     return None
 
 

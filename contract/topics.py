@@ -38,6 +38,9 @@ class TopicKind(StrEnum):
     CONFIG_APPLIED = "config/applied"
     #: SMS / e-mail a locker without its own provider hands to the console to send.
     NOTIFY = "notify"
+    #: The console stored these command results and handled these notifications: the locker
+    #: stops re-sending them (what `events/ack` is for events).
+    DELIVERED = "delivered"
 
 
 class Direction(StrEnum):
@@ -67,6 +70,7 @@ TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
     TopicKind.CONFIG: TopicSpec(Direction.TO_LOCKER, 1, True),
     TopicKind.CONFIG_APPLIED: TopicSpec(Direction.FROM_LOCKER, 1, True),
     TopicKind.NOTIFY: TopicSpec(Direction.FROM_LOCKER, 1, False),
+    TopicKind.DELIVERED: TopicSpec(Direction.TO_LOCKER, 1, False),
 }
 
 _SUFFIX_TO_KIND = {kind.value: kind for kind in TopicKind if kind is not TopicKind.CELL}
@@ -162,6 +166,9 @@ class Topics:
 
     def notify(self, locker: str) -> str:
         return self.topic(TopicKind.NOTIFY, locker)
+
+    def delivered(self, locker: str) -> str:
+        return self.topic(TopicKind.DELIVERED, locker)
 
     # -- subscriptions ------------------------------------------------------------------------
     def wildcard(self, kind: TopicKind) -> str:

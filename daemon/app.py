@@ -150,7 +150,11 @@ class LockerDaemon:
         if self.fleet is not None:
             from daemon.io.fleet_link import FleetLink
 
-            self.fleet.link = FleetLink(self.fleet, self.config.mqtt, log=self._link_log)
+            self.fleet.link = FleetLink(
+                self.fleet, self.config.mqtt, log=self._link_log,
+                resend_after=self.config.mqtt.resend_after_s,
+            )
+            self.fleet.resume()
             self._spawn(self.fleet.link.run())
         try:
             await self._stopping.wait()
@@ -258,10 +262,9 @@ class LockerDaemon:
 
     async def relay_notification(self, message: dict[str, Any]) -> None:
         """An SMS / e-mail for the console to send (`[notifier] sms = "mqtt"`)."""
-        link = self.fleet.link if self.fleet is not None else None
-        if link is None:
+        if self.fleet is None:
             raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
-        await link.publish_notification(message)
+        self.fleet.relay(message)  # stored, then offered to the console until it confirms
 
     def profile(self) -> Profile | None:
         """The storage profile in force: the fleet's signed one if applied, else the local file."""
@@ -462,7 +465,8 @@ class LockerDaemon:
         """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
         self.machine.clock_jumped(jump_ms)
         self.storage.clock_jumped(jump_ms)
-        self.record_event("clock_jumped", {"delta_ms": jump_ms}, alarm=True)
+        commands = self.fleet.clock_jumped(jump_ms) if self.fleet else []
+        self.apply([Event("clock_jumped", None, {"delta_ms": jump_ms}, True)], commands=commands)
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

@@ -38,11 +38,17 @@ class MqttSettings(BrokerConnection):
     enabled: bool = True
     #: MQTT version: "auto" tries 5 and falls back to 3.1.1; or force "5" / "3.1.1".
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    #: Events, command results and relayed notifications the console has not acknowledged
+    #: for this long are sent again.
+    resend_after_s: float = Field(30, gt=0, le=3600)
 
 
 class TrustSettings(StrictSection):
     #: key_id -> base64url raw Ed25519 public key of a console allowed to command this locker.
     keys: dict[str, str] = Field(default_factory=dict)
+    #: The longest command lifetime (expires_at - issued_at) the locker accepts; a longer one is
+    #: rejected `ttl_too_long`. Its replay-cache entry must outlive it, so this bounds the cache.
+    max_command_ttl_s: float = Field(3600, gt=0, le=86_400)
 
     @field_validator("keys")
     @classmethod

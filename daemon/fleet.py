@@ -3,16 +3,27 @@
 Implements the link's `LockerPort`: status and cell snapshots to publish, the durable outbox, and
 remote commands and signed configuration coming in. Everything that changes state goes through the
 daemon's `apply`, so it is persisted before it is announced.
+
+Command results (in the replay cache) and relayed notifications (their own table) stay in the
+store until the console confirms them on `delivered`: the link re-sends them until then, also
+after a restart (`resume`), since a broker may drop a message after acknowledging it to us.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from contract.messages import MalformedPayload, Reason, SignedConfig, decode_json_object
+from contract.messages import (
+    MalformedPayload,
+    Notification,
+    Reason,
+    SignedConfig,
+    decode_json_object,
+)
 from contract.profiles import Profile, ProfileError
 from contract.signing import config_hash, verify_config
 from daemon.fsm import Event, Refused
@@ -33,13 +44,19 @@ READY_WAIT_S = 5.0
 #: Acknowledged events are dropped from the outbox at most this often (one store write).
 ACK_APPLY_S = 1.0
 
+#: How long results and notifications are offered to a console that never confirms them (one
+#: older than the `delivered` topic): the MQTT 5 expiry of a command result, 24 h.
+DELIVER_FOR_MS = 24 * 3600 * 1000
+
 
 class FleetSide:
     def __init__(self, daemon: LockerDaemon) -> None:
         self.daemon = daemon
         self.locker_id = daemon.config.locker_id
+        trust = daemon.config.trust
         self.remote = RemoteCommands(
-            self.locker_id, daemon.config.trust.keys, [c.id for c in daemon.config.cells]
+            self.locker_id, trust.keys, [c.id for c in daemon.config.cells],
+            max_ttl_ms=int(trust.max_command_ttl_s * 1000),
         )
         self.link: Any = None  # the FleetLink, once started
         self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}
@@ -47,6 +64,9 @@ class FleetSide:
         self._ack_due = 0
         self._ack_applied = 0
         self._ack_timer: asyncio.TimerHandle | None = None
+        #: Confirmed on `delivered`, not yet written: cmd_id -> statuses, notification ids.
+        self._delivered_results: dict[str, set[str]] = defaultdict(set)
+        self._delivered_notes: set[str] = set()
 
     # --- LockerPort: what the link publishes -----------------------------------------------
     def status(self) -> dict:
@@ -84,11 +104,26 @@ class FleetSide:
             loop = asyncio.get_running_loop()
             self._ack_timer = loop.call_later(ACK_APPLY_S, self.apply_acks)
 
+    def delivered(self, results: list[tuple[str, str]], notifications: list[str]) -> None:
+        """The console stored these results and handled these notifications: forget them,
+        coalesced like event acks (one store write per ACK_APPLY_S at most)."""
+        for cmd_id, status in results:
+            self._delivered_results[cmd_id].add(status)
+        self._delivered_notes.update(notifications)
+        if self._ack_timer is None:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(ACK_APPLY_S, self.apply_acks)
+
     def apply_acks(self) -> None:
         """Drop what the console acknowledged so far (also on a clean stop)."""
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
+        if self._delivered_results or self._delivered_notes:
+            try:
+                self._apply_delivered()
+            except Exception as exc:  # kept in the store: offered again, confirmed again
+                self.daemon.journal.line("delivered_failed", level="error", error=repr(exc))
         if self._ack_due > self._ack_applied:
             try:
                 self.daemon.store.acknowledge(self._ack_due)
@@ -96,6 +131,57 @@ class FleetSide:
                 self.daemon.journal.line("ack_failed", level="error", error=repr(exc))
                 return
             self._ack_applied = self._ack_due
+
+    def _apply_delivered(self) -> None:
+        store = self.daemon.store
+        records = []
+        results, self._delivered_results = self._delivered_results, defaultdict(set)
+        notes, self._delivered_notes = self._delivered_notes, set()
+        for cmd_id, statuses in results.items():
+            record = store.command_record(cmd_id)
+            if record is None:
+                continue
+            confirmed = sorted(set(record.get("delivered", ())) | statuses)
+            if confirmed != record.get("delivered"):
+                record["delivered"] = confirmed
+                records.append(record)
+                if cmd_id in self._in_flight:  # settle() writes this copy again later
+                    self._in_flight[cmd_id]["delivered"] = confirmed
+        if records:
+            store.commit(commands=records, now_ms=self.daemon.clock())
+        if notes:
+            store.relayed_delivered(notes)
+
+    def undelivered(self) -> list[dict]:
+        """Results and notifications kept until the console confirms them (for `ctl`, tests)."""
+        store = self.daemon.store
+        return [*store.undelivered_results(), *(doc["message"] for doc in store.relayed())]
+
+    def resume(self) -> None:
+        """At start: hand the link what the console has not confirmed, to be sent again."""
+        if self.link is None:
+            return
+        for r in self.daemon.store.undelivered_results():
+            self.link.send_result(r)
+        for doc in self.daemon.store.relayed():
+            self.link.send_notification(doc["message"])
+
+    def relay(self, message: dict) -> None:
+        """An SMS / e-mail for the console to send: stored, then offered until confirmed.
+
+        Raises ConnectionError while the link is down (the caller tells the client at once
+        rather than promising a code that may come hours later) and MalformedPayload for a
+        message that does not fit the contract."""
+        if self.link is None or not self.link.connected:
+            raise ConnectionError("the fleet link is not connected")
+        note = Notification.from_dict(message)
+        now = self.daemon.clock()
+        self.daemon.store.commit(
+            relayed=[{"id": note.id, "message": note.to_dict(), "at": now,
+                      "keep_until": now + DELIVER_FOR_MS}],
+            now_ms=now,
+        )
+        self.link.send_notification(note.to_dict())
 
     # --- LockerPort: what comes in -------------------------------------------------------
     async def command_received(self, payload: bytes, topic_locker: str) -> None:
@@ -256,6 +342,22 @@ class FleetSide:
     def _applied(self, applied: dict) -> None:
         if self.link is not None:
             self.link.send_config_applied({"version": applied["version"], "hash": applied["hash"]})
+
+    def clock_jumped(self, jump_ms: int) -> list[dict]:
+        """The replay cache moved with a wall-clock step: the records to commit with it.
+
+        Without this, a step forward prunes entries of commands that are still valid once the
+        clock steps back, and the same signed payload would run again (issue 9, item 11).
+        """
+        store = self.daemon.store
+        records = store.commands_shifted(jump_ms)
+        for record in records:
+            if record["cmd_id"] in self._in_flight:
+                self._in_flight[record["cmd_id"]] = record
+        relayed = store.relayed_shifted(jump_ms)
+        if relayed:
+            store.commit(relayed=relayed, now_ms=self.daemon.clock())
+        return records
 
     # --- settling remote opens from the machine's events -----------------------------------
     def settle(self, events: Iterable[Event]) -> list[dict]:

@@ -29,8 +29,10 @@ DOOR_COMMANDS = ("open", "evict")
 
 #: How long a command's result stays in the replay cache after it expired. Past expiry (plus
 #: the clock skew allowed) a redelivery is rejected as `expired` before the cache is consulted,
-#: so the cache only has to outlive the expiry; the margin covers clock steps. A bounded cache
-#: keeps the store, which is rewritten whole on every commit, small.
+#: so the cache only has to outlive the expiry; the margin covers small clock errors. Clock steps
+#: the daemon sees move every entry's times with them (store.commands_shifted), so a step
+#: forward cannot prune an entry that a step back would make valid again. The TTL cap
+#: (`max_ttl_ms`) bounds how long an entry lives, hence the cache's size.
 DEFAULT_RETENTION_MS = 10 * 60 * 1000
 
 #: Events that settle a pending remote open (the event's data carries the command's ref).
@@ -71,11 +73,14 @@ class RemoteCommands:
         trusted_keys: Mapping[str, str],
         cell_ids: Collection[int],
         retention_ms: int = DEFAULT_RETENTION_MS,
+        max_ttl_ms: int | None = None,
     ) -> None:
+        """`max_ttl_ms`: commands signed to live longer are rejected `ttl_too_long`."""
         self.locker_id = locker_id
         self.trusted_keys = dict(trusted_keys)
         self.cell_ids = set(cell_ids)
         self.retention_ms = retention_ms
+        self.max_ttl_ms = max_ttl_ms
 
     def check(
         self,
@@ -91,6 +96,7 @@ class RemoteCommands:
             locker_id=self.locker_id,
             now_ms=now_ms,
             topic_locker=topic_locker,
+            max_ttl_ms=self.max_ttl_ms,
         )
         if reason is not None:
             if cmd_id is None:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     case,
     create_engine,
     event,
+    or_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -295,7 +296,10 @@ def record_command_results(session: Session, rows: Sequence[dict[str, Any]]) -> 
     rows = [{**row, "result_data": redact_result_data(row.get("result_data"))} for row in rows]
     stmt = insert_for(session, CommandRow)
     table = CommandRow.__table__
-    stale = table.c.status.in_(FINAL_STATUSES) & (stmt.excluded.status == "accepted")
+    # Equalities, not IN: an expanding IN cannot run as executemany, so a batch holding the
+    # results of two commands failed, and was retried, for ever.
+    final = or_(*(table.c.status == status for status in FINAL_STATUSES))
+    stale = final & (stmt.excluded.status == "accepted")
     set_ = {
         c: case((stale, table.c[c]), else_=stmt.excluded[c])
         for c in ("status", "result_reason", "result_data", "updated_at")

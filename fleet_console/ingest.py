@@ -32,6 +32,11 @@ the outcome (`sent`, `failed`, `no_channel`), and only then is it acknowledged t
 A crash between the provider's acceptance and that commit sends it again on redelivery (at least
 once); so does a stop while it waits to try again. The text (codes, PINs) is never stored or
 logged, not even the text of a malformed payload.
+
+**Delivered.** A broker may drop a message to the ingest after acknowledging it to the locker
+(its queue for us overflowed), so lockers keep command results and notifications until told
+otherwise: after the commit that stored a batch's results, and after a notification's row was
+recorded (or found: a re-sent one), the locker gets `delivered` naming them and stops re-sending.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,13 +57,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from contract.messages import (
+    DELIVERED_MAX_ITEMS,
     CellSnapshot,
     CommandResult,
     ConfigApplied,
+    Delivered,
     Event,
     EventAck,
     MalformedPayload,
     Notification,
+    ResultKey,
     Status,
 )
 from contract.topics import TopicKind, Topics
@@ -136,6 +144,8 @@ class _Parsed:
     results: dict[str, tuple[str, CommandResult]] = field(default_factory=dict)
     #: Relayed notifications: handled (and acknowledged) apart from the batch.
     notifications: list[tuple[aiomqtt.Message, str, Notification]] = field(default_factory=list)
+    #: Every result of the batch, per locker, to confirm on `delivered` after the commit.
+    delivered: dict[str, list[ResultKey]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -223,6 +233,7 @@ class Ingest:
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
         self._ack_due: dict[str, int] = {}
         self._ack_busy: set[str] = set()
@@ -395,6 +406,8 @@ class Ingest:
                 delay = min(delay * 2, self.settings.reconnect_max_s)
         for message in batch:
             ack(client, message)
+        for locker, keys in parsed.delivered.items():
+            self._send_delivered(client, locker, results=keys)
         self.stats.batches += 1
         self.stats.messages += len(batch)
         if acks:
@@ -406,6 +419,27 @@ class Ingest:
                 self._ack_due[locker] = seq
                 if locker not in self._ack_busy:
                     self._send_ack(client, locker)
+
+    def _send_delivered(
+        self, client: aiomqtt.Client, locker: str, *, results: Sequence[ResultKey] = (),
+        notifications: Sequence[str] = (),
+    ) -> None:
+        """Tell a locker what it may stop re-sending (only after what it names is committed).
+        Not awaited; a lost one only means the locker sends again and is confirmed again."""
+        n = DELIVERED_MAX_ITEMS
+        for i in range(0, max(len(results), len(notifications)), n):
+            payload = Delivered(results=list(results[i:i + n]),
+                                notifications=list(notifications[i:i + n])).to_payload()
+            task = asyncio.create_task(client.publish(
+                self.topics.delivered(locker), payload, qos=1, timeout=10,
+            ))
+            self._delivered_tasks.add(task)
+            task.add_done_callback(self._delivered_done)
+
+    def _delivered_done(self, task: asyncio.Task[None]) -> None:
+        self._delivered_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("delivered not confirmed by the broker: %s", task.exception())
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
         seq = self._ack_due.pop(locker)
@@ -490,6 +524,8 @@ class Ingest:
                     out.notifications.append((message, locker, note))
                 else:
                     result = CommandResult.from_payload(payload)
+                    out.delivered.setdefault(locker, []).append(
+                        ResultKey(cmd_id=result.cmd_id, status=result.status))
                     prior = out.results.get(result.cmd_id)
                     if not (prior and result.status == "accepted"):
                         out.results[result.cmd_id] = (locker, result)
@@ -518,6 +554,7 @@ class Ingest:
             done.set()
         if handled and client is self._client:
             ack(client, message)
+            self._send_delivered(client, locker, notifications=[note.id])
 
     async def _notify_once(self, locker: str, note: Notification) -> bool:
         """False if stopped before the outcome was recorded (then it is not acknowledged)."""

@@ -199,7 +199,9 @@ def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
         for t in ("status", "cells/#", "events", "cmd/result", "config/applied", "notify")
     }
     reads = {ln for ln in lines if ln.startswith("pattern read ")}
-    assert reads == {f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack")}
+    assert reads == {
+        f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack", "delivered")
+    }
     assert "topic readwrite lockers/#" in lines
 
 

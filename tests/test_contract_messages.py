@@ -12,12 +12,14 @@ from contract.messages import (
     CellSnapshot,
     CommandResult,
     ConfigApplied,
+    Delivered,
     Event,
     EventAck,
     MalformedPayload,
     Message,
     Notification,
     Reason,
+    ResultKey,
     SignedCommand,
     SignedConfig,
     Status,
@@ -76,6 +78,8 @@ def samples() -> list[Message]:
         Notification(
             id="n-2", channel="email", to="c@example.org", text="Чек", subject="Receipt 42"
         ),
+        Delivered(results=[ResultKey(cmd_id=CMD_ID, status="done")], notifications=["n-1"]),
+        Delivered(notifications=["n-2"]),
     ]
 
 

@@ -29,6 +29,7 @@ EXPECTED = [
     (T.config("L1"), "lockers/L1/config", TopicKind.CONFIG, None),
     (T.config_applied("L1"), "lockers/L1/config/applied", TopicKind.CONFIG_APPLIED, None),
     (T.notify("L1"), "lockers/L1/notify", TopicKind.NOTIFY, None),
+    (T.delivered("L1"), "lockers/L1/delivered", TopicKind.DELIVERED, None),
 ]
 
 
@@ -133,7 +134,7 @@ def test_subscriptions() -> None:
         ]
     )
     assert sorted(T.locker_subscriptions("L1")) == sorted(
-        ["lockers/L1/cmd", "lockers/L1/config", "lockers/L1/events/ack"]
+        ["lockers/L1/cmd", "lockers/L1/config", "lockers/L1/events/ack", "lockers/L1/delivered"]
     )
     for kind, spec in TOPIC_SPECS.items():
         in_console = T.wildcard(kind) in T.console_subscriptions()

@@ -509,7 +509,11 @@ async def test_results_sent_while_disconnected_are_delivered_after_reconnect(
     async with running(link):
         link.send_result({"cmd_id": ids[0], "status": "accepted"})
         assert (await expect_json(console, T.cmd_result(lid)))["cmd_id"] == ids[0]
-        await until(lambda: link.stats.results_published == 1)  # PUBACKed: not sent again
+        await until(lambda: link.stats.results_published == 1)
+        # The console confirms it on `delivered` (a PUBACK alone proves nothing): not sent again.
+        await asyncio.to_thread(console.publish, T.delivered(lid), json.dumps(
+            {"results": [{"cmd_id": ids[0], "status": "accepted"}]}))
+        await until(lambda: link.undelivered == 0)
     assert not link.connected
     link.send_result({"cmd_id": ids[1], "status": "done", "data": {"cell": 1}})
     link.send_result({"cmd_id": ids[2], "status": "rejected", "reason": "expired"})

@@ -10,6 +10,11 @@ What it guarantees (DESIGN.md, "MQTT contract" and "Nothing is lost"):
 - the outbox stays the source of truth: events are read through the port, sent in seq order with
   at most `max_in_flight` unacknowledged, re-sent (same seq, same id) after a reconnect or when
   acks stall, and dropped only when the console acks them;
+- command results and relayed notifications, which the core stored before handing them over,
+  are kept the same way: re-sent after a reconnect and every `resend_after` until the console
+  names them on `delivered` (a broker whose queue for the ingest overflowed drops them after
+  its PUBACK to us, so a PUBACK proves nothing), then the port is told; one the console never
+  confirms is given up after `deliver_for_s`;
 - a persistent session (MQTT 5 clean start off + session expiry, or 3.1.1 clean session off), so
   QoS 1 commands published while the locker is away are delivered when it comes back; incoming
   messages are PUBACKed only after the core handled them, so one the process dies with comes again
@@ -28,7 +33,6 @@ import random
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,6 +48,7 @@ from contract.messages import (
     CellSnapshot,
     CommandResult,
     ConfigApplied,
+    Delivered,
     Event,
     EventAck,
     MalformedPayload,
@@ -96,6 +101,11 @@ class LockerPort(Protocol):
         """Verify and apply a configuration; answer through `FleetLink.send_config_applied`."""
         ...
 
+    def delivered(self, results: list[tuple[str, str]], notifications: list[str]) -> None:
+        """The console has these (cmd_id, status) results and notification ids: forget them.
+        Optional: a port without it keeps nothing to forget."""
+        ...
+
 
 def _default_log(kind: str, **fields: Any) -> None:
     _logger.info("mqtt_%s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
@@ -140,6 +150,18 @@ class LinkStats:
 
 
 @dataclass
+class _Outgoing:
+    """A command result or notification kept until the console confirms it on `delivered`."""
+
+    topic: str
+    payload: bytes
+    is_result: bool
+    queued_at: float
+    #: When it was last PUBACKed by the broker (monotonic); None: to be sent (again).
+    sent_at: float | None = None
+
+
+@dataclass
 class _Inbound:
     """A received cmd/config message waiting for the core, with the connection to PUBACK on."""
 
@@ -172,11 +194,13 @@ class FleetLink:
         session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
         result_expiry_s: int | None = 24 * 3600,
         timeout: float = 10.0,
+        deliver_for_s: float = 24 * 3600,
     ) -> None:
         """`protocol` None: MQTT 5, falling back to 3.1.1 for good if the broker refuses 5;
         `ProtocolVersion.V311` or `.V5` forces one. `resend_after`: re-send the unacknowledged
-        events when no ack came for that long. `result_expiry_s`: MQTT 5 message expiry of
-        command results (None: none)."""
+        events, results and notifications when no ack came for that long. `result_expiry_s`:
+        MQTT 5 message expiry of command results (None: none). `deliver_for_s`: how long a
+        result or notification is offered to a console that never confirms it."""
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
         self.port = port
@@ -199,13 +223,17 @@ class FleetLink:
         self._session_expiry_s = session_expiry_s
         self._result_expiry_s = result_expiry_s
         self._timeout = timeout
+        self._deliver_for_s = deliver_for_s
 
         t, lk = self.topics, self.locker_id
         self._t_status = t.status(lk)
         self._t_events = t.events(lk)
         self._t_result = t.cmd_result(lk)
         self._t_applied = t.config_applied(lk)
-        self._inbound_kinds = {t.cmd(lk): "cmd", t.config(lk): "config", t.events_ack(lk): "ack"}
+        self._inbound_kinds = {
+            t.cmd(lk): "cmd", t.config(lk): "config", t.events_ack(lk): "ack",
+            t.delivered(lk): "delivered",
+        }
 
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -214,7 +242,8 @@ class FleetLink:
         self._status_due = False
         self._dirty_cells: set[int] = set()
         self._events_due = False
-        self._results: deque[bytes] = deque()
+        #: Results and notifications until the console confirms them, in the order queued.
+        self._pending: dict[tuple[str, str], _Outgoing] = {}
         self._applied: bytes | None = None
         # Event sequence bookkeeping: acked <= sent <= highest_sent.
         self._acked = 0
@@ -251,12 +280,36 @@ class FleetLink:
         self._wake.set()
 
     def send_result(self, result: dict) -> None:
-        """Queue a command result for `cmd/result` (QoS 1, in order, kept until PUBACKed).
+        """Queue a command result for `cmd/result` (QoS 1, in order), kept and re-sent until
+        the console confirms it on `delivered`. The core stored it first (replay cache).
 
         Raises MalformedPayload (a ValueError) if it does not fit CommandResult: a core bug.
         """
-        self._results.append(CommandResult.from_dict(result).to_payload())
+        msg = CommandResult.from_dict(result)
+        key = ("result", f"{msg.cmd_id}/{msg.status}")
+        self._pending.pop(key, None)  # a repeat goes out again, after what is queued
+        self._pending[key] = _Outgoing(self._t_result, msg.to_payload(), True, time.monotonic())
         self._wake.set()
+
+    def send_notification(self, message: dict) -> None:
+        """Queue an SMS / e-mail for the console (`notify`, QoS 1), kept and re-sent until the
+        console confirms it on `delivered`; the core stored it first. The console sends a
+        given id once, however often it arrives.
+
+        Raises MalformedPayload (a ValueError) if it does not fit Notification.
+        """
+        msg = Notification.from_dict(message)
+        key = ("notification", msg.id)
+        if key not in self._pending:
+            self._pending[key] = _Outgoing(
+                self.topics.notify(self.locker_id), msg.to_payload(), False, time.monotonic()
+            )
+        self._wake.set()
+
+    @property
+    def undelivered(self) -> int:
+        """Results and notifications the console has not confirmed yet."""
+        return len(self._pending)
 
     def send_config_applied(self, applied: dict) -> None:
         """Publish the running configuration, retained, on `config/applied` (latest wins)."""
@@ -264,14 +317,11 @@ class FleetLink:
         self._wake.set()
 
     async def publish_notification(self, message: dict, timeout: float = 10.0) -> None:
-        """Hand an SMS / e-mail to the console (`notify`, QoS 1); returns once the broker has
-        it. Raises ConnectionError while the link is down: the caller tells the client."""
-        client = self._client
-        if client is None or not self.connected:
+        """Hand an SMS / e-mail to the console (`send_notification`). Raises ConnectionError
+        while the link is down: the caller tells the client."""
+        if self._client is None or not self.connected:
             raise ConnectionError("the fleet link is not connected")
-        payload = Notification.from_dict(message).to_payload()
-        async with asyncio.timeout(timeout):
-            await client.publish(self.topics.notify(self.locker_id), payload, qos=1)
+        self.send_notification(message)
 
     def publish_status(self) -> None:
         """Publish the online status again (a board went offline or came back)."""
@@ -405,6 +455,8 @@ class FleetLink:
         self._dirty_cells.update(int(c["cell"]) for c in self._safe(self.port.cell_snapshots, []))
         self._sent = self._acked
         self._events_due = True
+        for item in self._pending.values():
+            item.sent_at = None
         self._last_progress = time.monotonic()
         self._version_confirmed = True
         self._connected.set()
@@ -434,6 +486,9 @@ class FleetLink:
                 self._last_progress = time.monotonic()
                 continue
             wait = self._resend_after if in_flight else None
+            pending_wait = self._next_pending_resend()
+            if pending_wait is not None:
+                wait = pending_wait if wait is None else min(wait, pending_wait)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -444,15 +499,20 @@ class FleetLink:
             self._status_due = False
             await client.publish(self._t_status, self._status_payload(), qos=1, retain=True)
 
-        if self._results:
-            batch = list(self._results)
+        due = self._due_pending()
+        if due:
             props = self._result_properties()
             await asyncio.gather(
-                *(client.publish(self._t_result, p, qos=1, properties=props) for p in batch)
+                *(
+                    client.publish(o.topic, o.payload, qos=1,
+                                   properties=props if o.is_result else None)
+                    for o in due
+                )
             )
-            for _ in batch:
-                self._results.popleft()
-            self.stats.results_published += len(batch)
+            stamp = time.monotonic()
+            for item in due:
+                item.sent_at = stamp
+            self.stats.results_published += sum(o.is_result for o in due)
 
         applied = self._applied
         if applied is not None:
@@ -517,6 +577,26 @@ class FleetLink:
         self.stats.events_published += len(payloads)
         return len(payloads)
 
+    def _due_pending(self) -> list[_Outgoing]:
+        """Pending results and notifications to (re-)send now; those offered for longer than
+        `deliver_for_s` are given up (a console that never confirms)."""
+        now = time.monotonic()
+        expired = [k for k, o in self._pending.items() if now - o.queued_at > self._deliver_for_s]
+        for key in expired:
+            del self._pending[key]
+            self._log("undelivered_given_up", kind=key[0], key=key[1])
+        return [
+            o for o in self._pending.values()
+            if o.sent_at is None or now - o.sent_at >= self._resend_after
+        ]
+
+    def _next_pending_resend(self) -> float | None:
+        """Seconds until the next unconfirmed result or notification is due again."""
+        sent = [o.sent_at for o in self._pending.values() if o.sent_at is not None]
+        if not sent:
+            return None
+        return max(0.0, min(sent) + self._resend_after - time.monotonic())
+
     def _status_payload(self) -> bytes:
         obj = self._safe(self.port.status, None) or {"online": True}
         return _encode(Status, obj, "status", self._log)
@@ -547,6 +627,9 @@ class FleetLink:
             payload = bytes(payload)
             if kind == "ack":
                 self._on_ack(payload)
+                _puback(client, message.mid, message.qos)
+            elif kind == "delivered":
+                self._on_delivered(payload)
                 _puback(client, message.mid, message.qos)
             elif kind in ("cmd", "config"):
                 parsed = self.topics.parse(topic)
@@ -584,6 +667,25 @@ class FleetLink:
         self._log("acked", up_to_seq=up_to, count=count)
         self._events_due = True
         self._wake.set()
+
+    def _on_delivered(self, payload: bytes) -> None:
+        """The console has these results and notifications: stop offering them, tell the core."""
+        try:
+            msg = Delivered.from_payload(payload)
+        except MalformedPayload as exc:
+            self._log("delivered_malformed", reason=str(exc))
+            return
+        results = [(k.cmd_id, k.status) for k in msg.results]
+        for cmd_id, status in results:
+            self._pending.pop(("result", f"{cmd_id}/{status}"), None)
+        for note_id in msg.notifications:
+            self._pending.pop(("notification", note_id), None)
+        forget = getattr(self.port, "delivered", None)
+        if forget is not None:
+            try:
+                forget(results, list(msg.notifications))
+            except Exception as exc:  # the store keeps them; a re-send is confirmed again
+                self._log("port_failed", call="delivered", error=repr(exc))
 
     async def _inbound_worker(self) -> None:
         """Hand commands and configs to the core one at a time, in arrival order, then PUBACK."""

@@ -1,5 +1,5 @@
 """The locker's durable store: cell machine state, event sequence, event outbox, replay cache,
-payment records.
+payment records, notifications relayed through the console until it confirms them.
 
 tinydb keeps the documents (one per cell, per event, per remote command) in memory and in a JSON
 image on disk. A commit does not rewrite that image: it appends the documents it changed to a
@@ -157,6 +157,14 @@ def apply_changes(data: dict[str, dict[str, Any]], changes: list[Change]) -> Non
             docs[str(doc_id)] = doc
 
 
+def _shifted(doc: Mapping[str, Any], jump_ms: int, keys: tuple[str, ...]) -> dict:
+    out = dict(doc)
+    for key in keys:
+        if isinstance(out.get(key), int):
+            out[key] += jump_ms
+    return out
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -192,6 +200,7 @@ class LockerStore:
             self._outbox = self._db.table("outbox")
             self._commands = self._db.table("commands")
             self._payments = self._db.table("payments")
+            self._relayed = self._db.table("relayed")
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
             self._cell_docs = {doc.doc_id: dict(doc) for doc in self._cells.all()}
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
@@ -251,6 +260,20 @@ class LockerStore:
             (Query().settled == True) & (Query().updated_at < before_ms),  # noqa: E712
         )
 
+    def undelivered_results(self) -> list[dict]:
+        """Command results the console has not confirmed (`delivered`), oldest command first."""
+        out: list[dict] = []
+        records = sorted(self._commands.all(), key=lambda r: r.get("received_at", 0))
+        for record in records:
+            confirmed = set(record.get("delivered", ()))
+            out += [dict(r) for r in record.get("results", ()) if r["status"] not in confirmed]
+        return out
+
+    def relayed(self) -> list[dict]:
+        """Notifications handed to the console and not yet confirmed, oldest first: documents
+        {id, message, at, keep_until}. `message` holds the text (codes, PINs): never logged."""
+        return sorted((dict(r) for r in self._relayed.all()), key=lambda r: r.get("at", 0))
+
     def commands_in_flight(self) -> list[dict]:
         """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
         return [
@@ -268,11 +291,13 @@ class LockerStore:
         meta: Mapping[str, Any] | None = None,
         commands: Iterable[Mapping[str, Any]] = (),
         payments: Iterable[Mapping[str, Any]] = (),
+        relayed: Iterable[Mapping[str, Any]] = (),
     ) -> list[dict]:
-        """Persist the new machine state, events, replay-cache entries and payment records as
-        one journal line; returns the numbered events (seq grows by one per event, across
-        restarts). An event may carry its own time as a third item (one that waited for the
-        disk); the others are stamped `now_ms`. Raises StoreWriteFailed with nothing changed."""
+        """Persist the new machine state, events, replay-cache entries, payment records and
+        relayed notifications as one journal line; returns the numbered events (seq grows by
+        one per event, across restarts). An event may carry its own time as a third item (one
+        that waited for the disk); the others are stamped `now_ms`. Raises StoreWriteFailed with
+        nothing changed."""
         changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
@@ -292,6 +317,7 @@ class LockerStore:
         new_ids: dict[str, int] = {}
         changes.extend(self._upsert(self._commands, "cmd_id", r, new_ids) for r in commands)
         changes.extend(self._upsert(self._payments, "op_id", r, new_ids) for r in payments)
+        changes.extend(self._upsert(self._relayed, "id", r, new_ids) for r in relayed)
         new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
         if new_meta != self._meta_doc:
             changes.append((self._meta.name, 1, new_meta))
@@ -361,9 +387,38 @@ class LockerStore:
         """Rewrite the image with everything and empty the journal."""
         self._db.storage.write_image()
 
-    def prune_commands(self, now_ms: int) -> int:
-        """Forget replay-cache entries past their keep_until (after the command expired)."""
-        return self._remove(self._commands, Query().keep_until < now_ms)
+    def commands_shifted(self, jump_ms: int) -> list[dict]:
+        """Every replay-cache entry with its times moved by a wall-clock step, to be committed
+        (not yet written): an entry must live as long in real time whatever the clock did."""
+        return [_shifted(r, jump_ms, ("keep_until", "received_at")) for r in self._commands.all()]
+
+    def relayed_shifted(self, jump_ms: int) -> list[dict]:
+        """Relayed notifications with their times moved by a wall-clock step, to be committed."""
+        return [_shifted(r, jump_ms, ("keep_until", "at")) for r in self._relayed.all()]
+
+    def prune_commands(self, now_ms: int, deliver_for_ms: int = 24 * 3600 * 1000) -> int:
+        """Forget replay-cache entries past their keep_until (after the command expired) whose
+        results the console confirmed, or that it left unconfirmed for `deliver_for_ms`; and
+        relayed notifications unconfirmed past their keep_until."""
+
+        def done(record: Mapping[str, Any]) -> bool:
+            if record.get("keep_until", 0) >= now_ms:
+                return False
+            confirmed = set(record.get("delivered", ()))
+            if all(r["status"] in confirmed for r in record.get("results", ())):
+                return True
+            return record.get("received_at", 0) + deliver_for_ms < now_ms
+
+        gone = [doc.doc_id for doc in self._commands.all() if done(doc)]
+        expired = [doc.doc_id for doc in self._relayed.all() if doc.get("keep_until", 0) < now_ms]
+        self._write([(self._commands.name, i, None) for i in gone]
+                    + [(self._relayed.name, i, None) for i in expired])
+        return len(gone)
+
+    def relayed_delivered(self, ids: Iterable[str]) -> int:
+        """Drop notifications the console confirmed; returns how many were dropped."""
+        wanted = set(ids)
+        return self._remove(self._relayed, Query().id.one_of(list(wanted)))
 
     def acknowledge(self, up_to_seq: int) -> int:
         """Drop events the console has stored; returns how many were dropped."""

@@ -6,7 +6,8 @@
     lockerd ctl --config FILE payments    the card payments: open ones first, then settled
     lockerd ctl --config FILE deposit|pickup|open|temporary|block|unblock --cell N [--reason TEXT]
 
-Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running.
+Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable board or kiosk port /
+damaged store / not running.
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def _run(config: LockerConfig) -> int:
     from daemon.app import run_daemon
     from daemon.io.boards import BoardPortError
     from daemon.io.store import StoreCorrupt
+    from daemon.kiosk_socket import KioskPortError
 
     try:
         asyncio.run(run_daemon(config))
-    except BoardPortError as exc:
+    except (BoardPortError, KioskPortError) as exc:
         print(f"lockerd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreCorrupt as exc:

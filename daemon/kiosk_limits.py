@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -198,5 +199,6 @@ class BodyLimit:
     async def _refuse(self, scope: dict[str, Any], receive: Callable, send: Callable,
                       code: str, status: int) -> None:
         self.gate.refused(code)
-        params = {"limit": self.max_bytes} if status == 413 else {"seconds": self.timeout_s}
+        params = {"limit": self.max_bytes} if status == 413 else {
+            "seconds": math.ceil(self.timeout_s)}
         await self.refusal(scope, code, status, params)(scope, receive, send)

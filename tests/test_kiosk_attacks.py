@@ -373,3 +373,25 @@ def test_slow_clients_do_not_take_the_locker_down(board_sim, lockerd, tmp_path):
     assert max(fds) < 512  # the kiosk's cap leaves most descriptors to the rest
     assert log_bytes < 20_000
     assert d.terminate() == 0
+
+
+def test_a_body_that_never_ends_is_answered_408(board_sim, lockerd, tmp_path):
+    _, _, port, _ = _locker(board_sim, lockerd, tmp_path, kiosk={"body_timeout_s": 1})
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    _wait(lambda: _ready(http))
+    head = (b"POST /api/v1/cells/1/account?lang=ru HTTP/1.1\r\nHost: kiosk\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    started = time.monotonic()
+
+    def trickle():
+        yield b'{"pin": '
+        for _ in range(50):  # and never the rest
+            time.sleep(0.1)
+            yield b""
+
+    answer, _ = _raw_post(port, head, trickle(), timeout=10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "body_timeout" and error["params"] == {"seconds": 1}
+    assert "Запрос" in error["message"]  # in the language the screen asked for
+    assert time.monotonic() - started < 5

@@ -234,7 +234,9 @@ async def serve_kiosk(service: StorageService, settings: KioskSettings, journal:
     app = BodyLimit(create_app(service), settings.max_body_bytes, settings.body_timeout_s, gate,
                     _refusal)
     config = uvicorn.Config(
-        app, http=gated_protocol(gate), log_level="warning", access_log=False, lifespan="off",
+        # "error": uvicorn's per-request warnings (an invalid request) would be a line per
+        # socket; the gate counts them in its summary lines instead.
+        app, http=gated_protocol(gate), log_level="error", access_log=False, lifespan="off",
         timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]
         backlog=ACCEPT_BACKLOG,
     )

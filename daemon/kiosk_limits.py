@@ -11,7 +11,8 @@ control socket and the fleet link need descriptors and memory whatever the stran
   within `body_timeout_s`;
 - a body is read up to `max_body_bytes`, counted as it arrives (a chunked body has no length to
   check first): 413 beyond it, and the rest is never read;
-- refusals are counted and logged as one summary line per `report_s`, never a line per socket.
+- refusals (and requests that are not HTTP) are counted and logged as one summary line per
+  `report_s`, never a line per socket.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class ClientGate:
         self.clock = clock
         self.report_s = report_s
         self.open = 0
-        self.counts = {"over_cap": 0, "header_timeout": 0, "body_too_large": 0,
-                       "body_timeout": 0}
+        self.counts = {"over_cap": 0, "header_timeout": 0, "bad_request": 0,
+                       "body_too_large": 0, "body_timeout": 0}
         self._last_report = -report_s
 
     def admit(self) -> bool:
@@ -126,6 +127,10 @@ def gated_protocol(gate: ClientGate) -> type[asyncio.Protocol]:
             super().data_received(data)
             if self.cycle is not cycle:  # a request's headers are in: the app has it now
                 self._disarm()
+
+        def send_400_response(self, msg: str) -> None:
+            gate.refused("bad_request")  # counted, not logged one line each by uvicorn
+            super().send_400_response(msg)
 
         def _arm(self) -> None:
             if self._deadline is None:

@@ -239,6 +239,7 @@ async def serve_kiosk(service: StorageService, settings: KioskSettings, journal:
         app, http=gated_protocol(gate), log_level="error", access_log=False, lifespan="off",
         timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]
         backlog=ACCEPT_BACKLOG,
+        ws="none",  # the API has no WebSocket; an upgrade would leave the gate's count behind
     )
     server = _Server(config)
     host, port = sock.getsockname()[:2]

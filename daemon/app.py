@@ -27,6 +27,8 @@ from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Tim
 from daemon.io.boards import BoardPortError, make_driver, open_buses
 from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
+from daemon.kiosk_limits import raise_fd_limit
+from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.storage.wiring import build_storage, simulator_control
 
 VERSION = "0.1.0"
@@ -66,8 +68,12 @@ def cell_specs(config: LockerConfig) -> list[CellSpec]:
 
 
 class LockerDaemon:
-    def __init__(self, config: LockerConfig, journal: Journal | None = None) -> None:
+    def __init__(self, config: LockerConfig, journal: Journal | None = None,
+                 kiosk_listener: tuple[Any, bool] | None = None) -> None:
         self.config = config
+        #: The kiosk's listening socket, opened before anything else (run_daemon); else the
+        #: kiosk binds its port itself when it starts.
+        self.kiosk_listener = kiosk_listener
         self.journal = journal or Journal(config.locker_id)
         self.store = LockerStore(config.data_dir)
         try:
@@ -232,7 +238,8 @@ class LockerDaemon:
         if self.config.kiosk.enabled:
             from daemon.kiosk import serve_kiosk
 
-            self._spawn(serve_kiosk(self.storage, self.config.kiosk, self.journal))
+            self._spawn(serve_kiosk(self.storage, self.config.kiosk, self.journal,
+                                    self.kiosk_listener))
         return servers
 
     async def _after_ready(self) -> None:
@@ -580,7 +587,12 @@ class LockerDaemon:
 
 
 async def run_daemon(config: LockerConfig, journal: Journal | None = None) -> None:
-    daemon = LockerDaemon(config, journal)
+    """Run lockerd; KioskPortError, BoardPortError and StoreCorrupt pass up (exit 2)."""
+    raise_fd_limit()
+    listener = None
+    if config.kiosk.enabled:  # first: a port it cannot have stops it before it touches anything
+        listener = kiosk_listener(config.kiosk.host, config.kiosk.port, ACCEPT_BACKLOG)
+    daemon = LockerDaemon(config, journal, kiosk_listener=listener)
     try:
         await daemon.open_boards()
     except BoardPortError:

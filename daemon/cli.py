@@ -8,8 +8,8 @@
     lockerd store check --config FILE     is the store whole? (0 healthy, 2 damaged)
     lockerd store repair --config FILE    copy it aside, keep what is provably whole (stopped only)
 
-Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable port / not running /
-damaged store.
+Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable board or kiosk port /
+damaged store / not running.
 """
 
 from __future__ import annotations
@@ -96,10 +96,11 @@ def _run(config: LockerConfig) -> int:
     from daemon.app import run_daemon
     from daemon.io.boards import BoardPortError
     from daemon.io.store import StoreCorrupt
+    from daemon.kiosk_socket import KioskPortError
 
     try:
         asyncio.run(run_daemon(config))
-    except BoardPortError as exc:
+    except (BoardPortError, KioskPortError) as exc:
         print(f"lockerd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreCorrupt as exc:

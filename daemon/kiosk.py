@@ -8,7 +8,10 @@ document is served at /openapi.json (and /docs).
 """
 
 
+import asyncio
 import contextlib
+import resource
+import socket
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -21,6 +24,8 @@ from starlette.exceptions import HTTPException
 
 from daemon.fsm import Refused
 from daemon.journal import Journal
+from daemon.kiosk_limits import BodyLimit, ClientGate, gated_protocol, kiosk_connection_cap
+from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.storage.service import StorageError, StorageService
 from daemon.storage.settings import KioskSettings
 from daemon.storage.texts import FALLBACK, MESSAGES, text
@@ -213,16 +218,47 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_kiosk(service: StorageService, settings: KioskSettings, journal: Journal) -> None:
+def _refusal(scope: dict[str, Any], code: str, status: int,
+             params: dict[str, Any]) -> JSONResponse:
+    """A refusal made before the app saw the request (body limits), in the API's shape; the
+    connection is closed after it, since the rest of the body is never read."""
+    request = Request(scope)
+    lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+    response = _error(StorageError(code, status, **params), lang)
+    response.headers["connection"] = "close"
+    return response
+
+
+async def serve_kiosk(service: StorageService, settings: KioskSettings, journal: Journal,
+                      listener: tuple[socket.socket, bool] | None = None) -> None:
+    """Serve the kiosk API on `listener` (socket, handed over by systemd) or on its own port."""
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    cap = kiosk_connection_cap(settings.max_connections, fd_limit)
+    if cap < settings.max_connections:
+        journal.line("kiosk_connections_capped", level="warning", wanted=settings.max_connections,
+                     max_connections=cap, fd_limit=fd_limit)
+    sock, inherited = listener or kiosk_listener(settings.host, settings.port, ACCEPT_BACKLOG)
+    gate = ClientGate(cap, settings.header_timeout_s, journal)
+    app = BodyLimit(create_app(service), settings.max_body_bytes, settings.body_timeout_s, gate,
+                    _refusal)
     config = uvicorn.Config(
-        create_app(service), host=settings.host, port=settings.port, log_level="warning",
-        access_log=False, lifespan="off",
+        # "error": uvicorn's per-request warnings (an invalid request) would be a line per
+        # socket; the gate counts them in its summary lines instead.
+        app, http=gated_protocol(gate), log_level="error", access_log=False, lifespan="off",
+        timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]
+        backlog=ACCEPT_BACKLOG,
+        ws="none",  # the API has no WebSocket; an upgrade would leave the gate's count behind
     )
     server = _Server(config)
-    journal.line("kiosk_listening", host=settings.host, port=settings.port)
+    host, port = sock.getsockname()[:2]
+    journal.line("kiosk_listening", host=host, port=port, systemd=inherited,
+                 max_connections=cap, max_body_bytes=settings.max_body_bytes)
+    reporting = asyncio.create_task(gate.report_loop())
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         server.should_exit = True
+        reporting.cancel()
+        gate.report()
     if not server.started:
-        raise OSError(f"kiosk API could not listen on {settings.host}:{settings.port}")
+        raise OSError(f"kiosk API could not listen on {host}:{port}")

@@ -244,3 +244,29 @@ def test_a_malformed_snapshot_is_ignored() -> None:
     guard.failed(1, 0)
     guard.restore({"cells": {"x": [1]}, "recent": []})
     assert guard.attempts_left(1) == 4  # unchanged
+
+
+def test_the_kept_state_stays_small_whatever_the_number_of_failures() -> None:
+    """Stored after every failure: its size must not follow the number of tries."""
+    guard = PinGuard()
+    for i in range(5_000):
+        guard.failed(1 + i % 6, T0 + i)
+    kept = GuardPolicy().kept_failures
+    assert kept == 19 and len(guard.snapshot()["recent"]) == kept
+    assert guard.delay_ms(T0 + 5_000) == 10_000  # the maximum, as with every failure kept
+    assert len(json.dumps(guard.snapshot())) < 600
+
+
+def test_a_wrong_pin_on_a_missing_cell_slows_the_kiosk_but_keeps_no_count() -> None:
+    guard = PinGuard(GuardPolicy(kiosk_free_failures=2))
+    guard.failed_elsewhere(T0)
+    guard.failed_elsewhere(T0 + 1)
+    assert guard.delay_ms(T0 + 2) == 1_000
+    assert guard.snapshot()["cells"] == {}
+
+
+def test_an_old_snapshot_with_every_failure_is_cut_to_what_counts() -> None:
+    guard = PinGuard()
+    guard.restore({"cells": {}, "recent": list(range(T0, T0 + 2_500))})
+    assert len(guard.snapshot()["recent"]) == 19
+    assert guard.delay_ms(T0 + 2_500) == 10_000

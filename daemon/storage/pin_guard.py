@@ -4,6 +4,10 @@ Two limits: a cell whose PIN was typed wrong `cell_attempts` times in a row refu
 `cell_lockout_ms`; and once the whole kiosk has seen `kiosk_free_failures` wrong PINs within
 `kiosk_window_ms` (someone walking the cells), every PIN answer is delayed, one step longer per
 further failure, up to `kiosk_max_delay_ms`. A right PIN clears its cell's count.
+
+What is kept is bounded whatever the number of tries, because the caller stores it after every
+failure: one count per cell, and only the latest kiosk-wide failure times that can still change
+the delay (once the delay has reached its maximum, older failures add nothing).
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ class GuardPolicy:
     kiosk_window_ms: int = 10 * 60_000
     kiosk_delay_step_ms: int = 1_000
     kiosk_max_delay_ms: int = 10_000
+
+    @property
+    def kept_failures(self) -> int:
+        """Kiosk-wide failure times worth keeping: enough for the delay to reach its maximum."""
+        if self.kiosk_delay_step_ms <= 0 or self.kiosk_max_delay_ms <= 0:
+            return 0  # the delay is always 0
+        steps = -(-self.kiosk_max_delay_ms // self.kiosk_delay_step_ms)
+        return self.kiosk_free_failures - 1 + steps
 
 
 @dataclass
@@ -53,14 +65,19 @@ class PinGuard:
 
     def failed(self, cell: int, now_ms: int) -> int | None:
         """Count a wrong PIN; returns the lockout's end if this failure locked the cell."""
-        self._forget(now_ms)
-        self._recent.append(now_ms)
+        self.failed_elsewhere(now_ms)
         count = self._cells.setdefault(cell, _CellCount())
         count.failures += 1
         if count.failures >= self.policy.cell_attempts:
             count.locked_until = now_ms + self.policy.cell_lockout_ms
             return count.locked_until
         return None
+
+    def failed_elsewhere(self, now_ms: int) -> None:
+        """Count a wrong PIN for the kiosk-wide delay only (a cell number the locker lacks)."""
+        self._forget(now_ms)
+        self._recent.append(now_ms)
+        del self._recent[: -self.policy.kept_failures or len(self._recent)]
 
     def attempts_left(self, cell: int) -> int:
         count = self._cells.get(cell)
@@ -91,7 +108,8 @@ class PinGuard:
             recent = [int(t) for t in snapshot["recent"]]
         except (KeyError, TypeError, ValueError):
             return
-        self._cells, self._recent = cells, recent
+        kept = self.policy.kept_failures
+        self._cells, self._recent = cells, (recent[-kept:] if kept else [])
 
     def _forget(self, now_ms: int) -> None:
         start = now_ms - self.policy.kiosk_window_ms

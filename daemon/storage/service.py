@@ -127,6 +127,8 @@ class StorageService:
                 kiosk_max_delay_ms=kiosk.slow_max_ms,
             )
         )
+        #: One lock per cell: a PIN is checked, compared and its failure recorded under it.
+        self._pin_locks = {c.id: asyncio.Lock() for c in daemon.config.cells}
         self.codes = SmsCodes(CodePolicy(), default_country_code=kiosk.default_country_code)
         self.drafts: dict[str, Draft] = {}
         self._by_ref: dict[str, Draft] = {}
@@ -474,18 +476,34 @@ class StorageService:
 
     # ----------------------------------------------------------------- existing rentals
     async def authorise(self, cell: int, pin: str) -> dict[str, Any]:
-        """The cell's tenancy if `pin` opens it; wrong PINs are counted and slowed down."""
+        """The cell's tenancy if `pin` opens it; wrong PINs are counted and slowed down.
+
+        The lockout check, the comparison and the record of a failure run under the cell's lock
+        with no await between them, so parallel requests cannot all pass the check before the
+        first failures are counted: at most `pin_attempts` wrong PINs per lockout.
+        """
+        self._refuse_if_locked(cell)  # at once, before any waiting
+        delay = self.guard.delay_ms(self.daemon.clock())
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        lock = self._pin_locks.get(cell)
+        if lock is None:  # no such cell: nothing to lock out, but it counts for the slowdown
+            self.guard.failed_elsewhere(self.daemon.clock())
+            self._save_kiosk_state()
+            raise StorageError("wrong_pin", 403, attempts=self.guard.policy.cell_attempts)
+        async with lock:
+            self._refuse_if_locked(cell)
+            return self._check_pin(cell, pin)
+
+    def _refuse_if_locked(self, cell: int) -> None:
         now = self.daemon.clock()
         until = self.guard.locked_until(cell, now)
         if until is not None:
             raise StorageError("pin_locked", 423, minutes=max(1, -(-(until - now) // 60_000)))
-        delay = self.guard.delay_ms(now)
-        if delay:
-            await asyncio.sleep(delay / 1000)
-        try:
-            tenancy = self.daemon.machine.tenancy(cell)
-        except KeyError:
-            tenancy = None
+
+    def _check_pin(self, cell: int, pin: str) -> dict[str, Any]:
+        """Compare and record in one step (no await): the caller holds the cell's lock."""
+        tenancy = self.daemon.machine.tenancy(cell)
         expected = ((tenancy or {}).get("secret") or {}).get("pin")
         typed = pin.strip() if isinstance(pin, str) else ""
         if expected and hmac.compare_digest(typed.encode(), str(expected).encode()):
@@ -494,7 +512,8 @@ class StorageService:
                 self._save_kiosk_state()
             assert tenancy is not None
             return tenancy
-        locked = self.guard.failed(cell, self.daemon.clock())
+        now = self.daemon.clock()
+        locked = self.guard.failed(cell, now)
         if locked is not None:
             self._save_kiosk_state(
                 [Event("pin_locked", cell, {"until": locked}, True)]

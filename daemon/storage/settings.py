@@ -36,6 +36,17 @@ class KioskSettings(StrictSection):
     draft_ttl_s: float = Field(600, gt=0)
     #: Country code assumed for a phone number typed without "+" (digits, e.g. "7").
     default_country_code: str | None = Field(None, pattern=r"^\d{1,3}$")
+    #: A request body larger than this is refused with 413 (the screen sends a few hundred).
+    max_body_bytes: int = Field(8192, ge=1024, le=1_048_576)
+    #: Kiosk connections open at once; one more is closed as soon as it is accepted. Lowered at
+    #: start if the descriptor limit would not leave enough to the boards, store and fleet link.
+    max_connections: int = Field(64, ge=1, le=4096)
+    #: A request's headers must arrive within this of the connection opening or the request
+    #: starting, its body within body_timeout_s; an idle kept-alive connection is closed after
+    #: idle_timeout_s.
+    header_timeout_s: float = Field(5, gt=0, le=300)
+    body_timeout_s: float = Field(10, gt=0, le=300)
+    idle_timeout_s: float = Field(5, gt=0, le=300)
 
 
 class PaymentSettings(StrictSection):

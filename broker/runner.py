@@ -234,13 +234,15 @@ class MosquittoProcess:
         self._proc.send_signal(signal.SIGHUP)
 
     def wait_login(
-        self, username: str, password: str, timeout: float = 5.0
+        self, username: str, password: str, timeout: float = 5.0, *, port: int | None = None
     ) -> bool:
-        """Poll until `username` can log in (e.g. after a reload); False on timeout."""
+        """Poll until `username` can log in on `port` (default: the main listener's), e.g. after
+        a reload; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                if probe_login(self.host, self.port, username, password, timeout=1.0) == 0:
+                if probe_login(self.host, port or self.port, username, password,
+                               timeout=1.0) == 0:
                     return True
             time.sleep(0.02)
         return False

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.registry import InvalidNameError, Registry
 from broker.runner import probe_login
 from tests.fixtures.mqtt_broker import (
     LockerCredentials,
@@ -118,6 +119,64 @@ class RawPublisher:
         self._reader.join(5)
 
 
+def raw_drain(host: str, port: int, username: str, password: str, client_id: str,
+              quiet_s: float) -> list[tuple[str, bytes]]:
+    """Resume a persistent session over a raw socket and take every queued message (PUBACK
+    each) until `quiet_s` passes without one: paho in Python takes ten times longer."""
+    sock = socket.create_connection((host, port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = (_string("MQTT") + bytes([4, 0xC0]) + struct.pack("!H", 60) + _string(client_id)
+            + _string(username) + _string(password))
+    sock.sendall(_packet(0x10, body))
+    got: list[tuple[str, bytes]] = []
+    buf = b""
+    sock.settimeout(quiet_s)
+    try:
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            acks = bytearray()
+            pos = 0
+            while True:  # take every whole packet in the buffer
+                if len(buf) - pos < 2:
+                    break
+                length, shift, i = 0, 0, pos + 1
+                while i < len(buf):
+                    length |= (buf[i] & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if not buf[i - 1] & 0x80:
+                        break
+                else:
+                    break
+                if buf[i - 1] & 0x80 or len(buf) - i < length:
+                    break
+                head, packet = buf[pos], buf[i:i + length]
+                pos = i + length
+                if head >> 4 == 2:
+                    assert packet[1] == 0, f"session refused: CONNACK {packet!r}"
+                elif head >> 4 == 3:
+                    tlen = struct.unpack("!H", packet[:2])[0]
+                    topic, rest = packet[2:2 + tlen].decode(), packet[2 + tlen:]
+                    if (head >> 1) & 3:
+                        acks += b"\x40\x02" + rest[:2]
+                        rest = rest[2:]
+                    got.append((topic, bytes(rest)))
+            buf = buf[pos:]
+            if acks:
+                sock.sendall(bytes(acks))
+    finally:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\xe0\x00")
+        sock.close()
+    return got
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process in MB (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -188,6 +247,30 @@ def test_a_locker_cannot_wipe_the_ingests_persistent_session(
         pass  # end the test's session
     print(f"\nA's login as the ingest: CONNACK {code}; queued results kept: {len(got)} of 3")
     assert [p for _, p in got] == [f'{{"cmd_id":"{i}"}}'.encode() for i in range(3)]
+
+
+def test_each_listener_takes_only_its_own_kind_of_account(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials,
+) -> None:
+    """On the console listener a locker could pick any client id again: it must not log in."""
+    a, console = locker_credentials, mqtt_broker.console_credentials
+    host = mqtt_broker.host
+    assert probe_login(host, mqtt_broker.port, a.username, a.password) == 0
+    assert probe_login(host, mqtt_broker.console_port, a.username, a.password,
+                       client_id="locker-console-ingest") in (4, 5)
+    assert probe_login(host, mqtt_broker.console_port, *console) == 0
+    assert probe_login(host, mqtt_broker.port, *console) in (4, 5)
+
+
+@pytest.mark.parametrize("name", ["locker-console-ingest", "locker-console", "console-cli-0a1b"])
+def test_registry_refuses_locker_ids_that_are_console_client_ids(
+    tmp_path: Path, name: str
+) -> None:
+    reg = Registry(tmp_path / "registry.json")
+    with pytest.raises(InvalidNameError, match="client id"):
+        reg.add_locker(name)
+    reg.add_console(name)  # a console account may be named so: its client id is its own choice
+    reg.add_locker("L-console-1")
 
 
 # -- item 7: message size and topic depth --------------------------------------------------------
@@ -286,8 +369,8 @@ def test_a_flood_from_one_locker_does_not_drop_anothers_command_results(
         for i in range(results_n):
             locker_c.publish(f"lockers/{c.locker_id}/cmd/result", f'{{"cmd_id":"{i}"}}'.encode())
     queued = rss_mb(pid)
-    with mqtt_broker.console_client(client_id=ingest_id, clean_session=False) as ingest:
-        got = drain(ingest, quiet_s=1.5, limit_s=60.0)
+    got = raw_drain(mqtt_broker.host, mqtt_broker.console_port, *mqtt_broker.console_credentials,
+                    client_id=ingest_id, quiet_s=1.5)
     with mqtt_broker.console_client(client_id=ingest_id, clean_session=True):
         pass  # end the test's session
     results = [p for t, p in got if t == f"lockers/{c.locker_id}/cmd/result"]

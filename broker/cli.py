@@ -43,20 +43,23 @@ from broker.runner import find_mosquitto
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-BROKER_EPILOG = f"""\
-Two listeners. Lockers log in on --port, and there Mosquitto replaces whatever client id a
-locker sends with its username (use_username_as_clientid), so a locker can neither knock another
-client off nor take over or wipe its session. Consoles log in on --console-port (default: --port
-+ 1, on --console-bind, default --bind) with the client ids they choose; a console's [mqtt] port
-is this one. Each listener accepts only its own kind of account.
+BROKER_EPILOG = """\
+Two listeners (docs/broker.md):
+  --port          lockers. Mosquitto replaces whatever client id a locker sends with its
+                  username (use_username_as_clientid), so no locker can knock another client
+                  off, nor take over or wipe its session.
+  --console-port  consoles (default: --port + 1, on --console-bind, default --bind), with the
+                  client ids they choose. A console's [mqtt] port is this one.
+Each listener takes only its own kind of account.
 
-Limits (docs/broker.md): a packet over --max-packet-size bytes (default {DEFAULT_MAX_PACKET_SIZE},
-over three times the largest legitimate message) closes the connection unread; every client's
-queue holds --max-queued-messages (default {DEFAULT_MAX_QUEUED_MESSAGES}) and --max-queued-bytes
-(default {DEFAULT_MAX_QUEUED_BYTES}) of QoS 1 messages beyond those in flight, so one locker's
-burst does not make Mosquitto drop other lockers' messages to the ingest; a longer flood still
-can, and lockers re-send what the console has not acknowledged. ACLs are exactly as deep as the
-contract's topics (lockers/%u/cells/+, not cells/#).
+Limits (defaults above):
+  --max-packet-size      a bigger packet closes the connection unread; the default is over
+                         three times the largest legitimate message (a signed configuration).
+  --max-queued-messages  QoS 1 messages and payload bytes queued per client beyond those in
+  --max-queued-bytes     flight: the ingest may fall that far behind one locker's flood before
+                         Mosquitto drops messages to it, from every locker alike; lockers
+                         re-send what the console has not acknowledged.
+ACLs are exactly as deep as the contract's topics (lockers/%u/cells/+, not cells/#).
 """
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from broker.registry import InvalidNameError, Registry
-from broker.runner import probe_login
+from broker.runner import MosquittoProcess, free_port, probe_login
 from tests.fixtures.mqtt_broker import (
     LockerCredentials,
     MqttBroker,
@@ -379,3 +381,26 @@ def test_a_flood_from_one_locker_does_not_drop_anothers_command_results(
           f"{len(results)} of {results_n} results of C; broker RSS {before:.1f} -> "
           f"{queued:.1f} MB while queued")
     assert results == [f'{{"cmd_id":"{i}"}}'.encode() for i in range(results_n)]
+
+
+def test_cli_config_writes_both_listeners_for_real_mosquitto(tmp_path: Path) -> None:
+    """`locker-broker config --console-port`: Mosquitto takes the files, each listener its own
+    accounts; the same port twice is bad input (exit 2)."""
+    reg = Registry(tmp_path / "registry.json")
+    pw_locker, pw_console = reg.add_locker("L-1"), reg.add_console("ops")
+    reg.save()
+    port, console_port = free_port(), free_port()
+    cli = [sys.executable, "-m", "broker.cli", "--registry", str(reg.path), "config",
+           "--out", str(tmp_path / "conf"), "--port", str(port)]
+    same = subprocess.run([*cli, "--console-port", str(port)], capture_output=True, text=True,
+                          timeout=30)
+    assert same.returncode == 2 and "its own port" in same.stderr
+    done = subprocess.run([*cli, "--console-port", str(console_port)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert f"consoles to port {console_port}" in done.stdout
+    with MosquittoProcess(tmp_path / "conf" / "mosquitto.conf", port=port):
+        assert probe_login("127.0.0.1", port, "L-1", pw_locker) == 0
+        assert probe_login("127.0.0.1", console_port, "ops", pw_console) == 0
+        assert probe_login("127.0.0.1", console_port, "L-1", pw_locker) in (4, 5)
+        assert probe_login("127.0.0.1", port, "ops", pw_console) in (4, 5)

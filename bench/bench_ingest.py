@@ -379,7 +379,7 @@ async def main() -> None:
             sets[run] = [(lk, reg.add_locker(lk)) for lk in
                          (f"B{i_run}-{i:04d}" for i in range(args.lockers))]
     fleet.start()
-    mqtt = ConsoleMqtt(host=fleet.host, port=fleet.port, username="bench-console",
+    mqtt = ConsoleMqtt(host=fleet.host, port=fleet.console_port, username="bench-console",
                        password=console_pw)
     results: dict[str, Any] = {
         "lockers": args.lockers, "events_per_locker": args.events, "window": args.window,

@@ -293,7 +293,7 @@ async def main() -> None:
     sim: SimProcess | None = None
     try:
         console_pw = fleet.add_console("bench-console")
-        mqtt = ConsoleMqtt(host=fleet.host, port=fleet.port, username="bench-console",
+        mqtt = ConsoleMqtt(host=fleet.host, port=fleet.console_port, username="bench-console",
                            password=console_pw)
         print(f"Mosquitto on {fleet.host}:{fleet.port}; raw QoS 1 request/response x {args.raw}")
         raw = summary(await raw_round_trips(mqtt, args.raw))

@@ -5,7 +5,11 @@
     locker-broker [--registry FILE] remove NAME
     locker-broker [--registry FILE] list
     locker-broker [--registry FILE] config --out DIR [--port P] [--bind ADDR] [--data-dir DIR]
-    locker-broker [--registry FILE] run [--port P] [--bind ADDR] [--data-dir DIR] [--embedded]
+                  [--console-port P] [--console-bind ADDR] [--max-packet-size N]
+                  [--max-queued-messages N] [--max-queued-bytes N]
+    locker-broker [--registry FILE] run [same options as config, without --out] [--embedded]
+
+Lockers log in on --port, consoles on --console-port (default --port + 1): see BROKER_EPILOG.
 
 Exit codes: 0 done, 2 bad input (duplicate account, bad name, unreadable registry), 1 the broker
 failed. The registry defaults to $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json.
@@ -26,6 +30,9 @@ from broker.embedded import NOT_INSTALLED, EmbeddedBroker
 from broker.mosquitto_conf import (
     DEFAULT_BIND,
     DEFAULT_DATA_DIR,
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_QUEUED_MESSAGES,
     DEFAULT_PORT,
     DEFAULT_PREFIX,
     BrokerSettings,
@@ -35,6 +42,25 @@ from broker.registry import Registry, RegistryError, default_registry_path
 from broker.runner import find_mosquitto
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+BROKER_EPILOG = """\
+Two listeners (docs/broker.md):
+  --port          lockers. Mosquitto replaces whatever client id a locker sends with its
+                  username (use_username_as_clientid), so no locker can knock another client
+                  off, nor take over or wipe its session.
+  --console-port  consoles (default: --port + 1, on --console-bind, default --bind), with the
+                  client ids they choose. A console's [mqtt] port is this one.
+Each listener takes only its own kind of account.
+
+Limits (defaults above):
+  --max-packet-size      a bigger packet closes the connection unread; the default is over
+                         three times the largest legitimate message (a signed configuration).
+  --max-queued-messages  QoS 1 messages and payload bytes queued per client beyond those in
+  --max-queued-bytes     flight: the ingest may fall that far behind one locker's flood before
+                         Mosquitto drops messages to it, from every locker alike; lockers
+                         re-send what the console has not acknowledged.
+ACLs are exactly as deep as the contract's topics (lockers/%u/cells/+, not cells/#).
+"""
 
 
 def _err(msg: str) -> None:
@@ -56,7 +82,10 @@ def _settings(args: argparse.Namespace, data_dir: Path) -> BrokerSettings:
         user = "root"
         _err("running as root: Mosquitto will keep root; pass --user mosquitto to drop privileges")
     return BrokerSettings(
-        port=args.port, bind=args.bind, data_dir=data_dir, prefix=args.prefix, user=user
+        port=args.port, bind=args.bind, data_dir=data_dir, prefix=args.prefix, user=user,
+        console_port=args.console_port, console_bind=args.console_bind,
+        max_packet_size=args.max_packet_size, max_queued_messages=args.max_queued_messages,
+        max_queued_bytes=args.max_queued_bytes,
     )
 
 
@@ -65,10 +94,11 @@ def _print_new_account(username: str, role: str, password: str, rotated: bool) -
     print(f"{verb} {role} account {username!r}. The password is shown only now; it is stored "
           "hashed.")
     if role == "locker":
-        print("Paste this into the locker's lockerd configuration:\n")
+        print("Paste this into the locker's lockerd configuration (port: the broker's --port):\n")
         print("[mqtt]")
     else:
-        print("Paste this into the console's configuration:\n")
+        print("Paste this into the console's configuration (port: the broker's --console-port, "
+              "by default --port + 1):\n")
         print("[mqtt]")
     print(f'username = "{username}"')
     print(f'password = "{password}"')
@@ -107,9 +137,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else out
     reg = Registry.load(_registry_path(args))
-    files = write_config(reg, _settings(args, data_dir), out)
-    print(f"Wrote {files.conf}, {files.passwd} and {files.acl} "
+    settings = _settings(args, data_dir)
+    files = write_config(reg, settings, out)
+    print(f"Wrote {files.conf}, {files.passwd}, {files.console_passwd} and {files.acl} "
           f"({len(reg.lockers())} lockers, {len(reg.consoles())} consoles).")
+    print(f"Lockers connect to port {settings.port}, consoles to port "
+          f"{settings.console_listener_port}.")
     print(f"Start it with: mosquitto -c {files.conf}")
     return EXIT_OK
 
@@ -124,7 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         files = write_config(reg, settings, data_dir)
         if not reg.accounts:
             _err("the registry has no accounts yet: nobody can log in (see `add-locker`)")
-        print(f"Starting Mosquitto ({exe}) on {settings.bind}:{settings.port} "
+        print(f"Starting Mosquitto ({exe}) on {settings.bind}:{settings.port} (lockers) and "
+              f"{settings.console_listener_bind}:{settings.console_listener_port} (consoles) "
               f"with {files.conf}", flush=True)
         # Mosquitto handles SIGINT/SIGTERM (clean shutdown, saves persistence) and SIGHUP
         # (reloads passwd and ACL) itself, so it replaces this process.
@@ -176,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--user", default=None,
         help="user Mosquitto drops to when started as root (default: stay root when root)",
     )
+    broker_opts.add_argument(
+        "--console-port", type=int, default=None,
+        help="the console accounts' listener (default: --port + 1)",
+    )
+    broker_opts.add_argument(
+        "--console-bind", default=None,
+        help="the console listener's address (default: --bind)",
+    )
+    broker_opts.add_argument(
+        "--max-packet-size", type=int, default=DEFAULT_MAX_PACKET_SIZE, metavar="BYTES",
+        help=f"largest MQTT packet accepted (default {DEFAULT_MAX_PACKET_SIZE}; 0: no limit)",
+    )
+    broker_opts.add_argument(
+        "--max-queued-messages", type=int, default=DEFAULT_MAX_QUEUED_MESSAGES, metavar="N",
+        help=f"QoS 1 messages queued per client (default {DEFAULT_MAX_QUEUED_MESSAGES})",
+    )
+    broker_opts.add_argument(
+        "--max-queued-bytes", type=int, default=DEFAULT_MAX_QUEUED_BYTES, metavar="BYTES",
+        help=f"payload bytes queued per client (default {DEFAULT_MAX_QUEUED_BYTES})",
+    )
 
     parser = argparse.ArgumentParser(
         prog="locker-broker", parents=[common],
@@ -192,10 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     sub.add_parser("list", parents=[common], help="list accounts")
     p = sub.add_parser("config", parents=[common, broker_opts],
-                       help="write mosquitto.conf, passwd and acl")
+                       help="write mosquitto.conf, passwd, passwd-console and acl",
+                       epilog=BROKER_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR")
     p = sub.add_parser("run", parents=[common, broker_opts],
-                       help="run Mosquitto (or the embedded demo broker)")
+                       help="run Mosquitto (or the embedded demo broker)",
+                       epilog=BROKER_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embedded", action="store_true",
                    help="use the embedded amqtt broker even if Mosquitto is installed")
     return parser

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 class FleetBroker:
-    """Registry at `registry_path`, files and persistence under `data_dir`, one fixed port.
+    """Registry at `registry_path`, files and persistence under `data_dir`, fixed ports.
 
     `kind` is "mosquitto" when Mosquitto is installed (and `embedded` is False), else "embedded".
+    Lockers connect to `port`, consoles to `console_port` (Mosquitto has a listener for each; the
+    embedded demo broker has one, so there both are `port`).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class FleetBroker:
         port: int | None = None,
         prefix: str = DEFAULT_PREFIX,
         embedded: bool = False,
+        console_port: int | None = None,
     ) -> None:
         self.registry_path = Path(registry_path)
         self.data_dir = Path(data_dir)
@@ -44,9 +47,16 @@ class FleetBroker:
         self.kind: Literal["mosquitto", "embedded"] = (
             "embedded" if embedded or find_mosquitto() is None else "mosquitto"
         )
+        if self.kind == "embedded":
+            self.console_port = self.port
+        else:
+            while console_port is None or console_port == self.port:
+                console_port = free_port(host)
+            self.console_port = console_port
         self.settings = BrokerSettings(
             port=self.port, bind=host, data_dir=self.data_dir, prefix=prefix,
             user="root" if os.geteuid() == 0 else None,
+            console_port=None if self.kind == "embedded" else self.console_port,
         )
         self.files: ConfigFiles | None = None
         self.mosquitto: MosquittoProcess | None = None
@@ -111,15 +121,21 @@ class FleetBroker:
         if self.mosquitto is not None:
             self.write_files()
             if self.mosquitto.running:
+                port = self.port_for(role)
                 self.mosquitto.reload()
-                if not self.mosquitto.wait_login(username, password, timeout=3.0):
+                if not self.mosquitto.wait_login(username, password, timeout=3.0, port=port):
                     self.mosquitto.restart()  # a restart surely rereads the files
-                    if not self.mosquitto.wait_login(username, password, timeout=3.0):
+                    if not self.mosquitto.wait_login(username, password, timeout=3.0,
+                                                     port=port):
                         raise MosquittoError(
                             f"new account {username!r} cannot log in; log tail:\n"
                             f"{self.mosquitto.log_tail()}"
                         )
         return password
+
+    def port_for(self, role: Role | None) -> int:
+        """Where an account of `role` logs in: consoles on `console_port`, lockers on `port`."""
+        return self.console_port if role == "console" else self.port
 
     def add_locker(self, locker_id: str, *, rotate: bool = False) -> str:
         """A locker account usable right away; returns its password."""

@@ -11,7 +11,9 @@ Format::
                             "created_at": "2024-05-01T10:00:00Z", "updated_at": "..."}}}
 
 Usernames share one namespace (they are all Mosquitto usernames), so a console may not be named
-like a locker.
+like a locker. A locker's username is also its MQTT client id (the broker forces it), so a locker
+may not be named like a console program's client id (`locker-console-ingest`, `console-cli-...`):
+such a locker could take over the ingest's session.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ ROLES: tuple[Role, ...] = ("locker", "console")
 FORMAT_VERSION = 1
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_NAME_LEN = 64
+#: Client ids the console programs use (fleet_console: the ingest's "locker-console-ingest", the
+#: CLI's "console-<role>-<random>"); no locker may be named with these prefixes.
+CONSOLE_CLIENT_ID_PREFIXES: tuple[str, ...] = ("locker-console", "console-")
 DEFAULT_REGISTRY_PATH = Path("var/broker/registry.json")
 REGISTRY_ENV = "LOCKER_BROKER_REGISTRY"
 
@@ -193,6 +198,12 @@ class Registry:
         if role not in ROLES:
             raise RegistryError(f"unknown role {role!r}")
         validate_name(username, "locker id" if role == "locker" else "console name")
+        if role == "locker" and username.startswith(CONSOLE_CLIENT_ID_PREFIXES):
+            raise InvalidNameError(
+                f"invalid locker id {username!r}: names starting with "
+                f"{' or '.join(repr(p) for p in CONSOLE_CLIENT_ID_PREFIXES)} are the console "
+                "programs' MQTT client ids, and a locker's id is its client id"
+            )
         existing = self.accounts.get(username)
         if existing is not None and existing.role != role:
             raise AccountExistsError(

@@ -81,13 +81,17 @@ def probe_login(
     password: str | None = None,
     *,
     timeout: float = 2.0,
+    client_id: str | None = None,
+    clean_session: bool = True,
 ) -> int:
     """Log in once with MQTT 3.1.1 and return the CONNACK code (0 accepted, 4/5 refused).
 
+    `client_id` defaults to a fresh probe id; giving one (with `clean_session`) is how tests
+    check that a login cannot take over or wipe someone else's session.
     Raises OSError when nothing answers (connection refused, reset, timeout).
     """
-    flags = 0x02  # clean session
-    payload = _mqtt_string(f"probe-{os.getpid()}-{time.monotonic_ns() % 10**9}")
+    flags = 0x02 if clean_session else 0x00
+    payload = _mqtt_string(client_id or f"probe-{os.getpid()}-{time.monotonic_ns() % 10**9}")
     if username is not None:
         flags |= 0x80
         payload += _mqtt_string(username)
@@ -230,13 +234,15 @@ class MosquittoProcess:
         self._proc.send_signal(signal.SIGHUP)
 
     def wait_login(
-        self, username: str, password: str, timeout: float = 5.0
+        self, username: str, password: str, timeout: float = 5.0, *, port: int | None = None
     ) -> bool:
-        """Poll until `username` can log in (e.g. after a reload); False on timeout."""
+        """Poll until `username` can log in on `port` (default: the main listener's), e.g. after
+        a reload; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                if probe_login(self.host, self.port, username, password, timeout=1.0) == 0:
+                if probe_login(self.host, port or self.port, username, password,
+                               timeout=1.0) == 0:
                     return True
             time.sleep(0.02)
         return False

@@ -207,7 +207,8 @@ def show(fleet: Fleet, once: bool, embedded: bool) -> int:
     broker.start()
     console_password = broker.add_console("console")
     passwords = {locker: broker.add_locker(locker) for locker in LOCKERS}
-    say(f"    {broker.kind} on 127.0.0.1:{broker.port}, accounts: console, L1, L2")
+    say(f"    {broker.kind} on 127.0.0.1:{broker.port} (consoles: {broker.console_port}), "
+        "accounts: console, L1, L2")
     if broker.notice:
         say(f"    {broker.notice}")
 
@@ -222,7 +223,7 @@ def show(fleet: Fleet, once: bool, embedded: bool) -> int:
     db = WORK / "console" / "console.db"
     console_toml = WORK / "console" / "console.toml"
     console_toml.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "console"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.console_port}\nusername = "console"\n'
         f'password = "{console_password}"\n{mqtt_version}\n[signing]\nkey_file = "{key_file}"\n'
         f'key_id = "console-1"\n[database]\nurl = "sqlite:///{db}"\n'
     )

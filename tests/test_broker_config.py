@@ -124,13 +124,17 @@ def test_saved_registry_round_trips_without_plaintext(tmp_path: Path) -> None:
     assert again.verify("L.1_a-b", pw_locker) and again.verify("ops", pw_console)
 
     out = write_config(again, BrokerSettings(data_dir=tmp_path / "data"), tmp_path / "conf")
-    for generated in (out.conf, out.passwd, out.acl):
+    for generated in (out.conf, out.passwd, out.console_passwd, out.acl):
         content = generated.read_text()
         assert pw_locker not in content and pw_console not in content
     assert out.passwd.stat().st_mode & 0o777 == 0o600
+    assert out.console_passwd.stat().st_mode & 0o777 == 0o600
+    # One password file per listener: lockers' and consoles' accounts never share one.
     users = dict(line.split(":", 1) for line in out.passwd.read_text().splitlines())
+    consoles = dict(line.split(":", 1) for line in out.console_passwd.read_text().splitlines())
+    assert set(users) == {"L.1_a-b"} and set(consoles) == {"ops"}
     assert verify_password(pw_locker, users["L.1_a-b"])
-    assert verify_password(pw_console, users["ops"])
+    assert verify_password(pw_console, consoles["ops"])
 
 
 def test_missing_registry_is_empty_and_broken_one_is_a_clear_error(tmp_path: Path) -> None:
@@ -181,7 +185,9 @@ def test_mosquitto_conf_has_the_required_settings(tmp_path: Path) -> None:
     settings = BrokerSettings(port=18830, bind="0.0.0.0", data_dir=tmp_path / "data")
     conf = write_config(reg, settings, tmp_path / "conf").conf.read_text().splitlines()
     for line in ("listener 18830 0.0.0.0", "allow_anonymous false", "persistence true",
-                 "set_tcp_nodelay true", "per_listener_settings false", "autosave_interval 5",
+                 "set_tcp_nodelay true", "per_listener_settings true", "autosave_interval 5",
+                 "listener 18831 0.0.0.0", "use_username_as_clientid true",
+                 "max_packet_size 65536",
                  f"persistence_location {(tmp_path / 'data').resolve()}/"):
         assert line in conf
     assert any(line.startswith("max_queued_messages ") for line in conf)
@@ -196,7 +202,7 @@ def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
     writes = {ln for ln in lines if ln.startswith("pattern write ")}
     assert writes == {
         f"pattern write lockers/%u/{t}"
-        for t in ("status", "cells/#", "events", "cmd/result", "config/applied", "notify")
+        for t in ("status", "cells/+", "events", "cmd/result", "config/applied", "notify")
     }
     reads = {ln for ln in lines if ln.startswith("pattern read ")}
     assert reads == {

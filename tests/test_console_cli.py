@@ -47,7 +47,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def write_config(tmp_path: Path, broker: MqttBroker, key_file: Path | None) -> Path:
     user, password = broker.console_credentials
     text = (
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.console_port}\n'
         f'username = "{user}"\npassword = "{password}"\n'
         f'[database]\nurl = "sqlite:///{tmp_path}/console.db"\n'
     )

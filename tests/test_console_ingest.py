@@ -41,7 +41,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 def console_mqtt(mqtt_broker: MqttBroker) -> ConsoleMqtt:
     mqtt_broker.ensure_running()
     user, password = mqtt_broker.console_credentials
-    return ConsoleMqtt(host=mqtt_broker.host, port=mqtt_broker.port, username=user,
+    return ConsoleMqtt(host=mqtt_broker.host, port=mqtt_broker.console_port, username=user,
                        password=password)
 
 

@@ -126,7 +126,7 @@ def start_console(mqtt_broker: MqttBroker, tmp_path: Path) -> Iterator[Callable[
         url = url or f"sqlite:///{tmp_path}/console-{len(started)}.db"
         config = tmp_path / f"console-{len(started)}.toml"
         config.write_text(
-            f'[mqtt]\nhost = "{mqtt_broker.host}"\nport = {mqtt_broker.port}\n'
+            f'[mqtt]\nhost = "{mqtt_broker.host}"\nport = {mqtt_broker.console_port}\n'
             f'username = "{user}"\npassword = "{password}"\n'
             f'[database]\nurl = "{url}"\n{notifier_toml}'
         )

@@ -46,7 +46,7 @@ def console_setup(mqtt_broker, tmp_path):
     user, password = mqtt_broker.console_credentials
     config = tmp_path / "console.toml"
     config.write_text(
-        f'[mqtt]\nhost = "{mqtt_broker.host}"\nport = {mqtt_broker.port}\n'
+        f'[mqtt]\nhost = "{mqtt_broker.host}"\nport = {mqtt_broker.console_port}\n'
         f'username = "{user}"\npassword = "{password}"\n'
         f'[signing]\nkey_file = "{key_file}"\nkey_id = "console-1"\n'
         f'[database]\nurl = "sqlite:///{db}"\n'

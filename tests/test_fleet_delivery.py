@@ -109,7 +109,7 @@ async def test_results_and_notifications_dropped_by_the_broker_arrive_once_the_i
         notifier={"sms": "mqtt"},
     )
     config.write_text(
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.console_port}\n'
         f'username = "{user}"\npassword = "{password}"\n'
         f'[database]\nurl = "sqlite:///{db}"\n'
         f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{rig.sms.url}/send"\n'

@@ -386,7 +386,7 @@ class Notification(Message):
     """A message to a client the console sends for the locker (its text holds codes and PINs:
     it travels only on the locker's own authenticated link and is never stored by the console)."""
 
-    id: Annotated[str, Field(min_length=1, max_length=128)]
+    id: NonEmpty
     channel: Literal["sms", "email"]
     to: Annotated[str, Field(min_length=1, max_length=320)]
     text: Annotated[str, Field(min_length=1, max_length=MAX_NOTIFICATION_TEXT)]

@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +32,7 @@ from tests.fixtures.mqtt_broker import MqttBroker
 from tests.test_console_ingest import IngestRunner, SimLocker, db_query, seqs
 
 TOPICS = Topics()
+CONSOLE = str(Path(sys.executable).with_name("locker-console"))
 SINCE = 1_700_000_000_000
 
 
@@ -108,8 +111,19 @@ async def behave(lk: SimLocker, first: int, last: int) -> None:
     await asyncio.to_thread(lk.wait_ack, last, 10.0)
 
 
+def console_alarms(tmp_path: Path, url: str, locker: str, *args: str) -> Any:
+    """What an operator sees: `locker-console alarms --locker ID --json [--quarantine]`."""
+    config = tmp_path / "console.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n')
+    proc = subprocess.run(
+        [CONSOLE, "--config", str(config), "alarms", "--locker", locker, "--json", *args],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 async def test_hostile_numbers_are_quarantined_and_never_stop_the_fleet(
-    runner: IngestRunner, make_locker: Any, db_url: str
+    runner: IngestRunner, make_locker: Any, db_url: str, tmp_path: Path
 ) -> None:
     a: SimLocker = make_locker()
     b: SimLocker = make_locker()
@@ -148,6 +162,11 @@ async def test_hostile_numbers_are_quarantined_and_never_stop_the_fleet(
         assert len(q) == expected, q
         assert all(0 < n <= 512 for _, _, n in q), q
         assert "quarantined" in alarm_kinds(db_url, a.id)
+        shown = await asyncio.to_thread(console_alarms, tmp_path, db_url, a.id, "--quarantine")
+        assert len(shown["quarantine"]) == expected
+        assert {r["reason"] for r in shown["quarantine"]} >= {"malformed", "unexpected_topic"}
+        shown = await asyncio.to_thread(console_alarms, tmp_path, db_url, a.id)
+        assert {r["kind"] for r in shown["alarms"]} >= {"quarantined"}
 
         # The ingest stops; A's bad message waits in the persistent session, B goes on.
         await runner.stop()

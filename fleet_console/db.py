@@ -216,7 +216,11 @@ def _private_sqlite_file(path: Path) -> None:
     """Create the database file 0600 (SQLite gives its -wal and -shm the same mode), and take
     group and others' access away from one created before."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "rb"):
+    # Never open (and close) an existing database file: closing any descriptor of a file drops
+    # every POSIX lock this process holds on it, SQLite's included (a corrupted database).
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
         pass
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:

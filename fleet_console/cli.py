@@ -460,7 +460,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             try:
                 if parsed.kind is TopicKind.STATUS:
-                    entry.update(Status.from_payload(payload).to_dict())
+                    status = Status.from_payload(payload).to_dict()
+                    if "cells" in status:  # the declared cell ids; "cells" lists snapshots
+                        status["declared_cells"] = status.pop("cells")
+                    entry.update(status)
                 else:
                     entry["cells"].append(CellSnapshot.from_payload(payload).to_dict())
             except MalformedPayload as exc:

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -218,10 +218,8 @@ def _private_sqlite_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Never open (and close) an existing database file: closing any descriptor of a file drops
     # every POSIX lock this process holds on it, SQLite's included (a corrupted database).
-    try:
+    with suppress(FileExistsError):
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
             mode = stat.S_IMODE(file.stat().st_mode)

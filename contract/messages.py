@@ -4,11 +4,18 @@ Every model is strict (no "5" for 5, no true for 1) and forbids unknown fields: 
 is exactly what the contract says or it is rejected with `MalformedPayload`, whose message names
 the field and what is wrong. That one exception is all a receiver has to catch, so bad input from
 the network can never crash the daemon's or the console's loop.
+
+Every number and string has bounds a database column can hold (docs/asyncapi.yaml gives them as
+minimum/maximum/maxLength): sequence numbers and versions up to 2^53-1, times up to the last
+millisecond of year 9999, cell ids 1..MAX_CELL_ID, and any integer in a payload (even inside
+free `data`) within int64; non-finite floats, numbers of more than MAX_NUMBER_CHARS characters
+and nesting deeper than MAX_DEPTH are refused by the decoder itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -23,7 +30,7 @@ from pydantic import (
 )
 
 from contract.config_file import describe_validation_error
-from contract.topics import LOCKER_ID_PATTERN, TopicKind
+from contract.topics import LOCKER_ID_PATTERN, MAX_CELL_ID, TopicKind
 
 M = TypeVar("M", bound="Message")
 
@@ -32,6 +39,25 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 SIG_PATTERN = r"^[A-Za-z0-9_-]{86}$"
 SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 _UUID_RE = re.compile(UUID_PATTERN)
+
+#: Largest integer every JSON reader (and a BIGINT column) holds exactly: seq, versions, counts.
+MAX_SAFE_INT = 2**53 - 1
+#: 9999-12-31T23:59:59.999Z: the last time a datetime (and a BIGINT column) can show.
+MAX_EPOCH_MS = 253_402_300_799_999
+#: Any integer anywhere in a payload (free `data` included) must fit a signed 64-bit column.
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
+#: A JSON number longer than this is refused before Python converts it (a 5000-digit integer
+#: would raise ValueError inside json.loads: Python's integer-digit limit).
+MAX_NUMBER_CHARS = 32
+#: Deepest nesting of objects and arrays accepted in a payload.
+MAX_DEPTH = 32
+#: Lengths of the contract's strings: identifiers and codes, versions, free texts.
+MAX_TOKEN = 64
+MAX_TEXT = 1000
+#: A relayed SMS or e-mail (a receipt fits; a novel does not).
+MAX_NOTIFICATION_TEXT = 20_000
+#: Lock boards a status may report.
+MAX_BOARDS = 64
 
 
 class MalformedPayload(ValueError):
@@ -96,12 +122,16 @@ def _reject_bool(value: Any) -> Any:
     return value
 
 
-EpochMs = Annotated[int, Field(ge=0, description="Unix epoch milliseconds")]
+EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS, description="Unix epoch milliseconds")]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Seq = Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
 Uuid = Annotated[str, Field(pattern=UUID_PATTERN, description="UUID, canonical text form")]
-LockerId = Annotated[str, Field(pattern=f"^{LOCKER_ID_PATTERN}$")]
-CellId = Annotated[int, Field(ge=1)]
+LockerId = Annotated[str, Field(pattern=f"^{LOCKER_ID_PATTERN}$", max_length=128)]
+CellId = Annotated[int, Field(ge=1, le=MAX_CELL_ID)]
 Version1 = Annotated[Literal[1], BeforeValidator(_reject_bool)]
-NonEmpty = Annotated[str, Field(min_length=1)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+#: An identifier or code: a board name, a version, a boot id, an event type, a reason code.
+Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN)]
 
 
 def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
@@ -118,6 +148,26 @@ def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
     def no_constants(name: str) -> Any:
         raise MalformedPayload(f"{name} is not valid JSON")
 
+    def bounded_int(text: str) -> int:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise MalformedPayload(
+                f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})"
+            )
+        value = int(text)
+        if not MIN_INT64 <= value <= MAX_INT64:
+            raise MalformedPayload(f"integer {text} out of range (signed 64-bit)")
+        return value
+
+    def finite_float(text: str) -> float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise MalformedPayload(
+                f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})"
+            )
+        value = float(text)
+        if not math.isfinite(value):
+            raise MalformedPayload(f"number {text} out of range")
+        return value
+
     if not isinstance(data, bytes | bytearray | str):
         raise MalformedPayload(f"payload must be bytes, not {type(data).__name__}")
     try:
@@ -125,7 +175,10 @@ def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise MalformedPayload("payload is not UTF-8 text") from None
     try:
-        obj = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        obj = json.loads(
+            text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
+            parse_int=bounded_int, parse_float=finite_float,
+        )
     except MalformedPayload:
         raise
     except json.JSONDecodeError as exc:
@@ -133,13 +186,30 @@ def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
         raise MalformedPayload(f"not JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise MalformedPayload("JSON nested too deeply") from None
+    except ValueError as exc:  # defensively: no decoding error may pass this function
+        raise MalformedPayload(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
         raise MalformedPayload(f"expected a JSON object, got {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:
+        raise MalformedPayload(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:  # a \ud800 escape decodes to a lone surrogate that no UTF-8 writer can send on
         json.dumps(obj, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise MalformedPayload("text contains an unpaired surrogate escape (\\udXXX)") from None
     return obj
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, stack = 0, [(obj, 1)]  # only dicts and lists are pushed
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
 
 
 def _describe(exc: ValidationError) -> str:
@@ -186,23 +256,26 @@ class Message(BaseModel):
 class BoardHealth(Message):
     """How one lock board answers polls."""
 
-    name: NonEmpty
+    name: Token
     online: bool
     #: Last successful poll; None if the board never answered since boot.
     last_ok_at: EpochMs | None = None
     #: Consecutive failed polls.
-    failures: int = Field(0, ge=0)
+    failures: Count = 0
 
 
 class Status(Message):
     """Retained presence of a locker; the last will is `Status.offline()` = `{"online": false}`."""
 
     online: bool
-    version: NonEmpty | None = None
+    version: Token | None = None
     #: Random id per process start: a change tells the console the locker restarted.
-    boot_id: NonEmpty | None = None
+    boot_id: Token | None = None
     started_at: EpochMs | None = None
-    boards: list[BoardHealth] | None = None
+    boards: Annotated[list[BoardHealth], Field(max_length=MAX_BOARDS)] | None = None
+    #: The cell ids of the locker's configuration: the console stores snapshots of these cells
+    #: only. Optional (lockers before it send none; the console then caps how many it keeps).
+    cells: Annotated[list[CellId], Field(max_length=MAX_CELL_ID)] | None = None
 
     @model_validator(mode="after")
     def _online_needs_details(self) -> Status:
@@ -235,17 +308,17 @@ class CellSnapshot(Message):
 class Event(Message):
     """One entry of the locker's durable outbox; `seq` grows by one per event across restarts."""
 
-    seq: int = Field(ge=1)
+    seq: Seq
     id: Uuid
     at: EpochMs
-    type: NonEmpty
+    type: Token
     data: dict[str, Any] = Field(default_factory=dict)
 
 
 class EventAck(Message):
     """The console stored every event up to and including `up_to_seq`."""
 
-    up_to_seq: int = Field(ge=0)
+    up_to_seq: Count
 
 
 # -- lockers/{id}/cmd, cmd/result -------------------------------------------------------------
@@ -255,13 +328,13 @@ class SignedCommand(Message):
     v: Version1
     cmd_id: Uuid
     locker: LockerId
-    type: NonEmpty
+    type: Token
     args: dict[str, Any]
     issued_at: EpochMs
     expires_at: EpochMs
-    operator: str
-    reason: str
-    key_id: NonEmpty
+    operator: Annotated[str, Field(max_length=MAX_TEXT)]
+    reason: Annotated[str, Field(max_length=MAX_TEXT)]
+    key_id: Token
     sig: Annotated[str, Field(pattern=SIG_PATTERN)]
 
     @model_validator(mode="after")
@@ -278,7 +351,7 @@ class CommandResult(Message):
     status: Literal["accepted", "done", "rejected", "failed"]
     #: A `Reason` code; required for rejected and failed. Kept a plain string so that a console
     #: can show codes added by newer lockers.
-    reason: NonEmpty | None = None
+    reason: Token | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -299,9 +372,9 @@ class SignedConfig(Message):
 
     v: Version1
     locker: LockerId
-    version: int = Field(ge=1)
+    version: Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
     issued_at: EpochMs
-    key_id: NonEmpty
+    key_id: Token
     body: dict[str, Any]
     sig: Annotated[str, Field(pattern=SIG_PATTERN)]
 
@@ -309,7 +382,7 @@ class SignedConfig(Message):
 class ConfigApplied(Message):
     """Retained: the configuration the locker runs; `hash` is contract.signing.config_hash(body)."""
 
-    version: int = Field(ge=1)
+    version: Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
     hash: Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]
 
 
@@ -319,9 +392,9 @@ class Notification(Message):
 
     id: NonEmpty
     channel: Literal["sms", "email"]
-    to: NonEmpty
-    text: NonEmpty
-    subject: str | None = None
+    to: Annotated[str, Field(min_length=1, max_length=320)]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_NOTIFICATION_TEXT)]
+    subject: Annotated[str, Field(max_length=MAX_TEXT)] | None = None
 
 
 # -- lockers/{id}/delivered ------------------------------------------------------------------

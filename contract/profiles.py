@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contract.config_file import ConfigError, describe_validation_error, read_toml
 from contract.money import Currency
 from contract.pricing import ChargingTariff, RentalTariff, StepTariff, TariffId
+from contract.topics import MAX_CELL_ID
 
 CellSize = Literal["S", "M", "L"]
-CellId = Annotated[int, Field(ge=1)]
+CellId = Annotated[int, Field(ge=1, le=MAX_CELL_ID)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
 
 # A message of our own that starts with a key path ("steps: ...") continues the location path.

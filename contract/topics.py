@@ -17,8 +17,10 @@ DEFAULT_PREFIX = "lockers"
 #: What a locker id may contain: no `/`, `+` or `#`, so it is always exactly one topic level.
 LOCKER_ID_PATTERN = r"[A-Za-z0-9_.-]+"
 _LOCKER_ID_RE = re.compile(rf"^{LOCKER_ID_PATTERN}$")
-#: Cell ids are the positive integers of the locker configuration, written in decimal.
-_CELL_RE = re.compile(r"^[1-9][0-9]*$")
+#: Cell ids are the integers 1..MAX_CELL_ID of the locker configuration, written in decimal:
+#: small enough for any database column (a topic `cells/18446744073709551616` is not ours).
+MAX_CELL_ID = 9999
+_CELL_RE = re.compile(r"^[1-9][0-9]{0,3}$")
 
 
 class TopicError(ValueError):
@@ -104,8 +106,8 @@ def check_prefix(prefix: str) -> str:
 
 
 def _check_cell(cell: int) -> int:
-    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
-        raise TopicError(f"invalid cell id {cell!r}: must be an integer >= 1")
+    if isinstance(cell, bool) or not isinstance(cell, int) or not 1 <= cell <= MAX_CELL_ID:
+        raise TopicError(f"invalid cell id {cell!r}: must be an integer in 1..{MAX_CELL_ID}")
     return cell
 
 
@@ -215,6 +217,16 @@ class Topics:
         if first == "cells" and sep and _CELL_RE.match(cell):
             return ParsedTopic(locker, TopicKind.CELL, int(cell))
         return None
+
+
+def locker_of(topic: str, prefix: str = DEFAULT_PREFIX) -> str | None:
+    """The locker id level of any topic under `prefix`, even one that is not ours (a locker can
+    publish only under its own id, so a stray topic can still be charged to its locker)."""
+    head = prefix + "/"
+    if not isinstance(topic, str) or not topic.startswith(head):
+        return None
+    locker, sep, _ = topic[len(head) :].partition("/")
+    return locker if sep and is_valid_locker_id(locker) else None
 
 
 def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> ParsedTopic | None:

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
 from contract.signing import KeyFormatError, load_public_key_b64
+from contract.topics import MAX_CELL_ID
 from daemon.storage.settings import (
     KioskSettings,
     NotifierSettings,
@@ -112,7 +113,7 @@ class BoardConfig(StrictSection):
 
 
 class CellConfig(StrictSection):
-    id: int = Field(ge=1)
+    id: int = Field(ge=1, le=MAX_CELL_ID)
     board: str
     #: 1-based lock number on that board.
     lock: int = Field(ge=1)

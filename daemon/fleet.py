@@ -85,6 +85,7 @@ class FleetSide:
                 }
                 for b in d.board_health()
             ],
+            "cells": sorted(c.id for c in d.config.cells),  # what the console may store
         }
 
     def cell_snapshots(self) -> list[dict]:

@@ -4,8 +4,8 @@ Each subcommand registers itself with `_add_<name>(subparsers)` and sets `handle
 taking the parsed arguments and returning the exit code. Exit codes: 0 success, 1 the operation
 failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration),
 3 the outcome is unknown (no answer in time). The fleet subcommands (ingest, open, block,
-unblock, waive, reveal-pin, evict, status, watch, publish-config) read `--config`; the remote
-ones go through fleet_console.remote, the API benchmarks time.
+unblock, waive, reveal-pin, evict, status, alarms, watch, publish-config) read `--config`; the
+remote ones go through fleet_console.remote, the API benchmarks time.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from contract.messages import (
@@ -46,7 +47,14 @@ from contract.signing import (
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
 from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
-from fleet_console.db import Database, open_database, record_command_issued, record_command_results
+from fleet_console.db import (
+    Alarm,
+    Database,
+    QuarantineRow,
+    open_database,
+    record_command_issued,
+    record_command_results,
+)
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
 from fleet_console.mqtt import make_client
@@ -196,9 +204,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"locker-console: cannot open the database {cfg.database.url}: {exc}",
                   file=sys.stderr)
             return EXIT_FAILED
-        ingest = Ingest(cfg.mqtt, db, IngestSettings(client_id=args.client_id,
-                                                     gap_timeout_s=args.gap_timeout),
-                        notifier=ConsoleNotifier(cfg.notifier))
+        settings = IngestSettings(client_id=args.client_id, gap_timeout_s=args.gap_timeout,
+                                  **cfg.ingest.model_dump())
+        ingest = Ingest(cfg.mqtt, db, settings, notifier=ConsoleNotifier(cfg.notifier))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ingest.request_stop)
@@ -452,7 +460,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             try:
                 if parsed.kind is TopicKind.STATUS:
-                    entry.update(Status.from_payload(payload).to_dict())
+                    status = Status.from_payload(payload).to_dict()
+                    if "cells" in status:  # the declared cell ids; "cells" lists snapshots
+                        status["declared_cells"] = status.pop("cells")
+                    entry.update(status)
                 else:
                     entry["cells"].append(CellSnapshot.from_payload(payload).to_dict())
             except MalformedPayload as exc:
@@ -482,6 +493,69 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, body)
+
+
+# -- alarms -----------------------------------------------------------------------------------
+def _add_alarms(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "alarms",
+        help="alarms the ingest raised (seq gaps, quarantined messages, floods), newest last",
+        description="Read the database's alarms and, with --quarantine, the quarantined "
+                    "messages (locker, topic, reason, the start of the payload).",
+    )
+    p.add_argument("--locker", metavar="ID", help="only this locker")
+    p.add_argument("--last", type=int, default=50, metavar="N", help="the last N (50)")
+    p.add_argument("--quarantine", action="store_true", help="quarantined messages instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_alarms)
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        try:
+            rows = await asyncio.to_thread(_read_alarms, cfg.database.url, args)
+        except SQLAlchemyError as exc:
+            print(f"locker-console: cannot read the database {cfg.database.url}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            _print_json({"quarantine" if args.quarantine else "alarms": rows})
+            return EXIT_OK
+        if not rows:
+            print("no quarantined messages" if args.quarantine else "no alarms")
+        for r in rows:
+            if args.quarantine:
+                print(f"{_when(r['at'])}  {r['locker']}  {r['reason']}  {r['topic']}  "
+                      f"{r['size']} bytes: {r['detail']}  {r['excerpt']!r}")
+            else:
+                print(f"{_when(r['at'])}  {r['locker']}  {r['kind']}  "
+                      f"{json.dumps(r['data'], sort_keys=True)}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def _read_alarms(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    db = open_database(url)
+    try:
+        model: Any = QuarantineRow if args.quarantine else Alarm
+        query = select(model).order_by(model.id.desc()).limit(max(args.last, 1))
+        if args.locker:
+            query = query.where(model.locker == args.locker)
+        with db.transaction() as s:
+            found = list(s.scalars(query))
+        rows = []
+        for r in reversed(found):
+            if args.quarantine:
+                text = (r.excerpt or b"").decode("utf-8", "replace")
+                rows.append({"locker": r.locker, "topic": r.topic, "reason": r.reason,
+                             "detail": r.detail, "size": r.size, "at": r.at,
+                             "excerpt": text if r.excerpt is not None else None})
+            else:
+                rows.append({"locker": r.locker, "kind": r.kind, "data": r.data, "at": r.at})
+        return rows
+    finally:
+        db.dispose()
 
 
 # -- watch ------------------------------------------------------------------------------------
@@ -645,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "force majeure: open an abandoned cell and close its tenancy as seized",
                       done=" (done: the sensor saw the door open)", note=True)
     _add_status(subparsers)
+    _add_alarms(subparsers)
     _add_watch(subparsers)
     _add_publish_config(subparsers)
     return parser

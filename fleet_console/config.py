@@ -44,11 +44,27 @@ class Notifier(NotifierSections):
     retry_s: float = Field(2.0, gt=0, le=300)
 
 
+class IngestLimits(StrictSection):
+    """What the ingest accepts from one locker (a hostile or broken one included)."""
+
+    #: A larger payload is quarantined unread.
+    max_payload_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+    #: Cells kept for a locker whose status declares none (an older lockerd).
+    max_undeclared_cells: int = Field(512, ge=1, le=9999)
+    #: Quarantine rows kept per locker and reason per minute; more are only counted.
+    quarantine_keep_per_min: int = Field(100, ge=1, le=100_000)
+    #: A locker above this many messages per second, on average over flood_window_s, raises
+    #: a `flood` alarm.
+    flood_rate_per_s: float = Field(50.0, gt=0)
+    flood_window_s: float = Field(10.0, gt=0, le=3600)
+
+
 class ConsoleConfig(StrictSection):
     mqtt: ConsoleMqtt = Field(default_factory=ConsoleMqtt)
     signing: Signing | None = None
     database: Database = Field(default_factory=Database)
     notifier: Notifier = Field(default_factory=Notifier)
+    ingest: IngestLimits = Field(default_factory=IngestLimits)
 
 
 def load_console_config(path: str | Path) -> ConsoleConfig:

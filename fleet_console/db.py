@@ -9,16 +9,23 @@ yet. Times are Unix epoch milliseconds (BIGINT), as on the wire.
 
 Tables: `lockers` (presence, applied config, the event ack watermark), `cells` (latest snapshot),
 `events` (UNIQUE (locker, seq)), `alarms` (raised by the console itself, e.g. `seq_gap`),
-`commands` (the audit trail of every remote command issued and its results) and `notifications`
+`commands` (the audit trail of every remote command issued and its results), `notifications`
 (each SMS / e-mail relayed by a locker and sent by the console: UNIQUE (locker, notification_id),
-masked recipient, outcome; never the text).
+masked recipient, outcome; never the text) and `quarantine` (messages the ingest could not store:
+locker, topic, reason, a bounded excerpt; see fleet_console/quarantine.py).
+
+A SQLite file and its `-wal`/`-shm` are private to the console's user (0600): they hold the
+fleet's events and the audit trail. A column added after a table was first created is added at
+start (`ALTER TABLE ... ADD COLUMN`, nullable), so an existing database keeps working.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,13 +36,16 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     case,
     create_engine,
     event,
+    inspect,
     or_,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -79,6 +89,9 @@ class Locker(Base):
     config_applied_at: Mapped[int | None]
     acked_seq: Mapped[int | None]
     gap_since: Mapped[int | None]
+    #: The cell ids its last online status declared (None: it declares none, an older lockerd);
+    #: the ingest stores snapshots of these cells only.
+    declared_cells: Mapped[list[Any] | None]
 
 
 class Cell(Base):
@@ -123,6 +136,24 @@ class Alarm(Base):
     data: Mapped[dict[str, Any]]
     at: Mapped[int]
     received_at: Mapped[int]
+
+
+class QuarantineRow(Base):
+    """A message from a locker that could not be stored: kept for an operator to look at
+    (`reason`: fleet_console.quarantine.QuarantineReason; `excerpt`: its first bytes, none for a
+    relayed notification; `size`: its whole length)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_locker_at", "locker", "at"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    at: Mapped[int]
 
 
 class CommandRow(Base):
@@ -182,13 +213,32 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode), and take
+    group and others' access away from one created before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Never open (and close) an existing database file: closing any descriptor of a file drops
+    # every POSIX lock this process holds on it, SQLite's included (a corrupted database).
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except FileNotFoundError:
+            pass
+
+
 def make_engine(url: str, *, connect_timeout_s: float = 5.0) -> Engine:
-    """An engine for `url`; for a SQLite file, its parent directories are created first."""
+    """An engine for `url`; a SQLite file is created private (0600), parent folders too."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith(
+            "file:"
+        ):
+            _private_sqlite_file(Path(parsed.database))
         engine = create_engine(parsed)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -224,7 +274,22 @@ def open_database(url: str) -> Database:
     """Connect and create the tables that do not exist yet."""
     engine = make_engine(url)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the (nullable) columns a newer release added to an existing table."""
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(text(
+                        f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                    ))
 
 
 def insert_for(session: Session, model: type[Base]) -> Any:

@@ -18,9 +18,21 @@ within `gap_timeout_s` (default 30 s), a `seq_gap_permanent` alarm (`missing_fro
 is recorded and the watermark moves past the hole, so a locker's outbox never stalls forever. An
 event that fills a hole late (even after it was declared permanent) is still stored.
 
-Malformed payloads are logged with their topic and reason and skipped (and acknowledged to the
-broker: redelivering them would not make them valid). Broker loss: reconnect with backoff, for
-ever. Database errors: the batch is retried with backoff and not acknowledged meanwhile.
+**Quarantine** (fleet_console/quarantine.py). A message that cannot be stored is never retried
+for ever and never blocks the others: one that is not JSON or out of the contract's bounds, larger
+than `max_payload_bytes`, on a topic under the locker's id that the contract does not have, or a
+snapshot of a cell its status does not declare (a locker that declares none: past
+`max_undeclared_cells` cells) is kept in `quarantine` (locker, topic, reason, the first 512 bytes;
+nothing of a relayed notification's text), a `quarantined` alarm is raised (one per locker per
+minute and reason, at most `quarantine_keep_per_min` rows per locker and reason per minute), and
+it is acknowledged.
+Broker loss: reconnect with backoff, for ever. Database errors that may pass (connection lost,
+locked, disk full) retry the batch with backoff, unacknowledged meanwhile; any other error (the
+database refuses a value) stores the batch again message by message, and the one it refuses is
+quarantined (`store_failed`).
+
+**Flood alarm** (fleet_console/flood.py): a locker whose messages exceed `flood_rate_per_s` over a
+window of `flood_window_s` raises one `flood` alarm per episode.
 A single ingest per database is assumed (its watermark state lives in memory and in `lockers`).
 
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
@@ -53,7 +65,7 @@ from typing import Any
 
 import aiomqtt
 from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from contract.messages import (
@@ -69,7 +81,7 @@ from contract.messages import (
     ResultKey,
     Status,
 )
-from contract.topics import TopicKind, Topics
+from contract.topics import TopicKind, Topics, locker_of
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db import (
     Alarm,
@@ -78,12 +90,22 @@ from fleet_console.db import (
     EventRow,
     Locker,
     NotificationRow,
+    QuarantineRow,
     insert_for,
     record_command_results,
     upsert,
 )
+from fleet_console.flood import FloodMeter
 from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
+from fleet_console.quarantine import (
+    MAX_DETAIL_CHARS,
+    MAX_TOPIC_CHARS,
+    QuarantineGate,
+    QuarantineReason,
+    bounded_text,
+    excerpt,
+)
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -116,6 +138,17 @@ class IngestSettings:
     #: Relayed notifications being sent at once, and how long a stop waits for them.
     notify_concurrency: int = 8
     notify_drain_s: float = 15.0
+    #: A payload larger than this is quarantined unread (a status or event is a few hundred
+    #: bytes; the broker's message_size_limit should refuse far less than a 100 MB one).
+    max_payload_bytes: int = 65_536
+    #: Cells kept for a locker whose status declares none (an older lockerd).
+    max_undeclared_cells: int = 512
+    #: Quarantine rows kept per locker and reason per minute (more are counted in the alarm).
+    quarantine_keep_per_min: int = 100
+    #: A locker sending more than this many messages per second, on average over
+    #: `flood_window_s`, raises a `flood` alarm.
+    flood_rate_per_s: float = 50.0
+    flood_window_s: float = 10.0
 
 
 @dataclass
@@ -131,6 +164,20 @@ class IngestStats:
     connects: int = 0
     notifications: int = 0
     notify_duplicates: int = 0
+    quarantined: int = 0
+    floods: int = 0
+
+
+@dataclass(frozen=True)
+class _Quarantine:
+    """A message on its way to the quarantine table."""
+
+    locker: str
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    secret: bool = False
 
 
 @dataclass
@@ -146,10 +193,16 @@ class _Parsed:
     notifications: list[tuple[aiomqtt.Message, str, Notification]] = field(default_factory=list)
     #: Every result of the batch, per locker, to confirm on `delivered` after the commit.
     delivered: dict[str, list[ResultKey]] = field(default_factory=dict)
+    #: Topic and payload of each cell snapshot (quarantined if the cell is not declared).
+    cell_sources: dict[tuple[str, int], tuple[str, bytes]] = field(default_factory=dict)
+    quarantine: list[_Quarantine] = field(default_factory=list)
+    #: Alarms raised while reading the batch (`flood`).
+    alarms: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.statuses or self.cells or self.applied or self.events or self.results)
+        return not (self.statuses or self.cells or self.applied or self.events or self.results
+                    or self.quarantine or self.alarms)
 
 
 @dataclass
@@ -246,6 +299,9 @@ class Ingest:
         #: (the sqlite3 module releases the GIL around every step). PostgreSQL waits on the
         #: server, which a thread overlaps with reading the next batch.
         self._store_inline = db.dialect == "sqlite" if inline is None else inline
+        s = self.settings
+        self._gate = QuarantineGate(keep_per_window=s.quarantine_keep_per_min, window_s=60.0)
+        self._flood = FloodMeter(rate_per_s=s.flood_rate_per_s, window_s=s.flood_window_s)
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -377,6 +433,7 @@ class Ingest:
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
         parsed = self._parse(batch)
+        parsed.alarms.extend(self._meter(batch))
         if parsed.notifications:
             held = {id(m) for m, _, _ in parsed.notifications}
             for message, locker, note in parsed.notifications:
@@ -391,16 +448,22 @@ class Ingest:
         delay = self.settings.reconnect_min_s
         while True:
             try:
-                if self._store_inline:
-                    acks = self._store(parsed, self._now_ms())
-                else:
-                    acks = await asyncio.to_thread(self._store, parsed, self._now_ms())
+                acks = await self._in_store_thread(self._store, parsed, self._now_ms())
                 break
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 self._seq.clear()
+                if not _may_pass(exc):
+                    log.error("database refused the batch of %d (%s); storing it message by "
+                              "message", len(batch), _first_line(exc))
+                    try:
+                        acks = await self._store_one_by_one(batch, parsed)
+                        break
+                    except Exception as again:
+                        if not _may_pass(again):
+                            raise
+                        exc = again
                 log.error("database error, batch of %d not stored (%s); retrying in %.1f s",
-                          len(batch), exc.__class__.__name__ + ": " + str(exc).splitlines()[0],
-                          delay)
+                          len(batch), _first_line(exc), delay)
                 if await self._pause(delay):
                     return  # not acknowledged: the broker delivers them again next time
                 delay = min(delay * 2, self.settings.reconnect_max_s)
@@ -440,6 +503,63 @@ class Ingest:
         self._delivered_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("delivered not confirmed by the broker: %s", task.exception())
+
+    async def _in_store_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._store_inline:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def _store_one_by_one(
+        self, batch: list[aiomqtt.Message], parsed: _Parsed
+    ) -> dict[str, int]:
+        """After the database refused a batch: each message in its own transaction, the one
+        it refuses quarantined. Errors that may pass are raised (the batch is retried)."""
+        acks: dict[str, int] = {}
+        alarms = parsed.alarms
+        for message in batch:
+            unit = self._parse([message])
+            unit.alarms, alarms = alarms, []
+            try:
+                done = await self._in_store_thread(self._store, unit, self._now_ms())
+            except Exception as exc:
+                if _may_pass(exc):
+                    raise
+                locker = locker_of(str(message.topic), self.mqtt.prefix) or "?"
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                q = _Quarantine(locker, str(message.topic), QuarantineReason.STORE_FAILED,
+                                _first_line(exc), payload)
+                refused = _Parsed(quarantine=[q], alarms=unit.alarms)
+                try:
+                    done = await self._in_store_thread(self._store, refused, self._now_ms())
+                except Exception as lost:
+                    if _may_pass(lost):
+                        raise
+                    log.error("message on %s refused and not quarantined (%s); dropped",
+                              message.topic, _first_line(lost))
+                    continue
+            for locker, seq in done.items():
+                acks[locker] = max(acks.get(locker, seq), seq)
+        return acks
+
+    def _meter(self, batch: list[aiomqtt.Message]) -> list[dict[str, Any]]:
+        """Count each locker's messages; a `flood` alarm when one starts flooding."""
+        counts: dict[str, int] = {}
+        for message in batch:
+            locker = locker_of(str(message.topic), self.mqtt.prefix)
+            if locker is not None:
+                counts[locker] = counts.get(locker, 0) + 1
+        now = self._now_ms()
+        alarms = []
+        for locker, n in counts.items():
+            flood = self._flood.observe(locker, n, now)
+            if flood is not None:
+                self.stats.floods += 1
+                log.warning("locker %s floods the console: %d messages in %.0f s (alarm above "
+                            "%.0f/s)", locker, flood.count, flood.window_s, flood.rate_per_s)
+                alarms.append(self._alarm(locker, "flood", {
+                    "messages": flood.count, "window_s": flood.window_s,
+                    "rate_per_s": flood.rate_per_s}, now))
+        return alarms
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
         seq = self._ack_due.pop(locker)
@@ -496,12 +616,26 @@ class Ingest:
             parsed = self.topics.parse(topic)
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if parsed is None or parsed.kind not in _SUBSCRIBED_KINDS:
-                log.warning("skipped message on unexpected topic %s", topic)
+                stray = locker_of(topic, self.mqtt.prefix)
+                if stray is None or not payload:
+                    log.log(logging.WARNING if payload else logging.DEBUG,
+                            "skipped message on unexpected topic %s", topic)
+                else:
+                    out.quarantine.append(_Quarantine(
+                        stray, topic, QuarantineReason.UNEXPECTED_TOPIC,
+                        "not a topic of the contract", payload))
                 continue
             if not payload and parsed.kind in _RETAINED_KINDS:
                 log.info("retained message on %s was cleared; nothing to store", topic)
                 continue
             locker = parsed.locker
+            secret = parsed.kind is TopicKind.NOTIFY
+            if len(payload) > self.settings.max_payload_bytes:
+                out.quarantine.append(_Quarantine(
+                    locker, topic, QuarantineReason.TOO_LARGE,
+                    f"{len(payload)} bytes (at most {self.settings.max_payload_bytes})",
+                    payload, secret))
+                continue
             try:
                 if parsed.kind is TopicKind.STATUS:
                     out.statuses[locker] = Status.from_payload(payload)
@@ -512,6 +646,7 @@ class Ingest:
                             f"cell {snap.cell} sent on the topic of cell {parsed.cell}"
                         )
                     out.cells[(locker, snap.cell)] = snap
+                    out.cell_sources[(locker, snap.cell)] = (topic, payload)
                 elif parsed.kind is TopicKind.CONFIG_APPLIED:
                     out.applied[locker] = ConfigApplied.from_payload(payload)
                 elif parsed.kind is TopicKind.EVENTS:
@@ -531,7 +666,8 @@ class Ingest:
                         out.results[result.cmd_id] = (locker, result)
             except MalformedPayload as exc:
                 self.stats.malformed += 1
-                log.warning("skipped malformed payload on %s: %s", topic, exc.reason)
+                out.quarantine.append(_Quarantine(
+                    locker, topic, QuarantineReason.MALFORMED, exc.reason, payload, secret))
         return out
 
     # -- relayed notifications ----------------------------------------------------------------
@@ -642,8 +778,10 @@ class Ingest:
                     | {lk for lk, _ in p.events} | {lk for lk, _ in p.results.values()}
                 )
                 upsert(s, Locker, [{"id": lk} for lk in sorted(touched)], ["id"], [])
+                self._keep_declared_cells(s, p)
                 self._store_presence(s, p, now)
                 acks, alarms, changed = self._sequence_events(s, p, now)
+                alarms = p.alarms + self._store_quarantine(s, p.quarantine, now) + alarms
                 if alarms:
                     s.execute(insert_for(s, Alarm), alarms)
                     self.stats.alarms += len(alarms)
@@ -660,12 +798,78 @@ class Ingest:
             self._seq.clear()  # the in-memory watermarks may be ahead of the rolled-back rows
             raise
 
+    def _keep_declared_cells(self, s: Session, p: _Parsed) -> None:
+        """Move the snapshots of cells the locker never declared to the quarantine."""
+        if not p.cells:
+            return
+        lockers = {lk for lk, _ in p.cells}
+        declared: dict[str, set[int] | None] = {
+            lk: None if st.cells is None else set(st.cells)
+            for lk, st in p.statuses.items() if st.online and lk in lockers
+        }
+        rest = lockers - declared.keys()
+        if rest:
+            for lk, cells in s.execute(
+                select(Locker.id, Locker.declared_cells).where(Locker.id.in_(rest))
+            ):
+                declared[lk] = None if cells is None else {int(c) for c in cells}
+        legacy = [lk for lk in lockers if declared.get(lk) is None]
+        known: dict[str, set[int]] = {lk: set() for lk in legacy}
+        if legacy:
+            for lk, cell in s.execute(
+                select(Cell.locker, Cell.cell).where(Cell.locker.in_(legacy))
+            ):
+                known[lk].add(cell)
+        cap = self.settings.max_undeclared_cells
+        for key in sorted(p.cells):
+            lk, cell = key
+            cells = declared.get(lk)
+            if cells is not None:
+                if cell in cells:
+                    continue
+                why = f"cell {cell} is not among the {len(cells)} cells of its status"
+            else:
+                if cell in known[lk] or len(known[lk]) < cap:
+                    known[lk].add(cell)
+                    continue
+                why = f"cell {cell} past the {cap} cells kept for a locker declaring none"
+            del p.cells[key]
+            topic, payload = p.cell_sources.get(key, ("", b""))
+            p.quarantine.append(
+                _Quarantine(lk, topic, QuarantineReason.UNDECLARED_CELL, why, payload))
+
+    def _store_quarantine(
+        self, s: Session, entries: list[_Quarantine], now: int
+    ) -> list[dict[str, Any]]:
+        """Insert what the gate keeps; returns the `quarantined` alarms to raise."""
+        rows: list[dict[str, Any]] = []
+        alarms: list[dict[str, Any]] = []
+        for q in entries:
+            admission = self._gate.admit(q.locker, q.reason, now)
+            topic = bounded_text(q.topic, MAX_TOPIC_CHARS)
+            detail = bounded_text(q.detail, MAX_DETAIL_CHARS)
+            if q.secret:
+                detail = _without_values(detail)
+            if admission.keep:
+                rows.append({"locker": q.locker, "topic": topic, "reason": q.reason,
+                             "detail": detail, "excerpt": excerpt(q.payload, secret=q.secret),
+                             "size": len(q.payload), "at": now})
+                log.warning("skipped %s payload on %s: %s (quarantined)", q.reason, topic, detail)
+            if admission.alarm:
+                alarms.append(self._alarm(q.locker, "quarantined", {
+                    "reason": q.reason, "topic": topic, "suppressed": admission.suppressed}, now))
+        if rows:
+            s.execute(insert_for(s, QuarantineRow), rows)
+        self.stats.quarantined += len(entries)
+        return alarms
+
     def _store_presence(self, s: Session, p: _Parsed, now: int) -> None:
         online = [
             {
                 "id": lk, "online": True, "version": st.version, "boot_id": st.boot_id,
                 "started_at": st.started_at, "last_status_at": now,
                 "boards": [b.model_dump(mode="json") for b in st.boards or []],
+                "declared_cells": st.cells,
             }
             for lk, st in p.statuses.items() if st.online
         ]
@@ -771,6 +975,19 @@ class Ingest:
     @staticmethod
     def _alarm(locker: str, kind: str, data: dict[str, Any], now: int) -> dict[str, Any]:
         return {"locker": locker, "kind": kind, "data": data, "at": now, "received_at": now}
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """A database error worth retrying the same batch for (the connection, a lock, a full disk),
+    as opposed to a value the database refuses, which retrying never changes."""
+    if isinstance(exc, SQLAlchemyError):
+        return isinstance(exc, OperationalError | InterfaceError) or bool(
+            getattr(exc, "connection_invalidated", False))
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
 class _Stopped(Exception):

@@ -219,3 +219,70 @@ def test_reason_codes() -> None:
     }
     assert required <= {r.value for r in Reason}
     assert Reason.EXPIRED == "expired"
+
+
+# -- bounds a database can hold (issue 9, item 1) -----------------------------------------------
+def _event(**fields: object) -> dict[str, object]:
+    return {"seq": 1, "id": "0" * 8 + "-0000-4000-8000-" + "0" * 12, "at": 1, "type": "t"} | fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"seq": 2**63}, "out of range"),  # refused by the decoder already
+        ({"seq": 2**53}, "seq"),
+        ({"at": 10**30}, "out of range"),
+        ({"at": 253_402_300_800_000}, "at"),
+        ({"type": "t" * 65}, "type"),
+    ],
+)
+def test_event_numbers_and_strings_are_bounded(fields: dict[str, object], why: str) -> None:
+    with pytest.raises(MalformedPayload, match=why):
+        Event.from_payload(json.dumps(_event(**fields)))
+
+
+def test_the_largest_values_inside_the_bounds_pass() -> None:
+    ev = Event.from_payload(json.dumps(_event(seq=2**53 - 1, at=253_402_300_799_999,
+                                              data={"n": 2**63 - 1, "m": -(2**63)})))
+    assert ev.seq == 2**53 - 1
+    snap = CellSnapshot.from_payload(json.dumps(
+        {"cell": 9999, "state": "free", "door": "closed", "size": "S", "since": 0}))
+    assert snap.cell == 9999
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b'{"n": ' + b"9" * 5000 + b"}", "5000 characters"),
+        (b'{"n": 9223372036854775808}', "out of range"),
+        (b'{"n": 1e400}', "out of range"),
+        (b'{"n": -1e400}', "out of range"),
+        (b'{"n": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
+        (b'{"n": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+    ],
+)
+def test_the_decoder_refuses_numbers_and_nesting_no_database_holds(
+    payload: bytes, why: str
+) -> None:
+    with pytest.raises(MalformedPayload, match=why):
+        Event.from_payload(payload)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"online": True, "version": "1", "boot_id": "b", "started_at": 2**64},
+        {"online": True, "version": "v" * 65, "boot_id": "b", "started_at": 1},
+        {"online": True, "version": "1", "boot_id": "b", "started_at": 1, "cells": [2**40]},
+        {"online": True, "version": "1", "boot_id": "b", "started_at": 1,
+         "boards": [{"name": "b", "online": True, "failures": 2**53}]},
+    ],
+)
+def test_status_is_bounded(body: dict[str, object]) -> None:
+    with pytest.raises(MalformedPayload):
+        Status.from_payload(json.dumps(body))
+
+
+def test_status_may_declare_its_cells() -> None:
+    body = {"online": True, "version": "1", "boot_id": "b", "started_at": 1, "cells": [1, 2]}
+    assert Status.from_payload(json.dumps(body)).cells == [1, 2]

@@ -8,12 +8,14 @@ from hypothesis import strategies as st
 
 from contract.topics import (
     DEFAULT_PREFIX,
+    MAX_CELL_ID,
     TOPIC_SPECS,
     Direction,
     ParsedTopic,
     TopicError,
     TopicKind,
     Topics,
+    locker_of,
     parse_topic,
 )
 
@@ -149,9 +151,26 @@ prefixes = st.lists(st.from_regex(r"\A[a-z0-9_-]{1,8}\Z"), min_size=1, max_size=
     prefix=prefixes,
     locker=locker_ids,
     kind=st.sampled_from(list(TopicKind)),
-    cell=st.integers(min_value=1, max_value=10**6),
+    cell=st.integers(min_value=1, max_value=MAX_CELL_ID),
 )
 def test_build_then_parse_round_trips(prefix: str, locker: str, kind: TopicKind, cell: int) -> None:
     t = Topics(prefix)
     c = cell if kind is TopicKind.CELL else None
     assert t.parse(t.topic(kind, locker, c)) == ParsedTopic(locker, kind, c)
+
+
+@pytest.mark.parametrize("cell", ["10000", "18446744073709551616", "1099511627776", "0", "01"])
+def test_cell_topics_beyond_the_bound_are_not_ours(cell: str) -> None:
+    assert T.parse(f"lockers/L1/cells/{cell}") is None
+    assert locker_of(f"lockers/L1/cells/{cell}") == "L1"  # but still charged to its locker
+    assert T.parse(f"lockers/L1/cells/{MAX_CELL_ID}") == ParsedTopic("L1", TopicKind.CELL,
+                                                                      MAX_CELL_ID)
+    with pytest.raises(TopicError):
+        T.cell("L1", MAX_CELL_ID + 1)
+
+
+def test_locker_of_needs_a_valid_locker_level() -> None:
+    assert locker_of("lockers/L1/cells/junk/7") == "L1"
+    assert locker_of("lockers/L1") is None
+    assert locker_of("other/L1/status") is None
+    assert locker_of("lockers/a+b/status") is None

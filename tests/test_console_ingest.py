@@ -37,14 +37,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-@pytest.fixture
-def console_mqtt(mqtt_broker: MqttBroker) -> ConsoleMqtt:
-    mqtt_broker.ensure_running()
-    user, password = mqtt_broker.console_credentials
-    return ConsoleMqtt(host=mqtt_broker.host, port=mqtt_broker.console_port, username=user,
-                       password=password)
-
-
 class IngestRunner:
     """Starts and stops ingests sharing one client id (one persistent session) and database."""
 

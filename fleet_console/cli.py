@@ -57,7 +57,7 @@ from fleet_console.db import (
 )
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
-from fleet_console.mqtt import make_client
+from fleet_console.mqtt import login_hint, make_client
 from fleet_console.notify import ConsoleNotifier
 from fleet_console.remote import Remote, send_command
 
@@ -159,8 +159,8 @@ def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int
 
 
 def _broker_error(cfg: ConsoleConfig, exc: Exception) -> int:
-    print(f"locker-console: cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}",
-          file=sys.stderr)
+    print(f"locker-console: cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}"
+          f"{login_hint(exc)}", file=sys.stderr)
     return EXIT_FAILED
 
 

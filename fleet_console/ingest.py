@@ -96,7 +96,7 @@ from fleet_console.db import (
     upsert,
 )
 from fleet_console.flood import FloodMeter
-from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, make_client
+from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, login_hint, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
 from fleet_console.quarantine import (
     MAX_DETAIL_CHARS,
@@ -374,7 +374,8 @@ class Ingest:
                 self._subscribed.clear()
                 if self._stop.is_set():
                     break
-                log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
+                log.warning("broker connection lost (%s%s); reconnecting in %.1f s", exc,
+                            login_hint(exc), delay)
                 await self._pause(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
         self._subscribed.clear()

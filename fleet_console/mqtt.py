@@ -25,6 +25,25 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
+#: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 0x86 and 0x87.
+_LOGIN_REFUSED = {4, 5, 0x86, 0x87}
+
+
+def login_hint(exc: BaseException) -> str:
+    """What to check when the broker refuses the console's login, or "" for other errors.
+
+    Consoles have a listener of their own (the lockers' one takes only locker accounts), so a
+    console configured for the lockers' port is refused: say so rather than just "Not authorized".
+    """
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    if not isinstance(exc, aiomqtt.MqttCodeError) or value not in _LOGIN_REFUSED:
+        return ""
+    return ("; check [mqtt] username and password, and that [mqtt] port is the broker's console "
+            "listener (locker-broker's --console-port, by default its --port + 1), not the "
+            "lockers' one")
+
+
 def client_id(role: str) -> str:
     """A unique client id for a short-lived console client (CLI runs, benchmarks)."""
     return f"console-{role}-{uuid.uuid4().hex[:12]}"

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.messaging",
     "tests.fixtures.storage_locker",
+    "tests.fixtures.console_ingest",
 ]

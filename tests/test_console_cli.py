@@ -303,3 +303,17 @@ def _readable(proc: subprocess.Popen[str], timeout: float = 0.3) -> bool:
     assert proc.stdout is not None
     ready, _, _ = _select.select([proc.stdout], [], [], timeout)
     return bool(ready)
+
+
+def test_a_console_on_the_lockers_listener_is_told_where_to_log_in(
+    tmp_path: Path, mqtt_broker: MqttBroker
+) -> None:
+    """An existing console configured for the lockers' port (as before consoles had a listener of
+    their own) is refused by the broker: the message says which port consoles use."""
+    mqtt_broker.ensure_running()
+    config = write_config(tmp_path, mqtt_broker, None)
+    config.write_text(config.read_text().replace(
+        f"port = {mqtt_broker.console_port}", f"port = {mqtt_broker.port}"))
+    result = console(config, "status")
+    assert result.returncode == 1, result.stderr
+    assert "console listener" in result.stderr and "--console-port" in result.stderr, result.stderr

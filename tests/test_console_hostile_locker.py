@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +27,11 @@ from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db import Alarm, Cell, Locker, open_database
 from fleet_console.ingest import IngestSettings
-from tests.fixtures.mqtt_broker import MqttBroker
-from tests.test_console_ingest import IngestRunner, SimLocker, db_query, seqs
+from tests.fixtures.console_ingest import IngestRunner, SimLocker, db_query, seqs
 
 TOPICS = Topics()
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))
 SINCE = 1_700_000_000_000
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/var/console.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def runner(console_mqtt: ConsoleMqtt, db_url: str) -> AsyncIterator[IngestRunner]:
-    r = IngestRunner(console_mqtt, db_url, gap_timeout_s=0.6)
-    await r.start()
-    yield r
-    await r.stop()
-    await r.forget_session()
-
-
-@pytest.fixture
-def make_locker(mqtt_broker: MqttBroker, db_url: str) -> Any:
-    made: list[SimLocker] = []
-
-    def make() -> SimLocker:
-        made.append(SimLocker(mqtt_broker, db_url))
-        return made[-1]
-
-    yield make
-    for lk in made:
-        lk.close()
 
 
 def quarantined(url: str, locker: str) -> list[tuple[str, str, int]]:

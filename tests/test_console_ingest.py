@@ -12,161 +12,22 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import select
 
-from contract.messages import EventAck
 from contract.topics import Topics
-from fleet_console.config import ConsoleMqtt
-from fleet_console.db import Alarm, Cell, CommandRow, EventRow, Locker, make_engine, open_database
-from fleet_console.ingest import Ingest, IngestSettings
-from fleet_console.mqtt import make_client
-from tests.fixtures.mqtt_broker import MqttBroker, MqttTestClient, unique_id
+from fleet_console.db import Cell, CommandRow, Locker
+from tests.fixtures.console_ingest import (
+    IngestRunner,
+    SimLocker,
+    alarms,
+    db_query,
+    seqs,
+)
 
 TOPICS = Topics()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/var/console.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-class IngestRunner:
-    """Starts and stops ingests sharing one client id (one persistent session) and database."""
-
-    def __init__(self, mqtt: ConsoleMqtt, url: str, **settings: Any) -> None:
-        self.mqtt = mqtt
-        self.url = url
-        self.settings = IngestSettings(client_id=unique_id("ingest"), **settings)
-        self.current: Ingest | None = None
-
-    async def start(self) -> Ingest:
-        self.current = Ingest(self.mqtt, open_database(self.url), self.settings)
-        await self.current.start()
-        return self.current
-
-    async def stop(self) -> None:
-        if self.current is not None:
-            await self.current.stop()
-            self.current.db.dispose()
-            self.current = None
-
-    async def forget_session(self) -> None:
-        """Connect once with a clean start so the broker drops the session's queue."""
-        async with make_client(self.mqtt, identifier=self.settings.client_id):
-            pass
-
-
-@pytest.fixture
-async def runner(console_mqtt: ConsoleMqtt, db_url: str) -> AsyncIterator[IngestRunner]:
-    r = IngestRunner(console_mqtt, db_url, gap_timeout_s=0.6)
-    await r.start()
-    yield r
-    await r.stop()
-    await r.forget_session()
-
-
-class SimLocker:
-    """A locker: its own broker account; records each ack with what the database held then."""
-
-    def __init__(self, broker: MqttBroker, url: str) -> None:
-        self.id = unique_id()
-        creds = broker.add_locker(self.id)
-        self.client: MqttTestClient = broker.client(*creds)
-        self.engine: Engine = make_engine(url)
-        self.acks: list[tuple[int, int]] = []  # (up_to_seq, events <= it in the DB right then)
-        self._cond = threading.Condition()
-        self.client.paho.on_message = self._on_message
-        self.client.subscribe(TOPICS.events_ack(self.id))
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        up_to = EventAck.from_payload(msg.payload).up_to_seq
-        with self.engine.connect() as conn:
-            stored = conn.scalar(
-                select(func.count()).select_from(EventRow)
-                .where(EventRow.locker == self.id, EventRow.seq <= up_to)
-            )
-        with self._cond:
-            self.acks.append((up_to, int(stored or 0)))
-            self._cond.notify_all()
-
-    def event(self, seq: int, type: str = "door_opened", **data: Any) -> None:
-        payload = {"seq": seq, "id": str(uuid.uuid4()), "at": int(time.time() * 1000),
-                   "type": type, "data": data}
-        self.client.publish(TOPICS.events(self.id), json.dumps(payload), qos=1)
-
-    def status(self, online: bool = True) -> None:
-        body: dict[str, Any] = {"online": online}
-        if online:
-            body |= {"version": "1.2.3", "boot_id": "b-1", "started_at": 1_700_000_000_000,
-                     "boards": [{"name": "bus0", "online": True, "failures": 0}]}
-        self.client.publish(TOPICS.status(self.id), json.dumps(body), qos=1, retain=True)
-
-    def cell(self, cell: int, state: str = "free", door: str = "closed") -> None:
-        body = {"cell": cell, "state": state, "door": door, "size": "M", "since": 1_700_000_000_000}
-        self.client.publish(TOPICS.cell(self.id, cell), json.dumps(body), qos=1, retain=True)
-
-    def wait_ack(self, up_to: int, timeout: float = 10.0) -> None:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: any(a >= up_to for a, _ in self.acks), timeout)
-        assert ok, f"no ack up to {up_to} within {timeout} s; acks: {self.acks[-5:]}"
-
-    def acks_since(self, n: int) -> list[int]:
-        with self._cond:
-            return [a for a, _ in self.acks[n:]]
-
-    def check_acks_were_committed(self, baseline: int = 1, given_up: tuple[int, ...] = ()) -> None:
-        """Each ack came when every event up to it (but those given up on) was committed."""
-        for up_to, stored in self.acks:
-            expected = up_to - baseline + 1 - sum(1 for s in given_up if s <= up_to)
-            assert stored >= expected, f"ack {up_to} sent with only {stored} stored"
-
-    def clear_retained(self, cells: tuple[int, ...] = ()) -> None:
-        self.client.publish(TOPICS.status(self.id), b"", retain=True)
-        for c in cells:
-            self.client.publish(TOPICS.cell(self.id, c), b"", retain=True)
-
-    def close(self) -> None:
-        self.client.close()
-        self.engine.dispose()
-
-
-@pytest.fixture
-def make_locker(mqtt_broker: MqttBroker, db_url: str) -> Any:
-    made: list[SimLocker] = []
-
-    def make() -> SimLocker:
-        made.append(SimLocker(mqtt_broker, db_url))
-        return made[-1]
-
-    yield make
-    for lk in made:
-        lk.close()
-
-
-def db_query(url: str, fn: Callable[[Any], Any]) -> Any:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return fn(conn)
-    finally:
-        engine.dispose()
-
-
-def seqs(url: str, locker: str) -> list[int]:
-    return db_query(url, lambda c: list(c.scalars(
-        select(EventRow.seq).where(EventRow.locker == locker).order_by(EventRow.seq))))
-
-
-def alarms(url: str, locker: str) -> list[tuple[str, dict[str, Any]]]:
-    return db_query(url, lambda c: [(r.kind, r.data) for r in c.execute(
-        select(Alarm.kind, Alarm.data).where(Alarm.locker == locker).order_by(Alarm.id))])
 
 
 async def test_status_cells_and_events_land_and_acks_follow_commits(

@@ -58,7 +58,7 @@ def filter_within(requested: str, allowed: str) -> bool:
 def access_allowed(
     role: Role | None, username: str | None, topic: str, write: bool, prefix: str = DEFAULT_PREFIX
 ) -> bool:
-    """The DESIGN.md access rules, the same ones the Mosquitto ACL file encodes."""
+    """The docs/architecture.md access rules, the same ones the Mosquitto ACL file encodes."""
     if role == "console":
         return filter_within(topic, f"{prefix}/#")
     if role == "locker" and username:

@@ -1,5 +1,5 @@
 """Render `mosquitto.conf`, `passwd`, `passwd-console` and `acl` from the fleet registry
-(DESIGN.md "Broker access").
+(docs/architecture.md "Broker access").
 
 Two listeners, because Mosquitto can tie a client id to a login only per listener
 (`use_username_as_clientid`, with `per_listener_settings true`): on the lockers' listener a
@@ -209,7 +209,7 @@ def render_conf(
         f"max_inflight_messages {settings.max_inflight_messages}",
         "queue_qos0_messages false",
         "",
-        "# Without it a QoS 1 round trip waits ~40 ms for delayed ACKs (DESIGN.md, Latency).",
+        "# Without it a QoS 1 round trip waits ~40 ms for delayed ACKs  (docs/architecture.md).",
         "set_tcp_nodelay true",
         "",
         "log_dest stderr",

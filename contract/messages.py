@@ -1,4 +1,4 @@
-"""Payload models of every MQTT topic (DESIGN.md, "MQTT contract"; docs/asyncapi.yaml).
+"""Payload models of every MQTT topic (docs/architecture.md, "MQTT contract"; docs/asyncapi.yaml).
 
 Every model is strict (no "5" for 5, no true for 1) and forbids unknown fields: a payload either
 is exactly what the contract says or it is rejected with `MalformedPayload`, whose message names

@@ -1,4 +1,5 @@
-"""Money as integer minor units plus an ISO 4217 currency (DESIGN.md, "Money and tariffs").
+"""Money as integer minor units plus an ISO 4217 currency (docs/architecture.md, "Money and
+tariffs").
 
 Floats never hold money: a price is an `int` of minor units (kopecks, cents), so sums are exact
 and the canonical JSON of a signed configuration never carries a float. Amounts of different

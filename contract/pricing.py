@@ -1,4 +1,4 @@
-"""Step tariffs and charging tariffs: what a stay costs (DESIGN.md, "Money and tariffs").
+"""Step tariffs and charging tariffs: what a stay costs (docs/architecture.md, "Money and tariffs").
 
 Pure and deterministic: durations come in as integer milliseconds, prices are integer minor units,
 and nothing here reads a clock. Both the locker (kiosk screens, overdue timer, debt at pickup)

@@ -1,4 +1,5 @@
-"""Ed25519 signing and verification of commands and configurations (DESIGN.md, "Signed command").
+"""Ed25519 signing and verification of commands and configurations (docs/architecture.md, "Signed
+command").
 
 `sig` is the Ed25519 signature of the canonical JSON of every other field, base64url without
 padding; public keys are their 32 raw bytes written the same way. Verification is pure: the

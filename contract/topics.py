@@ -1,4 +1,4 @@
-"""MQTT topic names shared by the locker and the console (DESIGN.md, "MQTT contract").
+"""MQTT topic names shared by the locker and the console (docs/architecture.md, "MQTT contract").
 
 Both sides build and parse topics here so that a typo cannot split the fleet in two. The prefix
 (`lockers` by default) is configurable; every topic is `{prefix}/{locker}/{kind}`, with the cell id
@@ -54,14 +54,14 @@ class Direction(StrEnum):
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """Delivery rules of one kind of topic, as in the table of DESIGN.md."""
+    """Delivery rules of one kind of topic, as in the table of docs/architecture.md."""
 
     direction: Direction
     qos: int
     retain: bool
 
 
-#: The table of DESIGN.md in code: publishers must use these QoS and retain flags.
+#: The table of docs/architecture.md in code: publishers must use these QoS and retain flags.
 TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
     TopicKind.STATUS: TopicSpec(Direction.FROM_LOCKER, 1, True),
     TopicKind.CELL: TopicSpec(Direction.FROM_LOCKER, 1, True),

@@ -25,7 +25,7 @@ __all__ = ["ConfigError", "LockerConfig", "load_locker_config"]
 
 Protocol = Literal["kerong-cu16", "kerong-cu48", "modbus-relay"]
 
-#: Locks per board and default baud rate of each protocol (lock-boards.md).
+#: Locks per board and default baud rate of each protocol (docs/lock-boards.md).
 PROTOCOL_LOCKS: dict[str, int] = {"kerong-cu16": 16, "kerong-cu48": 48, "modbus-relay": 8}
 PROTOCOL_BAUDRATE: dict[str, int] = {
     "kerong-cu16": 19200,
@@ -129,7 +129,7 @@ class CellConfig(StrictSection):
 
 
 class TimingSettings(StrictSection):
-    """Timers of the cell state machines (DESIGN.md rules 1, 3, 7, 8, 9)."""
+    """Timers of the cell state machines (docs/architecture.md rules 1, 3, 7, 8, 9)."""
 
     #: A deposit or pickup whose door is not opened within this time is cancelled.
     open_timeout_s: float = Field(60, gt=0)

@@ -1,9 +1,9 @@
 """Remote commands from the fleet: verified, executed at most once, answered from a replay cache.
 
 Pure decisions, no I/O: the app hands in the payload, the clock and what the store remembers, and
-gets back what to execute and what to answer. DESIGN.md's rules: trusted key, valid signature, this
-locker, not expired, never executed before; a cmd_id seen before gets the stored result of its
-first delivery, never a second execution.
+gets back what to execute and what to answer. docs/architecture.md's rules: trusted key, valid
+signature, this locker, not expired, never executed before; a cmd_id seen before gets the stored
+result of its first delivery, never a second execution.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ class Signing(StrictSection):
     key_file: Path
     #: The name lockers know this key by (their `[trust] keys` table).
     key_id: str = Field(min_length=1)
-    #: Lifetime of a remote command; a locker rejects it after that (DESIGN.md: 30 s).
+    #: Lifetime of a remote command; a locker rejects it after that (docs/architecture.md: 30 s).
     command_ttl_s: float = Field(30, gt=0, le=3600)
 
 

@@ -1,8 +1,8 @@
 """How the console connects to the fleet's broker: one place for TCP_NODELAY, MQTT 5 and sessions.
 
 Every console program (ingest, operator CLI, benchmarks) builds its aiomqtt client here, so that
-none forgets TCP_NODELAY (DESIGN.md, "Latency": 88 ms -> 0.5 ms per round trip) and the ingest's
-persistent session is set up the same way everywhere.
+none forgets TCP_NODELAY (docs/architecture.md, "Latency": 88 ms -> 0.5 ms per round trip) and the
+ingest's persistent session is set up the same way everywhere.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every example frame of protocols/lock-boards.md, byte for byte, and the codecs' refusals."""
+"""Every example frame of docs/lock-boards.md, byte for byte, and the codecs' refusals."""
 
 from __future__ import annotations
 

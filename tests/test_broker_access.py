@@ -1,4 +1,4 @@
-"""Broker access rules (DESIGN.md "Broker access"), proved against a real Mosquitto.
+"""Broker access rules (docs/architecture.md "Broker access"), proved against a real Mosquitto.
 
 MQTT 3.1.1 cannot refuse a publish and may grant a subscription it will never feed, so every
 negative check is "nothing arrives" after a positive control proved the path delivers.

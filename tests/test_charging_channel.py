@@ -39,7 +39,7 @@ def board(sim: PtySimulator, **kw: Any) -> BoardConfig:
 
 def test_held_relay_requests_byte_exact() -> None:
     codec = ModbusRelayCodec(1)
-    assert codec.output_request(1, True) == h("01 05 00 00 FF 00 8C 3A")  # lock-boards.md
+    assert codec.output_request(1, True) == h("01 05 00 00 FF 00 8C 3A")  # docs/lock-boards.md
     assert codec.output_request(1, False) == with_crc16(h("01 05 00 00 00 00"))
     assert codec.output_request(8, True)[:6] == h("01 05 00 07 FF 00")
     assert ModbusRelayCodec(3).output_request(2, False)[:6] == h("03 05 00 01 00 00")

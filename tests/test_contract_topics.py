@@ -1,4 +1,5 @@
-"""Topic names: every row of DESIGN.md's table, built and parsed back, under any prefix."""
+"""Topic names: every row of docs/architecture.md's table, built and parsed back, under any
+prefix."""
 
 from __future__ import annotations
 

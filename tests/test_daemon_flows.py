@@ -1,4 +1,5 @@
-"""lockerd end to end over a pseudo-terminal to a simulated KR-CU16 bus: DESIGN.md's rules 1-9."""
+"""lockerd end to end over a pseudo-terminal to a simulated KR-CU16 bus: docs/architecture.md's
+rules 1-9."""
 
 from __future__ import annotations
 

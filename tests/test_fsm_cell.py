@@ -1,4 +1,5 @@
-"""One cell's life under the rules of DESIGN.md "Cell state machine", with explicit times."""
+"""One cell's life under the rules of docs/architecture.md "Cell state machine", with explicit
+times."""
 
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ def _with_ref(data: dict[str, Any], ref: str | None) -> dict[str, Any]:
 
 
 class LockerMachine:
-    """All cells of one locker; see the module docstring and DESIGN.md "Cell state machine"."""
+    """All cells of one locker; see the module docstring and docs/architecture.md "Cell state
+    machine"."""
 
     def __init__(
         self,

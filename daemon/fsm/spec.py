@@ -29,7 +29,7 @@ class CellSpec:
 
 @dataclass(frozen=True)
 class Timing:
-    """Timer lengths in milliseconds (DESIGN.md cell rules 1, 3, 7, 8, 9)."""
+    """Timer lengths in milliseconds (docs/architecture.md cell rules 1, 3, 7, 8, 9)."""
 
     open_timeout_ms: int = 60_000
     unlock_confirm_ms: int = 3_000

@@ -3,7 +3,7 @@
 It meets the daemon core only through `LockerPort` (defined here, implemented by the app), so the
 core never sees a socket and this module never sees the store, the boards or the machines.
 
-What it guarantees (DESIGN.md, "MQTT contract" and "Nothing is lost"):
+What it guarantees (docs/architecture.md, "MQTT contract" and "Nothing is lost"):
 - on every (re)connect: retained online status, QoS 1 subscriptions to `cmd`, `config` and
   `events/ack`, every cell snapshot again (retained), then the outbox from the last acknowledged
   seq; the last will is the retained `{"online": false}`, and a clean stop publishes it too;

@@ -1,4 +1,4 @@
-"""Frame checksums of the lock-board protocols (lock-boards.md).
+"""Frame checksums of the lock-board protocols (docs/lock-boards.md).
 
 Kept apart from the codecs because both the host codecs and the board simulators use them.
 """

@@ -1,7 +1,7 @@
 """What every lock-board codec offers: the reading type, the one frame error, the interface.
 
-Codecs are sans-I/O (DESIGN.md "Principles"): bytes in, readings or bytes out, no port, no clock.
-The serial transport and the driver do the I/O around them.
+Codecs are sans-I/O (docs/architecture.md "Principles"): bytes in, readings or bytes out, no port,
+no clock. The serial transport and the driver do the I/O around them.
 """
 
 from __future__ import annotations

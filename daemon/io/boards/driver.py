@@ -4,7 +4,7 @@ Boards whose codec has held outputs (Modbus relay boards) can also hold a channe
 relay that powers a cell's phone-charging socket: `set_output(channel, on)`.
 
 The driver is the I/O shell around a sans-I/O codec and a shared SerialBus. It never resends an
-unlock (lock-boards.md): whether a door opened is for the cell state machine to learn from the
+unlock (docs/lock-boards.md): whether a door opened is for the cell state machine to learn from the
 next polls. Counting failures is the driver's job; deciding that a board is offline after N of
 them is the state machine's.
 """

@@ -1,4 +1,4 @@
-"""Kerong KR-CU16 codec: 16 locks and 16 item sensors per board (lock-boards.md).
+"""Kerong KR-CU16 codec: 16 locks and 16 item sensors per board (docs/lock-boards.md).
 
 Frame `02 ADDR CMD [DATA] 03 SUM`, SUM = sum of the preceding bytes mod 256. Board-level commands
 use ADDR = board << 4, an unlock uses ADDR = (board << 4) | lock0. The unlock itself gets no

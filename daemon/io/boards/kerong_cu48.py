@@ -1,4 +1,4 @@
-"""Kerong CU48-class codec: 48 locks per board (lock-boards.md).
+"""Kerong CU48-class codec: 48 locks per board (docs/lock-boards.md).
 
 Frame `02 ADDR LOCK0 CMD 03 SUM` with the Kerong checksum; 0x60 status, 0x61 unlock. The status
 reply `02 ADDR 00 75 D0..D11 03 SUM` carries the locks in D0..D5. D6..D11 are "most likely" the

@@ -97,8 +97,8 @@ class ModbusRelayCodec:
     def output_request(self, channel: int, on: bool) -> bytes:
         """Hold relay `channel` (1-based) on or switch it off: FC05 on coil channel-1.
 
-        Channel 1 on: `01 05 00 00 FF 00 8C 3A` (lock-boards.md). Never use it on a lock's channel:
-        a held lock relay stays energised until it is switched off.
+        Channel 1 on: `01 05 00 00 FF 00 8C 3A` (docs/lock-boards.md). Never use it on a lock's
+        channel: a held lock relay stays energised until it is switched off.
         """
         check_channel(channel)
         return modbus_request(

@@ -3,8 +3,8 @@
 RS485 is half duplex and every board answers only when asked, so the bus runs one request at a
 time (an asyncio.Lock), leaves `frame_gap_ms` of silence between frames, drops stale input before
 each request and frames a reply by silence: it ends after `quiet_gap_ms` without a byte, because
-USB-RS485 adapters deliver replies in bursts (lock-boards.md). A codec-supplied `complete` test may
-end a reply early once it is a whole valid frame; the silence rule stays the fallback.
+USB-RS485 adapters deliver replies in bursts (docs/lock-boards.md). A codec-supplied `complete`
+test may end a reply early once it is a whole valid frame; the silence rule stays the fallback.
 
 `port` is a device path or a pyserial URL such as `socket://host:port` (RS485-to-Ethernet
 converters). A port that drops out is reopened on the next request. A request goes straight to a

@@ -193,6 +193,8 @@ async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, even
 
 
 GENERATORS = {"raw": _raw_locker, "aiomqtt": _aiomqtt_locker}
+#: The broker's lockers' listener (the console logs in on its own, `ConsoleMqtt.port`).
+LOCKER_PORT = 0
 
 
 def _worker(host: str, port: int, accounts: list[tuple[str, str]], events: int, window: int,
@@ -267,7 +269,7 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     await ingest.start()
     try:
         procs, go, out_q = await asyncio.to_thread(
-            _run_lockers, mqtt.host, mqtt.port, accounts, events, window, True)
+            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True)
         go.set()
         first, last = await asyncio.to_thread(_collect, procs, out_q)
     finally:
@@ -295,7 +297,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     await probe.start()  # creates the session and its subscriptions
     await probe.stop()
     procs, go, out_q = await asyncio.to_thread(
-        _run_lockers, mqtt.host, mqtt.port, accounts, events, window, False)
+        _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
     go.set()
     gen_first, gen_last = await asyncio.to_thread(_collect, procs, out_q)
     total = len(accounts) * events
@@ -340,7 +342,7 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
 
         counter = asyncio.create_task(count())
         procs, go, out_q = await asyncio.to_thread(
-            _run_lockers, mqtt.host, mqtt.port, accounts, events, window, False)
+            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
         go.set()
         started = time.time()
         await asyncio.wait_for(done.wait(), RUN_LIMIT_S)
@@ -352,7 +354,7 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
 
 
 async def main() -> None:
-    global GENERATOR
+    global GENERATOR, LOCKER_PORT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lockers", type=int, default=200)
     parser.add_argument("--events", type=int, default=100, help="events per locker")
@@ -379,6 +381,7 @@ async def main() -> None:
             sets[run] = [(lk, reg.add_locker(lk)) for lk in
                          (f"B{i_run}-{i:04d}" for i in range(args.lockers))]
     fleet.start()
+    LOCKER_PORT = fleet.port
     mqtt = ConsoleMqtt(host=fleet.host, port=fleet.console_port, username="bench-console",
                        password=console_pw)
     results: dict[str, Any] = {

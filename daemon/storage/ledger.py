@@ -235,7 +235,7 @@ class PaymentLedger:
             self._settle(record, "declined", "no money taken")
             return
         record = {**record, "txn": known.transaction_id}
-        if record["kind"] in ("extend", "pickup") and self.late_payment(record, known):
+        if record["kind"] in ("extend", "pickup", "temporary") and self.late_payment(record, known):
             return
         await self.reverse(record, "not_delivered")
 

@@ -44,6 +44,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "wrong_pin": "Wrong cell number or PIN. {attempts} tries left.",
         "pin_locked": "Too many wrong PINs. PIN entry on this cell is locked for {minutes} min.",
         "debt": "Please pay the unpaid time ({amount}) first.",
+        "due_changed": "The amount has changed: {amount} is due now. Please confirm again.",
         "temporary_disabled": "Opening the cell during the rental is not offered here.",
         "extension_disabled": "Extending a rental is not offered with this payment option.",
         "beyond_limit": "A rental cannot run longer than {hours} h. Please pick up your things.",
@@ -87,6 +88,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pin_locked": "Слишком много неверных PIN. Ввод PIN для ячейки заблокирован на "
         "{minutes} мин.",
         "debt": "Сначала оплатите задолженность ({amount}).",
+        "due_changed": "Сумма изменилась: сейчас к оплате {amount}. Подтвердите ещё раз.",
         "temporary_disabled": "Временное открытие ячейки здесь недоступно.",
         "extension_disabled": "Продление недоступно при этом способе оплаты.",
         "beyond_limit": "Срок хранения не может превышать {hours} ч. Заберите, пожалуйста, вещи.",
@@ -104,15 +106,17 @@ MESSAGES: dict[str, dict[str, str]] = {
 #: Names of what a payment is for, on receipts and on the terminal's screen.
 ITEM_NAMES: dict[str, dict[str, str]] = {
     "en": {"rent": "Storage, cell {cell}", "extend": "Storage extension, cell {cell}",
-           "pickup": "Storage time, cell {cell}", "slip": "Storage, cell {cell}: pay at pickup"},
+           "pickup": "Storage time, cell {cell}", "temporary": "Storage time so far, cell {cell}",
+           "slip": "Storage, cell {cell}: pay at pickup"},
     "ru": {"rent": "Хранение, ячейка {cell}", "extend": "Продление хранения, ячейка {cell}",
            "pickup": "Время хранения, ячейка {cell}",
+           "temporary": "Хранение по текущий момент, ячейка {cell}",
            "slip": "Хранение, ячейка {cell}: оплата при выдаче"},
 }  # fmt: skip
 
 
 def item_name(language: str, kind: str, cell: int) -> str:
-    """"Storage, cell 3" in the language (English if missing); kind: rent/extend/pickup/slip."""
+    """"Storage, cell 3" in the language (English if missing); kind: rent/extend/pickup/temporary/slip."""
     return ITEM_NAMES.get(language, ITEM_NAMES[FALLBACK])[kind].format(cell=cell)
 
 

@@ -19,6 +19,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from contract.config_file import ConfigError
 from contract.money import Money
@@ -171,6 +172,10 @@ def _payments_table(reply: dict) -> str:
         amount = Money(p["amount"], p["currency"]).format()
         lines.append(f"{p['op_id']:<34} {p['kind']:<7} {p['cell']:>4} {amount:>10}  "
                      f"{p['status']:<10} {'yes' if p.get('settled') else 'NO'}")
+        for n, tried in enumerate(p.get("attempts", ()), 1):  # earlier tries: none is forgotten
+            at = datetime.fromtimestamp(tried["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(f"    attempt {n}: {tried['status']} at {at} UTC"
+                         + (f" ({tried['reason']})" if tried.get("reason") else ""))
     if not reply["payments"]:
         lines.append("(no payments)")
     return "\n".join(lines)

@@ -116,7 +116,10 @@ ITEM_NAMES: dict[str, dict[str, str]] = {
 
 
 def item_name(language: str, kind: str, cell: int) -> str:
-    """"Storage, cell 3" in the language (English if missing); kind: rent/extend/pickup/temporary/slip."""
+    """"Storage, cell 3" in the language (English if missing).
+
+    kind: rent, extend, pickup, temporary or slip.
+    """
     return ITEM_NAMES.get(language, ITEM_NAMES[FALLBACK])[kind].format(cell=cell)
 
 

@@ -315,6 +315,7 @@ class StorageService:
                 email=secret.get("email"), phone=secret.get("phone"),
                 phone_verified="phone" in secret, state="opening" if pending else "occupied",
                 op_id=payments[0]["op_id"] if payments else None, tenancy_id=tenancy["id"],
+                receipt=self.receipts.kept_text(spec.id, tenancy),
             )
             if pending:
                 self._by_ref[rental_id] = draft
@@ -405,7 +406,7 @@ class StorageService:
             draft.receipt = await self.receipts.issue(
                 "rent", draft.cell, draft.amount, draft.tariff.currency, txn, draft.language,
                 pin=draft.pin if draft.auth == "printed_pin" else None, email=draft.email,
-                op_id=op_id,
+                op_id=op_id, tenancy_id=draft.tenancy_id,
             )
         return draft
 
@@ -504,7 +505,7 @@ class StorageService:
         now = self.daemon.clock()
         until = self.guard.locked_until(cell, now)
         if until is not None:
-            raise StorageError("pin_locked", 423, minutes=max(1, -(-(until - now) // 60_000)))
+            raise _pin_locked(until, now)
 
     def _check_pin(self, cell: int, pin: str) -> dict[str, Any]:
         """Compare and record in one step (no await): the caller holds the cell's lock."""
@@ -523,7 +524,7 @@ class StorageService:
             self._save_kiosk_state(
                 [Event("pin_locked", cell, {"until": locked}, True)]
             )
-            raise StorageError("pin_locked", 423, minutes=max(1, -(-(locked - now) // 60_000)))
+            raise _pin_locked(locked, now)
         self._save_kiosk_state()
         raise StorageError("wrong_pin", 403, attempts=self.guard.attempts_left(cell))
 
@@ -885,6 +886,13 @@ def _tariff_view(tariff: RentalTariff) -> dict[str, Any]:
     if tariff.charging is not None:
         out["charging"] = tariff.charging.model_dump(mode="json", exclude_none=True)
     return out
+
+
+def _pin_locked(until_ms: int, now_ms: int) -> StorageError:
+    """423 pin_locked: `seconds` left (rounded up: never less than the truth), `minutes` the
+    nearest whole minute (15 s is 0, not 1); the message says seconds under a minute."""
+    seconds = max(1, -(-(until_ms - now_ms) // 1000))
+    return StorageError("pin_locked", 423, seconds=seconds, minutes=(seconds + 30) // 60)
 
 
 def _debt(bill: billing.Bill) -> StorageError:

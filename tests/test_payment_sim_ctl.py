@@ -15,7 +15,7 @@ def _sim(config, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_payment_sim_switches_the_terminal_of_a_running_lockerd(board_sim, lockerd, tmp_path):
-    sim, d, http, _, _, _, _ = _start(board_sim, lockerd, tmp_path)
+    _, d, http, _, _, _, _ = _start(board_sim, lockerd, tmp_path)
     queued = _sim(d.config_path, "next", "decline", "cancel")
     assert queued.returncode == 0, queued.stderr
     assert "decline cancel" in queued.stdout

@@ -5,6 +5,8 @@
     lockerd ctl --config FILE cells       list cells with state and door
     lockerd ctl --config FILE payments    the card payments: open ones first, then settled
     lockerd ctl --config FILE deposit|pickup|open|temporary|block|unblock --cell N [--reason TEXT]
+    lockerd payment-sim --config FILE next decline|offline on|delay S|operations ...
+                                          the simulated card terminal's switches
     lockerd store check --config FILE     is the store whole? (0 healthy, 2 damaged)
     lockerd store repair --config FILE    copy it aside, keep what is provably whole (stopped only)
 
@@ -19,10 +21,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from contract.config_file import ConfigError
 from contract.money import Money
 from contract.profiles import load_profile_file
+from daemon import payment_sim_ctl
 from daemon.config import LockerConfig, load_locker_config
 from daemon.control import CELL_OPS, VIEW_OPS, ControlError, request
 
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--cell", type=int, help="cell id (for cell operations)")
     ctl.add_argument("--reason", default="", help="why (kept with block/open events)")
     ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    payment_sim_ctl.add_parser(sub, common)
     store = sub.add_parser(
         "store", parents=[common], help="check or repair the local store (data_dir)"
     )
@@ -86,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _ctl(config, args)
     if args.command == "store":
         return _store(config, args.store_command)
+    if args.command == "payment-sim":
+        return payment_sim_ctl.run(config, args)
     if args.check:
         print(f"{args.config}: OK ({len(config.boards)} boards, {len(config.cells)} cells)")
         return EXIT_OK
@@ -171,6 +178,10 @@ def _payments_table(reply: dict) -> str:
         amount = Money(p["amount"], p["currency"]).format()
         lines.append(f"{p['op_id']:<34} {p['kind']:<7} {p['cell']:>4} {amount:>10}  "
                      f"{p['status']:<10} {'yes' if p.get('settled') else 'NO'}")
+        for n, tried in enumerate(p.get("attempts", ()), 1):  # earlier tries: none is forgotten
+            at = datetime.fromtimestamp(tried["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(f"    attempt {n}: {tried['status']} at {at} UTC"
+                         + (f" ({tried['reason']})" if tried.get("reason") else ""))
     if not reply["payments"]:
         lines.append("(no payments)")
     return "\n".join(lines)

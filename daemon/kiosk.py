@@ -4,12 +4,15 @@ Bound to 127.0.0.1 by default (the screen's browser runs on the locker's own com
 adapter: requests are validated here and handed to the StorageService; refusals come back as
 `{"error": {"code", "message", "params"}}` with the message in the client's language, chosen by
 `?lang=`, else the `Accept-Language` header, else the profile's default language. The OpenAPI
-document is served at /openapi.json (and /docs).
+document is served at /openapi.json with every error each route answers (`daemon/kiosk_errors.py`);
+there is no /docs page: Swagger UI would be fetched from a CDN, and a locker is often offline.
 """
 
 
 import asyncio
 import contextlib
+import functools
+import json
 import resource
 import socket
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from daemon.fsm import Refused
 from daemon.journal import Journal
+from daemon.kiosk_errors import ROUTE_ERRORS, declared_responses, openapi_without_422
 from daemon.kiosk_limits import BodyLimit, ClientGate, gated_protocol, kiosk_connection_cap
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.storage.service import StorageError, StorageService
@@ -34,13 +38,19 @@ API = "/api/v1"
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: `"60"` is not a number and `"no"` not a boolean; an unknown key is refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NewRental(_Body):
     size: Annotated[str, Field(pattern=r"^[SML]$", description="cell size: S, M or L")]
     charging: bool = Field(False, description="a cell with a phone-charging socket")
-    period_s: int | None = Field(None, ge=1, description="prepaid period, one of the offered")
+    period_s: int | None = Field(
+        None, ge=1,
+        description="the period to prepay, one of the offers' `periods`: REQUIRED when the "
+        "payment mode is `prepaid` or `partial` (else `422 bad_period`); ignored in `postpaid`",
+    )
     email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$",
                               description="send receipts to this address")
 
@@ -58,7 +68,41 @@ class Pin(_Body):
 
 
 class Extension(Pin):
-    period_s: int = Field(ge=1)
+    period_s: int = Field(ge=1, description="one of the offered periods")
+
+
+class Temporary(Pin):
+    due: int | None = Field(
+        None, ge=0,
+        description="the amount (minor units) the screen showed the client to pay before the "
+        "door opens (the account's `bill.due`); when the bill has moved on since, nothing is "
+        "charged and `409 due_changed` says the new `due`",
+    )
+
+
+async def _no_body(request: Request) -> None:
+    """A call without a body takes nothing, or `{}`: a body it cannot read is refused before
+    anything is charged or opened, never ignored."""
+    raw = (await request.body()).strip()
+    if not raw:
+        return
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if parsed != {}:
+        raise StorageError("bad_request", 400, detail="this call takes no body (or {})")
+
+
+def error_language(service: StorageService, request: Request) -> str:
+    """The language of an error: the client's if the profile offers it, else its default."""
+    wanted = _pick_language(request, request.query_params.get("lang"))
+    profile = service.daemon.profile()
+    if profile is None:
+        return wanted if wanted in MESSAGES else FALLBACK
+    if wanted in profile.scenario.languages:
+        return wanted
+    return profile.scenario.default_language
 
 
 def _pick_language(request: Request, lang: str | None) -> str | None:
@@ -77,8 +121,16 @@ def create_app(service: StorageService) -> FastAPI:
         title="Locker kiosk API",
         version="1",
         description="Storage-locker flows for the touch screen: rent, pay, PIN, extend, "
-        "temporary access, pickup. Errors: {error: {code, message, params}}.",
+        "temporary access, pickup. Every error is `{error: {code, message, params}}` with the "
+        "message in the client's language; each route lists its statuses and codes "
+        "(`x-error-codes`). Any path may also answer `404 not_found` (no such address) or "
+        "`405 method_not_allowed`.",
+        docs_url=None, redoc_url=None,  # Swagger UI and ReDoc load from a CDN: none offline
     )
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+
+    def errors(route: str) -> dict[int | str, dict[str, Any]]:
+        return declared_responses(ROUTE_ERRORS[route])
 
     def language(request: Request, lang: Annotated[str | None, Query()] = None) -> str:
         wanted = _pick_language(request, lang)
@@ -103,28 +155,27 @@ def create_app(service: StorageService) -> FastAPI:
 
     @app.exception_handler(StorageError)
     async def _refused(request: Request, exc: StorageError) -> JSONResponse:
-        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
-        return _error(exc, lang)
+        return _error(exc, error_language(service, request))
 
     @app.exception_handler(Refused)
     async def _not_stored(request: Request, exc: Refused) -> JSONResponse:
         """A refusal from the daemon itself (storage_full: nothing could be stored)."""
-        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        lang = error_language(service, request)
         status = 507 if exc.reason == "storage_full" else 409  # 507: Insufficient Storage
         return _error(StorageError(exc.reason, status, detail=exc.detail), lang)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        lang = error_language(service, request)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "")
-        return _error(StorageError("bad_request", 422, detail=detail), lang)
+        return _error(StorageError("bad_request", 400, detail=detail, field=where), lang)
 
     @app.exception_handler(HTTPException)
     async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
         """A wrong address or method (a screen built for another version) in the same shape."""
-        lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
+        lang = error_language(service, request)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         path = request.url.path[:100]
         error = StorageError(code, exc.status_code, path=path, method=request.method,
@@ -133,67 +184,73 @@ def create_app(service: StorageService) -> FastAPI:
         response.headers.update(exc.headers or {})  # 405: Allow
         return response
 
-    @app.get(f"{API}/health")
+    @app.get(f"{API}/health", responses=errors("health"))
     async def health() -> dict[str, Any]:
         return {"ok": True, "ready": service.daemon.machine.ready(),
                 "profile": service.daemon.profile() is not None}
 
-    @app.get(f"{API}/texts")
+    @app.get(f"{API}/texts", responses=errors("texts"))
     async def texts(lang: Lang) -> dict[str, Any]:
         """Every message of the screen in one language (the language switch)."""
         return {"language": lang, "texts": {k: text(lang, k) for k in MESSAGES[FALLBACK]}}
 
-    @app.get(f"{API}/offers", dependencies=[Ready])
+    @app.get(f"{API}/offers", dependencies=[Ready], responses=errors("offers"))
     async def offers(lang: Lang) -> dict[str, Any]:
         """Sizes with free cells, their tariffs and the periods to prepay."""
         return service.offers(lang)
 
-    @app.post(f"{API}/rentals", status_code=201, dependencies=[Ready])
+    @app.post(f"{API}/rentals", status_code=201, dependencies=[Ready],
+              responses=errors("new_rental"))
     async def new_rental(body: NewRental, lang: Lang) -> dict[str, Any]:
         draft = service.create_rental(body.size, charging=body.charging,
                                       period_s=body.period_s, language=lang, email=body.email)
         return draft.view()
 
-    @app.get(f"{API}/rentals/{{rental_id}}")
+    @app.get(f"{API}/rentals/{{rental_id}}", responses=errors("rental"))
     async def rental(rental_id: str) -> dict[str, Any]:
         return service.draft(rental_id).view()
 
-    @app.post(f"{API}/rentals/{{rental_id}}/phone")
+    @app.post(f"{API}/rentals/{{rental_id}}/phone", responses=errors("phone"))
     async def phone(rental_id: str, body: PhoneNumber) -> dict[str, Any]:
         return await service.send_code(rental_id, body.phone)
 
-    @app.post(f"{API}/rentals/{{rental_id}}/code")
+    @app.post(f"{API}/rentals/{{rental_id}}/code", responses=errors("code"))
     async def code(rental_id: str, body: Code) -> dict[str, Any]:
         return service.verify_code(rental_id, body.code).view()
 
-    @app.post(f"{API}/rentals/{{rental_id}}/start", dependencies=[Ready])
+    @app.post(f"{API}/rentals/{{rental_id}}/start", dependencies=[Depends(_no_body), Ready],
+              responses=errors("start"))
     async def start(rental_id: str) -> dict[str, Any]:
         """Pay (when the payment mode asks for it up front) and open the door."""
         draft = await service.start_rental(rental_id)
         return draft.view()
 
-    @app.post(f"{API}/rentals/{{rental_id}}/cancel")
+    @app.post(f"{API}/rentals/{{rental_id}}/cancel", dependencies=[Depends(_no_body)],
+              responses=errors("cancel"))
     async def cancel(rental_id: str) -> dict[str, Any]:
         return service.cancel_draft(rental_id).view()
 
     Cell = Annotated[int, Path(ge=1)]
 
-    @app.post(f"{API}/cells/{{cell}}/account", dependencies=[Ready])
+    @app.post(f"{API}/cells/{{cell}}/account", dependencies=[Ready], responses=errors("account"))
     async def account(cell: Cell, body: Pin) -> dict[str, Any]:
         """The rental's bill: time used, paid, owed; what the client may do next."""
         return await service.account(cell, body.pin)
 
-    @app.post(f"{API}/cells/{{cell}}/pickup", dependencies=[Ready])
+    @app.post(f"{API}/cells/{{cell}}/pickup", dependencies=[Ready], responses=errors("pickup"))
     async def pickup(cell: Cell, body: Pin) -> dict[str, Any]:
         """Pay any debt, then open the door; the rental ends when it closes."""
         return await service.pickup(cell, body.pin)
 
-    @app.post(f"{API}/cells/{{cell}}/temporary", dependencies=[Ready])
-    async def temporary(cell: Cell, body: Pin) -> dict[str, Any]:
-        """Open the door during the rental (refused while anything is owed)."""
-        return await service.temporary(cell, body.pin)
+    @app.post(f"{API}/cells/{{cell}}/temporary", dependencies=[Ready],
+              responses=errors("temporary"))
+    async def temporary(cell: Cell, body: Temporary) -> dict[str, Any]:
+        """Open the door during the rental. Postpaid: the time used so far is paid first (the
+        account's `bill.due`; send it as `due`), and billing goes on. Prepaid and partial:
+        refused while the rental is overdue (`402 debt`)."""
+        return await service.temporary(cell, body.pin, expected_due=body.due)
 
-    @app.post(f"{API}/cells/{{cell}}/extend", dependencies=[Ready])
+    @app.post(f"{API}/cells/{{cell}}/extend", dependencies=[Ready], responses=errors("extend"))
     async def extend(cell: Cell, body: Extension) -> dict[str, Any]:
         """Pay for more time (partial payment mode)."""
         return await service.extend(cell, body.pin, body.period_s)
@@ -218,13 +275,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _refusal(scope: dict[str, Any], code: str, status: int,
+def _refusal(service: StorageService, scope: dict[str, Any], code: str, status: int,
              params: dict[str, Any]) -> JSONResponse:
     """A refusal made before the app saw the request (body limits), in the API's shape; the
     connection is closed after it, since the rest of the body is never read."""
-    request = Request(scope)
-    lang = _pick_language(request, request.query_params.get("lang")) or FALLBACK
-    response = _error(StorageError(code, status, **params), lang)
+    response = _error(StorageError(code, status, **params), error_language(service, Request(scope)))
     response.headers["connection"] = "close"
     return response
 
@@ -240,7 +295,7 @@ async def serve_kiosk(service: StorageService, settings: KioskSettings, journal:
     sock, inherited = listener or kiosk_listener(settings.host, settings.port, ACCEPT_BACKLOG)
     gate = ClientGate(cap, settings.header_timeout_s, journal)
     app = BodyLimit(create_app(service), settings.max_body_bytes, settings.body_timeout_s, gate,
-                    _refusal)
+                    functools.partial(_refusal, service))
     config = uvicorn.Config(
         # "error": uvicorn's per-request warnings (an invalid request) would be a line per
         # socket; the gate counts them in its summary lines instead.

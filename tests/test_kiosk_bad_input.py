@@ -2,7 +2,8 @@
 
 Every route of the OpenAPI document gets bodies of the wrong shape, wrong types, huge and negative
 numbers, odd text and odd path values, over real HTTP to a real locker. Not one answer may be a
-500, every error is `{"error": {code, message}}`, and the locker rents on afterwards.
+500, every error is `{"error": {code, message}}` with a status and code the document declares for
+that route, and the locker rents on afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import random
 import re
 
 from tests.fixtures.storage_locker import profile_toml
+from tests.test_kiosk_openapi import assert_declared
 
 #: Values a field may get instead of the one it wants.
 ODD_VALUES: list[object] = [
@@ -62,6 +64,7 @@ async def test_no_input_makes_the_kiosk_fail_or_stop(storage_locker) -> None:
                     if reply.status_code >= 400:
                         error = reply.json().get("error")
                         assert error and error["code"] and error["message"], (url, reply.text)
+                    assert_declared(spec, reply)  # no status or code the document does not say
     assert sum(answers.values()) > 300 and any(400 <= s < 500 for s in answers)
 
     # ... and the locker goes on: a whole rental still works.

@@ -239,6 +239,15 @@ def test_extending_before_the_paid_time_ran_out_counts_from_its_end(elapsed: int
     assert billing.extension_quote(t, 2 * HOUR, START + elapsed) == (16500, 180 * MIN)
 
 
+def test_the_storage_guides_extension_example() -> None:
+    """docs/storage.md: prepaid 1 h, 61 min old, extended by 1 h: pays 90 + 75 and is then paid
+    to the end of the last step it paid (180 min), not to the 121 min it asked for."""
+    t = tenancy(paid=10000)
+    top_up, asked = billing.extension_quote(t, HOUR, START + 61 * MIN)
+    assert (top_up, asked) == (9000 + 7500, 121 * MIN)
+    assert billing.due_at_after_payment(t, 10000 + top_up) == START + 180 * MIN
+
+
 def test_extension_of_a_stopped_rental_counts_from_the_stop() -> None:
     t = tenancy(mode="partial", paid=10000, billing_stopped_at=START + 90 * MIN)
     assert billing.extension_quote(t, HOUR, START + 10 * HOUR) == (16500, 150 * MIN)

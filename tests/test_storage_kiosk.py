@@ -318,7 +318,7 @@ async def test_languages_errors_and_openapi(storage_locker) -> None:
                              headers={"Accept-Language": "ru-RU,ru;q=0.9"})
     assert "Выберите" in ru.json()["error"]["message"]
     bad = await rig.http.post("/api/v1/rentals", json={"size": "XL"})
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_request"
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
     assert "size" in bad.json()["error"]["message"]
     unknown = await rig.http.get("/api/v1/offers", params={"lang": "de"})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_language"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.actions import Action, CellChanged, Event, Refused, Unlock
-from daemon.fsm.cell import Cell, PendingOpen, public_tenancy, shift_times
+from daemon.fsm.cell import SECRET_KEY, Cell, PendingOpen, public_tenancy, shift_times
 from daemon.fsm.lifecycle import BLOCKED, FREE, OCCUPIED, OVERDUE, new_machine
 from daemon.fsm.spec import CellSpec, Timing
 
@@ -353,6 +353,19 @@ class LockerMachine:
         if cell is None:
             raise KeyError(f"unknown cell {cell_id}")
         return copy.deepcopy(cell.tenancy)
+
+    def note_secret(self, cell_id: int, tenancy_id: str, key: str, value: Any) -> bool:
+        """Keep `value` under the tenancy's secret part (never in an event), whether its deposit
+        is still pending or it runs; committed with the caller's next `apply`. False if the
+        cell holds no such tenancy."""
+        cell = self._cells.get(cell_id)
+        if cell is None:
+            return False
+        for tenancy in (cell.tenancy, cell.pending.tenancy if cell.pending else None):
+            if tenancy is not None and tenancy.get("id") == tenancy_id:
+                tenancy.setdefault(SECRET_KEY, {})[key] = copy.deepcopy(value)
+                return True
+        return False
 
     def pending_tenancy(self, cell_id: int) -> dict[str, Any] | None:
         """The tenancy a pending deposit will start, if one is pending on the cell."""

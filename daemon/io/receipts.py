@@ -76,6 +76,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "card": "Paid by card",
         "cash": "Paid in cash",
         "card_refund": "Refunded to card",
+        "nothing_charged": "Nothing was charged",
         "cash_refund": "Refunded in cash",
         "transaction": "Transaction",
         "tax_system": "Tax system",
@@ -95,6 +96,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "card": "Оплата картой",
         "cash": "Оплата наличными",
         "card_refund": "Возврат на карту",
+        "nothing_charged": "Ничего не списано",
         "cash_refund": "Возврат наличными",
         "transaction": "Транзакция",
         "tax_system": "СНО",
@@ -236,7 +238,10 @@ def _layout(receipt: Receipt, width: int) -> list[_Line]:
     method = receipt.payment_method.value
     if receipt.operation is OperationType.REFUND:
         method += "_refund"
-    lines += _pair(t[method], money(receipt.total), width)
+    if receipt.total == 0:  # a PIN slip of a postpaid rental: no card paid anything
+        lines.append(_Line(t["nothing_charged"]))
+    else:
+        lines += _pair(t[method], money(receipt.total), width)
     if receipt.transaction_id:
         lines += _pair(t["transaction"], receipt.transaction_id, width)
     lines += _pair(t["tax_system"], receipt.tax_system.value.upper(), width)

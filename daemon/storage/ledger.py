@@ -11,6 +11,10 @@ terminal takes money for at most once:
              -> captured  (extension, debt at pickup: booked on the tenancy in the same commit)
     refund_due -> voided | refunded   (paid, but the cell could not be opened)
 
+A retry of the same operation (another card after a decline) keeps the record and its `op_id`,
+and every earlier attempt that took no money stays in its `attempts` list (status, reason, time):
+the operator's audit sees "refused three times, then paid".
+
 `reconcile` (at start and every `recheck_s`) settles whatever a timeout, a crash or an offline
 terminal left open; it never touches a charge in progress (the money lock is held for a whole
 charge-and-commit) and re-checks a record under the lock before giving money back.
@@ -54,6 +58,12 @@ def payment_entry(record: dict, result: PaymentResult, now_ms: int) -> dict[str,
             "txn": result.transaction_id, "paid_at": now_ms}
 
 
+def _with_attempt(record: dict, status: str, reason: str, now_ms: int) -> list[dict[str, Any]]:
+    """The record's attempts with this one added: an attempt that took no money (or may have:
+    `unknown`, which reconcile or the next try settles) is never overwritten by the next."""
+    return [*record.get("attempts", []), {"status": status, "reason": reason, "at": now_ms}]
+
+
 class PaymentLedger:
     def __init__(
         self, daemon: LockerDaemon, terminal: PaymentTerminal | None, receipts: ReceiptDesk
@@ -78,6 +88,7 @@ class PaymentLedger:
         if self.terminal is None:
             raise StorageError("no_payment", 503)
         now = self.daemon.clock()
+        earlier = (self.daemon.store.payment(op_id) if op_id else None) or {}
         record = {
             "op_id": op_id or f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
             "kind": kind,
@@ -88,8 +99,9 @@ class PaymentLedger:
             "currency": currency,
             "status": "charging",
             "settled": False,
-            "created_at": now,
+            "created_at": earlier.get("created_at", now),
             "updated_at": now,
+            "attempts": list(earlier.get("attempts", [])),
         }
         self.daemon.apply([], payments=[record])
         name = item_name(language, kind, cell)
@@ -129,7 +141,8 @@ class PaymentLedger:
         if result.status is PaymentStatus.TIMEOUT:
             self.daemon.apply(
                 [Event("payment_unknown", record["cell"], payment_data(record), True)],
-                payments=[{**record, "status": "unknown", "updated_at": now}],
+                payments=[{**record, "status": "unknown", "updated_at": now,
+                           "attempts": _with_attempt(record, "unknown", result.reason, now)}],
             )
             raise StorageError("payment_unknown", 502)
         status = {"cancelled": "cancelled", "offline": "offline"}.get(result.status, "declined")
@@ -137,7 +150,8 @@ class PaymentLedger:
             [Event(f"payment_{status}", record["cell"],
                    {**payment_data(record), "reason": result.reason}, False)],
             payments=[{**record, "status": status, "settled": True, "reason": result.reason,
-                       "updated_at": now}],
+                       "updated_at": now,
+                       "attempts": _with_attempt(record, status, result.reason, now)}],
         )
         code = {"cancelled": "payment_cancelled", "offline": "terminal_offline"}.get(
             status, "payment_declined"
@@ -235,7 +249,7 @@ class PaymentLedger:
             self._settle(record, "declined", "no money taken")
             return
         record = {**record, "txn": known.transaction_id}
-        if record["kind"] in ("extend", "pickup") and self.late_payment(record, known):
+        if record["kind"] in ("extend", "pickup", "temporary") and self.late_payment(record, known):
             return
         await self.reverse(record, "not_delivered")
 

@@ -26,6 +26,9 @@ from daemon.io.receipts import (
 from daemon.storage.settings import PrinterSettings
 from daemon.storage.texts import FALLBACK, item_name, text
 
+#: Key, in a tenancy's secret part, of the facts of its rent receipt (it may carry the PIN).
+RECEIPT_NOTE = "receipt"
+
 if TYPE_CHECKING:
     from daemon.app import LockerDaemon
     from daemon.io.notifier import Notifier
@@ -44,19 +47,18 @@ class ReceiptDesk:
         self.printer = printer
         self.notifier = notifier
 
-    async def issue(
+    def receipt(
         self, kind: str, cell: int, amount: int, currency: str, txn: str | None, language: str,
-        *, pin: str | None = None, email: str | None = None, op_id: str | None = None,
-    ) -> str:
-        """Number, render, print and (if asked) e-mail the receipt of one payment; its text."""
+        *, number: int, issued_at_ms: int, pin: str | None = None,
+    ) -> Receipt:
+        """The document of one payment (pure: the same facts give the same receipt)."""
         lang = language if language in RECEIPT_TEXTS else FALLBACK
-        number = int(self.daemon.store.meta("receipt_no", 0)) + 1
         item = "slip" if kind == "rent" and amount == 0 else ("rent" if kind == "refund" else kind)
         p = self.settings
-        receipt = Receipt(
+        return Receipt(
             locker_id=self.daemon.config.locker_id,
             number=number,
-            issued_at=datetime.fromtimestamp(self.daemon.clock() / 1000, UTC),
+            issued_at=datetime.fromtimestamp(issued_at_ms / 1000, UTC),
             items=(ReceiptItem(item_name(lang, item, cell), 1, amount, VatRate(p.vat)),),
             currency=currency,
             operation=OperationType.REFUND if kind == "refund" else OperationType.SALE,
@@ -66,6 +68,34 @@ class ReceiptDesk:
             language=lang,
             header=tuple(p.header),
         )
+
+    def kept_text(self, cell: int, tenancy: dict) -> str | None:
+        """The text of a rental's receipt again, from the facts kept on its tenancy (a restart
+        forgets the screen's copy; the screen polling `GET /rentals/{id}` still gets it)."""
+        kept = (tenancy.get("secret") or {}).get(RECEIPT_NOTE)
+        if not kept:
+            return None
+        receipt = self.receipt(
+            "rent", cell, int(kept["amount"]), str(tenancy.get("currency")), kept.get("txn"),
+            str(tenancy.get("language", FALLBACK)), number=int(kept["number"]),
+            issued_at_ms=int(kept["issued_at"]), pin=kept.get("pin"),
+        )
+        return render_text(receipt, self.settings.width)
+
+    async def issue(
+        self, kind: str, cell: int, amount: int, currency: str, txn: str | None, language: str,
+        *, pin: str | None = None, email: str | None = None, op_id: str | None = None,
+        tenancy_id: str | None = None,
+    ) -> str:
+        """Number, render, print and (if asked) e-mail the receipt of one payment; its text.
+
+        With `tenancy_id`, its facts are kept on that tenancy in the same commit (kept_text).
+        """
+        number = int(self.daemon.store.meta("receipt_no", 0)) + 1
+        issued_at = self.daemon.clock()
+        receipt = self.receipt(kind, cell, amount, currency, txn, language, number=number,
+                               issued_at_ms=issued_at, pin=pin)
+        p = self.settings
         rendered = render_text(receipt, p.width)
         printed = False
         if self.printer is not None:
@@ -78,6 +108,12 @@ class ReceiptDesk:
         if email and self.notifier is not None:
             subject = text(language, "receipt_subject", {"locker": self.daemon.config.locker_id})
             emailed = (await self.notifier.send_email(email, subject, rendered)).ok
+        if tenancy_id is not None:
+            self.daemon.machine.note_secret(
+                cell, tenancy_id, RECEIPT_NOTE,
+                {"number": number, "issued_at": issued_at, "amount": amount, "txn": txn,
+                 "pin": pin},
+            )
         self.daemon.apply(
             [Event("receipt_issued", cell,
                    {"number": number, "operation": receipt.operation.value, "payment_for": kind,

@@ -196,7 +196,12 @@ class StorageService:
             "language": language or scenario.default_language,
             "auth": scenario.auth,
             "payment_mode": scenario.payment_mode,
-            "temporary_access": scenario.temporary_access,
+            # What the screen may offer: postpaid pays the time used before each temporary
+            # access, which needs a card terminal.
+            "temporary_access": scenario.temporary_access
+            and (scenario.payment_mode != "postpaid" or self.terminal is not None),
+            "temporary_access_pays": "time_used" if scenario.payment_mode == "postpaid"
+            else "nothing",
             "extension": scenario.payment_mode == "partial",
             "storage_limit_s": scenario.storage_limit_s,
             "sizes": sorted(sizes.values(), key=lambda e: ("SML".index(e["size"]), e["charging"])),
@@ -310,6 +315,7 @@ class StorageService:
                 email=secret.get("email"), phone=secret.get("phone"),
                 phone_verified="phone" in secret, state="opening" if pending else "occupied",
                 op_id=payments[0]["op_id"] if payments else None, tenancy_id=tenancy["id"],
+                receipt=self.receipts.kept_text(spec.id, tenancy),
             )
             if pending:
                 self._by_ref[rental_id] = draft
@@ -400,7 +406,7 @@ class StorageService:
             draft.receipt = await self.receipts.issue(
                 "rent", draft.cell, draft.amount, draft.tariff.currency, txn, draft.language,
                 pin=draft.pin if draft.auth == "printed_pin" else None, email=draft.email,
-                op_id=op_id,
+                op_id=op_id, tenancy_id=draft.tenancy_id,
             )
         return draft
 
@@ -499,7 +505,7 @@ class StorageService:
         now = self.daemon.clock()
         until = self.guard.locked_until(cell, now)
         if until is not None:
-            raise StorageError("pin_locked", 423, minutes=max(1, -(-(until - now) // 60_000)))
+            raise _pin_locked(until, now)
 
     def _check_pin(self, cell: int, pin: str) -> dict[str, Any]:
         """Compare and record in one step (no await): the caller holds the cell's lock."""
@@ -518,7 +524,7 @@ class StorageService:
             self._save_kiosk_state(
                 [Event("pin_locked", cell, {"until": locked}, True)]
             )
-            raise StorageError("pin_locked", 423, minutes=max(1, -(-(locked - now) // 60_000)))
+            raise _pin_locked(locked, now)
         self._save_kiosk_state()
         raise StorageError("wrong_pin", 403, attempts=self.guard.attempts_left(cell))
 
@@ -543,12 +549,21 @@ class StorageService:
             "bill": bill.to_dict(),
             "can": {
                 "pickup": True,
-                "temporary": bool(scenario and scenario.temporary_access)
-                and bill.due == 0 and state == "occupied",
+                "temporary": self._temporary_possible(tenancy, bill, state),
                 "extend": tenancy.get("mode") == "partial",
             },
+            #: What a temporary access costs now (postpaid: the time used so far).
+            "temporary_due": bill.due if tenancy.get("mode") == "postpaid" else 0,
             "extension_periods_s": scenario.prepaid_periods_s if scenario else [],
         }
+
+    def _temporary_possible(self, tenancy: dict[str, Any], bill: billing.Bill, state: str) -> bool:
+        profile = self.daemon.profile()
+        if profile is None or not profile.scenario.temporary_access or state != "occupied":
+            return False
+        if tenancy.get("mode") == "postpaid":  # the time used is paid first: a terminal is needed
+            return bill.due == 0 or self.terminal is not None
+        return bill.due == 0
 
     async def pickup(self, cell: int, pin: str) -> dict[str, Any]:
         """Pay what is owed, then open the door; the tenancy ends when it closes."""
@@ -583,17 +598,56 @@ class StorageService:
         return {"cell": cell, "paid": bill.due, "bill": bill.to_dict(), "door": "opening",
                 "receipt": receipt}
 
-    async def temporary(self, cell: int, pin: str) -> dict[str, Any]:
-        """Open and close the cell during the rental; refused while anything is owed."""
-        tenancy = await self.authorise(cell, pin)
+    async def temporary(
+        self, cell: int, pin: str, expected_due: int | None = None
+    ) -> dict[str, Any]:
+        """Open and close the cell during the rental.
+
+        Postpaid: what the time used so far costs is paid first (the screen showed it as the
+        account's `temporary_due`; `expected_due` is what it showed, and a bill that moved on
+        since is not charged), then the door opens; billing goes on. Prepaid and partial:
+        refused while anything is owed (the cell is overdue: pay at pickup, or extend).
+        """
+        authorised = await self.authorise(cell, pin)
         if not self.profile().scenario.temporary_access:
             raise StorageError("temporary_disabled", 403)
-        bill = billing.bill(tenancy, self.daemon.clock())
-        if bill.due > 0 or self.daemon.machine.cell_view(cell)["state"] == "overdue":
-            raise StorageError("debt", 402, amount=str(bill.money(bill.due)), due=bill.due)
-        actions = self._machine_command(cell, "temporary", f"temp-{uuid.uuid4().hex[:12]}")
-        self.daemon.apply(actions)
-        return {"cell": cell, "door": "opening", "bill": bill.to_dict()}
+        ref = f"temp-{uuid.uuid4().hex[:12]}"
+        if authorised.get("mode") != "postpaid":
+            bill = billing.bill(authorised, self.daemon.clock())
+            if bill.due > 0 or self.daemon.machine.cell_view(cell)["state"] == "overdue":
+                raise _debt(bill)
+            self.daemon.apply(self._machine_command(cell, "temporary", ref))
+            return {"cell": cell, "paid": 0, "door": "opening", "bill": bill.to_dict()}
+        self._check_open(cell, "temporary")
+        async with self.ledger.lock:  # the bill is made and paid on the tenancy as it is now
+            tenancy = self._same_tenancy(cell, authorised)
+            bill = billing.bill(tenancy, self.daemon.clock())
+            if expected_due is not None and expected_due != bill.due:
+                raise StorageError("due_changed", 409, due=bill.due, currency=bill.currency,
+                                   amount=str(bill.money(bill.due)))
+            if bill.due == 0:
+                self.daemon.apply(self._machine_command(cell, "temporary", ref))
+                return {"cell": cell, "paid": 0, "door": "opening", "bill": bill.to_dict()}
+            language = str(tenancy.get("language", "en"))
+            record, result = await self.ledger.charge(
+                "temporary", cell, bill.due, bill.currency, tenancy_id=tenancy["id"], ref=ref,
+                language=language,
+            )
+            if not result.approved:
+                self.ledger.refuse(record, result)
+            actions = self._book(cell, tenancy["id"], record, result, "debt_paid")
+            try:
+                actions += self._machine_command(cell, "temporary", ref)
+            finally:  # the time used is paid even if the door cannot open right now
+                self.daemon.apply(actions,
+                                  payments=[self.ledger.captured(record, result.transaction_id)])
+        receipt = await self.receipts.issue(
+            "temporary", cell, bill.due, bill.currency, result.transaction_id, language,
+            email=(tenancy.get("secret") or {}).get("email"), op_id=record["op_id"],
+        )
+        after = billing.bill(self.daemon.machine.tenancy(cell) or tenancy, self.daemon.clock())
+        return {"cell": cell, "paid": bill.due, "door": "opening", "bill": after.to_dict(),
+                "receipt": receipt}
 
     async def extend(self, cell: int, pin: str, period_s: int) -> dict[str, Any]:
         """Pay for `period_s` more (partial mode): the cell is not overdue until then."""
@@ -832,6 +886,19 @@ def _tariff_view(tariff: RentalTariff) -> dict[str, Any]:
     if tariff.charging is not None:
         out["charging"] = tariff.charging.model_dump(mode="json", exclude_none=True)
     return out
+
+
+def _pin_locked(until_ms: int, now_ms: int) -> StorageError:
+    """423 pin_locked: `seconds` left (rounded up: never less than the truth), `minutes` the
+    nearest whole minute (15 s is 0, not 1); the message says seconds under a minute."""
+    seconds = max(1, -(-(until_ms - now_ms) // 1000))
+    return StorageError("pin_locked", 423, seconds=seconds, minutes=(seconds + 30) // 60)
+
+
+def _debt(bill: billing.Bill) -> StorageError:
+    """402 debt: `due` in minor units (an integer), `amount` the same as display text."""
+    return StorageError("debt", 402, amount=str(bill.money(bill.due)), due=bill.due,
+                        currency=bill.currency)
 
 
 _REFUSAL_STATUS = {"not_occupied": 404, "busy": 409, "door_open": 409, "debt": 402,

@@ -42,8 +42,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cell_unavailable": "The cell cannot be opened right now ({detail}). Any payment will be "
         "returned.",
         "wrong_pin": "Wrong cell number or PIN. {attempts} tries left.",
-        "pin_locked": "Too many wrong PINs. PIN entry on this cell is locked for {minutes} min.",
+        "pin_locked": "Too many wrong PINs. PIN entry on this cell is locked for {wait}.",
         "debt": "Please pay the unpaid time ({amount}) first.",
+        "due_changed": "The amount has changed: {amount} is due now. Please confirm again.",
         "temporary_disabled": "Opening the cell during the rental is not offered here.",
         "extension_disabled": "Extending a rental is not offered with this payment option.",
         "beyond_limit": "A rental cannot run longer than {hours} h. Please pick up your things.",
@@ -84,9 +85,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "no_payment": "Оплата картой в этой камере недоступна.",
         "cell_unavailable": "Ячейку сейчас нельзя открыть ({detail}). Оплата будет возвращена.",
         "wrong_pin": "Неверный номер ячейки или PIN. Осталось попыток: {attempts}.",
-        "pin_locked": "Слишком много неверных PIN. Ввод PIN для ячейки заблокирован на "
-        "{minutes} мин.",
+        "pin_locked": "Слишком много неверных PIN. Ввод PIN для ячейки заблокирован на {wait}.",
         "debt": "Сначала оплатите задолженность ({amount}).",
+        "due_changed": "Сумма изменилась: сейчас к оплате {amount}. Подтвердите ещё раз.",
         "temporary_disabled": "Временное открытие ячейки здесь недоступно.",
         "extension_disabled": "Продление недоступно при этом способе оплаты.",
         "beyond_limit": "Срок хранения не может превышать {hours} ч. Заберите, пожалуйста, вещи.",
@@ -104,23 +105,41 @@ MESSAGES: dict[str, dict[str, str]] = {
 #: Names of what a payment is for, on receipts and on the terminal's screen.
 ITEM_NAMES: dict[str, dict[str, str]] = {
     "en": {"rent": "Storage, cell {cell}", "extend": "Storage extension, cell {cell}",
-           "pickup": "Storage time, cell {cell}", "slip": "Storage, cell {cell}: pay at pickup"},
+           "pickup": "Storage time, cell {cell}", "temporary": "Storage time so far, cell {cell}",
+           "slip": "Storage, cell {cell}: pay at pickup"},
     "ru": {"rent": "Хранение, ячейка {cell}", "extend": "Продление хранения, ячейка {cell}",
            "pickup": "Время хранения, ячейка {cell}",
+           "temporary": "Хранение по текущий момент, ячейка {cell}",
            "slip": "Хранение, ячейка {cell}: оплата при выдаче"},
 }  # fmt: skip
 
 
 def item_name(language: str, kind: str, cell: int) -> str:
-    """"Storage, cell 3" in the language (English if missing); kind: rent/extend/pickup/slip."""
+    """"Storage, cell 3" in the language (English if missing).
+
+    kind: rent, extend, pickup, temporary or slip.
+    """
     return ITEM_NAMES.get(language, ITEM_NAMES[FALLBACK])[kind].format(cell=cell)
 
 
+#: "15 s", "5 min": a wait as the screen says it (seconds under a minute, else minutes up).
+_WAIT = {"en": ("{n} s", "{n} min"), "ru": ("{n} с", "{n} мин")}
+
+
+def wait_text(language: str, seconds: int) -> str:
+    short, long = _WAIT.get(language, _WAIT[FALLBACK])
+    return short.format(n=seconds) if seconds < 60 else long.format(n=-(-seconds // 60))
+
+
 def text(language: str, key: str, params: Mapping[str, Any] | None = None) -> str:
-    """The text of `key` in `language` (English if missing), with `{name}` filled in."""
+    """The text of `key` in `language` (English if missing), with `{name}` filled in; `{wait}`
+    is made from a `seconds` parameter."""
     table = MESSAGES.get(language, MESSAGES[FALLBACK])
     template = table.get(key) or MESSAGES[FALLBACK].get(key) or key
+    params = dict(params or {})
+    if "seconds" in params and "wait" not in params:
+        params["wait"] = wait_text(language, int(params["seconds"]))
     try:
-        return template.format(**(params or {}))
+        return template.format(**params)
     except (KeyError, IndexError):
         return template

@@ -94,13 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(config: LockerConfig) -> int:
     from daemon.app import run_daemon
+    from daemon.control import ControlSocketInUse
     from daemon.io.boards import BoardPortError
+    from daemon.io.instance_lock import AlreadyRunning
     from daemon.io.store import StoreCorrupt
     from daemon.kiosk_socket import KioskPortError
 
     try:
         asyncio.run(run_daemon(config))
-    except (BoardPortError, KioskPortError) as exc:
+    except (AlreadyRunning, BoardPortError, KioskPortError, ControlSocketInUse) as exc:
         print(f"lockerd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreCorrupt as exc:
@@ -113,6 +115,7 @@ def _run(config: LockerConfig) -> int:
 
 def _store(config: LockerConfig, what: str) -> int:
     """`lockerd store check|repair`: what a damaged store holds, and an operator's repair."""
+    from daemon.io.instance_lock import AlreadyRunning, instance_lock
     from daemon.io.store_repair import RepairRefused, check_store, repair_store
 
     if what == "check":
@@ -120,15 +123,11 @@ def _store(config: LockerConfig, what: str) -> int:
         print("\n".join(report.lines()))
         return EXIT_OK if report.healthy else EXIT_CONFIG
     try:
-        request(config.socket_path, {"op": "cells"}, timeout=2.0)
-    except ControlError:
-        pass
-    else:
-        print(f"lockerd store repair: lockerd is running (it answers on {config.socket_path}); "
-              "stop it first", file=sys.stderr)
+        with instance_lock(config.data_dir, config.locker_id):  # no daemon starts meanwhile
+            copy_dir, dropped = repair_store(config.data_dir)
+    except AlreadyRunning as exc:
+        print(f"lockerd store repair: {exc}; stop it first", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        copy_dir, dropped = repair_store(config.data_dir)
     except RepairRefused as exc:
         print(f"lockerd store repair: {exc}", file=sys.stderr)
         return EXIT_CONFIG

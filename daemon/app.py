@@ -301,6 +301,8 @@ class LockerDaemon:
             if not self._ready.is_set() and self.machine.ready():
                 self._ready.set()
                 self.journal.line("ready", cells=len(self.config.cells))
+            if self.fleet is not None:
+                self.fleet.boards_polled()  # the retained status follows board health
             # Sleep until the next poll is due, or until an unlock asks for one at once.
             delay = interval - (loop.time() - started)
             if delay > 0 and not poll_soon.is_set():

@@ -67,26 +67,46 @@ class FleetSide:
         #: Confirmed on `delivered`, not yet written: cmd_id -> statuses, notification ids.
         self._delivered_results: dict[str, set[str]] = defaultdict(set)
         self._delivered_notes: set[str] = set()
+        #: Board name -> online, as in the status last handed to the link (None: none yet).
+        self._published_boards: dict[str, bool] | None = None
 
     # --- LockerPort: what the link publishes -----------------------------------------------
     def status(self) -> dict:
         d = self.daemon
+        boards = self.boards()
+        self._published_boards = _online_flags(boards)
         return {
             "online": True,
             "version": d.version,
             "boot_id": d.boot_id,
             "started_at": d.started_at,
-            "boards": [
-                {
-                    "name": b["name"],
-                    "online": bool(b.get("consecutive_failures", 0) == 0 and b.get("last_ok_at")),
-                    "last_ok_at": b.get("last_ok_at"),
-                    "failures": int(b.get("consecutive_failures", 0)),
-                }
-                for b in d.board_health()
-            ],
+            "boards": boards,
             "cells": sorted(c.id for c in d.config.cells),  # what the console may store
         }
+
+    def boards(self) -> list[dict]:
+        """Each board's health as the status shows it. Online is the cell machines' judgement
+        (it answered, and has not failed `offline_after_polls` polls in a row since), the one
+        the `board_offline`/`board_online` events announce; a board no cell uses (a charging
+        relay) is judged on its driver's figures the same way."""
+        d = self.daemon
+        judged = d.machine.boards()
+        after = d.config.timing.offline_after_polls
+        out = []
+        for b in d.board_health():
+            failures = int(b.get("consecutive_failures", 0))
+            view = judged.get(b["name"])
+            online = (bool(view["online"]) if view is not None
+                      else bool(b.get("last_ok_at")) and failures < after)
+            out.append({"name": b["name"], "online": online, "last_ok_at": b.get("last_ok_at"),
+                        "failures": failures})
+        return out
+
+    def boards_polled(self) -> None:
+        """After a poll: republish the status if a board's online flag changed since the one
+        published (first report after start, silence, return), not only on reconnect."""
+        if _online_flags(self.boards()) != self._published_boards:
+            self.status_changed()
 
     def cell_snapshots(self) -> list[dict]:
         return [c for c in self.daemon.machine.cells() if c.get("since") is not None]
@@ -385,12 +405,17 @@ class FleetSide:
 
     def status_changed(self) -> None:
         if self.link is not None:
+            self._published_boards = _online_flags(self.boards())
             self.link.publish_status()
 
     def _send(self, results: list[dict]) -> None:
         if self.link is not None:
             for r in results:
                 self.link.send_result(r)
+
+
+def _online_flags(boards: list[dict]) -> dict[str, bool]:
+    return {b["name"]: b["online"] for b in boards}
 
 
 def _peek_version(payload: bytes) -> int | None:

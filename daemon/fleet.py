@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,10 @@ from contract.messages import (
     MalformedPayload,
     Notification,
     Reason,
+    SignedCommand,
     SignedConfig,
     decode_json_object,
+    peek_cmd_id,
 )
 from contract.profiles import Profile, ProfileError
 from contract.signing import config_hash, verify_config
@@ -208,7 +211,40 @@ class FleetSide:
     async def command_received(self, payload: bytes, topic_locker: str) -> None:
         await self.daemon.wait_ready(READY_WAIT_S)
         async with self._lock:  # one command decision at a time: the replay check is exact
-            self._command(payload, topic_locker)
+            try:
+                self._command(payload, topic_locker)
+            except Exception as exc:  # a bug or a case no handler foresaw: say so, at once
+                self._command_crashed(payload, topic_locker, exc)
+
+    def _command_crashed(self, payload: bytes, topic_locker: str, exc: Exception) -> None:
+        """A handler raised: log it at level error with its traceback and answer `failed` /
+        `internal_error` at once, so the console never waits for its timeout. The answer joins
+        the command's replay-cache entry (a redelivery gets it, the command never runs twice);
+        a payload that did not verify gets it unstored (no forged cmd_id fills the cache)."""
+        d = self.daemon
+        cmd_id = peek_cmd_id(payload)
+        d.journal.line("command_crashed", level="error", cmd_id=cmd_id, error=repr(exc),
+                       traceback=traceback.format_exc())
+        if cmd_id is None:
+            return
+        failed = result(cmd_id, "failed", Reason.INTERNAL_ERROR)
+        self._in_flight.pop(cmd_id, None)
+        record = None
+        try:
+            record = d.store.command_record(cmd_id)
+            if record is None and self.remote.verified(payload, topic_locker, d.clock()):
+                record = self.remote.record(SignedCommand.from_payload(payload), [], d.clock())
+            if record is not None:
+                record["results"] = [*record.get("results", []), failed]
+                d.apply([Event("command_failed", None,
+                               {"cmd_id": cmd_id, "reason": str(Reason.INTERNAL_ERROR)}, True)],
+                        commands=[record])
+        except Exception as again:  # the store is part of the trouble: answer all the same
+            d.journal.line("command_crashed", level="error", cmd_id=cmd_id,
+                           error=f"not stored: {again!r}")
+        # What the record holds (an `accepted` stored but not yet sent, then the failure), as a
+        # redelivery would get it; the link sends a result already sent only again.
+        self._send(record["results"] if record is not None else [failed])
 
     def _command(self, payload: bytes, topic_locker: str) -> None:
         d = self.daemon
@@ -302,6 +338,17 @@ class FleetSide:
         self._send(record["results"])
 
     async def config_received(self, payload: bytes) -> None:
+        try:
+            self._config(payload)
+        except Exception as exc:  # logged at error, refused as the console can see
+            d = self.daemon
+            d.journal.line("config_crashed", level="error", error=repr(exc),
+                           traceback=traceback.format_exc())
+            with contextlib.suppress(Exception):
+                d.record_event("config_rejected", {"reason": str(Reason.INTERNAL_ERROR),
+                                                   "version": _peek_version(payload)})
+
+    def _config(self, payload: bytes) -> None:
         d = self.daemon
         detail = ""
         reason = verify_config(

@@ -33,6 +33,7 @@ import random
 import socket
 import ssl
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,8 +108,9 @@ class LockerPort(Protocol):
         ...
 
 
-def _default_log(kind: str, **fields: Any) -> None:
-    _logger.info("mqtt_%s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+def _default_log(kind: str, level: str = "info", **fields: Any) -> None:
+    _logger.log(logging.getLevelName(level.upper()), "mqtt_%s %s", kind,
+                " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 class Backoff:
@@ -698,8 +700,9 @@ class FleetLink:
                 else:
                     self.stats.configs_received += 1
                     await self.port.config_received(item.payload)
-            except Exception as exc:
-                self._log(f"{item.kind}_failed", error=repr(exc))
+            except Exception as exc:  # the core answers its own faults; this is a last net
+                self._log(f"{item.kind}_failed", level="error", error=repr(exc),
+                          traceback=traceback.format_exc())
             # A message of a lost connection is not acked: the broker delivers it again.
             if item.client is self._client:
                 _puback(item.client, item.mid, item.qos)

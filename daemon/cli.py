@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 
 from contract.config_file import ConfigError
@@ -25,8 +27,11 @@ from contract.money import Money
 from contract.profiles import load_profile_file
 from daemon.config import LockerConfig, load_locker_config
 from daemon.control import CELL_OPS, VIEW_OPS, ControlError, request
+from daemon.journal import Journal, install_journal_logging
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+#: lockerd itself: an unexpected fault (logged with its traceback); the service manager restarts.
+EXIT_FAULT = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,8 +105,10 @@ def _run(config: LockerConfig) -> int:
     from daemon.io.store import StoreCorrupt
     from daemon.kiosk_socket import KioskPortError
 
+    journal = Journal(config.locker_id)
+    install_journal_logging(journal)  # uvicorn, asyncio, board drivers: JSON lines too
     try:
-        asyncio.run(run_daemon(config))
+        asyncio.run(run_daemon(config, journal))
     except (AlreadyRunning, BoardPortError, KioskPortError, ControlSocketInUse) as exc:
         print(f"lockerd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -110,6 +117,9 @@ def _run(config: LockerConfig) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # a fault of lockerd's own: one JSON line with its traceback
+        journal.line("crashed", level="error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_FAULT
     return EXIT_OK
 
 
@@ -176,16 +186,31 @@ def _payments_table(reply: dict) -> str:
 
 
 def _cells_table(reply: dict) -> str:
-    lines = [f"{'cell':>4}  {'state':<9} {'door':<8} size  since"]
+    """Cells with their pending open (a paid deposit whose door has not opened yet is not just
+    "free"), the outbox backlog and board health; times in local time."""
+    lines = [f"{'cell':>4}  {'state':<9} {'door':<8} {'size':<5} {'pending':<9} since"]
     for c in reply["cells"]:
-        lines.append(f"{c['cell']:>4}  {c['state']:<9} {c['door']:<8} {c['size']:<5} {c['since']}")
+        lines.append(f"{c['cell']:>4}  {c['state']:<9} {c['door']:<8} {c['size']:<5} "
+                     f"{c.get('pending') or '-':<9} {_local_time(c.get('since'))}")
+    events = reply.get("events") or {}
+    if "unacknowledged" in events:
+        lines.append(f"outbox: {events['unacknowledged']} events not yet acknowledged by the "
+                     f"console (last seq {events.get('last_seq')})")
     for b in reply.get("boards", []):
-        lines.append(
-            f"board {b['name']}: {json.dumps({k: v for k, v in b.items() if k != 'name'})}"
-        )
+        failing = int(b.get("consecutive_failures") or 0)
+        health = (f"NOT ANSWERING ({failing} polls in a row: {b.get('last_error')})" if failing
+                  else "answering")
+        lines.append(f"board {b['name']}: {health}, last answer {_local_time(b.get('last_ok_at'))}"
+                     f", {b.get('polls', 0)} polls, {b.get('failures', 0)} failed")
     if not reply.get("ready"):
         lines.append("(boot reconciliation not finished: some boards have not reported yet)")
     return "\n".join(lines)
+
+
+def _local_time(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from contract.config_file import ConfigError
 from contract.money import Money
 from contract.profiles import load_profile_file
-from daemon.config import LockerConfig, load_locker_config
+from daemon.config import LockerConfig, config_warnings, load_locker_config
 from daemon.control import CELL_OPS, VIEW_OPS, ControlError, request
 from daemon.journal import Journal, install_journal_logging
 
@@ -93,8 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _store(config, args.store_command)
     if args.check:
         print(f"{args.config}: OK ({len(config.boards)} boards, {len(config.cells)} cells)")
+        for warning in _warnings(config):
+            print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
     return _run(config)
+
+
+def _warnings(config: LockerConfig) -> list[str]:
+    """`config_warnings` for the local profile (already validated by `_load`)."""
+    profile = load_profile_file(config.profile) if config.profile is not None else None
+    return config_warnings(config, profile)
 
 
 def _run(config: LockerConfig) -> int:
@@ -107,6 +115,8 @@ def _run(config: LockerConfig) -> int:
 
     journal = Journal(config.locker_id)
     install_journal_logging(journal)  # uvicorn, asyncio, board drivers: JSON lines too
+    for warning in _warnings(config):
+        journal.line("config_warning", level="warning", message=warning)
     try:
         asyncio.run(run_daemon(config, journal))
     except (AlreadyRunning, BoardPortError, KioskPortError, ControlSocketInUse) as exc:

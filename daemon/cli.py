@@ -8,8 +8,9 @@
     lockerd store check --config FILE     is the store whole? (0 healthy, 2 damaged)
     lockerd store repair --config FILE    copy it aside, keep what is provably whole (stopped only)
 
-Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable board or kiosk port /
-damaged store / not running.
+Exit codes: 0 fine, 1 refused by the daemon (ctl) or an unexpected fault (the daemon), 2 bad
+configuration / already running / unusable board or kiosk port / damaged store / not running.
+`--check` prints `warning:` lines for valid configurations that silently do less than they seem.
 """
 
 from __future__ import annotations

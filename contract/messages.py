@@ -113,6 +113,8 @@ class Reason(StrEnum):
     STORAGE_FULL = "storage_full"
     #: expires_at - issued_at is longer than the locker accepts (`[trust] max_command_ttl_s`).
     TTL_TOO_LONG = "ttl_too_long"
+    #: The cell's tenancy is not a storage rental (a parcel): `waive`, `reveal-pin`.
+    NOT_A_RENTAL = "not_a_rental"
 
 
 def _reject_bool(value: Any) -> Any:

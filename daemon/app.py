@@ -25,6 +25,7 @@ from daemon.control import CELL_OPS, serve_control
 from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
+from daemon.io.instance_lock import instance_lock
 from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
 from daemon.kiosk_limits import raise_fd_limit
@@ -188,8 +189,6 @@ class LockerDaemon:
             for bus in self._buses.values():
                 with contextlib.suppress(Exception):
                     await bus.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.config.socket_path.unlink()
             self.journal.line("stopped", boot_id=self.boot_id)
 
     def _link_log(self, kind: str, **fields: Any) -> None:
@@ -302,6 +301,8 @@ class LockerDaemon:
             if not self._ready.is_set() and self.machine.ready():
                 self._ready.set()
                 self.journal.line("ready", cells=len(self.config.cells))
+            if self.fleet is not None:
+                self.fleet.boards_polled()  # the retained status follows board health
             # Sleep until the next poll is due, or until an unlock asks for one at once.
             delay = interval - (loop.time() - started)
             if delay > 0 and not poll_soon.is_set():
@@ -587,7 +588,13 @@ class LockerDaemon:
 
 
 async def run_daemon(config: LockerConfig, journal: Journal | None = None) -> None:
-    """Run lockerd; KioskPortError, BoardPortError and StoreCorrupt pass up (exit 2)."""
+    """Run lockerd; AlreadyRunning, KioskPortError, BoardPortError and StoreCorrupt pass up
+    (exit 2). The locker's lock comes first: a second daemon touches nothing of the first."""
+    with instance_lock(config.data_dir, config.locker_id):
+        await _run_locked(config, journal)
+
+
+async def _run_locked(config: LockerConfig, journal: Journal | None) -> None:
     raise_fd_limit()
     listener = None
     if config.kiosk.enabled:  # first: a port it cannot have stops it before it touches anything

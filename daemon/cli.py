@@ -10,8 +10,9 @@
     lockerd store check --config FILE     is the store whole? (0 healthy, 2 damaged)
     lockerd store repair --config FILE    copy it aside, keep what is provably whole (stopped only)
 
-Exit codes: 0 fine, 1 refused by the daemon, 2 bad configuration / unusable board or kiosk port /
-damaged store / not running.
+Exit codes: 0 fine, 1 refused by the daemon (ctl) or an unexpected fault (the daemon), 2 bad
+configuration / already running / unusable board or kiosk port / damaged store / not running.
+`--check` prints `warning:` lines for valid configurations that silently do less than they seem.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -27,10 +30,13 @@ from contract.config_file import ConfigError
 from contract.money import Money
 from contract.profiles import load_profile_file
 from daemon import payment_sim_ctl
-from daemon.config import LockerConfig, load_locker_config
+from daemon.config import LockerConfig, config_warnings, load_locker_config
 from daemon.control import CELL_OPS, VIEW_OPS, ControlError, request
+from daemon.journal import Journal, install_journal_logging
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+#: lockerd itself: an unexpected fault (logged with its traceback); the service manager restarts.
+EXIT_FAULT = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,19 +101,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return payment_sim_ctl.run(config, args)
     if args.check:
         print(f"{args.config}: OK ({len(config.boards)} boards, {len(config.cells)} cells)")
+        for warning in _warnings(config):
+            print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
     return _run(config)
 
 
+def _warnings(config: LockerConfig) -> list[str]:
+    """`config_warnings` for the local profile (already validated by `_load`)."""
+    profile = load_profile_file(config.profile) if config.profile is not None else None
+    return config_warnings(config, profile)
+
+
 def _run(config: LockerConfig) -> int:
     from daemon.app import run_daemon
+    from daemon.control import ControlSocketInUse
     from daemon.io.boards import BoardPortError
+    from daemon.io.instance_lock import AlreadyRunning
     from daemon.io.store import StoreCorrupt
     from daemon.kiosk_socket import KioskPortError
 
+    journal = Journal(config.locker_id)
+    install_journal_logging(journal)  # uvicorn, asyncio, board drivers: JSON lines too
+    for warning in _warnings(config):
+        journal.line("config_warning", level="warning", message=warning)
     try:
-        asyncio.run(run_daemon(config))
-    except (BoardPortError, KioskPortError) as exc:
+        asyncio.run(run_daemon(config, journal))
+    except (AlreadyRunning, BoardPortError, KioskPortError, ControlSocketInUse) as exc:
         print(f"lockerd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreCorrupt as exc:
@@ -115,11 +135,15 @@ def _run(config: LockerConfig) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # a fault of lockerd's own: one JSON line with its traceback
+        journal.line("crashed", level="error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_FAULT
     return EXIT_OK
 
 
 def _store(config: LockerConfig, what: str) -> int:
     """`lockerd store check|repair`: what a damaged store holds, and an operator's repair."""
+    from daemon.io.instance_lock import AlreadyRunning, instance_lock
     from daemon.io.store_repair import RepairRefused, check_store, repair_store
 
     if what == "check":
@@ -127,15 +151,11 @@ def _store(config: LockerConfig, what: str) -> int:
         print("\n".join(report.lines()))
         return EXIT_OK if report.healthy else EXIT_CONFIG
     try:
-        request(config.socket_path, {"op": "cells"}, timeout=2.0)
-    except ControlError:
-        pass
-    else:
-        print(f"lockerd store repair: lockerd is running (it answers on {config.socket_path}); "
-              "stop it first", file=sys.stderr)
+        with instance_lock(config.data_dir, config.locker_id):  # no daemon starts meanwhile
+            copy_dir, dropped = repair_store(config.data_dir)
+    except AlreadyRunning as exc:
+        print(f"lockerd store repair: {exc}; stop it first", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        copy_dir, dropped = repair_store(config.data_dir)
     except RepairRefused as exc:
         print(f"lockerd store repair: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -188,16 +208,31 @@ def _payments_table(reply: dict) -> str:
 
 
 def _cells_table(reply: dict) -> str:
-    lines = [f"{'cell':>4}  {'state':<9} {'door':<8} size  since"]
+    """Cells with their pending open (a paid deposit whose door has not opened yet is not just
+    "free"), the outbox backlog and board health; times in local time."""
+    lines = [f"{'cell':>4}  {'state':<9} {'door':<8} {'size':<5} {'pending':<9} since"]
     for c in reply["cells"]:
-        lines.append(f"{c['cell']:>4}  {c['state']:<9} {c['door']:<8} {c['size']:<5} {c['since']}")
+        lines.append(f"{c['cell']:>4}  {c['state']:<9} {c['door']:<8} {c['size']:<5} "
+                     f"{c.get('pending') or '-':<9} {_local_time(c.get('since'))}")
+    events = reply.get("events") or {}
+    if "unacknowledged" in events:
+        lines.append(f"outbox: {events['unacknowledged']} events not yet acknowledged by the "
+                     f"console (last seq {events.get('last_seq')})")
     for b in reply.get("boards", []):
-        lines.append(
-            f"board {b['name']}: {json.dumps({k: v for k, v in b.items() if k != 'name'})}"
-        )
+        failing = int(b.get("consecutive_failures") or 0)
+        health = (f"NOT ANSWERING ({failing} polls in a row: {b.get('last_error')})" if failing
+                  else "answering")
+        lines.append(f"board {b['name']}: {health}, last answer {_local_time(b.get('last_ok_at'))}"
+                     f", {b.get('polls', 0)} polls, {b.get('failures', 0)} failed")
     if not reply.get("ready"):
         lines.append("(boot reconciliation not finished: some boards have not reported yet)")
     return "\n".join(lines)
+
+
+def _local_time(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
+from contract.profiles import Profile
 from contract.signing import KeyFormatError, load_public_key_b64
 from contract.topics import MAX_CELL_ID
 from daemon.storage.settings import (
@@ -257,3 +258,39 @@ def load_locker_config(path: str | Path) -> LockerConfig:
         # A profile beside the configuration file is found wherever lockerd is started from.
         config = config.model_copy(update={"profile": Path(path).parent / config.profile})
     return config
+
+
+def config_warnings(config: LockerConfig, profile: Profile | None) -> list[str]:
+    """What a valid configuration silently does less of than it seems to say (`--check` and
+    the start print them): charging offered in no cell, cells named that do not exist, sockets
+    that are never powered, a kiosk with nothing to offer."""
+    out: list[str] = []
+    cells = {c.id: c for c in config.cells}
+    if profile is None:
+        if config.kiosk.enabled:
+            out.append("[kiosk] enabled = true without a profile: the kiosk offers nothing "
+                       "until the fleet publishes a configuration (set `profile = FILE`)")
+        return out
+    for group in profile.cell_groups:
+        unknown = sorted(c for c in group.member_cells() if c not in cells)
+        if unknown:
+            out.append(f"profile {profile.name!r}: cell group {group.name!r} names cells "
+                       f"{unknown} that this locker does not have")
+    powered: set[int] = set()
+    uncovered = set(profile.uncovered_cells((c.id, c.size) for c in config.cells))
+    for group in profile.cell_groups:
+        if not group.charging:
+            continue
+        members = sorted(c.id for c in config.cells if c.id not in uncovered
+                         and profile.group_for_cell(c.id, c.size) is group)
+        powered.update(members)
+        dark = [c for c in members if not cells[c].charging]
+        if dark:
+            out.append(f"profile {profile.name!r}: cell group {group.name!r} charges cells "
+                       f"{dark}, but they have no charge_board/charge_channel in this locker's "
+                       f"configuration: charging is not offered in them")
+    unused = sorted(c.id for c in config.cells if c.charging and c.id not in powered)
+    if unused:
+        out.append(f"cells {unused} have a charging socket (charge_board) but no charging cell "
+                   f"group of profile {profile.name!r} covers them: the socket is never powered")
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -28,10 +29,55 @@ class ControlError(Exception):
     """The daemon could not be reached or answered nonsense."""
 
 
-async def serve_control(path: Path, handler: Handler) -> asyncio.AbstractServer:
-    """Listen on `path`; each request line is answered by `handler`; bad lines get an error."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+class ControlSocketInUse(OSError):
+    """Another live process listens on the control socket's path: it is not ours to remove."""
+
+
+class ControlServer:
+    """A listening control socket that removes its path on close only while the path is still
+    the socket it bound: a process never deletes a socket another process listens on."""
+
+    def __init__(self, server: asyncio.AbstractServer, path: Path) -> None:
+        self.server = server
+        self.path = path
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        self.server.close()
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                self.path.unlink()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove a socket file left by a dead process; refuse one a live process answers on."""
+    if not path.exists() and not path.is_symlink():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # nobody listens: a crashed daemon's leftover
+    except OSError:
+        pass  # not a socket, or no access: binding reports it with its own error
+    else:
+        raise ControlSocketInUse(errno.EADDRINUSE, f"another process listens on {path}")
+    finally:
+        probe.close()
+
+
+async def serve_control(path: Path, handler: Handler) -> ControlServer:
+    """Listen on `path`; each request line is answered by `handler`; bad lines get an error.
+
+    Raises ControlSocketInUse when a live process already listens there."""
+    _remove_stale(path)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -53,7 +99,7 @@ async def serve_control(path: Path, handler: Handler) -> asyncio.AbstractServer:
 
     server = await asyncio.start_unix_server(on_client, path=str(path), limit=1 << 20)
     os.chmod(path, 0o660)
-    return server
+    return ControlServer(server, path)
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:

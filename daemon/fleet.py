@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,10 @@ from contract.messages import (
     MalformedPayload,
     Notification,
     Reason,
+    SignedCommand,
     SignedConfig,
     decode_json_object,
+    peek_cmd_id,
 )
 from contract.profiles import Profile, ProfileError
 from contract.signing import config_hash, verify_config
@@ -67,26 +70,46 @@ class FleetSide:
         #: Confirmed on `delivered`, not yet written: cmd_id -> statuses, notification ids.
         self._delivered_results: dict[str, set[str]] = defaultdict(set)
         self._delivered_notes: set[str] = set()
+        #: Board name -> online, as in the status last handed to the link (None: none yet).
+        self._published_boards: dict[str, bool] | None = None
 
     # --- LockerPort: what the link publishes -----------------------------------------------
     def status(self) -> dict:
         d = self.daemon
+        boards = self.boards()
+        self._published_boards = _online_flags(boards)
         return {
             "online": True,
             "version": d.version,
             "boot_id": d.boot_id,
             "started_at": d.started_at,
-            "boards": [
-                {
-                    "name": b["name"],
-                    "online": bool(b.get("consecutive_failures", 0) == 0 and b.get("last_ok_at")),
-                    "last_ok_at": b.get("last_ok_at"),
-                    "failures": int(b.get("consecutive_failures", 0)),
-                }
-                for b in d.board_health()
-            ],
+            "boards": boards,
             "cells": sorted(c.id for c in d.config.cells),  # what the console may store
         }
+
+    def boards(self) -> list[dict]:
+        """Each board's health as the status shows it. Online is the cell machines' judgement
+        (it answered, and has not failed `offline_after_polls` polls in a row since), the one
+        the `board_offline`/`board_online` events announce; a board no cell uses (a charging
+        relay) is judged on its driver's figures the same way."""
+        d = self.daemon
+        judged = d.machine.boards()
+        after = d.config.timing.offline_after_polls
+        out = []
+        for b in d.board_health():
+            failures = int(b.get("consecutive_failures", 0))
+            view = judged.get(b["name"])
+            online = (bool(view["online"]) if view is not None
+                      else bool(b.get("last_ok_at")) and failures < after)
+            out.append({"name": b["name"], "online": online, "last_ok_at": b.get("last_ok_at"),
+                        "failures": failures})
+        return out
+
+    def boards_polled(self) -> None:
+        """After a poll: republish the status if a board's online flag changed since the one
+        published (first report after start, silence, return), not only on reconnect."""
+        if _online_flags(self.boards()) != self._published_boards:
+            self.status_changed()
 
     def cell_snapshots(self) -> list[dict]:
         return [c for c in self.daemon.machine.cells() if c.get("since") is not None]
@@ -188,7 +211,40 @@ class FleetSide:
     async def command_received(self, payload: bytes, topic_locker: str) -> None:
         await self.daemon.wait_ready(READY_WAIT_S)
         async with self._lock:  # one command decision at a time: the replay check is exact
-            self._command(payload, topic_locker)
+            try:
+                self._command(payload, topic_locker)
+            except Exception as exc:  # a bug or a case no handler foresaw: say so, at once
+                self._command_crashed(payload, topic_locker, exc)
+
+    def _command_crashed(self, payload: bytes, topic_locker: str, exc: Exception) -> None:
+        """A handler raised: log it at level error with its traceback and answer `failed` /
+        `internal_error` at once, so the console never waits for its timeout. The answer joins
+        the command's replay-cache entry (a redelivery gets it, the command never runs twice);
+        a payload that did not verify gets it unstored (no forged cmd_id fills the cache)."""
+        d = self.daemon
+        cmd_id = peek_cmd_id(payload)
+        d.journal.line("command_crashed", level="error", cmd_id=cmd_id, error=repr(exc),
+                       traceback=traceback.format_exc())
+        if cmd_id is None:
+            return
+        failed = result(cmd_id, "failed", Reason.INTERNAL_ERROR)
+        self._in_flight.pop(cmd_id, None)
+        record = None
+        try:
+            record = d.store.command_record(cmd_id)
+            if record is None and self.remote.verified(payload, topic_locker, d.clock()):
+                record = self.remote.record(SignedCommand.from_payload(payload), [], d.clock())
+            if record is not None:
+                record["results"] = [*record.get("results", []), failed]
+                d.apply([Event("command_failed", None,
+                               {"cmd_id": cmd_id, "reason": str(Reason.INTERNAL_ERROR)}, True)],
+                        commands=[record])
+        except Exception as again:  # the store is part of the trouble: answer all the same
+            d.journal.line("command_crashed", level="error", cmd_id=cmd_id,
+                           error=f"not stored: {again!r}")
+        # What the record holds (an `accepted` stored but not yet sent, then the failure), as a
+        # redelivery would get it; the link sends a result already sent only again.
+        self._send(record["results"] if record is not None else [failed])
 
     def _command(self, payload: bytes, topic_locker: str) -> None:
         d = self.daemon
@@ -282,6 +338,17 @@ class FleetSide:
         self._send(record["results"])
 
     async def config_received(self, payload: bytes) -> None:
+        try:
+            self._config(payload)
+        except Exception as exc:  # logged at error, refused as the console can see
+            d = self.daemon
+            d.journal.line("config_crashed", level="error", error=repr(exc),
+                           traceback=traceback.format_exc())
+            with contextlib.suppress(Exception):
+                d.record_event("config_rejected", {"reason": str(Reason.INTERNAL_ERROR),
+                                                   "version": _peek_version(payload)})
+
+    def _config(self, payload: bytes) -> None:
         d = self.daemon
         detail = ""
         reason = verify_config(
@@ -385,12 +452,17 @@ class FleetSide:
 
     def status_changed(self) -> None:
         if self.link is not None:
+            self._published_boards = _online_flags(self.boards())
             self.link.publish_status()
 
     def _send(self, results: list[dict]) -> None:
         if self.link is not None:
             for r in results:
                 self.link.send_result(r)
+
+
+def _online_flags(boards: list[dict]) -> dict[str, bool]:
+    return {b["name"]: b["online"] for b in boards}
 
 
 def _peek_version(payload: bytes) -> int | None:

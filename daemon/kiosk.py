@@ -300,6 +300,7 @@ async def serve_kiosk(service: StorageService, settings: KioskSettings, journal:
         # "error": uvicorn's per-request warnings (an invalid request) would be a line per
         # socket; the gate counts them in its summary lines instead.
         app, http=gated_protocol(gate), log_level="error", access_log=False, lifespan="off",
+        log_config=None,  # its records go through the journal (JSON lines), not its own handlers
         timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]
         backlog=ACCEPT_BACKLOG,
         ws="none",  # the API has no WebSocket; an upgrade would leave the gate's count behind

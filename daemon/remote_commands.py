@@ -125,6 +125,13 @@ class RemoteCommands:
             return self._refuse(command, now_ms, Reason.UNKNOWN_CELL)
         return Execute(command, kind, cell, self.record(command, [], now_ms))
 
+    def verified(self, payload: bytes, topic_locker: str, now_ms: int) -> bool:
+        """The payload passes every check of the signature, key, locker and time."""
+        return verify(
+            payload, trusted_keys=self.trusted_keys, locker_id=self.locker_id, now_ms=now_ms,
+            topic_locker=topic_locker, max_ttl_ms=self.max_ttl_ms,
+        ) is None
+
     def _refuse(self, command: SignedCommand, now_ms: int, reason: str) -> Answer:
         return Answer([result(command.cmd_id, "rejected", reason)])
 

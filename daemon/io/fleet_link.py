@@ -33,6 +33,7 @@ import random
 import socket
 import ssl
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,6 +68,13 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 #: CONNACK codes that mean "this broker does not speak MQTT 5": 3.1.1's 1 as paho maps it (0x84).
 _UNSUPPORTED_PROTOCOL = {1, 0x84}
+
+#: CONNACK codes of a refused login: 3.1.1's 4 (bad user name or password) and 5 (not
+#: authorised), and MQTT 5's 0x86 and 0x87.
+_LOGIN_REFUSED = {4, 5, 0x86, 0x87}
+#: A refused login is logged at level error at most this often (seconds); the retries between
+#: are logged at info.
+REFUSAL_REPEAT_S = 60.0
 
 LogFn = Callable[..., None]
 _logger = logging.getLogger(__name__)
@@ -107,8 +115,9 @@ class LockerPort(Protocol):
         ...
 
 
-def _default_log(kind: str, **fields: Any) -> None:
-    _logger.info("mqtt_%s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+def _default_log(kind: str, level: str = "info", **fields: Any) -> None:
+    _logger.log(logging.getLevelName(level.upper()), "mqtt_%s %s", kind,
+                " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 class Backoff:
@@ -223,6 +232,9 @@ class FleetLink:
         self._session_expiry_s = session_expiry_s
         self._result_expiry_s = result_expiry_s
         self._timeout = timeout
+        #: When a refused login was last logged at level error (monotonic), and refusals since.
+        self._refusal_said_at: float | None = None
+        self._refusals_unsaid = 0
         self._deliver_for_s = deliver_for_s
 
         t, lk = self.topics, self.locker_id
@@ -350,7 +362,7 @@ class FleetLink:
                         self._protocol = ProtocolVersion.V311
                         self._log("protocol_fallback", to="3.1.1", reason=str(exc))
                         continue
-                    self._log("connect_refused", reason=str(exc))
+                    self._refused(code, str(exc))
                 except (aiomqtt.MqttError, OSError) as exc:
                     self._log("disconnected", reason=str(exc) or type(exc).__name__)
                     refused = isinstance(exc, ConnectionRefusedError) or "refused" in str(exc)
@@ -373,6 +385,27 @@ class FleetLink:
             self._client = None
             with contextlib.suppress(asyncio.CancelledError):
                 await _stop_tasks({worker})
+
+    def _refused(self, code: int, reason: str) -> None:
+        """A CONNACK refusal. A refused login is the operator's to fix, so it is an error with
+        what to check, said at most once per REFUSAL_REPEAT_S while the retries go on."""
+        if code not in _LOGIN_REFUSED:
+            self._log("connect_refused", level="warning", reason=reason, code=code)
+            return
+        self._refusals_unsaid += 1
+        now = time.monotonic()
+        if self._refusal_said_at is not None and now - self._refusal_said_at < REFUSAL_REPEAT_S:
+            self._log("connect_refused", reason=reason, code=code, username=self.settings.username)
+            return
+        self._log(
+            "connect_refused", level="error", reason=reason, code=code,
+            username=self.settings.username, refusals=self._refusals_unsaid,
+            hint=(f"the broker refused the login of user {self.settings.username!r}: check "
+                  "[mqtt] username/password in this locker's configuration and the broker's "
+                  f"accounts (`locker-broker add-locker {self.locker_id}` creates one and prints "
+                  "its password); retrying with backoff"),
+        )
+        self._refusal_said_at, self._refusals_unsaid = now, 0
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
@@ -448,6 +481,7 @@ class FleetLink:
             if value >= 0x80:
                 self._log("subscribe_refused", topic=topic, code=value)
         self._backoff.reset()
+        self._refusal_said_at, self._refusals_unsaid = None, 0  # a new refusal is news again
         v = "5" if self._protocol is ProtocolVersion.V5 else "3.1.1"
         self._log("connected", host=self.settings.host, port=self.settings.port, protocol=v)
         # Everything again: the broker may have lost retained state, the console acks.
@@ -698,8 +732,9 @@ class FleetLink:
                 else:
                     self.stats.configs_received += 1
                     await self.port.config_received(item.payload)
-            except Exception as exc:
-                self._log(f"{item.kind}_failed", error=repr(exc))
+            except Exception as exc:  # the core answers its own faults; this is a last net
+                self._log(f"{item.kind}_failed", level="error", error=repr(exc),
+                          traceback=traceback.format_exc())
             # A message of a lost connection is not acked: the broker delivers it again.
             if item.client is self._client:
                 _puback(item.client, item.mid, item.qos)

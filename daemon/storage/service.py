@@ -757,6 +757,8 @@ class StorageService:
             raise Refused("unknown_cell", f"no cell {cell}") from None
         if tenancy is None:
             raise Refused("not_occupied", f"cell {cell} has no tenancy")
+        if "tariff" not in tenancy:  # a parcel (`lockerd ctl deposit`): nothing billed, no PIN
+            raise Refused("not_a_rental", f"cell {cell}: the tenancy is not a storage rental")
         return tenancy
 
     # ----------------------------------------------------------------- machine helpers

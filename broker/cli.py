@@ -40,6 +40,7 @@ from broker.mosquitto_conf import (
 )
 from broker.registry import Registry, RegistryError, default_registry_path
 from broker.runner import find_mosquitto
+from contract.closed_pipe import run_quietly_on_closed_pipe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -260,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; its output into a closed pipe (`list | head`) ends quietly."""
+    return run_quietly_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         match args.command:
@@ -281,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout's reader left: run_quietly_on_closed_pipe ends quietly
     except OSError as exc:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}")
         return EXIT_FAILED

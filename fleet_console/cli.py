@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from contract.closed_pipe import run_quietly_on_closed_pipe
+from contract.config_file import read_toml
 from contract.messages import (
     CommandResult,
     ConfigApplied,
@@ -752,29 +752,37 @@ def _add_publish_config(subparsers: SubParsers) -> None:
         "publish-config",
         help="sign and publish a locker's configuration, wait until it is applied",
         description=(
-            "FILE is the configuration body, JSON or TOML. Exit 0 applied, 1 rejected, 2 "
-            "unusable request, 3 not applied in time."
+            "FILE is the configuration body: a storage profile (config/profile.example.toml), "
+            "TOML (.toml) or JSON. A profile's `version` is the configuration's version (one "
+            "number). Exit 0 applied, 1 rejected, 2 unusable request, 3 not applied in time."
         ),
     )
     p.add_argument("--locker", required=True, metavar="ID")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--version", type=int, metavar="N",
-                   help="default: the version the locker runs (or was last sent) + 1")
+                   help="the configuration's version; default: the body's own `version` (a "
+                        "profile's), else the version the locker runs (or was last sent) + 1")
     p.add_argument("--timeout", type=float, default=15.0, metavar="S")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_publish_config)
 
 
 def _read_body(path: Path) -> dict[str, Any]:
+    """The configuration body: a .toml file is read as lockerd reads its local profile file
+    (contract.config_file.read_toml), so the same file serves both; anything else is JSON."""
+    if path.suffix == ".toml":
+        try:
+            return read_toml(path, "configuration body")
+        except ConfigError as exc:
+            raise _Usage(str(exc)) from None
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise _Usage(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        body = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        kind = "TOML" if path.suffix == ".toml" else "JSON (name it .toml for TOML)"
-        raise _Usage(f"{path}: not valid {kind}: {exc}") from None
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Usage(f"{path}: not valid JSON (name it .toml for TOML): {exc}") from None
     if not isinstance(body, dict):
         raise _Usage(f"{path}: the configuration body must be an object/table")
     return body
@@ -789,25 +797,38 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         key, key_id, _ = _signing(cfg, args.config)
         config_body = _read_body(args.file)
+        own = config_body.get("version")
+        own_version = own if isinstance(own, int) and not isinstance(own, bool) else None
+        version = args.version if args.version is not None else own_version
+        if version is not None and version < 1:
+            raise _Usage(f"{args.file}: version must be >= 1 (got {version})")
         topics = Topics(cfg.mqtt.prefix)
         try:
             async with make_client(cfg.mqtt) as client, Remote(
                 client, topics, private_key=key, key_id=key_id
             ) as remote:
                 outcome = await remote.publish_config(
-                    args.locker, config_body, version=args.version, timeout=args.timeout
+                    args.locker, config_body, version=version, timeout=args.timeout
                 )
         except aiomqtt.MqttError as exc:
             return _broker_error(cfg, exc)
         if args.json:
             _print_json(outcome.to_dict())
+        # One name per thing: the body's own version is named only when it differs.
+        other = (f" (the body's own version is {own_version})"
+                 if own_version is not None and own_version != outcome.version else "")
         if outcome.status == "applied":
             if not args.json:
-                print(f"applied: {args.locker} runs configuration version {outcome.version}")
+                print(f"applied: {args.locker} runs configuration version {outcome.version}"
+                      f"{other}")
             return EXIT_OK
         if outcome.status == "rejected":
             if not args.json:
-                print(f"rejected: version {outcome.version}: {outcome.reason}")
+                hint = ""
+                if (args.version is None and own_version is not None
+                        and outcome.previous_version is not None):
+                    hint = f"; raise `version` in {args.file} above {outcome.previous_version}"
+                print(f"rejected: version {outcome.version}: {outcome.reason}{other}{hint}")
             return EXIT_FAILED
         print(f"unknown: version {outcome.version} is published (retained) but {args.locker} did "
               f"not confirm it within {args.timeout:g} s; it will apply it when it reads it",

@@ -196,3 +196,46 @@ def test_a_command_to_a_known_locker_is_sent(
             c.publish(TOPICS.status(lk), b"", retain=True)
     assert result.returncode == 3, result.stderr  # sent and not answered (no lockerd here)
     assert "unknown locker" not in result.stderr
+
+
+def test_a_profile_is_published_as_its_own_version(
+    tmp_path: Path, mqtt_broker: MqttBroker, locker_credentials: LockerCredentials
+) -> None:
+    """config/profile.example.toml as it is (TOML, read as lockerd reads its profile file), with
+    `version = 2`: the locker is told, and the operator reads, version 2; one number."""
+    from contract.signing import config_hash
+
+    config = write_config(tmp_path, mqtt_broker, signing=True)
+    lk = locker_credentials.locker_id
+    profile = tmp_path / "profile.toml"
+    example = (Path(__file__).resolve().parent.parent / "config" / "profile.example.toml")
+    profile.write_text(example.read_text().replace("version = 1 ", "version = 2 ", 1))
+    signed: list[dict] = []
+    with mqtt_broker.client(locker_credentials.username, locker_credentials.password) as c:
+        c.publish(TOPICS.status(lk), json.dumps({"online": True, "version": "t", "boot_id": "b",
+                                                 "started_at": 1}), retain=True)
+
+        def on_config(client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+            if msg.payload:
+                cfg = json.loads(msg.payload)
+                signed.append(cfg)
+                client.publish(TOPICS.config_applied(lk), json.dumps(
+                    {"version": cfg["version"], "hash": config_hash(cfg["body"])}), qos=1,
+                    retain=True)
+
+        c.paho.on_message = on_config
+        c.subscribe(TOPICS.config(lk))
+        try:
+            result = console(config, "publish-config", "--locker", lk, str(profile),
+                             "--timeout", "5")
+            older = console(config, "publish-config", "--locker", lk, str(example),
+                            "--timeout", "5")
+        finally:
+            for topic in (TOPICS.status(lk), TOPICS.config(lk), TOPICS.config_applied(lk)):
+                c.publish(topic, b"", retain=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"applied: {lk} runs configuration version 2"
+    assert signed[0]["version"] == 2 and signed[0]["body"]["version"] == 2
+    assert signed[0]["body"]["name"] == "mall-standard"
+    assert older.returncode == 1, older.stdout + older.stderr
+    assert "raise `version`" in older.stdout and len(signed) == 1

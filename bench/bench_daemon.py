@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,7 @@ def main() -> None:
     finally:
         daemon.terminate()
         sim.stop()
+        shutil.rmtree(work, ignore_errors=True)  # leave nothing in the system's temp directory
     print(json.dumps(figures, indent=2))
     lat = figures["door_change_to_persisted_ms"]
     print(

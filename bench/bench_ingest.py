@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import struct
 import sys
 import tempfile
@@ -423,6 +424,7 @@ async def main() -> None:
         if pg is not None:
             pg.stop()
         fleet.stop()
+        shutil.rmtree(root, ignore_errors=True)  # leave nothing in the system's temp directory
     keys = ("sqlite", "sqlite_drain", "postgresql", "postgresql_drain")
     ok = all(results[k]["complete"] and not results[k]["alarms"] for k in keys if k in results)
     if args.only is None:

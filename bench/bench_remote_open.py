@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -337,6 +338,7 @@ async def main() -> None:
         if sim is not None:
             sim.stop()
         fleet.stop()
+        shutil.rmtree(work, ignore_errors=True)  # leave nothing in the system's temp directory
     judged = results["runs"][0]
     ratio = judged["total_ms"]["p50"] / raw["p50"]
     met = ratio <= TARGET_RATIO

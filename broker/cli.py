@@ -4,15 +4,22 @@
     locker-broker [--registry FILE] add-console NAME [--rotate]
     locker-broker [--registry FILE] remove NAME
     locker-broker [--registry FILE] list
-    locker-broker [--registry FILE] config --out DIR [--port P] [--bind ADDR] [--data-dir DIR]
+    locker-broker [--registry FILE] config [--data-dir DIR] [--out DIR] [--port P] [--bind ADDR]
                   [--console-port P] [--console-bind ADDR] [--max-packet-size N]
                   [--max-queued-messages N] [--max-queued-bytes N]
     locker-broker [--registry FILE] run [same options as config, without --out] [--embedded]
+    locker-broker [--registry FILE] reload [--data-dir DIR] [--out DIR] [--prefix P]
+
+One data directory (--data-dir, else $LOCKER_BROKER_DATA_DIR, else ./var/broker) holds the
+generated files, Mosquitto's persistence and its pid file: `config` writes there (or to --out),
+`run` writes and starts from there, `reload` rewrites the accounts and signals the running
+Mosquitto found there.
 
 Lockers log in on --port, consoles on --console-port (default --port + 1): see BROKER_EPILOG.
 
-Exit codes: 0 done, 2 bad input (duplicate account, bad name, unreadable registry), 1 the broker
-failed. The registry defaults to $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json.
+Exit codes: 0 done, 2 bad input (duplicate account, bad name, unreadable registry, no generated
+configuration to reload), 1 the broker failed (or `reload` found no running Mosquitto).
+The registry defaults to $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json.
 """
 
 from __future__ import annotations
@@ -28,18 +35,23 @@ from pathlib import Path
 
 from broker.embedded import NOT_INSTALLED, EmbeddedBroker
 from broker.mosquitto_conf import (
+    DATA_DIR_ENV,
     DEFAULT_BIND,
-    DEFAULT_DATA_DIR,
     DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_QUEUED_MESSAGES,
     DEFAULT_PORT,
     DEFAULT_PREFIX,
+    PID_NAME,
     BrokerSettings,
+    default_data_dir,
+    prefix_of_acl,
+    write_access_files,
     write_config,
 )
 from broker.registry import Registry, RegistryError, default_registry_path
-from broker.runner import find_mosquitto
+from broker.runner import find_mosquitto, find_running_mosquitto
+from contract.closed_pipe import run_quietly_on_closed_pipe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -102,8 +114,8 @@ def _print_new_account(username: str, role: str, password: str, rotated: bool) -
         print("[mqtt]")
     print(f'username = "{username}"')
     print(f'password = "{password}"')
-    print("\nThen regenerate the broker files: `locker-broker config` (or restart `locker-broker "
-          "run`, or send its Mosquitto SIGHUP).")
+    print("\nThen let the running broker accept it: `locker-broker reload` (with the --registry "
+          "and --data-dir of `locker-broker run`, if you gave any).")
 
 
 def cmd_add(args: argparse.Namespace, role: str) -> int:
@@ -118,7 +130,8 @@ def cmd_add(args: argparse.Namespace, role: str) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     with Registry.edit(_registry_path(args)) as reg:
         reg.remove(args.name)
-    print(f"Removed account {args.name!r}; regenerate the broker files to lock it out.")
+    print(f"Removed account {args.name!r}; `locker-broker reload` locks it out of the running "
+          "broker (new logins; a connected client stays until it disconnects).")
     return EXIT_OK
 
 
@@ -133,9 +146,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else $LOCKER_BROKER_DATA_DIR, else ./var/broker: one place for every
+    subcommand (`config --out DIR` alone keeps its old meaning: files and data in DIR)."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    if getattr(args, "out", None) and not os.environ.get(DATA_DIR_ENV):
+        return Path(args.out)
+    return default_data_dir()
+
+
 def cmd_config(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    data_dir = Path(args.data_dir) if args.data_dir else out
+    data_dir = _data_dir(args)
+    out = Path(args.out) if args.out else data_dir
     reg = Registry.load(_registry_path(args))
     settings = _settings(args, data_dir)
     files = write_config(reg, settings, out)
@@ -143,12 +166,38 @@ def cmd_config(args: argparse.Namespace) -> int:
           f"({len(reg.lockers())} lockers, {len(reg.consoles())} consoles).")
     print(f"Lockers connect to port {settings.port}, consoles to port "
           f"{settings.console_listener_port}.")
-    print(f"Start it with: mosquitto -c {files.conf}")
+    print(f"Start it with: mosquitto -c {files.conf}"
+          + ("" if args.out else f"  (or: locker-broker run --data-dir {data_dir})"))
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Rewrite the account files from the registry and SIGHUP the Mosquitto that uses them."""
+    data_dir = _data_dir(args)
+    conf_dir = Path(args.out) if args.out else data_dir
+    conf, acl = conf_dir / "mosquitto.conf", conf_dir / "acl"
+    if not conf.is_file() or not acl.is_file():
+        _err(f"no generated configuration in {conf_dir.resolve()}: start the broker with "
+             "`locker-broker run` (or write it with `locker-broker config`) first, with the "
+             "same --data-dir")
+        return EXIT_USAGE
+    prefix = args.prefix or prefix_of_acl(acl.read_text(encoding="utf-8")) or DEFAULT_PREFIX
+    reg = Registry.load(_registry_path(args))
+    write_access_files(reg, conf_dir, prefix)
+    print(f"Rewrote the passwd, passwd-console and acl files in {conf_dir.resolve()} "
+          f"({len(reg.lockers())} lockers, {len(reg.consoles())} consoles).")
+    pid = find_running_mosquitto(conf, data_dir / PID_NAME)
+    if pid is None:
+        _err(f"no running Mosquitto uses {conf.resolve()}: the files are ready for its next "
+             "start (`locker-broker run`); an embedded demo broker reads the registry by itself")
+        return EXIT_FAILED
+    os.kill(pid, signal.SIGHUP)
+    print(f"Sent SIGHUP to Mosquitto (pid {pid}): it rereads the accounts and ACLs now.")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    data_dir = _data_dir(args)
     registry_path = _registry_path(args)
     reg = Registry.load(registry_path)  # fail early (exit 2) on a broken registry
     exe = None if args.embedded else find_mosquitto()
@@ -204,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker_opts = argparse.ArgumentParser(add_help=False)
     broker_opts.add_argument("--port", type=int, default=DEFAULT_PORT)
     broker_opts.add_argument("--bind", default=DEFAULT_BIND, help="listen address")
-    broker_opts.add_argument("--data-dir", default=None, help="persistence directory")
+    broker_opts.add_argument(
+        "--data-dir", default=None, metavar="DIR",
+        help="generated files, persistence and pid file (default: $LOCKER_BROKER_DATA_DIR or "
+             "./var/broker)",
+    )
     broker_opts.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix")
     broker_opts.add_argument(
         "--user", default=None,
@@ -249,17 +302,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write mosquitto.conf, passwd, passwd-console and acl",
                        epilog=BROKER_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write the four files here instead of the data directory")
     p = sub.add_parser("run", parents=[common, broker_opts],
                        help="run Mosquitto (or the embedded demo broker)",
                        epilog=BROKER_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embedded", action="store_true",
                    help="use the embedded amqtt broker even if Mosquitto is installed")
+    p = sub.add_parser(
+        "reload", parents=[common],
+        help="rewrite the account files from the registry and SIGHUP the running Mosquitto",
+        description="After add-locker, add-console or remove: the running Mosquitto (found by "
+                    "the pid file in the data directory) takes the new accounts at once.",
+    )
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="the data directory of `run` (default: $LOCKER_BROKER_DATA_DIR or "
+                        "./var/broker)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where `config --out` wrote the files, if not the data directory")
+    p.add_argument("--prefix", default=None,
+                   help="topic prefix (default: the one of the existing acl file)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; its output into a closed pipe (`list | head`) ends quietly."""
+    return run_quietly_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         match args.command:
@@ -275,12 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_config(args)
             case "run":
                 return cmd_run(args)
+            case "reload":
+                return cmd_reload(args)
     except RegistryError as exc:
         _err(str(exc))
         return EXIT_USAGE
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # stdout's reader left: run_quietly_on_closed_pipe ends quietly
     except OSError as exc:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}")
         return EXIT_FAILED

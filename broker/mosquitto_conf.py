@@ -25,7 +25,11 @@ from contract.topics import TOPIC_SPECS, Direction, TopicKind
 DEFAULT_PORT = 1883
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PREFIX = "lockers"
+#: The broker's one data directory (registry aside): mosquitto.conf, passwd, passwd-console,
+#: acl, Mosquitto's persistence and pid file. `config`, `run` and `reload` agree on it:
+#: `--data-dir`, else $LOCKER_BROKER_DATA_DIR, else this (relative to the working directory).
 DEFAULT_DATA_DIR = Path("var/broker")
+DATA_DIR_ENV = "LOCKER_BROKER_DATA_DIR"
 
 #: Largest MQTT packet (header, topic and payload) the broker takes; a bigger one closes the
 #: connection before Mosquitto allocates it. The largest legitimate message is a signed
@@ -60,6 +64,8 @@ LOCKER_READS: tuple[str, ...] = tuple(
 )
 
 CONF_NAME = "mosquitto.conf"
+#: Mosquitto writes its pid here (in the data directory); `locker-broker reload` signals it.
+PID_NAME = "mosquitto.pid"
 PASSWD_NAME = "passwd"
 CONSOLE_PASSWD_NAME = "passwd-console"
 ACL_NAME = "acl"
@@ -200,6 +206,8 @@ def render_conf(
         "persistence true",
         f"persistence_location {data_dir}/",
         "persistence_file mosquitto.db",
+        "# `locker-broker reload` finds the running broker by this file.",
+        f"pid_file {data_dir / PID_NAME}",
         f"autosave_interval {settings.autosave_interval}",
         f"persistent_client_expiration {settings.persistent_client_expiration}",
         "# Queue limits are per receiving client: the ingest's queue takes every locker's",
@@ -223,6 +231,28 @@ def render_conf(
     return "\n".join(lines) + "\n"
 
 
+def default_data_dir() -> Path:
+    """$LOCKER_BROKER_DATA_DIR, else ./var/broker."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else DEFAULT_DATA_DIR
+
+
+def prefix_of_acl(acl_text: str) -> str | None:
+    """The topic prefix an ACL written by `render_acl` was made for (None: not one of ours)."""
+    for line in acl_text.splitlines():
+        if line.startswith("pattern ") and "/%u/" in line:
+            return line.split()[2].split("/%u/")[0]
+    return None
+
+
+def write_access_files(registry: Registry, out_dir: Path, prefix: str) -> None:
+    """Rewrite only what Mosquitto rereads on SIGHUP: passwd, passwd-console and acl."""
+    out_dir = Path(out_dir).resolve()
+    write_atomic(out_dir / PASSWD_NAME, render_passwd(registry, "locker"), mode=0o600)
+    write_atomic(out_dir / CONSOLE_PASSWD_NAME, render_passwd(registry, "console"), mode=0o600)
+    write_atomic(out_dir / ACL_NAME, render_acl(registry, prefix), mode=0o600)
+
+
 def write_config(registry: Registry, settings: BrokerSettings, out_dir: Path) -> ConfigFiles:
     """Write the four files into `out_dir` and create the data dir.
 
@@ -237,9 +267,7 @@ def write_config(registry: Registry, settings: BrokerSettings, out_dir: Path) ->
         conf=out_dir / CONF_NAME, passwd=out_dir / PASSWD_NAME, acl=out_dir / ACL_NAME,
         data_dir=data_dir, console_passwd=out_dir / CONSOLE_PASSWD_NAME,
     )
-    write_atomic(files.passwd, render_passwd(registry, "locker"), mode=0o600)
-    write_atomic(files.console_passwd, render_passwd(registry, "console"), mode=0o600)
-    write_atomic(files.acl, render_acl(registry, settings.prefix), mode=0o600)
+    write_access_files(registry, out_dir, settings.prefix)
     write_atomic(
         files.conf, render_conf(settings, files.passwd, files.acl, files.console_passwd),
         mode=0o644,

@@ -119,6 +119,43 @@ def probe_login(
         return code
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def _runs_conf(argv: list[str], conf: Path) -> bool:
+    """True when `argv` is a Mosquitto started with `-c conf`."""
+    if not argv or "mosquitto" not in Path(argv[0]).name:
+        return False
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-c", "--config-file"):
+            try:
+                return Path(argv[i + 1]).resolve() == conf.resolve()
+            except OSError:
+                return False
+    return False
+
+
+def find_running_mosquitto(conf: Path, pid_file: Path) -> int | None:
+    """The pid of the Mosquitto running with `conf`: the one its `pid_file` names, if that process
+    is such a Mosquitto (a stale file of a killed broker is ignored), else found among the
+    processes (a broker started before its configuration had a pid file)."""
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None and _runs_conf(_cmdline(pid), conf):
+        return pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _runs_conf(_cmdline(int(entry.name)), conf):
+            return int(entry.name)
+    return None
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
     """Poll until (host, port) accepts a TCP connection or `timeout` passes."""
     deadline = time.monotonic() + timeout

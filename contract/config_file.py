@@ -38,8 +38,13 @@ class ConfigError(Exception):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """The first problem, as `key.path: what is wrong`."""
-    err = exc.errors()[0]
+    """The first problem, as `key.path: what is wrong`; a mistyped (unknown) key comes first.
+
+    A typo makes two problems, the unknown key and the missing one it was meant to be
+    (`locker_idd` / `locker_id`): the unknown key is what to fix, so it is told first.
+    """
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc = ".".join(
         f"[{part}]" if isinstance(part, int) else str(part) for part in err["loc"]
     ).replace(".[", "[")
@@ -55,7 +60,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     got = err.get("input")
     if err["type"] not in ("missing",) and not isinstance(got, dict | list):
         msg = f"{msg} (got {got!r})"
-    more = len(exc.errors()) - 1
+    more = len(errors) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{loc or '<top level>'}: {msg}{tail}"
 

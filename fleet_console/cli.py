@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,10 +27,12 @@ from typing import Any
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from contract.closed_pipe import run_quietly_on_closed_pipe
+from contract.config_file import read_toml
 from contract.messages import (
-    CellSnapshot,
     CommandResult,
     ConfigApplied,
     Event,
@@ -46,20 +47,24 @@ from contract.signing import (
     public_key_b64,
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
+from fleet_console import fleet_status
 from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
 from fleet_console.db import (
     Alarm,
+    Cell,
     Database,
+    Locker,
     QuarantineRow,
     open_database,
     record_command_issued,
     record_command_results,
 )
+from fleet_console.fleet_status import FleetStatus
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
-from fleet_console.mqtt import login_hint, make_client
+from fleet_console.mqtt import login_hint, login_refused, make_client
 from fleet_console.notify import ConsoleNotifier
-from fleet_console.remote import Remote, send_command
+from fleet_console.remote import Remote
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -159,8 +164,14 @@ def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int
 
 
 def _broker_error(cfg: ConsoleConfig, exc: Exception) -> int:
-    print(f"locker-console: cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}"
-          f"{login_hint(exc)}", file=sys.stderr)
+    """Exit 2 when the broker answered and refused the login (the configuration is wrong), 1
+    when it could not be reached."""
+    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
+    if login_refused(exc):
+        print(f"locker-console: the broker refused the login for user {cfg.mqtt.username!r} "
+              f"on {where} ({exc}){login_hint(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"locker-console: cannot reach the broker at {where}: {exc}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -257,9 +268,30 @@ class _Audit:
             except SQLAlchemyError as exc:
                 self._warn(exc)
 
+    def knows(self, locker: str) -> bool:
+        """True when the ingest stored something of `locker` (False also without a database)."""
+        if self.db is None:
+            return False
+        try:
+            with self.db.transaction() as s:
+                return s.get(Locker, locker) is not None
+        except SQLAlchemyError as exc:
+            self._warn(exc)
+            return False
+
     def close(self) -> None:
         if self.db is not None:
             self.db.dispose()
+
+
+async def _known_locker(audit: _Audit, remote: Remote, locker: str) -> bool:
+    """Whether the console has ever seen `locker`: a database row, else a retained status.
+
+    A command to an id nobody ever heard of (a typo, L9 for L6) would otherwise wait its whole
+    timeout and end "unknown"."""
+    if audit.knows(locker):
+        return True
+    return bool(await remote.read_retained([remote.topics.status(locker)], max_s=2.0))
 
 
 def _login_name() -> str:
@@ -277,7 +309,8 @@ def _add_cell_command(
         help=f"{help_text} (signed remote command)",
         description=(
             f"Send a signed `{name}` command and wait for the locker's answer{done}. Exit 0 done, "
-            "1 failed or rejected, 2 unusable request, 3 no answer in time (outcome unknown)."
+            "1 failed or rejected, 2 unusable request (an unknown locker too, unless --force), "
+            "3 no answer in time (outcome unknown)."
         ),
     )
     p.add_argument("--locker", required=True, metavar="ID")
@@ -291,6 +324,8 @@ def _add_cell_command(
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for the final result (default 10)")
     p.add_argument("--json", action="store_true", help="print the final result as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="send it even to a locker the console has never seen (exit 2 without)")
     p.set_defaults(handler=cmd_cell_command, command_type=name)
 
 
@@ -384,11 +419,19 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
             if result.status == "accepted" and not args.json:
                 print("accepted", flush=True)
 
+        topics = Topics(cfg.mqtt.prefix)
         try:
-            async with make_client(cfg.mqtt) as client:
-                outcome = await send_command(
-                    client, Topics(cfg.mqtt.prefix), key, key_id, args.locker,
-                    args.command_type, command_args, operator=args.operator,
+            async with make_client(cfg.mqtt) as client, Remote(
+                client, topics, private_key=key, key_id=key_id
+            ) as remote:
+                if not args.force and not await _known_locker(audit, remote, args.locker):
+                    raise _Usage(
+                        f"unknown locker {args.locker!r}: the console has never heard of it (no "
+                        "row in the database, no retained status on the broker); check the id, "
+                        "or send it anyway with --force"
+                    )
+                outcome = await remote.send_command(
+                    args.locker, args.command_type, command_args, operator=args.operator,
                     reason=args.reason, ttl_ms=ttl_ms, timeout=args.timeout,
                     on_issued=issued, on_result=on_result,
                 )
@@ -427,72 +470,153 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
 
 
 # -- status -----------------------------------------------------------------------------------
+#: How long `status --live` collects retained messages at most (default of --max-wait).
+LIVE_MAX_WAIT_S = 5.0
+
+
 def _add_status(subparsers: SubParsers) -> None:
     p = subparsers.add_parser(
         "status",
-        help="lockers online/offline and their cells, from the broker's retained messages",
-        description="Read the retained status and cell topics (works without the ingest).",
+        help="lockers online/offline and their cells, from what the ingest stored",
+        description=(
+            "Read the lockers and cells the ingest stored in the database ([database] url). "
+            "With --live, or when the configuration has no [database] (or the database has no "
+            "locker yet), read the broker's retained status and cell topics instead (works "
+            "without the ingest, but collects for at most --max-wait seconds). Declared cells "
+            "that are missing are named on stderr. Exit 0 listed; 1 the database or the broker "
+            "failed; 2 bad configuration or a refused login; 3 (--live) the listing may be "
+            "incomplete."
+        ),
     )
     p.add_argument("--locker", metavar="ID", help="only this locker")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--live", action="store_true",
+                   help="read the broker's retained messages, not the database")
+    p.add_argument("--max-wait", type=float, default=LIVE_MAX_WAIT_S, metavar="S",
+                   help=f"--live: stop collecting after S seconds (default {LIVE_MAX_WAIT_S:g})")
     p.set_defaults(handler=cmd_status)
 
 
+def _database_is_configured(cfg: ConsoleConfig) -> str | None:
+    """None when `status` should read the database; else why it reads the broker instead."""
+    if "database" not in cfg.model_fields_set:
+        return "the configuration has no [database]"
+    url = make_url(cfg.database.url)
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():
+        return f"no database at {file} yet (is `locker-console ingest` running?)"
+    return None
+
+
+def _read_fleet_status(url: str, locker: str | None) -> FleetStatus:
+    db = open_database(url)
+    try:
+        lockers = select(Locker).order_by(Locker.id)
+        cells = select(Cell).order_by(Cell.locker, Cell.cell)
+        if locker:
+            lockers, cells = lockers.where(Locker.id == locker), cells.where(Cell.locker == locker)
+        with db.transaction() as s:
+            return fleet_status.from_rows(s.scalars(lockers), s.scalars(cells))
+    finally:
+        db.dispose()
+
+
+async def _live_fleet_status(cfg: ConsoleConfig, args: argparse.Namespace) -> FleetStatus:
+    topics = Topics(cfg.mqtt.prefix)
+    if args.locker:
+        filters = [topics.status(args.locker), f"{topics.prefix}/{args.locker}/cells/+"]
+    else:
+        filters = [topics.wildcard(TopicKind.STATUS), topics.wildcard(TopicKind.CELL)]
+    async with make_client(cfg.mqtt) as client, Remote(client, topics) as remote:
+        read = await remote.collect_retained(filters, max_s=args.max_wait)
+    found: list[tuple[str, fleet_status.TopicKindLike, bytes]] = []
+    for message in read.messages:
+        parsed = topics.parse(str(message.topic))
+        if parsed is None:
+            continue
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        found.append((parsed.locker,
+                      "status" if parsed.kind is TopicKind.STATUS else "cell", payload))
+    cut = None if read.quiet else (
+        f"stopped collecting after {read.elapsed_s:.1f} s (--max-wait) with retained messages "
+        f"still arriving ({len(read.messages)} received)")
+    return fleet_status.from_retained(found, cut_short=cut)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.max_wait <= 0:
+        return _error("--max-wait must be more than 0")
+
     async def body(cfg: ConsoleConfig) -> int:
-        topics = Topics(cfg.mqtt.prefix)
-        if args.locker:
-            filters = [topics.status(args.locker), f"{topics.prefix}/{args.locker}/cells/+"]
-        else:
-            filters = [topics.wildcard(TopicKind.STATUS), topics.wildcard(TopicKind.CELL)]
-        try:
-            async with make_client(cfg.mqtt) as client, Remote(client, topics) as remote:
-                messages = await remote.read_retained(filters)
-        except aiomqtt.MqttError as exc:
-            return _broker_error(cfg, exc)
-        lockers: dict[str, dict[str, Any]] = {}
-        for message in messages:
-            parsed = topics.parse(str(message.topic))
-            if parsed is None:
-                continue
-            entry = lockers.setdefault(parsed.locker, {"id": parsed.locker, "online": None,
-                                                       "cells": []})
-            payload = message.payload if isinstance(message.payload, bytes) else b""
+        why_live = None if args.live else _database_is_configured(cfg)
+        if args.live or why_live:
+            if why_live:
+                print(f"locker-console: {why_live}: reading the broker's retained messages "
+                      "(as --live)", file=sys.stderr)
             try:
-                if parsed.kind is TopicKind.STATUS:
-                    status = Status.from_payload(payload).to_dict()
-                    if "cells" in status:  # the declared cell ids; "cells" lists snapshots
-                        status["declared_cells"] = status.pop("cells")
-                    entry.update(status)
-                else:
-                    entry["cells"].append(CellSnapshot.from_payload(payload).to_dict())
-            except MalformedPayload as exc:
-                print(f"locker-console: skipped malformed {message.topic}: {exc}", file=sys.stderr)
-        result = sorted(lockers.values(), key=lambda e: e["id"])
-        for entry in result:
-            entry["cells"].sort(key=lambda c: c["cell"])
-        if args.json:
-            _print_json({"lockers": result})
-            return EXIT_OK
-        if not result:
-            print("no lockers" + (f" named {args.locker}" if args.locker else ""))
-        for entry in result:
-            online = {True: "online", False: "offline", None: "unknown"}[entry["online"]]
-            line = f"{entry['id']}  {online}"
-            if entry.get("version"):
-                line += (f"  version {entry['version']}  boot {entry.get('boot_id')}  "
-                         f"started {_when(entry.get('started_at'))}")
-            boards = entry.get("boards") or []
-            if boards:
-                line += "  boards " + ", ".join(
-                    f"{b['name']} {'ok' if b['online'] else 'OFFLINE'}" for b in boards)
-            print(line)
-            for c in entry["cells"]:
-                print(f"  cell {c['cell']:>3}  {c['state']:<9} door {c['door']:<8} "
-                      f"size {c['size']}")
+                report = await _live_fleet_status(cfg, args)
+            except aiomqtt.MqttError as exc:
+                return _broker_error(cfg, exc)
+        else:
+            try:
+                report = await asyncio.to_thread(_read_fleet_status, cfg.database.url,
+                                                 args.locker)
+            except SQLAlchemyError as exc:
+                print(f"locker-console: cannot read the database {cfg.database.url}: {exc}",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            if not report.lockers:  # the ingest has stored no (such) locker: ask the broker
+                what = f"no locker {args.locker}" if args.locker else "no lockers"
+                print(f"locker-console: the database has {what} (is `locker-console ingest` "
+                      "running?): reading the broker's retained messages (as --live)",
+                      file=sys.stderr)
+                try:
+                    report = await _live_fleet_status(cfg, args)
+                except aiomqtt.MqttError as exc:
+                    return _broker_error(cfg, exc)
+        _print_fleet_status(report, args)
+        for line in report.skipped:
+            print(f"locker-console: {line}", file=sys.stderr)
+        problems = report.problems
+        for line in problems:
+            print(f"locker-console: warning: {line}", file=sys.stderr)
+        if problems and report.source == "broker":
+            print("locker-console: warning: the listing may be incomplete; `status` without "
+                  "--live reads what the ingest stored", file=sys.stderr)
+            return EXIT_UNKNOWN
         return EXIT_OK
 
     return _run(args, body)
+
+
+def _print_fleet_status(report: FleetStatus, args: argparse.Namespace) -> None:
+    if args.json:
+        _print_json(report.to_dict())
+        return
+    entries = sorted(report.lockers, key=lambda e: e.id)
+    if not entries:
+        where = "in the database" if report.source == "database" else "on the broker"
+        print("no lockers" + (f" named {args.locker}" if args.locker else "") + f" {where}")
+    out: list[str] = []
+    for entry in entries:
+        d = entry.details
+        online = {True: "online", False: "offline", None: "unknown"}[entry.online]
+        line = f"{entry.id}  {online}"
+        if d.get("version"):
+            line += (f"  version {d['version']}  boot {d.get('boot_id')}  "
+                     f"started {_when(d.get('started_at'))}")
+        boards = d.get("boards") or []
+        if boards:
+            line += "  boards " + ", ".join(
+                f"{b['name']} {'ok' if b['online'] else 'OFFLINE'}" for b in boards)
+        if d.get("last_status_at"):
+            line += f"  as of {_when(d['last_status_at'])}"
+        out.append(line)
+        for c in sorted(entry.cells, key=lambda c: c["cell"]):
+            out.append(f"  cell {c['cell']:>3}  {c['state']:<9} door {c['door']:<8} "
+                       f"size {c['size']}")
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
 
 
 # -- alarms -----------------------------------------------------------------------------------
@@ -628,29 +752,37 @@ def _add_publish_config(subparsers: SubParsers) -> None:
         "publish-config",
         help="sign and publish a locker's configuration, wait until it is applied",
         description=(
-            "FILE is the configuration body, JSON or TOML. Exit 0 applied, 1 rejected, 2 "
-            "unusable request, 3 not applied in time."
+            "FILE is the configuration body: a storage profile (config/profile.example.toml), "
+            "TOML (.toml) or JSON. A profile's `version` is the configuration's version (one "
+            "number). Exit 0 applied, 1 rejected, 2 unusable request, 3 not applied in time."
         ),
     )
     p.add_argument("--locker", required=True, metavar="ID")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--version", type=int, metavar="N",
-                   help="default: the version the locker runs (or was last sent) + 1")
+                   help="the configuration's version; default: the body's own `version` (a "
+                        "profile's), else the version the locker runs (or was last sent) + 1")
     p.add_argument("--timeout", type=float, default=15.0, metavar="S")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_publish_config)
 
 
 def _read_body(path: Path) -> dict[str, Any]:
+    """The configuration body: a .toml file is read as lockerd reads its local profile file
+    (contract.config_file.read_toml), so the same file serves both; anything else is JSON."""
+    if path.suffix == ".toml":
+        try:
+            return read_toml(path, "configuration body")
+        except ConfigError as exc:
+            raise _Usage(str(exc)) from None
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise _Usage(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        body = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        kind = "TOML" if path.suffix == ".toml" else "JSON (name it .toml for TOML)"
-        raise _Usage(f"{path}: not valid {kind}: {exc}") from None
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Usage(f"{path}: not valid JSON (name it .toml for TOML): {exc}") from None
     if not isinstance(body, dict):
         raise _Usage(f"{path}: the configuration body must be an object/table")
     return body
@@ -665,25 +797,38 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         key, key_id, _ = _signing(cfg, args.config)
         config_body = _read_body(args.file)
+        own = config_body.get("version")
+        own_version = own if isinstance(own, int) and not isinstance(own, bool) else None
+        version = args.version if args.version is not None else own_version
+        if version is not None and version < 1:
+            raise _Usage(f"{args.file}: version must be >= 1 (got {version})")
         topics = Topics(cfg.mqtt.prefix)
         try:
             async with make_client(cfg.mqtt) as client, Remote(
                 client, topics, private_key=key, key_id=key_id
             ) as remote:
                 outcome = await remote.publish_config(
-                    args.locker, config_body, version=args.version, timeout=args.timeout
+                    args.locker, config_body, version=version, timeout=args.timeout
                 )
         except aiomqtt.MqttError as exc:
             return _broker_error(cfg, exc)
         if args.json:
             _print_json(outcome.to_dict())
+        # One name per thing: the body's own version is named only when it differs.
+        other = (f" (the body's own version is {own_version})"
+                 if own_version is not None and own_version != outcome.version else "")
         if outcome.status == "applied":
             if not args.json:
-                print(f"applied: {args.locker} runs configuration version {outcome.version}")
+                print(f"applied: {args.locker} runs configuration version {outcome.version}"
+                      f"{other}")
             return EXIT_OK
         if outcome.status == "rejected":
             if not args.json:
-                print(f"rejected: version {outcome.version}: {outcome.reason}")
+                hint = ""
+                if (args.version is None and own_version is not None
+                        and outcome.previous_version is not None):
+                    hint = f"; raise `version` in {args.file} above {outcome.previous_version}"
+                print(f"rejected: version {outcome.version}: {outcome.reason}{other}{hint}")
             return EXIT_FAILED
         print(f"unknown: version {outcome.version} is published (retained) but {args.locker} did "
               f"not confirm it within {args.timeout:g} s; it will apply it when it reads it",
@@ -726,6 +871,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; its output into a closed pipe (`status | head`) ends quietly."""
+    return run_quietly_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -28,6 +28,8 @@ class Signing(StrictSection):
 
 
 class Database(StrictSection):
+    #: SQLAlchemy URL. Three slashes are a path relative to the working directory (this default
+    #: is ./var/console/console.db); four an absolute one: sqlite:////var/lib/console/console.db.
     url: str = "sqlite:///var/console/console.db"
 
 

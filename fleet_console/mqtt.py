@@ -29,15 +29,20 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 _LOGIN_REFUSED = {4, 5, 0x86, 0x87}
 
 
+def login_refused(exc: BaseException) -> bool:
+    """True when the broker answered and refused the login (not: the broker is unreachable)."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(exc, aiomqtt.MqttCodeError) and value in _LOGIN_REFUSED
+
+
 def login_hint(exc: BaseException) -> str:
     """What to check when the broker refuses the console's login, or "" for other errors.
 
     Consoles have a listener of their own (the lockers' one takes only locker accounts), so a
     console configured for the lockers' port is refused: say so rather than just "Not authorized".
     """
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
-    if not isinstance(exc, aiomqtt.MqttCodeError) or value not in _LOGIN_REFUSED:
+    if not login_refused(exc):
         return ""
     return ("; check [mqtt] username and password, and that [mqtt] port is the broker's console "
             "listener (locker-broker's --console-port, by default its --port + 1), not the "

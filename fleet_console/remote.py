@@ -77,6 +77,15 @@ class ConfigOutcome:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class RetainedRead:
+    """Retained messages collected; `quiet`: the stream fell silent before the time limit."""
+
+    messages: list[aiomqtt.Message]
+    quiet: bool
+    elapsed_s: float
+
+
 @dataclass
 class _Listener:
     filters: tuple[str, ...]
@@ -203,13 +212,23 @@ class Remote:
         self, filters: Sequence[str], *, quiet_s: float = 0.3, max_s: float = 5.0
     ) -> list[aiomqtt.Message]:
         """The retained messages on `filters`: subscribe, collect until `quiet_s` of silence."""
+        return (await self.collect_retained(filters, quiet_s=quiet_s, max_s=max_s)).messages
+
+    async def collect_retained(
+        self, filters: Sequence[str], *, quiet_s: float = 0.3, max_s: float = 5.0
+    ) -> RetainedRead:
+        """Like `read_retained`, and whether it ended in silence or was cut at `max_s` (then
+        more may have been on their way)."""
         out: list[aiomqtt.Message] = []
+        started = time.monotonic()
         async with self.listen(*filters) as queue:
-            deadline = time.monotonic() + max_s
+            deadline = started + max_s
             while True:
-                message = await _get(queue, min(deadline, time.monotonic() + quiet_s))
+                quiet_at = time.monotonic() + quiet_s
+                message = await _get(queue, min(deadline, quiet_at))
                 if message is None:
-                    return out
+                    # Cut: the time limit came before `quiet_s` of silence did.
+                    return RetainedRead(out, deadline >= quiet_at, time.monotonic() - started)
                 if message.retain:
                     out.append(message)
 

@@ -85,6 +85,9 @@ class Responder:
         self.client.paho.on_message = self._on_message
         self.client.subscribe(TOPICS.cmd(self.locker))
         self.client.subscribe(TOPICS.config(self.locker))
+        # Like lockerd: a retained status, so the console knows the locker exists.
+        self.client.publish(TOPICS.status(self.locker), json.dumps({
+            "online": True, "version": "test", "boot_id": "b1", "started_at": 1}), retain=True)
 
     def _answer(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
         self.client.paho.publish(topic, json.dumps(body), qos=1, retain=retain)
@@ -127,6 +130,7 @@ class Responder:
         # mode "silent": no answer at all
 
     def close(self) -> None:
+        self.client.publish(TOPICS.status(self.locker), b"", retain=True)
         self.client.close()
 
 
@@ -315,5 +319,5 @@ def test_a_console_on_the_lockers_listener_is_told_where_to_log_in(
     config.write_text(config.read_text().replace(
         f"port = {mqtt_broker.console_port}", f"port = {mqtt_broker.port}"))
     result = console(config, "status")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # refused: the configuration is wrong
     assert "console listener" in result.stderr and "--console-port" in result.stderr, result.stderr

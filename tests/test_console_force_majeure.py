@@ -55,6 +55,9 @@ class ScriptedLocker:
         self.client: MqttTestClient = broker.client(creds.username, creds.password)
         self.client.paho.on_message = self._on_message
         self.client.subscribe(TOPICS.cmd(self.locker))
+        # Like lockerd: a retained status, so the console knows the locker exists.
+        self.client.publish(TOPICS.status(self.locker), json.dumps({
+            "online": True, "version": "test", "boot_id": "b1", "started_at": 1}), retain=True)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         cmd = json.loads(msg.payload)
@@ -71,6 +74,7 @@ class ScriptedLocker:
             client.publish(TOPICS.cmd_result(self.locker), json.dumps(body), qos=1)
 
     def close(self) -> None:
+        self.client.publish(TOPICS.status(self.locker), b"", retain=True)
         self.client.close()
 
 

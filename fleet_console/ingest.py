@@ -374,8 +374,9 @@ class Ingest:
                 self._subscribed.clear()
                 if self._stop.is_set():
                     break
-                log.warning("broker connection lost (%s%s); reconnecting in %.1f s", exc,
-                            login_hint(exc), delay)
+                hint = login_hint(exc)  # a refused login will not pass by itself: an error
+                log.log(logging.ERROR if hint else logging.WARNING,
+                        "broker connection lost (%s%s); reconnecting in %.1f s", exc, hint, delay)
                 await self._pause(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
         self._subscribed.clear()

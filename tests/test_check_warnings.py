@@ -1,8 +1,9 @@
 """`lockerd --check` warns about configurations that are valid but silently do less than meant.
 
 The example files are what a new operator starts from: their profile's charging group names
-cells 1 and 2, which the example locker gives no `charge_board`, so charging would never be
-offered there. `--check` still says OK (exit 0) and prints a `warning:` line naming the cells.
+cells 1 and 2. Without a `charge_board` for them (as the example locker once was) charging would
+never be offered there: `--check` still says OK (exit 0) and prints a `warning:` line naming the
+cells. The example itself is free of such traps.
 """
 
 from __future__ import annotations
@@ -21,13 +22,25 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30)
 
 
-def test_the_examples_charging_cells_without_a_socket_are_warned_about() -> None:
-    out = _check(EXAMPLE)
+def test_charging_cells_without_a_socket_are_warned_about(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    sockets = ('charge_board = "r0"', "charge_channel = 1", "charge_channel = 2")
+    lines = [line for line in text.splitlines() if not line.startswith(sockets)]
+    path = tmp_path / "locker.toml"
+    path.write_text("\n".join(lines).replace('profile = "profile.example.toml"',
+                                             f'profile = "{EXAMPLE.parent}/profile.example.toml"'))
+    out = _check(path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"{EXAMPLE}: OK")
+    assert out.stdout.startswith(f"{path}: OK")
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
     assert any("cell group 'charging'" in w and "cells [1, 2]" in w and "charge_board" in w
                for w in warnings), out.stderr
+
+
+def test_the_example_has_no_traps() -> None:
+    out = _check(EXAMPLE)
+    assert out.returncode == 0 and out.stdout.startswith(f"{EXAMPLE}: OK"), out.stderr
+    assert "warning:" not in out.stderr, out.stderr
 
 
 def test_more_silent_misconfigurations_are_warned_about(tmp_path: Path) -> None:
@@ -40,8 +53,7 @@ def test_more_silent_misconfigurations_are_warned_about(tmp_path: Path) -> None:
                                        'profile = "profile.toml"')
     cell_3 = '[[cells]]\nid = 3\nboard = "b0"\nlock = 3\nsize = "S"\n'
     assert cell_3 in text
-    text = text.replace(cell_3, cell_3 + 'charge_board = "r0"\ncharge_channel = 1\n')
-    text += '\n[[boards]]\nname = "r0"\nprotocol = "modbus-relay"\nport = "/dev/ttyUSB1"\n'
+    text = text.replace(cell_3, cell_3 + 'charge_board = "r0"\ncharge_channel = 3\n')
     path = tmp_path / "locker.toml"
     path.write_text(text)
     out = _check(path)

@@ -68,8 +68,9 @@ def assert_refused(path: Path, expected: str) -> None:
 def test_examples_in_config_folder_are_valid() -> None:
     locker = load_locker_config(ROOT / "config" / "locker.example.toml")
     assert len(locker.cells) == 32
-    assert [b.protocol for b in locker.boards] == ["kerong-cu16", "kerong-cu16"]
+    assert [b.protocol for b in locker.boards] == ["kerong-cu16", "kerong-cu16", "modbus-relay"]
     assert {c.board for c in locker.cells} == {"b0", "b1"}
+    assert {c.id: c.charge_channel for c in locker.cells if c.charge_board == "r0"} == {1: 1, 2: 2}
     console = load_console_config(ROOT / "config" / "console.example.toml")
     assert console.signing is not None and console.signing.key_id == "console-1"
 

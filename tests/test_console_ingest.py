@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -18,7 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from contract.topics import Topics
-from fleet_console.db import Cell, CommandRow, Locker
+from fleet_console.config import ConsoleMqtt
+from fleet_console.db import Cell, CommandRow, Locker, open_database
+from fleet_console.ingest import Ingest, IngestSettings
 from tests.fixtures.console_ingest import (
     IngestRunner,
     SimLocker,
@@ -26,6 +29,7 @@ from tests.fixtures.console_ingest import (
     db_query,
     seqs,
 )
+from tests.fixtures.mqtt_broker import unique_id
 
 TOPICS = Topics()
 
@@ -211,3 +215,22 @@ async def test_restart_mid_stream_loses_nothing_and_doubles_nothing(
         assert seqs(db_url, lk.id) == list(range(1, total + 1))
         assert alarms(db_url, lk.id) == []
         lk.check_acks_were_committed()
+
+
+async def test_a_refused_login_is_an_error_with_the_hint(
+    console_mqtt: ConsoleMqtt, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password will not pass by itself: the ingest says so at error, with what to check,
+    and keeps trying (an operator may fix the broker's accounts while it runs)."""
+    wrong = ConsoleMqtt(host=console_mqtt.host, port=console_mqtt.port,
+                        username=console_mqtt.username, password="not-the-password")
+    ingest = Ingest(wrong, open_database("sqlite://"), IngestSettings(
+        client_id=unique_id("ingest"), reconnect_min_s=0.05, reconnect_max_s=0.1))
+    with caplog.at_level(logging.WARNING, logger="fleet_console.ingest"):
+        with pytest.raises(TimeoutError):
+            await ingest.start(timeout=1.0)
+        await ingest.stop()
+    refused = [r for r in caplog.records if "broker connection lost" in r.getMessage()]
+    assert len(refused) >= 2, caplog.text  # it went on trying
+    assert all(r.levelno == logging.ERROR for r in refused), caplog.text
+    assert "username and password" in refused[0].getMessage()

@@ -193,8 +193,9 @@ def test_replayed_command_is_never_executed_twice(fleet) -> None:
     assert sim.unlock_count(0, 4) == 1
     # And after a restart of the daemon too: the replay cache is durable.
     d.terminate()
+    mark = d.mark
     d.start()
-    d.wait_line(lambda r: r.get("kind") == "mqtt_connected", since=d.mark - 1)
+    d.wait_line(lambda r: r.get("kind") == "mqtt_connected", since=mark)
     console.publish(TOPICS.cmd(locker), payload)
     assert [r["status"] for r in results_for(console, cmd["cmd_id"], 2)] == ["accepted", "done"]
     assert sim.unlock_count(0, 4) == 1

@@ -1,9 +1,10 @@
 """Storage profiles: named, versioned bundles of cell groups, tariffs and scenario switches.
 
 A profile reaches a locker in one of two ways and is the same document either way: as the `body`
-of the fleet's signed configuration (`Profile.to_body()` / `Profile.from_body()`; integers and
-strings only, so its canonical JSON and hash are stable), or from a local TOML file for a locker
-without a console (`load_profile_file`). The TOML file can also be pushed as a config body as is.
+of the fleet's signed configuration, where it is the `storage` section of a `ConfigBody`
+(`Profile.to_body()` / `Profile.from_body()`; integers and strings only, so its canonical JSON and
+hash are stable), or from a local TOML file for a locker without a console (`load_profile_file`).
+The TOML file can also be pushed as a config body as is (the form before sections).
 
 Which tariff a cell uses: a cell named in a group (in `cells` or in an override) belongs to that
 group; any other cell belongs to the group listing its size. Within the group, a per-cell override
@@ -324,3 +325,55 @@ def load_profile_file(path: str | Path) -> Profile:
         return Profile.from_body(raw)
     except ProfileError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# -- the signed configuration body ------------------------------------------------------------
+#: The sections of a signed configuration body, one per part of the locker it configures.
+CONFIG_SECTIONS = ("locker", "storage", "parcels")
+
+
+class LockerSection(_Model):
+    """Locker-wide settings the fleet pushes (none yet: an empty table is accepted)."""
+
+
+class ParcelsSection(_Model):
+    """The parcel business's settings (none yet: an empty table is accepted)."""
+
+
+class ConfigBody(_Model):
+    """The `body` of a signed configuration, in sections: `{"storage": <profile>, ...}`.
+
+    A body in the form before sections, a bare storage profile, is still accepted and read as
+    `{"storage": <that profile>}`: lockers and consoles of both ages keep talking."""
+
+    locker: LockerSection | None = None
+    storage: Profile | None = None
+    parcels: ParcelsSection | None = None
+
+    @classmethod
+    def from_body(cls, body: Any) -> ConfigBody:
+        """Validate a decoded body in either form; ProfileError names the bad key."""
+        if not isinstance(body, dict):
+            raise ProfileError(f"a configuration body is a JSON object, got {type(body).__name__}")
+        if not is_sectioned(body):
+            return cls(storage=Profile.from_body(body))
+        try:
+            return cls.model_validate(body)
+        except ValidationError as exc:
+            raise ProfileError(describe_profile_error(exc)) from None
+
+    def to_body(self) -> dict[str, Any]:
+        """The sectioned JSON object (sections that are None left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def is_sectioned(body: Any) -> bool:
+    """True for a body in sections; False for one in the form before them (a bare profile,
+    which never has a key named like a section)."""
+    return isinstance(body, dict) and any(key in body for key in CONFIG_SECTIONS)
+
+
+def sectioned(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` in sections: a bare profile becomes the `storage` section; a sectioned body is
+    returned as it is."""
+    return body if is_sectioned(body) else {"storage": body}

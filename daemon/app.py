@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from contract.profiles import Profile, ProfileError, load_profile_file
+from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.fleet import FleetSide
@@ -280,7 +280,7 @@ class LockerDaemon:
         key = (applied["version"], applied["hash"])
         if self._profile_cache[0] != key:
             try:
-                profile: Profile | None = Profile.from_body(applied["body"])
+                profile: Profile | None = ConfigBody.from_body(applied["body"]).storage
             except ProfileError:
                 profile = self._local_profile
             self._profile_cache = (key, profile)

@@ -27,7 +27,7 @@ from contract.messages import (
     decode_json_object,
     peek_cmd_id,
 )
-from contract.profiles import Profile, ProfileError
+from contract.profiles import ConfigBody, ProfileError
 from contract.signing import config_hash, verify_config
 from daemon.fsm import Event, Refused
 from daemon.remote_commands import (
@@ -397,11 +397,14 @@ class FleetSide:
         self._applied(applied)
 
     def _profile_problem(self, body: dict) -> str:
-        """Why a configuration body cannot be this locker's storage profile ("" if it can)."""
+        """Why a configuration body cannot be this locker's configuration ("" if it can): its
+        `storage` section (or the whole body, in the form before sections) is the profile."""
         try:
-            profile = Profile.from_body(body)
+            profile = ConfigBody.from_body(body).storage
         except ProfileError as exc:
             return str(exc)
+        if profile is None:
+            return "storage: the body has no storage section"
         missing = profile.uncovered_cells((c.id, c.size) for c in self.daemon.config.cells)
         if missing:
             return f"no cell group covers cells {missing}"
@@ -482,4 +485,10 @@ def _reason_code(refusal: str) -> str:
         "door_unknown": Reason.BOARD_OFFLINE,
         "not_ready": Reason.BUSY,
         "not_blocked": Reason.INVALID_STATE,
+        # The kiosk's own opens refuse with these; no remote command does, but should one,
+        # it answers with a code of the contract.
+        "blocked": Reason.INVALID_STATE,
+        "not_free": Reason.INVALID_STATE,
+        "debt": Reason.INVALID_STATE,
+        "unknown_command": Reason.UNSUPPORTED,
     }.get(refusal, refusal)

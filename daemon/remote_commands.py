@@ -12,20 +12,20 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.messages import Reason, SignedCommand, peek_cmd_id
+from contract.commands import COMMANDS, Executor, UnknownCommand, parse_args
+from contract.messages import MalformedPayload, Reason, SignedCommand, peek_cmd_id
 from contract.signing import verify
 
 #: Command types executed through the cell machines, and the machine command each one runs.
-CELL_COMMANDS = {"open": "open", "block": "block", "unblock": "unblock", "evict": "evict"}
+CELL_COMMANDS = {str(t): str(t) for t, s in COMMANDS.items() if s.executor is Executor.CELL}
 #: Force-majeure commands answered by the storage service (no lock moves).
-SERVICE_COMMANDS = ("waive", "reveal-pin")
-#: The args each command type takes (all required).
+SERVICE_COMMANDS = tuple(str(t) for t, s in COMMANDS.items() if s.executor is Executor.BUSINESS)
+#: The args each command type takes (all required): the contract's argument models.
 COMMAND_ARGS: dict[str, frozenset[str]] = {
-    **{t: frozenset({"cell"}) for t in (*CELL_COMMANDS, *SERVICE_COMMANDS)},
-    "evict": frozenset({"cell", "note"}),
+    str(t): frozenset(s.args.model_fields) for t, s in COMMANDS.items()
 }
 #: Commands settled by the door (done once the sensor saw it open).
-DOOR_COMMANDS = ("open", "evict")
+DOOR_COMMANDS = tuple(str(t) for t, s in COMMANDS.items() if s.settled_by_door)
 
 #: How long a command's result stays in the replay cache after it expired. Past expiry (plus
 #: the clock skew allowed) a redelivery is rejected as `expired` before the cache is consulted,
@@ -111,16 +111,14 @@ class RemoteCommands:
                     previous.get("results") or [result(command.cmd_id, "rejected", Reason.REPLAYED)]
                 )
             )
-        wanted = COMMAND_ARGS.get(command.type)
-        if wanted is None:
+        try:
+            args = parse_args(command.type, command.args)
+        except UnknownCommand:
             return self._refuse(command, now_ms, Reason.UNSUPPORTED)
+        except MalformedPayload:
+            return self._refuse(command, now_ms, Reason.MALFORMED)
         kind = CELL_COMMANDS.get(command.type, command.type)
-        cell = command.args.get("cell")
-        if not isinstance(cell, int) or isinstance(cell, bool) or set(command.args) != wanted:
-            return self._refuse(command, now_ms, Reason.MALFORMED)
-        note = command.args.get("note")
-        if "note" in wanted and (not isinstance(note, str) or not note.strip()):
-            return self._refuse(command, now_ms, Reason.MALFORMED)
+        cell = args.cell
         if cell not in self.cell_ids:
             return self._refuse(command, now_ms, Reason.UNKNOWN_CELL)
         return Execute(command, kind, cell, self.record(command, [], now_ms))

@@ -18,19 +18,18 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from contract.closed_pipe import run_quietly_on_closed_pipe
+from contract.commands import COMMANDS, CommandType
 from contract.config_file import read_toml
 from contract.messages import (
     CommandResult,
@@ -40,29 +39,25 @@ from contract.messages import (
     Status,
 )
 from contract.money import Money
+from contract.profiles import is_sectioned, sectioned
 from contract.signing import (
-    KeyFormatError,
     generate_private_key,
-    load_private_key_file,
     public_key_b64,
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
-from fleet_console import fleet_status
+from fleet_console import fleet_status, operations
 from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
 from fleet_console.db import (
     Alarm,
     Cell,
-    Database,
     Locker,
     QuarantineRow,
     open_database,
-    record_command_issued,
-    record_command_results,
 )
 from fleet_console.fleet_status import FleetStatus
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
-from fleet_console.mqtt import login_hint, login_refused, make_client
+from fleet_console.mqtt import login_hint, make_client
 from fleet_console.notify import ConsoleNotifier
 from fleet_console.remote import Remote
 
@@ -138,18 +133,12 @@ def _config(args: argparse.Namespace) -> ConsoleConfig:
         raise _Usage(str(exc)) from None
 
 
-def _signing(cfg: ConsoleConfig, path: Path) -> tuple[Ed25519PrivateKey, str, int]:
-    """The signing key, its id and the command TTL in ms; _Usage without a usable [signing]."""
-    if cfg.signing is None:
-        raise _Usage(
-            f"{path}: no [signing] section: add key_file and key_id "
-            "(create the key with `locker-console keygen`)"
-        )
+def _signing(cfg: ConsoleConfig, path: Path) -> operations.Signer:
+    """The signing key; _Usage without a usable [signing]."""
     try:
-        key = load_private_key_file(cfg.signing.key_file)
-    except KeyFormatError as exc:
-        raise _Usage(f"[signing] key_file: {exc}") from None
-    return key, cfg.signing.key_id, int(cfg.signing.command_ttl_s * 1000)
+        return operations.signer(cfg, path)
+    except operations.Unusable as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int]]) -> int:
@@ -157,7 +146,7 @@ def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int
     try:
         cfg = _config(args)
         return asyncio.run(body(cfg))
-    except _Usage as exc:
+    except (_Usage, operations.Unusable) as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
         return EXIT_OK
@@ -166,13 +155,22 @@ def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int
 def _broker_error(cfg: ConsoleConfig, exc: Exception) -> int:
     """Exit 2 when the broker answered and refused the login (the configuration is wrong), 1
     when it could not be reached."""
+    return _broker_failure(cfg, operations.broker_failure(exc))
+
+
+def _broker_failure(cfg: ConsoleConfig, failure: operations.BrokerFailure) -> int:
     where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
-    if login_refused(exc):
+    exc = failure.error
+    if failure.login_refused:
         print(f"locker-console: the broker refused the login for user {cfg.mqtt.username!r} "
               f"on {where} ({exc}){login_hint(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"locker-console: cannot reach the broker at {where}: {exc}", file=sys.stderr)
-    return EXIT_FAILED
+    else:
+        print(f"locker-console: cannot reach the broker at {where}: {exc}", file=sys.stderr)
+    return failure.exit_code
+
+
+def _warning(message: str) -> None:
+    print(f"locker-console: warning: {message}", file=sys.stderr)
 
 
 def _when(ms: int | None) -> str:
@@ -231,69 +229,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 # -- open, block, unblock, waive, reveal-pin, evict ------------------------------------------------
-class _Audit:
-    """Best-effort record of commands in the database: never fails the command."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.db: Database | None = None
-
-    async def open(self) -> None:
-        try:
-            self.db = await asyncio.wait_for(asyncio.to_thread(open_database, self.url), 5.0)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            self._warn(exc)
-
-    def _warn(self, exc: BaseException) -> None:
-        self.db = None
-        print(f"locker-console: warning: command not recorded in the database: {exc}",
-              file=sys.stderr)
-
-    def issued(self, command: dict[str, Any]) -> None:
-        if self.db is not None:
-            try:
-                with self.db.transaction() as s:
-                    record_command_issued(s, command, int(time.time() * 1000))
-            except SQLAlchemyError as exc:
-                self._warn(exc)
-
-    def result(self, locker: str, result: CommandResult) -> None:
-        if self.db is not None:
-            row = {"cmd_id": result.cmd_id, "locker": locker, "status": result.status,
-                   "result_reason": result.reason, "result_data": dict(result.data),
-                   "updated_at": int(time.time() * 1000)}
-            try:
-                with self.db.transaction() as s:
-                    record_command_results(s, [row])
-            except SQLAlchemyError as exc:
-                self._warn(exc)
-
-    def knows(self, locker: str) -> bool:
-        """True when the ingest stored something of `locker` (False also without a database)."""
-        if self.db is None:
-            return False
-        try:
-            with self.db.transaction() as s:
-                return s.get(Locker, locker) is not None
-        except SQLAlchemyError as exc:
-            self._warn(exc)
-            return False
-
-    def close(self) -> None:
-        if self.db is not None:
-            self.db.dispose()
-
-
-async def _known_locker(audit: _Audit, remote: Remote, locker: str) -> bool:
-    """Whether the console has ever seen `locker`: a database row, else a retained status.
-
-    A command to an id nobody ever heard of (a typo, L9 for L6) would otherwise wait its whole
-    timeout and end "unknown"."""
-    if audit.knows(locker):
-        return True
-    return bool(await remote.read_retained([remote.topics.status(locker)], max_s=2.0))
-
-
 def _login_name() -> str:
     try:
         return getpass.getuser()
@@ -326,14 +261,10 @@ def _add_cell_command(
     p.add_argument("--json", action="store_true", help="print the final result as JSON")
     p.add_argument("--force", action="store_true",
                    help="send it even to a locker the console has never seen (exit 2 without)")
-    p.set_defaults(handler=cmd_cell_command, command_type=name)
+    p.set_defaults(handler=cmd_cell_command, command_type=str(name))
 
 
 # -- force majeure: waive, reveal-pin, evict --------------------------------------------------
-#: Audited acts on a storage tenancy: their --reason (and evict's --note) must say something.
-FORCE_MAJEURE = ("waive", "reveal-pin", "evict")
-
-
 def _where(args: argparse.Namespace, data: dict[str, Any]) -> str:
     where = f"cell {args.cell} on {args.locker}"
     tenancy = data.get("tenancy_id")
@@ -383,14 +314,11 @@ def _pin_warning(args: argparse.Namespace) -> None:
 
 def _command_args(args: argparse.Namespace) -> dict[str, Any]:
     """The command's `args`; _Usage for what the locker would refuse anyway."""
-    if args.command_type in FORCE_MAJEURE and not args.reason.strip():
-        raise _Usage(f"--reason must not be blank: {args.command_type} is an audited act")
-    out: dict[str, Any] = {"cell": args.cell}
-    if args.command_type == "evict":
-        if not args.note.strip():
-            raise _Usage("--note must not be blank: say what is in the cell and who witnessed it")
-        out["note"] = args.note
-    return out
+    try:
+        return operations.command_args(args.command_type, args.cell, args.reason,
+                                       getattr(args, "note", None))
+    except operations.Unusable as exc:
+        raise _Usage(str(exc)) from None
 
 
 def cmd_cell_command(args: argparse.Namespace) -> int:
@@ -404,45 +332,25 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
         return _error(str(exc))
 
     async def body(cfg: ConsoleConfig) -> int:
-        key, key_id, ttl_ms = _signing(cfg, args.config)
-        audit = _Audit(cfg.database.url)
-        await audit.open()
-        published = False
-
-        def issued(command: dict[str, Any]) -> None:
-            nonlocal published
-            audit.issued(command)
-            published = True
+        sign = _signing(cfg, args.config)
 
         def on_result(result: CommandResult) -> None:
-            audit.result(args.locker, result)
             if result.status == "accepted" and not args.json:
                 print("accepted", flush=True)
 
-        topics = Topics(cfg.mqtt.prefix)
-        try:
-            async with make_client(cfg.mqtt) as client, Remote(
-                client, topics, private_key=key, key_id=key_id
-            ) as remote:
-                if not args.force and not await _known_locker(audit, remote, args.locker):
-                    raise _Usage(
-                        f"unknown locker {args.locker!r}: the console has never heard of it (no "
-                        "row in the database, no retained status on the broker); check the id, "
-                        "or send it anyway with --force"
-                    )
-                outcome = await remote.send_command(
-                    args.locker, args.command_type, command_args, operator=args.operator,
-                    reason=args.reason, ttl_ms=ttl_ms, timeout=args.timeout,
-                    on_issued=issued, on_result=on_result,
-                )
-        except aiomqtt.MqttError as exc:
-            if not published:
-                return _broker_error(cfg, exc)
-            print(f"unknown: lost the broker after sending the command ({exc}); it may still "
-                  "execute until it expires", file=sys.stderr)
-            return EXIT_UNKNOWN
-        finally:
-            audit.close()
+        run = await operations.run_command(
+            cfg, sign, args.locker, args.command_type, command_args, operator=args.operator,
+            reason=args.reason, timeout=args.timeout, force=args.force, warn=_warning,
+            on_result=on_result,
+        )
+        if run.broker is not None:
+            return _broker_failure(cfg, run.broker)
+        if run.lost is not None:
+            print(f"unknown: lost the broker after sending the command ({run.lost}); it may "
+                  "still execute until it expires", file=sys.stderr)
+            return run.exit_code
+        outcome = run.outcome
+        assert outcome is not None
         if args.json:
             _print_json(outcome.to_dict())
         if outcome.status == "done":
@@ -451,7 +359,7 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
                 print(done_line(args, outcome.data) if done_line else "done")
             if args.command_type == "reveal-pin":
                 _pin_warning(args)
-            return EXIT_OK
+            return run.exit_code
         if outcome.status == "timeout":
             print(
                 f"unknown: no final result for {args.command_type} of cell {args.cell} on "
@@ -461,10 +369,10 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
                 f"{_when(outcome.expires_at)} (cmd_id {outcome.cmd_id})",
                 file=sys.stdout if not args.json else sys.stderr,
             )
-            return EXIT_UNKNOWN
+            return run.exit_code
         if not args.json:
             print(f"{outcome.status}: {outcome.reason}")
-        return EXIT_FAILED
+        return run.exit_code
 
     return _run(args, body)
 
@@ -763,6 +671,12 @@ def _add_publish_config(subparsers: SubParsers) -> None:
                    help="the configuration's version; default: the body's own `version` (a "
                         "profile's), else the version the locker runs (or was last sent) + 1")
     p.add_argument("--timeout", type=float, default=15.0, metavar="S")
+    p.add_argument("--form", choices=("auto", "sections", "flat"), default="auto",
+                   help="how the body is sent: `sections` ({\"storage\": profile, ...}, read "
+                        "by lockerd from this release on), `flat` (a bare profile, the form "
+                        "every lockerd reads), `auto` (default: flat while the file holds only "
+                        "a storage profile, so older lockers keep applying it; sections "
+                        "otherwise)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_publish_config)
 
@@ -788,6 +702,24 @@ def _read_body(path: Path) -> dict[str, Any]:
     return body
 
 
+def _body_in_form(body: dict[str, Any], form: str, path: Path) -> dict[str, Any]:
+    """The body as `--form` asks: `auto` keeps a bare profile flat (every lockerd applies it)
+    and a sectioned file in sections; a file with sections besides `storage` has no flat form."""
+    if form == "sections":
+        return sectioned(body)
+    if form == "flat" or (form == "auto" and is_sectioned(body)):
+        if not is_sectioned(body):
+            return body
+        extra = sorted(set(body) - {"storage"})
+        if form == "auto" and extra:
+            return body
+        if extra or not isinstance(body.get("storage"), dict):
+            raise _Usage(f"{path}: --form flat sends only a storage profile; the file has "
+                         f"sections {', '.join(sorted(body))}")
+        return dict(body["storage"])
+    return body
+
+
 def cmd_publish_config(args: argparse.Namespace) -> int:
     if not is_valid_locker_id(args.locker):
         return _error(f"invalid --locker {args.locker!r}")
@@ -795,23 +727,20 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
         return _error("--version must be >= 1")
 
     async def body(cfg: ConsoleConfig) -> int:
-        key, key_id, _ = _signing(cfg, args.config)
-        config_body = _read_body(args.file)
-        own = config_body.get("version")
+        sign = _signing(cfg, args.config)
+        config_body = _body_in_form(_read_body(args.file), args.form, args.file)
+        profile_part = config_body.get("storage", config_body)
+        own = profile_part.get("version") if isinstance(profile_part, dict) else None
         own_version = own if isinstance(own, int) and not isinstance(own, bool) else None
         version = args.version if args.version is not None else own_version
         if version is not None and version < 1:
             raise _Usage(f"{args.file}: version must be >= 1 (got {version})")
-        topics = Topics(cfg.mqtt.prefix)
-        try:
-            async with make_client(cfg.mqtt) as client, Remote(
-                client, topics, private_key=key, key_id=key_id
-            ) as remote:
-                outcome = await remote.publish_config(
-                    args.locker, config_body, version=version, timeout=args.timeout
-                )
-        except aiomqtt.MqttError as exc:
-            return _broker_error(cfg, exc)
+        run = await operations.publish_config(cfg, sign, args.locker, config_body,
+                                              version=version, timeout=args.timeout)
+        if run.broker is not None:
+            return _broker_failure(cfg, run.broker)
+        outcome = run.outcome
+        assert outcome is not None
         if args.json:
             _print_json(outcome.to_dict())
         # One name per thing: the body's own version is named only when it differs.
@@ -821,7 +750,7 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"applied: {args.locker} runs configuration version {outcome.version}"
                       f"{other}")
-            return EXIT_OK
+            return run.exit_code
         if outcome.status == "rejected":
             if not args.json:
                 hint = ""
@@ -829,13 +758,27 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
                         and outcome.previous_version is not None):
                     hint = f"; raise `version` in {args.file} above {outcome.previous_version}"
                 print(f"rejected: version {outcome.version}: {outcome.reason}{other}{hint}")
-            return EXIT_FAILED
+            return run.exit_code
         print(f"unknown: version {outcome.version} is published (retained) but {args.locker} did "
               f"not confirm it within {args.timeout:g} s; it will apply it when it reads it",
               file=sys.stderr if args.json else sys.stdout)
-        return EXIT_UNKNOWN
+        return run.exit_code
 
     return _run(args, body)
+
+
+#: Each command of the contract's table as `locker-console` offers it: (help, what done shows).
+_COMMAND_HELP: dict[CommandType, tuple[str, str]] = {
+    CommandType.OPEN: ("open a cell of a locker", ""),
+    CommandType.BLOCK: ("block a cell of a locker", ""),
+    CommandType.UNBLOCK: ("unblock a cell of a locker", ""),
+    CommandType.WAIVE: ("force majeure: waive the debt of a cell's tenancy",
+                        " (done: the amount waived)"),
+    CommandType.REVEAL_PIN: ("force majeure: show the PIN of a cell's tenancy",
+                             " (done: the PIN; the reveal is recorded)"),
+    CommandType.EVICT: ("force majeure: open an abandoned cell and close its tenancy as seized",
+                        " (done: the sensor saw the door open)"),
+}
 
 
 # -- wiring -----------------------------------------------------------------------------------
@@ -854,15 +797,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_keygen(subparsers)
     _add_ingest(subparsers)
-    for name in ("open", "block", "unblock"):
-        _add_cell_command(subparsers, name, f"{name} a cell of a locker")
-    _add_cell_command(subparsers, "waive", "force majeure: waive the debt of a cell's tenancy",
-                      done=" (done: the amount waived)")
-    _add_cell_command(subparsers, "reveal-pin", "force majeure: show the PIN of a cell's tenancy",
-                      done=" (done: the PIN; the reveal is recorded)")
-    _add_cell_command(subparsers, "evict",
-                      "force majeure: open an abandoned cell and close its tenancy as seized",
-                      done=" (done: the sensor saw the door open)", note=True)
+    for command in COMMANDS:  # every command of the contract, and only those
+        help_text, done = _COMMAND_HELP[command]
+        _add_cell_command(subparsers, command, help_text, done=done,
+                          note="note" in COMMANDS[command].args.model_fields)
     _add_status(subparsers)
     _add_alarms(subparsers)
     _add_watch(subparsers)

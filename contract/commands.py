@@ -1,0 +1,123 @@
+"""The remote commands of the contract: every command type, its `args` model, how it ends.
+
+One table that the locker's dispatcher (daemon.remote_commands), the console's CLI and
+docs/asyncapi.yaml all follow; tests/test_contract_vocabulary.py fails when one of them names a
+command the table lacks (or lacks one it names). A new command type is a new row here first.
+
+The argument models only say what the wire carries: a cell id is any integer here (a cell the
+locker does not have is `unknown_cell`, not `malformed`); whether the cell exists is the
+locker's to say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from contract.messages import MalformedPayload
+
+
+class CommandType(StrEnum):
+    """The `type` of a signed command."""
+
+    OPEN = "open"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    WAIVE = "waive"
+    REVEAL_PIN = "reveal-pin"
+    EVICT = "evict"
+
+
+class CommandArgs(BaseModel):
+    """Base of the `args` models: strict (no "3" for 3, no true for 1) and closed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CellArgs(CommandArgs):
+    """`{"cell": N}`: a cell id of the locker's configuration."""
+
+    cell: int
+
+
+class EvictArgs(CellArgs):
+    """`{"cell": N, "note": str}`: what was found in the cell and who witnessed it."""
+
+    note: str
+
+    @field_validator("note")
+    @classmethod
+    def _says_something(cls, note: str) -> str:
+        if not note.strip():
+            raise ValueError("note must not be blank")
+        return note
+
+
+class Executor(StrEnum):
+    """Who carries a command out on the locker."""
+
+    #: The cell machines: the lock moves (open, evict) or the cell's state does (block, unblock).
+    CELL = "cell"
+    #: The business holding the cell's tenancy answers it at once; no lock moves.
+    BUSINESS = "business"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One row of the command table."""
+
+    type: CommandType
+    args: type[CellArgs]
+    executor: Executor
+    #: `done` only once the door sensor saw the door open (else `done` follows `accepted`).
+    settled_by_door: bool
+    #: An audited act on a tenancy: the console refuses to send it with a blank `reason`.
+    audited: bool
+    #: The keys of `data` in its `done` result.
+    done_data: tuple[str, ...]
+
+
+#: Every command a locker may be sent, in the order the console lists them.
+COMMANDS: dict[CommandType, CommandSpec] = {
+    spec.type: spec
+    for spec in (
+        CommandSpec(CommandType.OPEN, CellArgs, Executor.CELL, True, False, ("cell", "door")),
+        CommandSpec(CommandType.BLOCK, CellArgs, Executor.CELL, False, False, ("cell", "state")),
+        CommandSpec(CommandType.UNBLOCK, CellArgs, Executor.CELL, False, False,
+                    ("cell", "state")),
+        CommandSpec(CommandType.WAIVE, CellArgs, Executor.BUSINESS, False, True,
+                    ("cell", "tenancy_id", "waived")),
+        CommandSpec(CommandType.REVEAL_PIN, CellArgs, Executor.BUSINESS, False, True,
+                    ("cell", "tenancy_id", "pin")),
+        CommandSpec(CommandType.EVICT, EvictArgs, Executor.CELL, True, True, ("cell", "door")),
+    )
+}
+
+
+class UnknownCommand(LookupError):
+    """A command type that is not in the table (the locker answers `unsupported`)."""
+
+
+def command_spec(type_: str) -> CommandSpec:
+    """The row of `type_`; UnknownCommand if there is none."""
+    try:
+        return COMMANDS[CommandType(type_)]
+    except ValueError:
+        raise UnknownCommand(type_) from None
+
+
+def parse_args(type_: str, args: Any) -> CellArgs:
+    """The validated `args` of a command of `type_`.
+
+    Raises UnknownCommand for a type not in the table and MalformedPayload for args that do
+    not fit its model (missing, extra or mistyped keys, a blank note)."""
+    spec = command_spec(type_)
+    if not isinstance(args, dict):
+        raise MalformedPayload(f"args: expected an object, got {type(args).__name__}")
+    try:
+        return spec.args.model_validate(args)
+    except ValidationError as exc:
+        raise MalformedPayload(f"args of {type_!r}: {exc.errors()[0]['msg']}") from None

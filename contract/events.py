@@ -1,0 +1,275 @@
+"""The event types of the contract: every `type` a locker records on `lockers/{id}/events`.
+
+Each type has a data model naming the fields its `data` carries (docs/asyncapi.yaml,
+`x-event-types`). The models allow extra keys: a tenancy or a bill is free-form today and a newer
+locker may add a field, which a console shows as it is. Every cell event carries `cell`, `board`
+and `lock`; an alarm carries `alarm: true`. tests/test_contract_vocabulary.py fails when the
+locker records a type this table lacks, when the table has one nothing records, or when
+docs/asyncapi.yaml disagrees with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventData(BaseModel):
+    """Base of the data models: the fields every event may carry; more keys allowed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    #: The cell the event is about (absent for locker-wide events).
+    cell: int | None = None
+    #: Set (true) on alarms.
+    alarm: bool | None = None
+
+
+class CellData(EventData):
+    """A cell's event: where its lock is, and the command or open it belongs to."""
+
+    board: str | None = None
+    lock: int | None = None
+    #: The cmd_id of the remote command, or the kiosk operation's id, that caused it.
+    ref: str | None = None
+    tenancy_id: str | None = None
+
+
+class OpenStarted(CellData):
+    #: deposit_started: the tenancy that the deposit will create (never its secrets).
+    tenancy: dict[str, Any] | None = None
+    #: eviction_started: what was found and who witnessed it.
+    note: str | None = None
+
+
+class OpenCompleted(CellData):
+    item_present: bool | None = None
+    #: The cell's state afterwards (open, temporary access).
+    state: str | None = None
+    #: The tenancy created (deposit) or closed (pickup, eviction: `outcome: seized`).
+    tenancy: dict[str, Any] | None = None
+    #: pickup_completed: the tenancy was overdue.
+    overdue: bool | None = None
+    #: eviction_completed: the state the cell was in.
+    was: str | None = None
+
+
+class OpenCancelled(CellData):
+    #: What the open was for (deposit, pickup, temporary, open, evict).
+    purpose: str | None = None
+    reason: str | None = None
+    #: deposit_cancelled: the payment for it is to be voided.
+    void_payment: bool | None = None
+
+
+class DoorData(CellData):
+    purpose: str | None = None
+    #: door_opened, unlock_retry: the unlock attempt (1, or 2 for the retry).
+    attempt: int | None = None
+    #: door_closed: how long it was open.
+    open_ms: int | None = None
+    #: door_left_open: open since (epoch ms).
+    open_since: int | None = None
+    #: lock_fault: unlock attempts made.
+    attempts: int | None = None
+    #: forced_open: the state the cell was in, and whether it was found open at boot.
+    state: str | None = None
+    at_boot: bool | None = None
+
+
+class BlockData(CellData):
+    reason: str | None = None
+    #: unblocked: the state the tenancy implies.
+    state: str | None = None
+
+
+class OverdueData(CellData):
+    due_at: int | None = None
+    state: str | None = None
+
+
+class BoardData(EventData):
+    board: str
+    #: board_offline: consecutive failed polls.
+    failures: int | None = None
+
+
+class PaymentData(CellData):
+    """Every payment event: the operation, what it paid for, the amount and the terminal's txn."""
+
+    op_id: str | None = None
+    #: rent, extend, pickup, temporary.
+    payment_for: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    txn: str | None = None
+    reason: str | None = None
+
+
+class BookedPayment(PaymentData):
+    """debt_paid, rental_extended, payment_recovered: a payment booked on the tenancy."""
+
+    paid_total: int | None = None
+    due_at: int | None = None
+
+
+class WaiverData(CellData):
+    amount: int | None = None
+    currency: str | None = None
+    reason: str | None = None
+    operator: str | None = None
+
+
+class PinData(CellData):
+    #: pin_issued: how the PIN went out (never the PIN itself).
+    channels: list[str] | None = None
+    #: pin_revealed: why and by whom.
+    reason: str | None = None
+    operator: str | None = None
+    #: pin_locked: PIN entry refused until (epoch ms).
+    until: int | None = None
+
+
+class BillData(CellData):
+    currency: str | None = None
+    price: int | None = None
+    paid: int | None = None
+    waived: int | None = None
+    due: int | None = None
+    elapsed_ms: int | None = None
+    paid_until: int | None = None
+
+
+class ReceiptData(CellData):
+    number: int | None = None
+    operation: str | None = None
+    op_id: str | None = None
+    payment_for: str | None = None
+    total: int | None = None
+    currency: str | None = None
+    transaction_id: str | None = None
+    printed: bool | None = None
+    emailed: bool | None = None
+
+
+class ChargingData(CellData):
+    #: charging_failed: whether it was switching on, and the error.
+    on: bool | None = None
+    error: str | None = None
+
+
+class CommandData(EventData):
+    #: Absent when the command could not be attributed (no usable cmd_id).
+    cmd_id: str | None = None
+    reason: str | None = None
+
+
+class ConfigData(EventData):
+    version: int | None = None
+    #: config_applied: contract.signing.config_hash of the body.
+    hash: str | None = None
+    reason: str | None = None
+    running_version: int | None = None
+    #: config_rejected (bad_profile): what is wrong with the body.
+    detail: str | None = None
+
+
+class ClockData(EventData):
+    delta_ms: int
+
+
+class StorageFullData(EventData):
+    since: int | None = None
+    until: int | None = None
+    errno: int | None = None
+    error: str | None = None
+    #: Operations refused meanwhile.
+    refused: int | None = None
+    #: Events held in memory meanwhile, committed with this alarm.
+    held_events: int | None = None
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One row of the event table."""
+
+    type: str
+    data: type[EventData]
+    #: Recorded as an alarm (`data.alarm` true).
+    alarm: bool = False
+    summary: str = ""
+
+
+def _opens(purpose: str, noun: str) -> list[EventSpec]:
+    return [
+        EventSpec(f"{purpose}_started", OpenStarted, summary=f"{noun}: the lock was released"),
+        EventSpec(f"{purpose}_completed", OpenCompleted,
+                  summary=f"{noun}: the door was seen open and closed again"),
+        EventSpec(f"{purpose}_cancelled", OpenCancelled,
+                  summary=f"{noun}: the door was never opened, or the open failed"),
+    ]
+
+
+_ROWS: list[EventSpec] = [
+    *_opens("deposit", "a deposit"),
+    *_opens("pickup", "a pickup"),
+    *_opens("temporary_access", "a temporary access"),
+    *_opens("open", "an operator's open"),
+    *_opens("eviction", "an eviction"),
+    EventSpec("door_opened", DoorData, summary="the sensor saw an authorised open"),
+    EventSpec("door_closed", DoorData, summary="the sensor saw the door close"),
+    EventSpec("unlock_retry", DoorData, summary="the door was not seen open: one more pulse"),
+    EventSpec("lock_fault", DoorData, True, "pulsed twice, never seen open: cell blocked"),
+    EventSpec("forced_open", DoorData, True, "the door opened without an authorised open"),
+    EventSpec("door_left_open", DoorData, True, "the door stayed open too long"),
+    EventSpec("blocked", BlockData, summary="the cell was blocked"),
+    EventSpec("unblocked", BlockData, summary="the cell was unblocked"),
+    EventSpec("overdue", OverdueData, summary="the paid time or the storage limit ran out"),
+    EventSpec("board_offline", BoardData, True, "a board stopped answering: its doors unknown"),
+    EventSpec("board_online", BoardData, summary="a board answers again"),
+    *(EventSpec(f"payment_{status}", PaymentData, status == "unknown", f"a payment {status}")
+      for status in ("approved", "declined", "cancelled", "offline", "unknown", "voided",
+                     "refunded")),
+    EventSpec("payment_recovered", BookedPayment,
+              summary="a payment found approved after a timeout, booked on its tenancy"),
+    EventSpec("debt_paid", BookedPayment, summary="the debt of a tenancy was paid"),
+    EventSpec("rental_extended", BookedPayment, summary="a rental was extended"),
+    EventSpec("debt_waived", WaiverData, summary="an operator waived a tenancy's debt (`waive`)"),
+    EventSpec("pin_issued", PinData, summary="a PIN was given out (never the PIN)"),
+    EventSpec("pin_revealed", PinData,
+              summary="an operator was shown a PIN (`reveal-pin`; never the PIN)"),
+    EventSpec("pin_locked", PinData, True, "too many wrong PINs: PIN entry locked"),
+    EventSpec("pickup_bill", BillData, summary="the bill at pickup"),
+    EventSpec("receipt_issued", ReceiptData, summary="a receipt was printed and/or e-mailed"),
+    EventSpec("charging_on", ChargingData, summary="a cell's phone socket was switched on"),
+    EventSpec("charging_off", ChargingData, summary="a cell's phone socket was switched off"),
+    EventSpec("charging_failed", ChargingData, summary="a phone socket could not be switched"),
+    EventSpec("command_rejected", CommandData, summary="a remote command was refused"),
+    EventSpec("command_failed", CommandData, summary="a remote command failed on the locker"),
+    EventSpec("config_applied", ConfigData, summary="a signed configuration was applied"),
+    EventSpec("config_rejected", ConfigData, summary="a signed configuration was refused"),
+    EventSpec("clock_jumped", ClockData, True, "the wall clock stepped; stored times moved"),
+    EventSpec("storage_full", StorageFullData, True,
+              "the locker could not store for a while; what it held is committed with this"),
+]
+
+#: Every event type a locker records, with its data model.
+EVENTS: dict[str, EventSpec] = {row.type: row for row in _ROWS}
+assert len(EVENTS) == len(_ROWS), "an event type is listed twice"
+
+#: The data fields every event may carry, whatever its type.
+COMMON_FIELDS = tuple(EventData.model_fields)
+
+
+def event_fields(type_: str) -> tuple[str, ...]:
+    """The named data fields of `type_` (KeyError for a type not in the table)."""
+    return tuple(EVENTS[type_].data.model_fields)
+
+
+def event_data(type_: str, data: dict[str, Any]) -> EventData:
+    """`data` read through its model (the base model for a type a newer locker added)."""
+    spec = EVENTS.get(type_)
+    return (spec.data if spec else EventData).model_validate(data)
+

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.io.boards.sim import PtySimulator  # noqa: E402
+from board_sim.simulator import PtySimulator  # noqa: E402
 from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
 
 BOARDS, LOCKS, POLL_MS = 10, 48, 100

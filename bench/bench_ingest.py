@@ -52,7 +52,8 @@ from contract.topics import Topics  # noqa: E402
 from fleet_console.config import ConsoleMqtt  # noqa: E402
 from fleet_console.db import Alarm, EventRow, open_database  # noqa: E402
 from fleet_console.ingest import Ingest, IngestSettings  # noqa: E402
-from fleet_console.mqtt import NODELAY, make_client  # noqa: E402
+from fleet_console.mqtt import make_client  # noqa: E402
+from fleet_io.mqtt_client import NODELAY  # noqa: E402
 from tests.fixtures.postgres import PrivatePostgres, find_pg_bin  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"

@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.io.boards.sim import PtySimulator  # noqa: E402
+from board_sim.simulator import PtySimulator  # noqa: E402
 from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
 from tests.fixtures.storage_locker import CELLS, free_port, profile_toml  # noqa: E402
 

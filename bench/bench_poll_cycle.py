@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from board_sim.simulator import PtySimulator  # noqa: E402
 from daemon.config import BoardConfig  # noqa: E402
 from daemon.io.boards import SerialBus, make_driver  # noqa: E402
-from daemon.io.boards.sim import PtySimulator  # noqa: E402
 
 CASES = [("kerong-cu16", 19200), ("kerong-cu48", 19200), ("modbus-relay", 9600)]
 QUIET_GAP_MS = 25

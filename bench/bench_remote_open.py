@@ -141,7 +141,7 @@ async def raw_round_trips(mqtt: ConsoleMqtt, n: int) -> list[float]:
 
 # -- the locker -------------------------------------------------------------------------------
 class SimProcess:
-    """daemon.io.boards.sim.PtySimulator in its own process (`locker-sim`, doors auto-close), so
+    """board_sim.simulator.PtySimulator in its own process (`locker-sim`, doors auto-close), so
     that its serving thread does not share this process's GIL with the timed event loop."""
 
     def __init__(self, locks: int, auto_close_ms: int) -> None:

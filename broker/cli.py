@@ -51,7 +51,7 @@ from broker.mosquitto_conf import (
 )
 from broker.registry import Registry, RegistryError, default_registry_path
 from broker.runner import find_mosquitto, find_running_mosquitto
-from contract.closed_pipe import run_quietly_on_closed_pipe
+from fleet_io.closed_pipe import run_quietly_on_closed_pipe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

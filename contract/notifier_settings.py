@@ -80,6 +80,11 @@ class NotifierSections(StrictSection):
     email: str = "none"
     http: HttpSmsSettings | None = None
     smtp: SmtpSettings | None = None
+    #: Tries of one message whose failure may pass (gateway 5xx, 408 or 429, unreachable, SMTP
+    #: 4xx); the wait before the second try is `retry_s`, doubling after. The same rule on the
+    #: locker (its own http and smtp channels) and on the console.
+    attempts: int = Field(3, ge=1, le=10)
+    retry_s: float = Field(2.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _adapters_configured(self) -> NotifierSections:

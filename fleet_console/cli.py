@@ -28,7 +28,6 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from contract.closed_pipe import run_quietly_on_closed_pipe
 from contract.commands import COMMANDS, CommandType
 from contract.config_file import read_toml
 from contract.messages import (
@@ -60,6 +59,7 @@ from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
 from fleet_console.mqtt import login_hint, make_client
 from fleet_console.notify import ConsoleNotifier
 from fleet_console.remote import Remote
+from fleet_io.closed_pipe import run_quietly_on_closed_pipe
 
 EXIT_OK = 0
 EXIT_FAILED = 1

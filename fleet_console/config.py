@@ -40,10 +40,6 @@ class Notifier(NotifierSections):
     #: never the text; demos); none: not sent, recorded as no_channel.
     sms: Literal["none", "http", "log"] = "none"
     email: Literal["none", "smtp", "log"] = "none"
-    #: Tries of one message whose failure may pass (gateway 5xx or 429, timeout, SMTP 4xx);
-    #: the wait before the second try is `retry_s`, doubling after. A code outlives them.
-    attempts: int = Field(3, ge=1, le=10)
-    retry_s: float = Field(2.0, gt=0, le=300)
 
 
 class IngestLimits(StrictSection):

@@ -96,7 +96,7 @@ from fleet_console.db import (
     upsert,
 )
 from fleet_console.flood import FloodMeter
-from fleet_console.mqtt import DEFAULT_SESSION_EXPIRY_S, ack, login_hint, make_client
+from fleet_console.mqtt import ack, login_hint, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
 from fleet_console.quarantine import (
     MAX_DETAIL_CHARS,
@@ -106,6 +106,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
+from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
 

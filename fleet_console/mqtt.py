@@ -1,39 +1,28 @@
-"""How the console connects to the fleet's broker: one place for TCP_NODELAY, MQTT 5 and sessions.
+"""How the console connects to the fleet's broker: its `[mqtt]` keys, client ids, login hints.
 
-Every console program (ingest, operator CLI, benchmarks) builds its aiomqtt client here, so that
-none forgets TCP_NODELAY (docs/architecture.md, "Latency": 88 ms -> 0.5 ms per round trip) and the
-ingest's persistent session is set up the same way everywhere.
+The client itself (TCP_NODELAY, MQTT 5 sessions, manual acknowledgements) is built by
+`fleet_io.mqtt_client`, as the locker's is; here is only what is the console's own: the protocol
+version its configuration names, a fresh id for a short-lived client, and what to tell an
+operator whose login the broker refused.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
 import uuid
-from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from aiomqtt import ProtocolVersion
 
 from fleet_console.config import ConsoleMqtt
-
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-
-#: How long the broker keeps the ingest's session (subscriptions and queued messages) while it
-#: is disconnected; the broker's own `persistent_client_expiration` may cut it shorter.
-DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-#: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 0x86 and 0x87.
-_LOGIN_REFUSED = {4, 5, 0x86, 0x87}
+from fleet_io import mqtt_client
+from fleet_io.mqtt_client import LOGIN_REFUSED
 
 
 def login_refused(exc: BaseException) -> bool:
     """True when the broker answered and refused the login (not: the broker is unreachable)."""
     rc = getattr(exc, "rc", None)
     value = getattr(rc, "value", rc)
-    return isinstance(exc, aiomqtt.MqttCodeError) and value in _LOGIN_REFUSED
+    return isinstance(exc, aiomqtt.MqttCodeError) and value in LOGIN_REFUSED
 
 
 def login_hint(exc: BaseException) -> str:
@@ -64,58 +53,25 @@ def make_client(
     manual_ack: bool = False,
     timeout: float = 10.0,
 ) -> aiomqtt.Client:
-    """An unentered aiomqtt client speaking MQTT 5 with TCP_NODELAY.
+    """An unentered client for the console's `[mqtt]` (see `fleet_io.mqtt_client.make_client`).
 
-    `session_expiry_s` set: a persistent session (clean start off) that the broker keeps for that
-    long, so QoS 1 messages published while we are away are delivered when we come back; it needs
-    a stable `identifier`. Unset: a clean session that ends with the connection.
-    `receive_maximum` is how many unacknowledged QoS 1 messages the broker may have in flight to
-    us (MQTT 5 flow control; what lets a manual-ack consumer batch); `max_inflight` how many of
-    our own QoS 1 publishes may await their PUBACK at once (paho's default is 20).
-    `manual_ack`: received QoS 1 messages are acknowledged only by `ack(client, message)`, so a
-    message the process dies with is delivered again (it is set before CONNECT, since a resumed
-    session's queued messages arrive right after the CONNACK).
+    `session_expiry_s` set needs a stable `identifier` (a persistent session); unset, a fresh
+    `console-cli-...` id and a clean session.
     """
     if session_expiry_s is not None and identifier is None:
         raise ValueError("a persistent session needs a stable client identifier")
-    v5 = settings.protocol == "5"
-    version: dict[str, Any]
-    if v5:
-        properties = Properties(PacketTypes.CONNECT)
-        if session_expiry_s is not None:
-            properties.SessionExpiryInterval = session_expiry_s
-        if receive_maximum is not None:
-            properties.ReceiveMaximum = receive_maximum
-        version = {
-            "protocol": aiomqtt.ProtocolVersion.V5,
-            "clean_start": session_expiry_s is None,
-            "properties": properties,
-        }
-    else:  # MQTT 3.1.1 (e.g. the embedded demo broker): the broker keeps a session until reuse
-        version = {
-            "protocol": aiomqtt.ProtocolVersion.V311,
-            "clean_session": session_expiry_s is None,
-        }
-    client = aiomqtt.Client(
-        settings.host,
-        settings.port,
-        username=settings.username,
-        password=settings.password,
+    return mqtt_client.make_client(
+        settings,
         identifier=identifier or client_id("cli"),
-        **version,
-        keepalive=settings.keepalive,
+        protocol=ProtocolVersion.V5 if settings.protocol == "5" else ProtocolVersion.V311,
+        session_expiry_s=session_expiry_s,
+        receive_maximum=receive_maximum,
+        max_inflight=max_inflight,
+        manual_ack=manual_ack,
         timeout=timeout,
-        socket_options=NODELAY,
-        tls_context=ssl.create_default_context() if settings.tls else None,
-        max_inflight_messages=max_inflight,
     )
-    if manual_ack:
-        # aiomqtt has no switch for this; the paho client it wraps does.
-        client._client.manual_ack_set(True)
-    return client
 
 
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """Send the PUBACK of a QoS 1 message received with `manual_ack` (no-op for QoS 0)."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)
+    mqtt_client.ack(client, message.mid, message.qos)

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from board_sim.bus import SimBus
+from board_sim.control import execute
+from board_sim.simulator import PtySimulator
 from daemon.config import BoardConfig
 from daemon.io.boards import SerialBus, make_driver
 from daemon.io.boards.checksums import with_crc16
 from daemon.io.boards.kerong_cu16 import Cu16Codec
 from daemon.io.boards.kerong_cu48 import Cu48Codec
 from daemon.io.boards.modbus_relay import ModbusRelayCodec
-from daemon.io.boards.sim import PtySimulator
-from daemon.io.boards.sim_bus import SimBus
-from daemon.io.boards.sim_control import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,7 @@ def test_command_language(board_sim: Callable[..., PtySimulator]) -> None:
 
 def start_cli(*args: str, stdin: int | None = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.io.boards.sim_cli", *args],
+        [sys.executable, "-m", "board_sim.cli", *args],
         cwd=ROOT,
         stdin=stdin,
         stdout=subprocess.PIPE,

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from board_sim.bus import SimBus
+from board_sim.simulator import PtySimulator
 from daemon.config import BoardConfig
 from daemon.io.boards import (
     BoardDriver,
@@ -25,8 +27,6 @@ from daemon.io.boards import (
     make_driver,
     open_buses,
 )
-from daemon.io.boards.sim import PtySimulator
-from daemon.io.boards.sim_bus import SimBus
 from daemon.io.boards.transport import _Receiver
 
 PROTOCOLS = ["kerong-cu16", "kerong-cu48", "modbus-relay"]

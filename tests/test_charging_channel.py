@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
+from board_sim.boards import ModbusRelayBoard
+from board_sim.bus import SimBus
+from board_sim.simulator import PtySimulator
 from daemon.config import BoardConfig
 from daemon.io.boards import FrameError, SerialBus, make_driver
 from daemon.io.boards.checksums import with_crc16
 from daemon.io.boards.driver import OutputError, OutputUnsupportedError
 from daemon.io.boards.modbus_relay import ModbusRelayCodec
-from daemon.io.boards.sim import PtySimulator
-from daemon.io.boards.sim_boards import ModbusRelayBoard
-from daemon.io.boards.sim_bus import SimBus
 
 FAST = {"timeout_ms": 80, "quiet_gap_ms": 10, "frame_gap_ms": 2}
 

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.io.payment import (
-    JournalCorrupt,
-    Outcome,
-    PaymentStatus,
-    PaymentTerminal,
-    ReversalStatus,
-    SimulatedTerminal,
-)
+from daemon.io.payment.port import PaymentStatus, PaymentTerminal, ReversalStatus
+from daemon.io.payment.simulator import JournalCorrupt, Outcome, SimulatedTerminal
 
 
 @pytest.fixture

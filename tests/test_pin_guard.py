@@ -1,4 +1,4 @@
-"""PIN guessing defence (daemon/storage/pin_guard.py): cell lockouts and the kiosk-wide delay."""
+"""PIN guessing defence (daemon/access/pin_guard.py): cell lockouts and the kiosk-wide delay."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.storage.pin_guard import GuardPolicy, PinGuard
+from daemon.access.pin_guard import GuardPolicy, PinGuard
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -12,21 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from daemon.io.receipts import (
-    CODEPAGE_CP866,
-    FEED_AND_PARTIAL_CUT,
+from daemon.io.receipts.model import (
+    OperationType,
+    PaymentMethod,
+    Receipt,
+    ReceiptItem,
+    VatRate,
+    format_amount,
+)
+from daemon.io.receipts.printers import (
     DevicePrinter,
     FilePrinter,
     NetworkPrinter,
-    OperationType,
-    PaymentMethod,
     PrinterError,
-    Receipt,
-    ReceiptItem,
     ReceiptPrinter,
     SerialPrinter,
-    VatRate,
-    format_amount,
+)
+from daemon.io.receipts.render import (
+    CODEPAGE_CP866,
+    FEED_AND_PARTIAL_CUT,
     render_escpos,
     render_text,
 )

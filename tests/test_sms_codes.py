@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from daemon.sms_codes import (
+from daemon.access.sms_codes import (
     CodePolicy,
     IssueStatus,
     PhoneError,

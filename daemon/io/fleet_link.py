@@ -30,8 +30,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
-import ssl
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -39,7 +37,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiomqtt
-import paho.mqtt.client as paho
 from aiomqtt import ProtocolVersion
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
@@ -58,20 +55,13 @@ from contract.messages import (
     Status,
 )
 from contract.topics import Topics
+from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S, LOGIN_REFUSED, ack, make_client
 
 if TYPE_CHECKING:
     from daemon.config import MqttSettings
 
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-#: How long the broker keeps our session (subscriptions, queued commands) while we are away;
-#: Mosquitto's `persistent_client_expiration` may cut it shorter.
-DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 #: CONNACK codes that mean "this broker does not speak MQTT 5": 3.1.1's 1 as paho maps it (0x84).
 _UNSUPPORTED_PROTOCOL = {1, 0x84}
-
-#: CONNACK codes of a refused login: 3.1.1's 4 (bad user name or password) and 5 (not
-#: authorised), and MQTT 5's 0x86 and 0x87.
-_LOGIN_REFUSED = {4, 5, 0x86, 0x87}
 #: A refused login is logged at level error at most this often (seconds); the retries between
 #: are logged at info.
 REFUSAL_REPEAT_S = 60.0
@@ -389,7 +379,7 @@ class FleetLink:
     def _refused(self, code: int, reason: str) -> None:
         """A CONNACK refusal. A refused login is the operator's to fix, so it is an error with
         what to check, said at most once per REFUSAL_REPEAT_S while the retries go on."""
-        if code not in _LOGIN_REFUSED:
+        if code not in LOGIN_REFUSED:
             self._log("connect_refused", level="warning", reason=reason, code=code)
             return
         self._refusals_unsaid += 1
@@ -408,34 +398,18 @@ class FleetLink:
         self._refusal_said_at, self._refusals_unsaid = now, 0
 
     def _make_client(self) -> aiomqtt.Client:
-        s = self.settings
-        v5 = self._protocol is ProtocolVersion.V5
-        connect_props = None
-        if v5:
-            connect_props = Properties(PacketTypes.CONNECT)
-            connect_props.SessionExpiryInterval = self._session_expiry_s
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password,
+        # A persistent session, PUBACK only once the core handled a message, pipelining normal.
+        return make_client(
+            self.settings,
             identifier=self.locker_id,
             protocol=self._protocol,
-            clean_session=None if v5 else False,
-            # paho refuses clean_start with 3.1.1; there clean_session=False does the same.
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=connect_props,
+            session_expiry_s=self._session_expiry_s,
+            max_inflight=self._max_in_flight + 100,
+            pending_calls_threshold=self._max_in_flight + 100,
             will=aiomqtt.Will(self._t_status, Status.offline().to_payload(), qos=1, retain=True),
-            keepalive=s.keepalive,
+            manual_ack=True,
             timeout=self._timeout,
-            socket_options=NODELAY,
-            tls_context=ssl.create_default_context() if s.tls else None,
-            max_inflight_messages=self._max_in_flight + 100,
         )
-        client.pending_calls_threshold = self._max_in_flight + 100  # pipelining is normal here
-        # PUBACK only once the core handled a message (aiomqtt has no switch; paho does).
-        client._client.manual_ack_set(True)
-        return client
 
     async def _session(self) -> None:
         """One connection: set up, then read and publish until it breaks (MqttError)."""
@@ -780,8 +754,7 @@ def _encode(model: type[Message], obj: dict, what: str, log: LogFn) -> bytes:
 
 def _puback(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Acknowledge a QoS 1 message received with manual acks (aiomqtt exposes no such call)."""
-    if qos > 0:
-        client._client.ack(mid, qos)
+    ack(client, mid, qos)
 
 
 def _version_name(protocol: ProtocolVersion) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from daemon.fsm import Event
-from daemon.io.payment import PaymentResult, PaymentStatus, PaymentTerminal
+from daemon.io.payment.port import PaymentResult, PaymentStatus, PaymentTerminal
 from daemon.storage.errors import StorageError
 from daemon.storage.receipting import ReceiptDesk
 from daemon.storage.texts import item_name

@@ -10,19 +10,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from daemon.fsm import Event
-from daemon.io.receipts import (
-    TEXTS as RECEIPT_TEXTS,
-)
-from daemon.io.receipts import (
-    OperationType,
-    Receipt,
-    ReceiptItem,
-    ReceiptPrinter,
-    TaxSystem,
-    VatRate,
-    render_escpos,
-    render_text,
-)
+from daemon.io.receipts.model import TEXTS as RECEIPT_TEXTS
+from daemon.io.receipts.model import OperationType, Receipt, ReceiptItem, TaxSystem, VatRate
+from daemon.io.receipts.printers import ReceiptPrinter
+from daemon.io.receipts.render import render_escpos, render_text
 from daemon.storage.settings import PrinterSettings
 from daemon.storage.texts import FALLBACK, item_name, text
 

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from contract.pricing import RentalTariff
 from contract.profiles import Profile
+from daemon.access.pin_guard import GuardPolicy, PinGuard
+from daemon.access.sms_codes import CodePolicy, IssueStatus, PhoneError, SmsCodes, VerifyResult
 from daemon.fsm import Event, Refused
-from daemon.io.payment import PaymentResult, PaymentTerminal
-from daemon.io.receipts import ReceiptPrinter
-from daemon.sms_codes import CodePolicy, IssueStatus, PhoneError, SmsCodes, VerifyResult
+from daemon.io.payment.port import PaymentResult, PaymentTerminal
+from daemon.io.receipts.printers import ReceiptPrinter
 from daemon.storage import billing
 from daemon.storage.errors import StorageError
 from daemon.storage.ledger import PaymentLedger, payment_data, payment_entry
-from daemon.storage.pin_guard import GuardPolicy, PinGuard
 from daemon.storage.receipting import ReceiptDesk
 from daemon.storage.settings import KioskSettings, PrinterSettings
 from daemon.storage.texts import text

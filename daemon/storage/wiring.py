@@ -9,16 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from daemon.io.notifier import (
-    CombinedNotifier,
-    DeliveryResult,
-    HttpSmsGateway,
-    LogNotifier,
-    MqttRelayNotifier,
-    SmtpEmail,
-)
-from daemon.io.payment import SimulatedTerminal
-from daemon.io.receipts import (
+from daemon.io.notifier import CombinedNotifier, LogNotifier, MqttRelayNotifier
+from daemon.io.payment.simulator import SimulatedTerminal
+from daemon.io.receipts.printers import (
     DevicePrinter,
     FilePrinter,
     NetworkPrinter,
@@ -26,6 +19,9 @@ from daemon.io.receipts import (
     SerialPrinter,
 )
 from daemon.storage.service import StorageService
+from fleet_io.delivery import DeliveryResult, Retrying, RetryPolicy
+from fleet_io.sms_gateway import HttpSmsGateway
+from fleet_io.smtp_email import SmtpEmail
 
 if TYPE_CHECKING:
     from daemon.app import LockerDaemon
@@ -62,15 +58,9 @@ def build_printer(settings: PrinterSettings) -> ReceiptPrinter | None:
 def build_notifier(settings: NotifierSettings, daemon: LockerDaemon) -> CombinedNotifier:
     def adapter(kind: str) -> Any:
         if kind == "http" and settings.http is not None:
-            h = settings.http
-            return HttpSmsGateway(h.url, method=h.method, body_template=h.body_template,
-                                  body_escape=h.body_escape, headers=h.headers,
-                                  timeout_s=h.timeout_s)
+            return Retrying(HttpSmsGateway.of(settings.http), RetryPolicy.of(settings))
         if kind == "smtp" and settings.smtp is not None:
-            s = settings.smtp
-            return SmtpEmail(s.host, s.sender, port=s.port, starttls=s.starttls,
-                             use_tls=s.use_tls, username=s.username, password=s.password,
-                             timeout_s=s.timeout_s)
+            return Retrying(SmtpEmail.of(settings.smtp), RetryPolicy.of(settings))
         if kind == "mqtt":
             return MqttRelayNotifier(daemon.relay_notification)
         if kind == "log":

@@ -1,7 +1,8 @@
-"""Lock boards: sans-I/O codecs, the shared serial transport, drivers and simulators.
+"""Lock boards: sans-I/O codecs, the shared serial transport and the drivers.
 
-The daemon needs `open_buses`, `make_driver`, `BoardDriver`, `LockReading` and the errors; the
-simulators (`daemon.io.boards.sim`) are imported by tests, benchmarks and `locker-sim` only.
+The daemon needs `open_buses`, `make_driver`, `BoardDriver`, `LockReading` and the errors. The
+simulators live apart, in the top-level `board_sim` package, which the daemon never imports
+(tests, benchmarks and `locker-sim` do).
 """
 
 from daemon.io.boards.codec import BoardCodec, FrameError, LockReading

@@ -20,8 +20,8 @@ import time
 import tty
 from types import TracebackType
 
-from daemon.io.boards.sim_boards import ModbusRelayBoard, SimLock
-from daemon.io.boards.sim_bus import SimBus
+from board_sim.boards import ModbusRelayBoard, SimLock
+from board_sim.bus import SimBus
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import copy
 import random
 from collections import Counter
 
-from daemon.io.boards.sim_boards import BOARD_TYPES, SimBoard
+from board_sim.boards import BOARD_TYPES, SimBoard
 
 #: Longest request any protocol here uses; a buffer that cannot hold one is resynchronised.
 MAX_REQUEST = 16

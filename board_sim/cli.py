@@ -20,9 +20,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from daemon.io.boards.sim import PtySimulator
-from daemon.io.boards.sim_boards import BOARD_TYPES
-from daemon.io.boards.sim_control import Quit, execute
+from board_sim.boards import BOARD_TYPES
+from board_sim.control import Quit, execute
+from board_sim.simulator import PtySimulator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

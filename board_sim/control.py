@@ -6,7 +6,7 @@ One command per line; the answer is one line starting `ok` or `error` (status: a
 
 from __future__ import annotations
 
-from daemon.io.boards.sim import PtySimulator
+from board_sim.simulator import PtySimulator
 
 HELP = """\
 open [B] L            open the door of lock L by hand (no unlock frame; works on stuck locks)

@@ -1,0 +1,1 @@
+"""The payment port (`port.py`) and its simulated terminal (`simulator.py`), apart."""

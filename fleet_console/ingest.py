@@ -9,7 +9,9 @@ nothing published while the ingest is away or crashing is lost. Messages are bat
 up to a few hundred, one transaction); after the commit, each locker with events in the batch gets
 one `events/ack` with its ack watermark.
 
-**Ack and gap policy.** Events are stored once per (locker, seq) (a duplicate is dropped but still
+**Ack and gap policy** (the pure `Sequencer` and `AckPacer` of fleet_console/sequencing.py;
+this module restores their state from the database and publishes the acks).
+Events are stored once per (locker, seq) (a duplicate is dropped but still
 acknowledged). The first event ever seen from a locker sets its baseline. The ack watermark is the
 end of the contiguous prefix: `up_to_seq` never covers a missing seq, so the locker keeps
 everything after a hole in its outbox and can send it again. An event past the next expected one
@@ -106,7 +108,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
-from fleet_console.sequencing import Sequencer
+from fleet_console.sequencing import AckPacer, Sequencer
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -261,8 +263,7 @@ class Ingest:
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
-        self._ack_due: dict[str, int] = {}
-        self._ack_busy: set[str] = set()
+        self._acks = AckPacer()
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._notify_busy: dict[tuple[str, str], asyncio.Event] = {}
@@ -454,8 +455,7 @@ class Ingest:
             # alone (under load, one ack covers several batches). A lost ack is harmless: the
             # locker sends again and its duplicate is acknowledged.
             for locker, seq in acks.items():
-                self._ack_due[locker] = seq
-                if locker not in self._ack_busy:
+                if self._acks.watermark(locker, seq):
                     self._send_ack(client, locker)
 
     def _send_delivered(
@@ -537,8 +537,7 @@ class Ingest:
         return alarms
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
-        seq = self._ack_due.pop(locker)
-        self._ack_busy.add(locker)
+        seq = self._acks.take(locker)
         task = asyncio.create_task(client.publish(
             self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
             timeout=10,
@@ -555,13 +554,12 @@ class Ingest:
         if failed:
             # Keep the watermark due: it goes out again on this connection's next ack for the
             # locker, or with the next connection (a locker's outbox must never stall).
-            self._ack_due[locker] = max(self._ack_due.get(locker, 0), seq)
+            self._acks.failed(locker, seq)
             if not task.cancelled():
                 log.warning("event ack not confirmed by the broker: %s", task.exception())
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
-        self._ack_busy.discard(locker)
-        if not failed and locker in self._ack_due:
+        if self._acks.finished(locker) and not failed:
             self._send_ack(client, locker)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
@@ -569,8 +567,7 @@ class Ingest:
         self._client = client
         for task in list(self._ack_tasks):
             task.cancel()
-        self._ack_busy.clear()
-        for locker in list(self._ack_due):
+        for locker in self._acks.reconnected():
             self._send_ack(client, locker)
 
     def _now_ms(self) -> int:

@@ -154,3 +154,40 @@ class Sequencer:
             out.changed.add(lk)
             out.acks[lk] = st.acked
         return out
+
+
+class AckPacer:
+    """When to publish each locker's ack watermark: at most one `events/ack` per locker in
+    flight; a newer watermark waits for it and then goes out alone (under load, one ack covers
+    several batches). A failed one stays due for the next try or the next connection: a
+    locker's outbox must never stall. A lost ack is harmless (the locker sends again)."""
+
+    def __init__(self) -> None:
+        #: Watermarks not yet published, and lockers with an ack in flight.
+        self.due: dict[str, int] = {}
+        self.busy: set[str] = set()
+
+    def watermark(self, locker: str, up_to_seq: int) -> bool:
+        """A committed batch moved this watermark; True: publish now (`take`)."""
+        self.due[locker] = up_to_seq
+        return locker not in self.busy
+
+    def take(self, locker: str) -> int:
+        """The watermark to publish now; the locker has an ack in flight until `finished`."""
+        seq = self.due.pop(locker)
+        self.busy.add(locker)
+        return seq
+
+    def failed(self, locker: str, up_to_seq: int) -> None:
+        """The broker did not take this ack: keep it due."""
+        self.due[locker] = max(self.due.get(locker, 0), up_to_seq)
+
+    def finished(self, locker: str) -> bool:
+        """The ack in flight is done (on the current connection); True: a newer one is due."""
+        self.busy.discard(locker)
+        return locker in self.due
+
+    def reconnected(self) -> list[str]:
+        """A new connection: acks in flight on the old one are gone; these are due now."""
+        self.busy.clear()
+        return list(self.due)

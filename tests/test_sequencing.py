@@ -3,13 +3,29 @@ and the locker's window and the console's sequencer together over a hostile netw
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.io.outbox_window import AckVerdict, OutboxWindow
-from fleet_console.sequencing import PermanentGap, SeqGap, Sequencer
+from fleet_console.sequencing import AckPacer, PermanentGap, SeqGap, Sequencer
 
 GAP_MS = 30_000
+
+
+@pytest.mark.parametrize("module", ["daemon/io/outbox_window.py", "fleet_console/sequencing.py"])
+def test_delivery_policies_are_pure(module: str) -> None:
+    """No network, database, event loop or clock: time comes in as an argument."""
+    tree = ast.parse((Path(__file__).resolve().parents[1] / module).read_text())
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "collections", "dataclasses", "enum", "typing"}, imported
 
 
 def _fresh(*lockers: str) -> Sequencer:
@@ -65,6 +81,18 @@ def test_restored_state_carries_the_seqs_stored_past_a_hole() -> None:
     assert seq.missing(["a", "b"]) == ["b"]
     done = seq.sequence([("a", 6)], now=200)
     assert done.acks == {"a": 8} and done.new == 1
+
+
+def test_one_ack_per_locker_in_flight_the_newest_watermark_next_and_a_failed_one_kept() -> None:
+    acks = AckPacer()
+    assert acks.watermark("a", 5) is True and acks.take("a") == 5
+    assert acks.watermark("a", 7) is False and acks.watermark("a", 9) is False  # waits
+    assert acks.finished("a") is True and acks.take("a") == 9  # the newest, alone
+    acks.failed("a", 9)  # the broker did not take it
+    assert acks.finished("a") is True and acks.due == {"a": 9}
+    assert acks.take("a") == 9 and acks.reconnected() == [] and acks.busy == set()
+    acks.failed("a", 9)
+    assert acks.reconnected() == ["a"]
 
 
 _batches = st.lists(

@@ -21,6 +21,9 @@ What it guarantees (docs/architecture.md, "MQTT contract" and "Nothing is lost")
   (the core's replay cache makes that harmless);
 - reconnect for ever with exponential backoff and jitter; network errors never leave `run()`,
   and neither a port exception nor a malformed message stops the link.
+
+The window, ack and resend rules are pure objects (`OutboxWindow`, `UntilDelivered` in
+daemon/io/outbox_window.py); this module does their MQTT calls and reads the clock for them.
 """
 
 from __future__ import annotations

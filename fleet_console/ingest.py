@@ -9,7 +9,9 @@ nothing published while the ingest is away or crashing is lost. Messages are bat
 up to a few hundred, one transaction); after the commit, each locker with events in the batch gets
 one `events/ack` with its ack watermark.
 
-**Ack and gap policy.** Events are stored once per (locker, seq) (a duplicate is dropped but still
+**Ack and gap policy** (the pure `Sequencer` and `AckPacer` of fleet_console/sequencing.py;
+this module restores their state from the database and publishes the acks).
+Events are stored once per (locker, seq) (a duplicate is dropped but still
 acknowledged). The first event ever seen from a locker sets its baseline. The ack watermark is the
 end of the contiguous prefix: `up_to_seq` never covers a missing seq, so the locker keeps
 everything after a hole in its outbox and can send it again. An event past the next expected one
@@ -106,6 +108,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
+from fleet_console.sequencing import AckPacer, Sequencer
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
@@ -206,60 +209,32 @@ class _Parsed:
                     or self.quarantine or self.alarms)
 
 
-@dataclass
-class _SeqState:
-    """Where a locker's event sequence stands: `acked` is the contiguous prefix, `above` the
-    seqs stored past a hole, `gap_since` when the current hole was seen (epoch ms)."""
-
-    acked: int | None
-    above: set[int]
-    gap_since: int | None
-
-
-class _Sequences:
-    """Ack watermarks per locker, loaded lazily from the database, dropped after a failure."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, _SeqState] = {}
-        self.gapped_loaded = False
-
-    def clear(self) -> None:
-        self.states.clear()
-        self.gapped_loaded = False
-
-    def load(self, session: Session, lockers: Iterable[str]) -> None:
-        missing = [lk for lk in set(lockers) if lk not in self.states]
-        if not self.gapped_loaded:  # lockers left with a hole by the previous run
-            missing += session.scalars(
-                select(Locker.id).where(Locker.gap_since.is_not(None))
-            ).all()
-            self.gapped_loaded = True
-        missing = [lk for lk in set(missing) if lk not in self.states]
-        for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
-            rows = session.execute(
-                select(Locker.id, Locker.acked_seq, Locker.gap_since).where(Locker.id.in_(chunk))
-            ).all()
-            found = {r.id: r for r in rows}
-            for lk in chunk:
-                r = found.get(lk)
-                acked = r.acked_seq if r else None
-                self.states[lk] = _SeqState(acked, set(), r.gap_since if r else None)
-            gapped = [lk for lk in chunk if self.states[lk].gap_since is not None]
-            if gapped:
-                for lk, seq in session.execute(
-                    select(EventRow.locker, EventRow.seq)
-                    .join(Locker, Locker.id == EventRow.locker)
-                    .where(EventRow.locker.in_(gapped), EventRow.seq > Locker.acked_seq)
-                ):
-                    self.states[lk].above.add(seq)
-
-
-def _absorb(st: _SeqState) -> None:
-    """Move the watermark over seqs already stored right after it."""
-    assert st.acked is not None
-    while st.acked + 1 in st.above:
-        st.above.remove(st.acked + 1)
-        st.acked += 1
+def _restore_sequences(seq: Sequencer, session: Session, lockers: Iterable[str]) -> None:
+    """Load the watermarks of these lockers (and, once, of every locker a previous run left
+    with a hole) into the sequencer, with the seqs stored past each hole."""
+    missing = seq.missing(lockers)
+    if not seq.gapped_restored:  # lockers left with a hole by the previous run
+        missing += session.scalars(select(Locker.id).where(Locker.gap_since.is_not(None))).all()
+        seq.gapped_restored = True
+    missing = seq.missing(missing)
+    for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
+        rows = session.execute(
+            select(Locker.id, Locker.acked_seq, Locker.gap_since).where(Locker.id.in_(chunk))
+        ).all()
+        found = {r.id: r for r in rows}
+        above: dict[str, set[int]] = {}
+        gapped = [lk for lk in chunk if lk in found and found[lk].gap_since is not None]
+        if gapped:
+            for lk, s in session.execute(
+                select(EventRow.locker, EventRow.seq)
+                .join(Locker, Locker.id == EventRow.locker)
+                .where(EventRow.locker.in_(gapped), EventRow.seq > Locker.acked_seq)
+            ):
+                above.setdefault(lk, set()).add(s)
+        for lk in chunk:
+            r = found.get(lk)
+            seq.restore(lk, r.acked_seq if r else None, r.gap_since if r else None,
+                        above.get(lk, ()))
 
 
 class Ingest:
@@ -282,15 +257,14 @@ class Ingest:
         self.topics = Topics(mqtt.prefix)
         self.stats = IngestStats()
         self._clock = clock
-        self._seq = _Sequences()
+        self._seq = Sequencer(int(self.settings.gap_timeout_s * 1000))
         self._stop = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
-        self._ack_due: dict[str, int] = {}
-        self._ack_busy: set[str] = set()
+        self._acks = AckPacer()
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._notify_busy: dict[tuple[str, str], asyncio.Event] = {}
@@ -454,7 +428,7 @@ class Ingest:
                 acks = await self._in_store_thread(self._store, parsed, self._now_ms())
                 break
             except Exception as exc:
-                self._seq.clear()
+                self._seq.forget()
                 if not _may_pass(exc):
                     log.error("database refused the batch of %d (%s); storing it message by "
                               "message", len(batch), _first_line(exc))
@@ -482,8 +456,7 @@ class Ingest:
             # alone (under load, one ack covers several batches). A lost ack is harmless: the
             # locker sends again and its duplicate is acknowledged.
             for locker, seq in acks.items():
-                self._ack_due[locker] = seq
-                if locker not in self._ack_busy:
+                if self._acks.watermark(locker, seq):
                     self._send_ack(client, locker)
 
     def _send_delivered(
@@ -565,8 +538,7 @@ class Ingest:
         return alarms
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
-        seq = self._ack_due.pop(locker)
-        self._ack_busy.add(locker)
+        seq = self._acks.take(locker)
         task = asyncio.create_task(client.publish(
             self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
             timeout=10,
@@ -583,13 +555,12 @@ class Ingest:
         if failed:
             # Keep the watermark due: it goes out again on this connection's next ack for the
             # locker, or with the next connection (a locker's outbox must never stall).
-            self._ack_due[locker] = max(self._ack_due.get(locker, 0), seq)
+            self._acks.failed(locker, seq)
             if not task.cancelled():
                 log.warning("event ack not confirmed by the broker: %s", task.exception())
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
-        self._ack_busy.discard(locker)
-        if not failed and locker in self._ack_due:
+        if self._acks.finished(locker) and not failed:
             self._send_ack(client, locker)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
@@ -597,20 +568,14 @@ class Ingest:
         self._client = client
         for task in list(self._ack_tasks):
             task.cancel()
-        self._ack_busy.clear()
-        for locker in list(self._ack_due):
+        for locker in self._acks.reconnected():
             self._send_ack(client, locker)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     def _gap_due(self) -> bool:
-        limit = self._now_ms() - int(self.settings.gap_timeout_s * 1000)
-        if not self._seq.gapped_loaded:
-            return True
-        return any(
-            st.gap_since is not None and st.gap_since <= limit for st in self._seq.states.values()
-        )
+        return self._seq.gap_due(self._now_ms())
 
     def _parse(self, batch: list[aiomqtt.Message]) -> _Parsed:
         out = _Parsed()
@@ -798,7 +763,7 @@ class Ingest:
                     )
             return acks
         except BaseException:
-            self._seq.clear()  # the in-memory watermarks may be ahead of the rolled-back rows
+            self._seq.forget()  # the in-memory watermarks may be ahead of the rolled-back rows
             raise
 
     def _keep_declared_cells(self, s: Session, p: _Parsed) -> None:
@@ -913,67 +878,31 @@ class Ingest:
         self, s: Session, p: _Parsed, now: int
     ) -> tuple[dict[str, int], list[dict[str, Any]], set[str]]:
         """Insert new events, move watermarks, raise gap alarms; (acks, alarms, changed)."""
-        self._seq.load(s, (lk for lk, _ in p.events))
-        rows: list[dict[str, Any]] = []
+        _restore_sequences(self._seq, s, (lk for lk, _ in p.events))
+        done = self._seq.sequence([(lk, ev.seq) for lk, ev in p.events], now)
+        rows = []
+        for i in done.store:
+            lk, ev = p.events[i]
+            rows.append({"locker": lk, "seq": ev.seq, "event_id": ev.id, "at": ev.at,
+                         "type": ev.type, "data": ev.data, "received_at": now})
+        self.stats.events_new += done.new
         alarms: list[dict[str, Any]] = []
-        changed: set[str] = set()
-        acks: dict[str, int] = {}
-        seen: set[tuple[str, int]] = set()
-        # In seq order: a batch holding a redelivery must not look like a gap.
-        for lk, ev in sorted(p.events, key=lambda item: item[1].seq):
-            st = self._seq.states[lk]
-            seq = ev.seq
-            if (lk, seq) in seen:
-                continue
-            seen.add((lk, seq))
-            if st.acked is None:  # first event ever seen from this locker: the baseline
-                st.acked = seq - 1
-                changed.add(lk)
-            row = {"locker": lk, "seq": seq, "event_id": ev.id, "at": ev.at, "type": ev.type,
-                   "data": ev.data, "received_at": now}
-            if seq <= st.acked:
-                rows.append(row)  # a duplicate (the unique key drops it) or a late fill
-            elif seq not in st.above:
-                rows.append(row)
-                self.stats.events_new += 1
-                changed.add(lk)
-                if seq == st.acked + 1:
-                    st.acked = seq
-                    if st.above:
-                        _absorb(st)
-                        st.gap_since = now if st.above else None
-                else:
-                    top = max(st.acked, max(st.above, default=0))
-                    if seq > top + 1:
-                        gap = {"expected": top + 1, "got": seq}
-                        alarms.append(self._alarm(lk, "seq_gap", gap, now))
-                        log.warning("locker %s: seq gap, expected %d, got %d", lk, top + 1, seq)
-                    st.above.add(seq)
-                    if st.gap_since is None:
-                        st.gap_since = now
-            acks[lk] = st.acked
-        limit = now - int(self.settings.gap_timeout_s * 1000)
-        for lk, st in self._seq.states.items():
-            if st.gap_since is None or st.gap_since > limit or st.acked is None or not st.above:
-                continue
-            first_missing, next_have = st.acked + 1, min(st.above)
-            alarms.append(self._alarm(
-                lk, "seq_gap_permanent",
-                {"missing_from": first_missing, "missing_to": next_have - 1}, now,
-            ))
+        for gap in done.gaps:
+            alarms.append(self._alarm(gap.locker, "seq_gap",
+                                      {"expected": gap.expected, "got": gap.got}, now))
+            log.warning("locker %s: seq gap, expected %d, got %d",
+                        gap.locker, gap.expected, gap.got)
+        for lost in done.permanent:
+            alarms.append(self._alarm(lost.locker, "seq_gap_permanent", {
+                "missing_from": lost.missing_from, "missing_to": lost.missing_to}, now))
             log.warning("locker %s: events %d..%d never came; acknowledging past them",
-                        lk, first_missing, next_have - 1)
-            st.acked = next_have - 1
-            _absorb(st)
-            st.gap_since = now if st.above else None
-            changed.add(lk)
-            acks[lk] = st.acked
+                        lost.locker, lost.missing_from, lost.missing_to)
         if rows:
             s.execute(
                 insert_for(s, EventRow).on_conflict_do_nothing(index_elements=["locker", "seq"]),
                 rows,
             )
-        return acks, alarms, changed
+        return done.acks, alarms, done.changed
 
     @staticmethod
     def _alarm(locker: str, kind: str, data: dict[str, Any], now: int) -> dict[str, Any]:

@@ -21,6 +21,9 @@ What it guarantees (docs/architecture.md, "MQTT contract" and "Nothing is lost")
   (the core's replay cache makes that harmless);
 - reconnect for ever with exponential backoff and jitter; network errors never leave `run()`,
   and neither a port exception nor a malformed message stops the link.
+
+The window, ack and resend rules are pure objects (`OutboxWindow`, `UntilDelivered` in
+daemon/io/outbox_window.py); this module does their MQTT calls and reads the clock for them.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from contract.messages import (
     Status,
 )
 from contract.topics import Topics
+from daemon.io.outbox_window import AckVerdict, OutboxWindow, Outgoing, UntilDelivered
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S, LOGIN_REFUSED, ack, make_client
 
 if TYPE_CHECKING:
@@ -149,18 +153,6 @@ class LinkStats:
 
 
 @dataclass
-class _Outgoing:
-    """A command result or notification kept until the console confirms it on `delivered`."""
-
-    topic: str
-    payload: bytes
-    is_result: bool
-    queued_at: float
-    #: When it was last PUBACKed by the broker (monotonic); None: to be sent (again).
-    sent_at: float | None = None
-
-
-@dataclass
 class _Inbound:
     """A received cmd/config message waiting for the core, with the connection to PUBACK on."""
 
@@ -200,8 +192,6 @@ class FleetLink:
         events, results and notifications when no ack came for that long. `result_expiry_s`:
         MQTT 5 message expiry of command results (None: none). `deliver_for_s`: how long a
         result or notification is offered to a console that never confirms it."""
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
         self.port = port
         self.settings = settings
         self.locker_id = port.locker_id
@@ -218,14 +208,12 @@ class FleetLink:
         #: A session with the current protocol version got its CONNACK: no more switching.
         self._version_confirmed = False
         self._max_in_flight = max_in_flight
-        self._resend_after = resend_after
         self._session_expiry_s = session_expiry_s
         self._result_expiry_s = result_expiry_s
         self._timeout = timeout
         #: When a refused login was last logged at level error (monotonic), and refusals since.
         self._refusal_said_at: float | None = None
         self._refusals_unsaid = 0
-        self._deliver_for_s = deliver_for_s
 
         t, lk = self.topics, self.locker_id
         self._t_status = t.status(lk)
@@ -243,15 +231,11 @@ class FleetLink:
         # What the publisher owes the broker; survives reconnects.
         self._status_due = False
         self._dirty_cells: set[int] = set()
-        self._events_due = False
+        #: The outbox's events: window, acks and resends (the policy; this class does the I/O).
+        self._window = OutboxWindow(max_in_flight, resend_after, time.monotonic())
         #: Results and notifications until the console confirms them, in the order queued.
-        self._pending: dict[tuple[str, str], _Outgoing] = {}
+        self._pending = UntilDelivered(resend_after, deliver_for_s)
         self._applied: bytes | None = None
-        # Event sequence bookkeeping: acked <= sent <= highest_sent.
-        self._acked = 0
-        self._sent = 0
-        self._highest_sent = 0
-        self._last_progress = time.monotonic()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
 
     def _log(self, kind: str, **fields: Any) -> None:
@@ -278,7 +262,7 @@ class FleetLink:
         """
         self._dirty_cells.update(changed_cells)
         if events:
-            self._events_due = True
+            self._window.outbox_grew()
         self._wake.set()
 
     def send_result(self, result: dict) -> None:
@@ -288,9 +272,9 @@ class FleetLink:
         Raises MalformedPayload (a ValueError) if it does not fit CommandResult: a core bug.
         """
         msg = CommandResult.from_dict(result)
-        key = ("result", f"{msg.cmd_id}/{msg.status}")
-        self._pending.pop(key, None)  # a repeat goes out again, after what is queued
-        self._pending[key] = _Outgoing(self._t_result, msg.to_payload(), True, time.monotonic())
+        self._pending.add_result(
+            f"{msg.cmd_id}/{msg.status}", self._t_result, msg.to_payload(), time.monotonic()
+        )
         self._wake.set()
 
     def send_notification(self, message: dict) -> None:
@@ -301,11 +285,9 @@ class FleetLink:
         Raises MalformedPayload (a ValueError) if it does not fit Notification.
         """
         msg = Notification.from_dict(message)
-        key = ("notification", msg.id)
-        if key not in self._pending:
-            self._pending[key] = _Outgoing(
-                self.topics.notify(self.locker_id), msg.to_payload(), False, time.monotonic()
-            )
+        self._pending.add_notification(
+            msg.id, self.topics.notify(self.locker_id), msg.to_payload(), time.monotonic()
+        )
         self._wake.set()
 
     @property
@@ -461,11 +443,8 @@ class FleetLink:
         # Everything again: the broker may have lost retained state, the console acks.
         self._status_due = False
         self._dirty_cells.update(int(c["cell"]) for c in self._safe(self.port.cell_snapshots, []))
-        self._sent = self._acked
-        self._events_due = True
-        for item in self._pending.values():
-            item.sent_at = None
-        self._last_progress = time.monotonic()
+        self._window.reconnected(time.monotonic())
+        self._pending.reconnected()
         self._version_confirmed = True
         self._connected.set()
 
@@ -481,20 +460,17 @@ class FleetLink:
                 raise
             except Exception as exc:  # a port bug: log, keep the link, try again soon
                 self._log("publish_failed", error=repr(exc))
-                self._events_due = True  # the outbox is asked again on the retry
+                self._window.outbox_grew()  # the outbox is asked again on the retry
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._wake.wait()
                 continue
-            in_flight = self._sent > self._acked
-            if in_flight and time.monotonic() - self._last_progress >= self._resend_after:
-                self._log("resend", after_seq=self._acked, unacked=self._sent - self._acked)
-                self._sent = self._acked
-                self._events_due = True
-                self._last_progress = time.monotonic()
+            resend = self._window.tick(time.monotonic())
+            if resend is not None:
+                self._log("resend", after_seq=resend.after_seq, unacked=resend.unacked)
                 continue
-            wait = self._resend_after if in_flight else None
-            pending_wait = self._next_pending_resend()
+            wait = self._window.timeout()
+            pending_wait = self._pending.timeout(time.monotonic())
             if pending_wait is not None:
                 wait = pending_wait if wait is None else min(wait, pending_wait)
             with contextlib.suppress(TimeoutError):
@@ -517,9 +493,7 @@ class FleetLink:
                     for o in due
                 )
             )
-            stamp = time.monotonic()
-            for item in due:
-                item.sent_at = stamp
+            self._pending.sent(due, time.monotonic())
             self.stats.results_published += sum(o.is_result for o in due)
 
         applied = self._applied
@@ -538,11 +512,12 @@ class FleetLink:
                 raise
             self.stats.cells_published += n
 
-        if self._events_due:
-            self._events_due = False
-            sent = await self._publish_events(client)
+        read = self._window.next_read()
+        if read is not None:
+            sent = await self._publish_events(client, read.after_seq, read.limit)
             if sent:
-                self._log("published", events=sent, up_to_seq=self._sent, acked=self._acked)
+                w = self._window
+                self._log("published", events=sent, up_to_seq=w.sent, acked=w.acked)
 
     async def _publish_cells(self, client: aiomqtt.Client, cells: set[int]) -> int:
         payloads = []
@@ -555,55 +530,27 @@ class FleetLink:
         )
         return len(payloads)
 
-    async def _publish_events(self, client: aiomqtt.Client) -> int:
-        """Send outbox events after `_sent`, keeping at most `max_in_flight` unacknowledged."""
-        room = self._acked + self._max_in_flight - self._sent
-        if room <= 0:
-            return 0  # the window is full: an ack wakes us
-        rows = self.port.unacked_events(self._sent, room)
+    async def _publish_events(self, client: aiomqtt.Client, after_seq: int, limit: int) -> int:
+        """Send the outbox events the window asks for (after `after_seq`, at most `limit`)."""
+        rows = self.port.unacked_events(after_seq, limit)
         if not rows:
             return 0
-        if self._sent <= self._acked:
-            # Starting from the watermark: what precedes the outbox's first event was acked
-            # (maybe in a past run), so a console ack below it is no news.
-            self._acked = max(self._acked, int(rows[0]["seq"]) - 1)
-            self._sent = self._acked
-        expected = self._sent + 1
-        payloads = []
-        for row in rows:
-            seq = int(row["seq"])
-            if seq != expected:
-                self._log("outbox_gap", expected=expected, got=seq)
-            expected = seq + 1
-            payloads.append(_encode(Event, row, "event", self._log))
-        if self._sent == self._acked:
-            self._last_progress = time.monotonic()  # nothing was in flight: the clock starts now
-        self._sent = int(rows[-1]["seq"])
-        self._highest_sent = max(self._highest_sent, self._sent)
+        gaps = self._window.sending([int(row["seq"]) for row in rows], time.monotonic())
+        for gap in gaps:
+            self._log("outbox_gap", expected=gap.expected, got=gap.got)
+        payloads = [_encode(Event, row, "event", self._log) for row in rows]
         # Gathered coroutines start in order, so paho queues the PUBLISHes in seq order.
         await asyncio.gather(*(client.publish(self._t_events, p, qos=1) for p in payloads))
         self.stats.events_published += len(payloads)
         return len(payloads)
 
-    def _due_pending(self) -> list[_Outgoing]:
+    def _due_pending(self) -> list[Outgoing]:
         """Pending results and notifications to (re-)send now; those offered for longer than
         `deliver_for_s` are given up (a console that never confirms)."""
-        now = time.monotonic()
-        expired = [k for k, o in self._pending.items() if now - o.queued_at > self._deliver_for_s]
-        for key in expired:
-            del self._pending[key]
-            self._log("undelivered_given_up", kind=key[0], key=key[1])
-        return [
-            o for o in self._pending.values()
-            if o.sent_at is None or now - o.sent_at >= self._resend_after
-        ]
-
-    def _next_pending_resend(self) -> float | None:
-        """Seconds until the next unconfirmed result or notification is due again."""
-        sent = [o.sent_at for o in self._pending.values() if o.sent_at is not None]
-        if not sent:
-            return None
-        return max(0.0, min(sent) + self._resend_after - time.monotonic())
+        due, expired = self._pending.due(time.monotonic())
+        for kind, key in expired:
+            self._log("undelivered_given_up", kind=kind, key=key)
+        return due
 
     def _status_payload(self) -> bytes:
         obj = self._safe(self.port.status, None) or {"online": True}
@@ -655,25 +602,21 @@ class FleetLink:
         except MalformedPayload as exc:
             self._log("ack_malformed", reason=str(exc))
             return
-        if up_to > self._highest_sent:
-            self._log(
-                "ack_ignored", up_to_seq=up_to, reason="never sent", highest_sent=self._highest_sent
-            )
+        verdict = self._window.judge_ack(up_to)
+        if verdict is AckVerdict.NEVER_SENT:
+            self._log("ack_ignored", up_to_seq=up_to, reason="never sent",
+                      highest_sent=self._window.highest_sent)
             return
-        if up_to <= self._acked:
+        if verdict is AckVerdict.OLD:
             return  # a duplicate or an older ack: nothing new
         try:
             self.port.events_acknowledged(up_to)
         except Exception as exc:  # the outbox keeps them; a later ack covers them again
             self._log("port_failed", call="events_acknowledged", error=repr(exc))
             return
-        count = up_to - self._acked
-        self._acked = up_to
-        self._sent = max(self._sent, up_to)
+        count = self._window.acknowledged(up_to, time.monotonic())
         self.stats.events_acked += count
-        self._last_progress = time.monotonic()
         self._log("acked", up_to_seq=up_to, count=count)
-        self._events_due = True
         self._wake.set()
 
     def _on_delivered(self, payload: bytes) -> None:
@@ -684,10 +627,7 @@ class FleetLink:
             self._log("delivered_malformed", reason=str(exc))
             return
         results = [(k.cmd_id, k.status) for k in msg.results]
-        for cmd_id, status in results:
-            self._pending.pop(("result", f"{cmd_id}/{status}"), None)
-        for note_id in msg.notifications:
-            self._pending.pop(("notification", note_id), None)
+        self._pending.delivered(results, msg.notifications)
         forget = getattr(self.port, "delivered", None)
         if forget is not None:
             try:

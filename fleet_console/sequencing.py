@@ -1,0 +1,193 @@
+"""Per-locker event sequencing at the console: which events to store, what to ack, which gaps to
+report; sans I/O (time in epoch milliseconds is passed in, the ingest reads and writes the rows).
+
+The rules (README, "Ack and gap policy"):
+- events are stored once per (locker, seq): a duplicate is not counted again (the database's
+  unique key drops it) but is acknowledged;
+- the first event ever seen from a locker sets its baseline (watermark = its seq - 1);
+- the ack watermark is the end of the contiguous prefix: an ack never covers a seq not stored,
+  so the locker keeps everything after a hole and sends it again;
+- an event past the next expected one is stored at once and reported as a gap (`expected`,
+  `got`); a hole not filled within the gap timeout is reported permanent (`missing_from`,
+  `missing_to`) and the watermark moves past it, so a locker's outbox never stalls for ever.
+  This is the one case where an ack covers seqs that were not stored;
+- an event that fills a hole late (even after it was declared permanent) is still stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SeqState:
+    """Where a locker's sequence stands: `acked` is the contiguous prefix (None: no event seen
+    yet), `above` the seqs stored past a hole, `gap_since` when the current hole was seen."""
+
+    acked: int | None
+    above: set[int] = field(default_factory=set)
+    gap_since: int | None = None
+
+    def absorb(self) -> None:
+        """Move the watermark over seqs already stored right after it."""
+        assert self.acked is not None
+        while self.acked + 1 in self.above:
+            self.above.remove(self.acked + 1)
+            self.acked += 1
+
+
+@dataclass(frozen=True)
+class SeqGap:
+    """An event arrived past the next expected one (`seq_gap`)."""
+
+    locker: str
+    expected: int
+    got: int
+
+
+@dataclass(frozen=True)
+class PermanentGap:
+    """A hole not filled in time: the watermark moved past `missing_from..missing_to`."""
+
+    locker: str
+    missing_from: int
+    missing_to: int
+
+
+@dataclass
+class Sequenced:
+    """What to do with one batch of events."""
+
+    #: Indices into the batch of the events to insert (in this order; a duplicate of a stored
+    #: seq may be among them: the unique key drops it).
+    store: list[int] = field(default_factory=list)
+    #: How many of them are new events.
+    new: int = 0
+    gaps: list[SeqGap] = field(default_factory=list)
+    permanent: list[PermanentGap] = field(default_factory=list)
+    #: The ack watermark to publish per locker, once the batch is committed.
+    acks: dict[str, int] = field(default_factory=dict)
+    #: Lockers whose stored watermark (`acked`, `gap_since`) changed.
+    changed: set[str] = field(default_factory=set)
+
+
+class Sequencer:
+    """The sequence state of every locker the ingest has seen since it (re)loaded them.
+
+    The ingest restores a locker's state (`restore`) before a batch names it, and `forget`s
+    everything when a transaction fails (memory may be ahead of the rolled-back rows).
+    """
+
+    def __init__(self, gap_timeout_ms: int) -> None:
+        self.gap_timeout_ms = gap_timeout_ms
+        self.states: dict[str, SeqState] = {}
+        #: The lockers left with a hole by a previous run were restored (they need a timer).
+        self.gapped_restored = False
+
+    def forget(self) -> None:
+        """Drop what memory holds; the database is the truth again."""
+        self.states.clear()
+        self.gapped_restored = False
+
+    def missing(self, lockers: Iterable[str]) -> list[str]:
+        """The lockers among these whose state must be restored first."""
+        return [lk for lk in set(lockers) if lk not in self.states]
+
+    def restore(
+        self, locker: str, acked: int | None, gap_since: int | None, above: Iterable[int] = ()
+    ) -> None:
+        """A locker's stored watermark, and the seqs stored past it (when it has a hole)."""
+        self.states[locker] = SeqState(acked, set(above), gap_since)
+
+    def gap_due(self, now: int) -> bool:
+        """A batch is worth running even when empty: a hole may have timed out."""
+        if not self.gapped_restored:
+            return True
+        limit = now - self.gap_timeout_ms
+        return any(
+            st.gap_since is not None and st.gap_since <= limit for st in self.states.values()
+        )
+
+    def sequence(self, events: Sequence[tuple[str, int]], now: int) -> Sequenced:
+        """Take a batch of (locker, seq), every locker restored; then time out old holes."""
+        out = Sequenced()
+        seen: set[tuple[str, int]] = set()
+        # In seq order: a batch holding a redelivery must not look like a gap.
+        for index in sorted(range(len(events)), key=lambda i: events[i][1]):
+            lk, seq = events[index]
+            st = self.states[lk]
+            if (lk, seq) in seen:
+                continue
+            seen.add((lk, seq))
+            if st.acked is None:  # first event ever seen from this locker: the baseline
+                st.acked = seq - 1
+                out.changed.add(lk)
+            if seq <= st.acked:
+                out.store.append(index)  # a duplicate (the unique key drops it) or a late fill
+            elif seq not in st.above:
+                out.store.append(index)
+                out.new += 1
+                out.changed.add(lk)
+                if seq == st.acked + 1:
+                    st.acked = seq
+                    if st.above:
+                        st.absorb()
+                        st.gap_since = now if st.above else None
+                else:
+                    top = max(st.acked, max(st.above, default=0))
+                    if seq > top + 1:
+                        out.gaps.append(SeqGap(lk, top + 1, seq))
+                    st.above.add(seq)
+                    if st.gap_since is None:
+                        st.gap_since = now
+            out.acks[lk] = st.acked
+        limit = now - self.gap_timeout_ms
+        for lk, st in self.states.items():
+            if st.gap_since is None or st.gap_since > limit or st.acked is None or not st.above:
+                continue
+            first_missing, next_have = st.acked + 1, min(st.above)
+            out.permanent.append(PermanentGap(lk, first_missing, next_have - 1))
+            st.acked = next_have - 1
+            st.absorb()
+            st.gap_since = now if st.above else None
+            out.changed.add(lk)
+            out.acks[lk] = st.acked
+        return out
+
+
+class AckPacer:
+    """When to publish each locker's ack watermark: at most one `events/ack` per locker in
+    flight; a newer watermark waits for it and then goes out alone (under load, one ack covers
+    several batches). A failed one stays due for the next try or the next connection: a
+    locker's outbox must never stall. A lost ack is harmless (the locker sends again)."""
+
+    def __init__(self) -> None:
+        #: Watermarks not yet published, and lockers with an ack in flight.
+        self.due: dict[str, int] = {}
+        self.busy: set[str] = set()
+
+    def watermark(self, locker: str, up_to_seq: int) -> bool:
+        """A committed batch moved this watermark; True: publish now (`take`)."""
+        self.due[locker] = up_to_seq
+        return locker not in self.busy
+
+    def take(self, locker: str) -> int:
+        """The watermark to publish now; the locker has an ack in flight until `finished`."""
+        seq = self.due.pop(locker)
+        self.busy.add(locker)
+        return seq
+
+    def failed(self, locker: str, up_to_seq: int) -> None:
+        """The broker did not take this ack: keep it due."""
+        self.due[locker] = max(self.due.get(locker, 0), up_to_seq)
+
+    def finished(self, locker: str) -> bool:
+        """The ack in flight is done (on the current connection); True: a newer one is due."""
+        self.busy.discard(locker)
+        return locker in self.due
+
+    def reconnected(self) -> list[str]:
+        """A new connection: acks in flight on the old one are gone; these are due now."""
+        self.busy.clear()
+        return list(self.due)

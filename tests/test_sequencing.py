@@ -1,0 +1,237 @@
+"""The console's per-locker sequencing without a broker or database (fleet_console/sequencing.py),
+and the locker's window and the console's sequencer together over a hostile network."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.io.outbox_window import AckVerdict, OutboxWindow
+from fleet_console.sequencing import AckPacer, PermanentGap, SeqGap, Sequencer
+
+GAP_MS = 30_000
+
+
+@pytest.mark.parametrize("module", ["daemon/io/outbox_window.py", "fleet_console/sequencing.py"])
+def test_delivery_policies_are_pure(module: str) -> None:
+    """No network, database, event loop or clock: time comes in as an argument."""
+    tree = ast.parse((Path(__file__).resolve().parents[1] / module).read_text())
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "collections", "dataclasses", "enum", "typing"}, imported
+
+
+def _fresh(*lockers: str) -> Sequencer:
+    seq = Sequencer(GAP_MS)
+    seq.gapped_restored = True
+    for lk in lockers:
+        seq.restore(lk, None, None)
+    return seq
+
+
+def test_first_event_sets_the_baseline_and_duplicates_are_counted_once() -> None:
+    seq = _fresh("a")
+    done = seq.sequence([("a", 7), ("a", 8), ("a", 7)], now=0)
+    assert done.acks == {"a": 8} and done.new == 2 and done.store == [0, 1]
+    again = seq.sequence([("a", 8)], now=1)
+    assert again.new == 0 and again.acks == {"a": 8} and again.store == [0]
+
+
+def test_ack_stops_at_a_hole_until_it_is_filled() -> None:
+    seq = _fresh("a")
+    seq.sequence([("a", 1)], now=0)
+    done = seq.sequence([("a", 3), ("a", 4)], now=10)
+    assert done.acks == {"a": 1} and done.gaps == [SeqGap("a", expected=2, got=3)]
+    assert seq.gap_due(10 + GAP_MS - 1) is False
+    done = seq.sequence([("a", 2)], now=20)
+    assert done.acks == {"a": 4} and not done.permanent
+    assert seq.states["a"].gap_since is None
+
+
+def test_a_redelivery_in_one_batch_is_not_a_gap() -> None:
+    seq = _fresh("a")
+    seq.sequence([("a", 1)], now=0)
+    done = seq.sequence([("a", 3), ("a", 2)], now=1)
+    assert done.gaps == [] and done.acks == {"a": 3} and done.store == [1, 0]
+
+
+def test_a_hole_never_filled_turns_permanent_after_the_timeout_and_a_late_fill_is_stored() -> None:
+    seq = _fresh("a")
+    seq.sequence([("a", 1), ("a", 4)], now=0)
+    assert seq.gap_due(GAP_MS) is True
+    done = seq.sequence([], now=GAP_MS)
+    assert done.permanent == [PermanentGap("a", missing_from=2, missing_to=3)]
+    assert done.acks == {"a": 4} and "a" in done.changed
+    late = seq.sequence([("a", 2)], now=GAP_MS + 1)
+    assert late.store == [0] and late.new == 0 and late.acks == {"a": 4}
+
+
+def test_restored_state_carries_the_seqs_stored_past_a_hole() -> None:
+    seq = Sequencer(GAP_MS)
+    assert seq.gap_due(0) is True  # lockers with a hole are not restored yet
+    seq.restore("a", 5, 100, [7, 8])
+    seq.gapped_restored = True
+    assert seq.missing(["a", "b"]) == ["b"]
+    done = seq.sequence([("a", 6)], now=200)
+    assert done.acks == {"a": 8} and done.new == 1
+
+
+def test_one_ack_per_locker_in_flight_the_newest_watermark_next_and_a_failed_one_kept() -> None:
+    acks = AckPacer()
+    assert acks.watermark("a", 5) is True and acks.take("a") == 5
+    assert acks.watermark("a", 7) is False and acks.watermark("a", 9) is False  # waits
+    assert acks.finished("a") is True and acks.take("a") == 9  # the newest, alone
+    acks.failed("a", 9)  # the broker did not take it
+    assert acks.finished("a") is True and acks.due == {"a": 9}
+    assert acks.take("a") == 9 and acks.reconnected() == [] and acks.busy == set()
+    acks.failed("a", 9)
+    assert acks.reconnected() == ["a"]
+
+
+_batches = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 30)), max_size=12),
+        st.integers(0, 20_000),  # ms until this batch
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=_batches)
+def test_an_ack_never_covers_a_seq_not_stored_but_for_permanent_gaps(
+    batches: list[tuple[list[tuple[str, int]], int]],
+) -> None:
+    seq = _fresh("a", "b")
+    stored: dict[str, set[int]] = {"a": set(), "b": set()}
+    given_up: dict[str, set[int]] = {"a": set(), "b": set()}
+    late: dict[str, set[int]] = {"a": set(), "b": set()}
+    baseline: dict[str, int] = {}
+    new = 0
+    now = 0
+    for events, dt in batches:
+        now += dt
+        done = seq.sequence(events, now)
+        for i in done.store:
+            lk, s = events[i]
+            baseline.setdefault(lk, s)
+            if s in given_up[lk] and s not in stored[lk]:
+                late[lk].add(s)  # a late fill of a permanent gap: stored, not counted new
+            stored[lk].add(s)
+        new += done.new
+        for lost in done.permanent:
+            hole = set(range(lost.missing_from, lost.missing_to + 1))
+            assert not hole & stored[lost.locker]
+            given_up[lost.locker] |= hole
+        for lk, up_to in done.acks.items():
+            covered = set(range(baseline[lk], up_to + 1))
+            assert covered <= stored[lk] | given_up[lk], "an ack covers a seq not stored"
+    # Stored once: each (locker, seq) at or past the baseline is counted new exactly once.
+    assert new == sum(
+        len({s for s in stored[lk] - late[lk] if s >= baseline[lk]}) for lk in baseline
+    )
+
+
+# --- the two together --------------------------------------------------------------------------
+_net = st.lists(
+    st.tuples(
+        st.sampled_from(["append", "send", "deliver", "duplicate", "drop", "ack", "reconnect",
+                         "tick", "batch"]),
+        st.integers(0, 50),
+    ),
+    max_size=100,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=_net, max_in_flight=st.integers(1, 6))
+def test_any_interleaving_of_sends_acks_reconnects_and_duplicates_loses_and_doubles_nothing(
+    steps: list[tuple[str, int]], max_in_flight: int
+) -> None:
+    """The locker's OutboxWindow and the console's Sequencer over a network that drops,
+    duplicates and reorders, the console batching at random: every event ends up stored exactly
+    once and leaves the outbox only after that. The console knows the locker (its baseline is
+    set: the first event ever seen sets it otherwise), and no hole times out in this run."""
+    now = 0.0
+    w = OutboxWindow(max_in_flight, resend_after=30.0, now=now)
+    seq = Sequencer(gap_timeout_ms=10**15)
+    seq.gapped_restored = True
+    seq.restore("lk", 0, None)
+    outbox: list[int] = []
+    next_seq = 1
+    to_console: list[int] = []
+    inbox: list[int] = []  # the console's unbatched messages
+    to_locker: list[int] = []
+    db: set[int] = set()  # the events table: (locker, seq) is unique
+    new = 0  # events the console counted as new
+
+    def send() -> None:
+        read = w.next_read()
+        if read is None:
+            return
+        rows = [s for s in outbox if s > read.after_seq][: read.limit]
+        w.sending(rows, now)
+        to_console.extend(rows)
+
+    def batch() -> None:
+        events = [("lk", s) for s in inbox]
+        inbox.clear()
+        done = seq.sequence(events, int(now * 1000))
+        nonlocal new
+        assert not done.permanent
+        db.update(events[i][1] for i in done.store)
+        new += done.new
+        if "lk" in done.acks:
+            to_locker.append(done.acks["lk"])
+
+    def locker_receives(up_to: int) -> None:
+        if w.judge_ack(up_to) is AckVerdict.NEW:
+            assert {s for s in outbox if s <= up_to} <= db, "dropped before stored"
+            outbox[:] = [s for s in outbox if s > up_to]
+            w.acknowledged(up_to, now)
+
+    for op, arg in steps:
+        if op == "append":
+            outbox.extend(range(next_seq, next_seq + arg % 4 + 1))
+            next_seq += arg % 4 + 1
+            w.outbox_grew()
+        elif op in ("deliver", "duplicate", "drop") and to_console:
+            i = arg % len(to_console)
+            s = to_console[i] if op == "duplicate" else to_console.pop(i)
+            if op != "drop":
+                inbox.append(s)
+        elif op == "ack" and to_locker:
+            locker_receives(to_locker.pop(arg % len(to_locker)))
+        elif op == "reconnect":
+            to_console.clear()
+            to_locker.clear()
+            w.reconnected(now)
+        elif op == "tick":
+            now += arg % 31
+            w.tick(now)
+        elif op == "batch":
+            batch()
+        send()
+
+    for _ in range(4 * next_seq + 10):
+        if not outbox:
+            break
+        now += 30.0
+        w.tick(now)
+        send()
+        inbox.extend(to_console)
+        to_console.clear()
+        batch()
+        while to_locker:
+            locker_receives(to_locker.pop(0))
+    assert outbox == [], "an event was never acknowledged"
+    assert db == set(range(1, next_seq)), "an event was lost"
+    assert new == next_seq - 1, "an event was counted twice"
+    assert seq.states["lk"].acked == next_seq - 1

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet_console.db.migrate import upgrade
 
 
-def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     """Connect-time settings of a SQLite connection (the busy timeout first: switching a new
     database to WAL waits for another process that holds it instead of failing)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
@@ -66,7 +66,7 @@ def make_engine(url: str, *, connect_timeout_s: float = 5.0) -> Engine:
         ):
             _private_sqlite_file(Path(parsed.database))
         engine = create_engine(parsed)
-        event.listen(engine, "connect", sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
         return create_engine(

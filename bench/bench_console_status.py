@@ -29,7 +29,8 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from broker.fleet import FleetBroker  # noqa: E402
-from fleet_console.db import Cell, Locker, open_database  # noqa: E402
+from fleet_console.db.engine import open_database  # noqa: E402
+from fleet_console.db.models import Cell, Locker  # noqa: E402
 
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))
 RESULTS = ROOT / "bench" / "results" / "console_status.json"

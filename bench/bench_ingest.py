@@ -50,7 +50,8 @@ from broker.registry import Registry  # noqa: E402
 from contract.messages import EventAck  # noqa: E402
 from contract.topics import Topics  # noqa: E402
 from fleet_console.config import ConsoleMqtt  # noqa: E402
-from fleet_console.db import Alarm, EventRow, open_database  # noqa: E402
+from fleet_console.db.engine import open_database  # noqa: E402
+from fleet_console.db.models import Alarm, EventRow  # noqa: E402
 from fleet_console.ingest import Ingest, IngestSettings  # noqa: E402
 from fleet_console.mqtt import make_client  # noqa: E402
 from fleet_io.mqtt_client import NODELAY  # noqa: E402

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,13 +45,8 @@ from contract.signing import (
 from contract.topics import TopicKind, Topics, is_valid_locker_id
 from fleet_console import fleet_status, operations
 from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
-from fleet_console.db import (
-    Alarm,
-    Cell,
-    Locker,
-    QuarantineRow,
-    open_database,
-)
+from fleet_console.db import queries
+from fleet_console.db.engine import open_database
 from fleet_console.fleet_status import FleetStatus
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
@@ -419,12 +413,8 @@ def _database_is_configured(cfg: ConsoleConfig) -> str | None:
 def _read_fleet_status(url: str, locker: str | None) -> FleetStatus:
     db = open_database(url)
     try:
-        lockers = select(Locker).order_by(Locker.id)
-        cells = select(Cell).order_by(Cell.locker, Cell.cell)
-        if locker:
-            lockers, cells = lockers.where(Locker.id == locker), cells.where(Cell.locker == locker)
         with db.transaction() as s:
-            return fleet_status.from_rows(s.scalars(lockers), s.scalars(cells))
+            return fleet_status.from_rows(*queries.fleet_rows(s, locker))
     finally:
         db.dispose()
 
@@ -570,14 +560,11 @@ def cmd_alarms(args: argparse.Namespace) -> int:
 def _read_alarms(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     db = open_database(url)
     try:
-        model: Any = QuarantineRow if args.quarantine else Alarm
-        query = select(model).order_by(model.id.desc()).limit(max(args.last, 1))
-        if args.locker:
-            query = query.where(model.locker == args.locker)
+        read = queries.latest_quarantine if args.quarantine else queries.latest_alarms
         with db.transaction() as s:
-            found = list(s.scalars(query))
+            found: list[Any] = read(s, last=args.last, locker=args.locker)
         rows = []
-        for r in reversed(found):
+        for r in found:
             if args.quarantine:
                 text = (r.excerpt or b"").decode("utf-8", "replace")
                 rows.append({"locker": r.locker, "topic": r.topic, "reason": r.reason,

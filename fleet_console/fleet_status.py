@@ -80,7 +80,7 @@ class FleetStatus:
 
 
 def from_rows(lockers: Iterable[Any], cells: Iterable[Any]) -> FleetStatus:
-    """From the ingest's `lockers` and `cells` rows (fleet_console.db.Locker and Cell)."""
+    """From the ingest's `lockers` and `cells` rows (fleet_console.db.models Locker and Cell)."""
     entries: dict[str, LockerEntry] = {}
     for row in lockers:
         entries[row.id] = LockerEntry(

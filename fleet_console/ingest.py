@@ -85,18 +85,9 @@ from contract.messages import (
 )
 from contract.topics import TopicKind, Topics, locker_of
 from fleet_console.config import ConsoleMqtt
-from fleet_console.db import (
-    Alarm,
-    Cell,
-    Database,
-    EventRow,
-    Locker,
-    NotificationRow,
-    QuarantineRow,
-    insert_for,
-    record_command_results,
-    upsert,
-)
+from fleet_console.db.engine import Database
+from fleet_console.db.models import Alarm, Cell, EventRow, Locker, NotificationRow, QuarantineRow
+from fleet_console.db.writes import insert_for, record_command_results, upsert
 from fleet_console.flood import FloodMeter
 from fleet_console.mqtt import ack, login_hint, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient

@@ -25,13 +25,9 @@ from contract.messages import CommandResult
 from contract.signing import KeyFormatError, load_private_key_file
 from contract.topics import Topics
 from fleet_console.config import ConsoleConfig
-from fleet_console.db import (
-    Database,
-    Locker,
-    open_database,
-    record_command_issued,
-    record_command_results,
-)
+from fleet_console.db import queries
+from fleet_console.db.engine import Database, open_database
+from fleet_console.db.writes import record_command_issued, record_command_results
 from fleet_console.mqtt import login_refused, make_client
 from fleet_console.remote import CommandOutcome, ConfigOutcome, Remote
 
@@ -130,7 +126,7 @@ class Audit:
             return False
         try:
             with self.db.transaction() as s:
-                return s.get(Locker, locker) is not None
+                return queries.is_known_locker(s, locker)
         except SQLAlchemyError as exc:
             self._warn(exc)
             return False

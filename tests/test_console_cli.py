@@ -28,7 +28,8 @@ from contract.signing import (
     verify_config,
 )
 from contract.topics import Topics
-from fleet_console.db import CommandRow, make_engine
+from fleet_console.db.engine import make_engine
+from fleet_console.db.models import CommandRow
 from fleet_console.keys import write_private_key
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
 

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from contract.signing import generate_private_key, public_key_b64, verify
-from fleet_console.db import CommandRow, make_engine
+from fleet_console.db.engine import make_engine
+from fleet_console.db.models import CommandRow
 from fleet_console.keys import write_private_key
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
 from tests.test_console_cli import KEY_ID, TOPICS, console, write_config

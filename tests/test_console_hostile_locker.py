@@ -25,7 +25,8 @@ from sqlalchemy import func, select, text
 
 from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
-from fleet_console.db import Alarm, Cell, Locker, open_database
+from fleet_console.db.engine import open_database
+from fleet_console.db.models import Alarm, Cell, Locker
 from fleet_console.ingest import IngestSettings
 from tests.fixtures.console_ingest import IngestRunner, SimLocker, db_query, seqs
 

@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
-from fleet_console.db import Cell, CommandRow, Locker, open_database
+from fleet_console.db.engine import open_database
+from fleet_console.db.models import Cell, CommandRow, Locker
 from fleet_console.ingest import Ingest, IngestSettings
 from tests.fixtures.console_ingest import (
     IngestRunner,

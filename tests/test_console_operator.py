@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from contract.topics import Topics
-from fleet_console.db import Cell, Locker, open_database
+from fleet_console.db.engine import open_database
+from fleet_console.db.models import Cell, Locker
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker
 
 CONSOLE = str(Path(sys.executable).with_name("locker-console"))

@@ -32,7 +32,8 @@ from sqlalchemy import select
 from contract.messages import Notification
 from contract.topics import Topics
 from fleet_console.config import ConfigError, Notifier, load_console_config
-from fleet_console.db import NotificationRow, make_engine
+from fleet_console.db.engine import make_engine
+from fleet_console.db.models import NotificationRow
 from fleet_console.notify import ConsoleNotifier, mask_recipient
 from tests.fixtures.messaging import GatewayRecorder, SmtpCollector, free_port
 from tests.fixtures.mqtt_broker import MqttBroker, MqttTestClient, unique_id

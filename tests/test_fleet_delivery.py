@@ -174,7 +174,9 @@ def test_one_batch_stores_the_results_of_several_commands(tmp_path) -> None:
     """Re-sent results arrive together: a batch with two commands' results must be stored
     (it failed with "expanding parameters can't be used with executemany" and was retried for
     ever), and a late `accepted` still never replaces a final status."""
-    from fleet_console.db import CommandRow, open_database, record_command_results
+    from fleet_console.db.engine import open_database
+    from fleet_console.db.models import CommandRow
+    from fleet_console.db.writes import record_command_results
 
     db = open_database(f"sqlite:///{tmp_path}/console.db")
     ids = [str(uuid.uuid4()) for _ in range(3)]

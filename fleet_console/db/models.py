@@ -1,0 +1,176 @@
+"""The console database's tables: SQLAlchemy 2 models, the schema every migration leads to.
+
+Times are Unix epoch milliseconds (BIGINT), as on the wire. Tables: `lockers` (presence, applied
+config, the event ack watermark), `cells` (latest snapshot), `events` (UNIQUE (locker, seq)),
+`alarms` (raised by the console itself, e.g. `seq_gap`), `commands` (the audit trail of every
+remote command issued and its results), `notifications` (each SMS / e-mail relayed by a locker and
+sent by the console: UNIQUE (locker, notification_id), masked recipient, outcome; never the text)
+and `quarantine` (messages the ingest could not store: locker, topic, reason, a bounded excerpt;
+see fleet_console/quarantine.py).
+
+A change here needs a migration in fleet_console/db/migrations/versions/ (see docs/architecture.md,
+"Console database"): tests/test_console_migrations.py fails when the migrated schema and these
+models differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: An auto-increment key that is BIGINT on PostgreSQL and SQLite's rowid alias on SQLite.
+_RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """The console's tables; Python `int` is BIGINT (milliseconds and seqs need 64 bits)."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        int: BigInteger,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Locker(Base):
+    """One locker as last heard of. `acked_seq` is the ingest's ack watermark (None: no event
+    seen yet); `gap_since` is when the current gap in its events was first seen."""
+
+    __tablename__ = "lockers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    online: Mapped[bool | None]
+    version: Mapped[str | None] = mapped_column(Text)
+    boot_id: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[int | None]
+    last_status_at: Mapped[int | None]
+    boards: Mapped[list[Any] | None]
+    config_version: Mapped[int | None]
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    config_applied_at: Mapped[int | None]
+    acked_seq: Mapped[int | None]
+    gap_since: Mapped[int | None]
+    #: The cell ids its last online status declared (None: it declares none, an older lockerd);
+    #: the ingest stores snapshots of these cells only.
+    declared_cells: Mapped[list[Any] | None]
+
+
+class Cell(Base):
+    """The latest retained snapshot of one cell."""
+
+    __tablename__ = "cells"
+
+    locker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cell: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    door: Mapped[str] = mapped_column(String(16))
+    size: Mapped[str] = mapped_column(String(4))
+    since: Mapped[int]
+    updated_at: Mapped[int]
+
+
+class EventRow(Base):
+    """One event from a locker's outbox, stored once per (locker, seq)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("locker", "seq", name="uq_events_locker_seq"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int]
+    event_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[int]
+    type: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]
+    received_at: Mapped[int]
+
+
+class Alarm(Base):
+    """Something the console noticed about a locker (kind `seq_gap`, `seq_gap_permanent`)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_locker_at", "locker", "at"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    at: Mapped[int]
+    received_at: Mapped[int]
+
+
+class QuarantineRow(Base):
+    """A message from a locker that could not be stored: kept for an operator to look at
+    (`reason`: fleet_console.quarantine.QuarantineReason; `excerpt`: its first bytes, none for a
+    relayed notification; `size`: its whole length)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_locker_at", "locker", "at"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    at: Mapped[int]
+
+
+class CommandRow(Base):
+    """Audit trail of a remote command: who issued what, why, and what the locker answered.
+
+    `status` is `issued` until the locker answers, then its last result status; rows may also
+    be created by the ingest from a result alone (a command issued without database access).
+    """
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_locker_issued", "locker", "issued_at"),)
+
+    cmd_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str | None] = mapped_column(Text)
+    args: Mapped[dict[str, Any] | None]
+    operator: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[int | None]
+    expires_at: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(16))
+    result_reason: Mapped[str | None] = mapped_column(Text)
+    result_data: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[int]
+
+
+class NotificationRow(Base):
+    """One SMS / e-mail a locker relayed (`lockers/{id}/notify`) and what became of it.
+
+    Never the text (it holds codes and PINs) and only a masked recipient (`+7900***4567`,
+    `c***@example.org`). `status`: `sent`, `failed` or `no_channel` (the console has no such
+    channel configured). One row per (locker, notification_id): a re-delivery is not sent again.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("locker", "notification_id", name="uq_notifications_locker_id"),
+        Index("ix_notifications_locker_at", "locker", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    notification_id: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    at: Mapped[int]

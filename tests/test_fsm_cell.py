@@ -204,12 +204,17 @@ def test_temporary_access_keeps_the_cell_occupied_and_the_billing() -> None:
     assert after["since"] == before["since"]
 
 
-@pytest.mark.parametrize("how", ["debt", "overdue"])
+@pytest.mark.parametrize("how", ["due", "overdue"])
 def test_temporary_access_is_refused_with_unpaid_debt(how: str) -> None:
+    """Unpaid time is the tenancy's due time passed: refused before the tick made it overdue."""
     rig = Rig()
-    if how == "debt":
-        rig.occupy(1, 0, debt=500)
-        now = HOUR
+    if how == "due":
+        rig.occupy(1, 0, due_at=HOUR)
+        now = HOUR + 1  # no tick yet: the cell still reads occupied
+        assert rig.state(1) == "occupied"
+        with pytest.raises(Refused) as checked:
+            rig.m.check_command(1, "temporary", now)
+        assert checked.value.reason == "debt"
     else:
         rig.occupy(1, 0, due_at=HOUR)
         rig.m.tick(HOUR)

@@ -536,7 +536,7 @@ SETUPS: dict[str, Callable[[Rig], object]] = {
     "free": lambda rig: None,
     "occupied": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR),
     "overdue": lambda rig: (rig.occupy(1, T0, id="t", due_at=T0 + HOUR), rig.tick(T0 + HOUR)),
-    "debt": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR, debt=500),
+    "due": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 5_000),  # due, not ticked
     "blocked": lambda rig: rig.cmd(1, "block", T0 + 1),
     "blocked_tenancy": lambda rig: (rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR),
                                     rig.cmd(1, "block", T0 + 3000)),
@@ -560,7 +560,7 @@ def test_check_command_raises_like_command_and_changes_nothing(setup: str, kind:
 
     checked, commanded = build(), build()
     before = checked.m.snapshot()
-    reason = refused(lambda: checked.m.check_command(1, kind))
+    reason = refused(lambda: checked.m.check_command(1, kind, T0 + 10_000))
     assert checked.m.snapshot() == before
     expected = refused(lambda: commanded.m.command(1, kind, T0 + 10_000, reason="note"))
     assert reason == expected

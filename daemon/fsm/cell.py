@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.lifecycle import STATES
+from daemon.fsm.purposes import PURPOSES
 from daemon.fsm.spec import CellSpec
 
 DOOR_STATES = ("closed", "open", "unknown")
-PURPOSES = ("deposit", "pickup", "temporary", "open", "evict")
 #: Tenancy key whose value never leaves the locker in an event (PIN, phone): see `public_tenancy`.
 SECRET_KEY = "secret"
 
@@ -126,10 +126,6 @@ class Cell:
 
     def stamp_since(self, now_ms: int) -> None:
         self.since = now_ms
-
-    @property
-    def debt(self) -> int:
-        return int((self.tenancy or {}).get("debt") or 0)
 
     def where(self) -> dict[str, Any]:
         """Board and lock, the start of every event's data."""

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.actions import Action, CellChanged, Event, Refused, Unlock
-from daemon.fsm.cell import SECRET_KEY, Cell, PendingOpen, public_tenancy, shift_times
+from daemon.fsm.cell import Cell, PendingOpen, public_tenancy
 from daemon.fsm.lifecycle import BLOCKED, FREE, OCCUPIED, OVERDUE, new_machine
 from daemon.fsm.purposes import CELL_COMMANDS, PURPOSES, Completion, Purpose, TenancyUse
 from daemon.fsm.spec import CellSpec, Timing
+from daemon.fsm.tenancy import Tenancy
 
-SNAPSHOT_VERSION = 1
+#: 2: tenancies stored as a typed core plus the business's payload; 1 (the flat form before) is
+#: read and migrated.
+SNAPSHOT_VERSION = 2
+_LEGACY_VERSION = 1
 
 #: One reading per lock: (door_closed, item_present), None where the sensor gave nothing usable.
 Reading = tuple[bool | None, bool | None]
@@ -111,13 +115,14 @@ class LockerMachine:
     # ----------------------------------------------------------------- restore / snapshot
 
     def _restore(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != SNAPSHOT_VERSION:
+        if state.get("version") not in (SNAPSHOT_VERSION, _LEGACY_VERSION):
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        legacy = state.get("version") == _LEGACY_VERSION
         stored_cells = state.get("cells", {})
         for cell in self._cells.values():
             data = stored_cells.get(str(cell.spec.id))
             if data is not None:
-                self._machine.set_state(cell.load(data), model=cell)
+                self._machine.set_state(cell.load(data, legacy=legacy), model=cell)
         for name, data in state.get("boards", {}).items():
             health = self._boards.get(name)
             if health is not None:
@@ -248,12 +253,13 @@ class LockerMachine:
         data: dict[str, Any] = {}
         new_tenancy = None
         if purpose.tenancy is TenancyUse.STARTS:
-            new_tenancy = copy.deepcopy(dict(tenancy or {}))
-            if not new_tenancy.get("id"):
-                new_tenancy["id"] = f"{cell.spec.id}-{now_ms}"
+            given = dict(tenancy or {})
+            if not given.get("id"):
+                given["id"] = f"{cell.spec.id}-{now_ms}"
+            new_tenancy = Tenancy.from_flat(given)
             data["tenancy"] = public_tenancy(new_tenancy)
         elif cell.tenancy is not None:
-            data["tenancy_id"] = cell.tenancy.get("id")
+            data["tenancy_id"] = cell.tenancy.id
         if purpose.noted:
             data["note"] = reason
         batch.touch(cell)
@@ -298,7 +304,7 @@ class LockerMachine:
         data: dict[str, Any] = {"reason": reason, "purpose": purpose.name}
         if purpose.tenancy is TenancyUse.STARTS:  # what was paid for it is given back
             data["void_payment"] = True
-            data["tenancy_id"] = (pending.tenancy or {}).get("id")
+            data["tenancy_id"] = pending.tenancy.id if pending.tenancy else None
         batch.event(purpose.cancelled, cell, _with_ref(data, pending.ref))
 
     def update_tenancy(
@@ -320,15 +326,15 @@ class LockerMachine:
             raise Refused("not_occupied", f"cell {cell_id} has no tenancy")
         batch = _Batch()
         batch.touch(cell)
-        cell.tenancy = {**cell.tenancy, **copy.deepcopy(dict(changes))}
-        due = cell.tenancy.get("due_at")
+        cell.tenancy.update(changes)
+        due = cell.tenancy.due_at
         if due is None or due > now_ms:
             cell.overdue_announced = False
             if cell.state == OVERDUE:
                 cell.trigger("extend", now_ms)
         if event is not None:
             type_, data = event
-            batch.event(type_, cell, {"tenancy_id": cell.tenancy.get("id"), **data})
+            batch.event(type_, cell, {"tenancy_id": cell.tenancy.id, **data})
         return batch.finish()
 
     def tenancy(self, cell_id: int) -> dict[str, Any] | None:
@@ -336,7 +342,7 @@ class LockerMachine:
         cell = self._cells.get(cell_id)
         if cell is None:
             raise KeyError(f"unknown cell {cell_id}")
-        return copy.deepcopy(cell.tenancy)
+        return cell.tenancy.flat() if cell.tenancy is not None else None
 
     def note_secret(self, cell_id: int, tenancy_id: str, key: str, value: Any) -> bool:
         """Keep `value` under the tenancy's secret part (never in an event), whether its deposit
@@ -346,8 +352,8 @@ class LockerMachine:
         if cell is None:
             return False
         for tenancy in (cell.tenancy, cell.pending.tenancy if cell.pending else None):
-            if tenancy is not None and tenancy.get("id") == tenancy_id:
-                tenancy.setdefault(SECRET_KEY, {})[key] = copy.deepcopy(value)
+            if tenancy is not None and tenancy.id == tenancy_id:
+                tenancy.note_secret(key, value)
                 return True
         return False
 
@@ -356,7 +362,7 @@ class LockerMachine:
         cell = self._cells[cell_id]
         if cell.pending is None or cell.pending.purpose != "deposit":
             return None
-        return copy.deepcopy(cell.pending.tenancy)
+        return cell.pending.tenancy.flat() if cell.pending.tenancy is not None else None
 
     def pending_purpose(self, cell_id: int) -> str | None:
         pending = self._cells[cell_id].pending
@@ -374,12 +380,12 @@ class LockerMachine:
                 if value is not None:
                     setattr(cell, name, value + delta_ms)
             if cell.tenancy is not None:
-                cell.tenancy = shift_times(cell.tenancy, delta_ms)
+                cell.tenancy.shifted(delta_ms)
             pending = cell.pending
             if pending is not None:
                 pending.postpone(delta_ms)
                 if pending.tenancy is not None:
-                    pending.tenancy = shift_times(pending.tenancy, delta_ms)
+                    pending.tenancy.shifted(delta_ms)
 
     # ----------------------------------------------------------------- board readings
 
@@ -521,13 +527,18 @@ class LockerMachine:
     def _occupy(self, cell: Cell, pending: PendingOpen, data: dict[str, Any], now_ms: int) -> bool:
         if cell.state != FREE:
             return False
-        tenancy = copy.deepcopy(pending.tenancy) or {"id": f"{cell.spec.id}-{now_ms}"}
-        tenancy.setdefault("started_at", now_ms)
-        if tenancy.get("due_at") is None:
+        tenancy = copy.deepcopy(pending.tenancy) or Tenancy(f"{cell.spec.id}-{now_ms}")
+        if tenancy.started_at is None:
+            tenancy.started_at = now_ms
+            tenancy.named -= {"started_at"}
+        if tenancy.due_at is None:
             # A rental says how long it may run once started (its paid time or limit).
-            after = tenancy.pop("due_after_ms", None)
+            after = tenancy.due_after_ms
+            tenancy.due_after_ms = None
+            tenancy.named -= {"due_after_ms"}
             after = self.timing.storage_limit_ms if after is None else int(after)
-            tenancy["due_at"] = tenancy["started_at"] + after
+            tenancy.due_at = tenancy.started_at + after
+            tenancy.named -= {"due_at"}
         cell.tenancy = tenancy
         cell.overdue_announced = False
         cell.trigger("occupy", now_ms)
@@ -561,7 +572,7 @@ class LockerMachine:
                  now_ms: int) -> bool:
         data["state"] = cell.state
         if cell.tenancy is not None:
-            data["tenancy_id"] = cell.tenancy.get("id")
+            data["tenancy_id"] = cell.tenancy.id
         return True
 
     # ----------------------------------------------------------------- timers
@@ -574,8 +585,8 @@ class LockerMachine:
             if (
                 tenancy is not None
                 and not cell.overdue_announced
-                and tenancy.get("due_at") is not None
-                and now_ms >= tenancy["due_at"]
+                and tenancy.due_at is not None
+                and now_ms >= tenancy.due_at
             ):
                 self._announce_overdue(batch, cell, now_ms)
             if cell.door == "unknown" or not self._boards[cell.spec.board].reported:
@@ -628,7 +639,7 @@ class LockerMachine:
             cell.trigger("expire", now_ms)
         batch.event(
             "overdue", cell,
-            {"tenancy_id": tenancy.get("id"), "due_at": tenancy["due_at"], "state": cell.state},
+            {"tenancy_id": tenancy.id, "due_at": tenancy.due_at, "state": cell.state},
         )
 
 

@@ -1,4 +1,5 @@
-"""lockerd's wiring: boards -> cell machines -> store -> announcements, and the control socket.
+"""lockerd's wiring: boards -> cell machines -> store -> announcements, the control socket, and
+the businesses the configuration enables (each seen only through daemon/core.py's seam).
 
 The order of every step is the safety argument: a machine's actions are persisted (state and the
 events announcing them, in one atomic write) before any unlock frame is sent or anything is
@@ -386,7 +387,7 @@ class LockerDaemon:
     def _announce(
         self, numbered: list[dict], events: list[Event], changed: set[int], settled: list[dict]
     ) -> None:
-        """After a commit: log, tell the storage service, listeners and the fleet."""
+        """After a commit: log, tell the businesses, listeners and the fleet."""
         for record in numbered:
             data = record["data"]
             self.journal.line(

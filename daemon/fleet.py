@@ -308,7 +308,7 @@ class FleetSide:
     def _service_command(self, cell: int, cmd: Any, record: dict, reason: str) -> None:
         """waive / reveal-pin: answered at once by the storage service, in one commit."""
         d = self.daemon
-        act = d.operator_commands()[cmd.type]
+        act = d.operator_commands().get(cmd.type)
         accepted = result(cmd.cmd_id, "accepted", cell=cell)
         try:
             # The act's own event and this replay-cache entry are written separately; the
@@ -319,6 +319,8 @@ class FleetSide:
             self._send([result(cmd.cmd_id, "rejected", refused.reason, cell=cell)])
             return
         try:
+            if act is None:  # no business on this locker takes it
+                raise Refused("unknown_command", f"no business here takes {cmd.type!r}")
             data = act(cell, reason, cmd.operator, cmd.cmd_id)
         except Refused as refused:
             status = "failed" if refused.reason == "storage_full" else "rejected"

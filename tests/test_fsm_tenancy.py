@@ -52,6 +52,16 @@ def test_a_store_written_before_the_split_loads_and_reads_the_same(tmp_path: Pat
     assert "secret" not in core["payload"] and core["payload"]["paid"] == 100
     again = LockerMachine(CELLS, Timing(), copy.deepcopy(stored), now_ms=9000)
     assert again.snapshot() == stored and again.tenancy(1) == m.tenancy(1)
+    # The first commit after the upgrade writes the new form (only the cells that changed,
+    # with the version, in one journal line); the store then reads back the same.
+    store = LockerStore(tmp_path)
+    store.commit(stored, now_ms=9000)
+    store.close()
+    store = LockerStore(tmp_path)
+    reread = store.machine_state()
+    store.close()
+    assert reread == stored
+    assert LockerMachine(CELLS, Timing(), reread, now_ms=9500).tenancy(1) == m.tenancy(1)
     # A waived tenancy never becomes overdue, and its pickup announces no secret.
     m.board_polled("A", {1: (True, True), 2: (True, False)}, 9000)
     ticked = m.tick(10 ** 12)

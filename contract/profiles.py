@@ -6,6 +6,10 @@ of the fleet's signed configuration, where it is the `storage` section of a `Con
 hash are stable), or from a local TOML file for a locker without a console (`load_profile_file`).
 The TOML file can also be pushed as a config body as is (the form before sections).
 
+Which business serves a cell: its group's `business` (`storage` when absent, so profiles written
+before there was a choice keep working; `parcels`; `service` for cells no business rents out).
+Only storage groups carry a tariff.
+
 Which tariff a cell uses: a cell named in a group (in `cells` or in an override) belongs to that
 group; any other cell belongs to the group listing its size. Within the group, a per-cell override
 beats the group's tariff. A cell may belong to one group only, and a size to one group only, so the
@@ -29,6 +33,9 @@ from contract.topics import MAX_CELL_ID
 CellSize = Literal["S", "M", "L"]
 CellId = Annotated[int, Field(ge=1, le=MAX_CELL_ID)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
+
+#: Which business serves a cell group; `service`: none (a technician's or a spare cell).
+BusinessName = Literal["storage", "parcels", "service"]
 
 # A message of our own that starts with a key path ("steps: ...") continues the location path.
 _KEY_PREFIX_RE = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
@@ -64,7 +71,10 @@ class CellGroup(_Model):
     name: str = Field(min_length=1)
     sizes: list[CellSize] = Field(default_factory=list)
     cells: list[CellId] = Field(default_factory=list)
-    tariff: TariffId
+    #: Absent: storage (kept absent in a config body, so today's bodies hash as before).
+    business: BusinessName | None = None
+    #: The storage tariff; storage groups only.
+    tariff: TariffId | None = None
     #: The cells have a powered socket for phones.
     charging: bool = False
     charging_tariff: TariffId | None = None
@@ -74,6 +84,10 @@ class CellGroup(_Model):
     def _consistent(self) -> CellGroup:
         if not self.sizes and not self.cells and not self.overrides:
             raise ValueError("sizes: a group needs sizes or cells to apply to")
+        if self.serves == "storage" and self.tariff is None:
+            raise ValueError("tariff: a storage group needs a tariff")
+        if self.serves != "storage" and (self.tariff or self.charging or self.overrides):
+            raise ValueError(f"tariff: a {self.serves} group has no tariff, charging or overrides")
         if self.charging and self.charging_tariff is None:
             raise ValueError("charging_tariff: a charging group needs a charging_tariff")
         if not self.charging and self.charging_tariff is not None:
@@ -88,6 +102,11 @@ class CellGroup(_Model):
             if size in self.sizes[:i]:
                 raise ValueError(f"sizes[{i}]: size {size} is listed twice")
         return self
+
+    @property
+    def serves(self) -> BusinessName:
+        """The business of the group's cells."""
+        return self.business or "storage"
 
     def member_cells(self) -> list[int]:
         """Cells named by id: listed ones and overridden ones."""
@@ -168,7 +187,8 @@ class Profile(_Model):
             if group.name in names:
                 raise ValueError(f"{where}.name: duplicate group name {group.name!r}")
             names.add(group.name)
-            _known(f"{where}.tariff", group.tariff, tariffs, "tariff")
+            if group.tariff is not None:
+                _known(f"{where}.tariff", group.tariff, tariffs, "tariff")
             _known(f"{where}.charging_tariff", group.charging_tariff, charging, "charging tariff")
             for i, over in enumerate(group.overrides):
                 _known(f"{where}.overrides[{i}].tariff", over.tariff, tariffs, "tariff")
@@ -228,9 +248,19 @@ class Profile(_Model):
                 return group
         raise LookupError(f"profile {self.name!r}: no cell group covers cell {cell_id} ({size})")
 
+    def business_of_cell(self, cell_id: int, size: str) -> BusinessName | None:
+        """The business serving a cell; None if no group covers it."""
+        try:
+            return self.group_for_cell(cell_id, size).serves
+        except LookupError:
+            return None
+
     def tariff_for_cell(self, cell_id: int, size: str) -> StepTariff:
-        """The storage tariff of a cell: its override, else its group's tariff."""
+        """The storage tariff of a cell: its override, else its group's tariff; LookupError
+        if the cell is not a storage cell."""
         group = self.group_for_cell(cell_id, size)
+        if group.tariff is None:
+            raise LookupError(f"profile {self.name!r}: cell {cell_id} serves {group.serves}")
         over = group.override_for(cell_id)
         return self.tariff(over.tariff if over and over.tariff else group.tariff)
 

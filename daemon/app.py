@@ -1,4 +1,5 @@
-"""lockerd's wiring: boards -> cell machines -> store -> announcements, and the control socket.
+"""lockerd's wiring: boards -> cell machines -> store -> announcements, the control socket, and
+the businesses the configuration enables (each seen only through daemon/core.py's seam).
 
 The order of every step is the safety argument: a machine's actions are persisted (state and the
 events announcing them, in one atomic write) before any unlock frame is sent or anything is
@@ -16,12 +17,13 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
+from daemon.core import Business, LockerCore, OperatorCommand
 from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
@@ -44,6 +46,9 @@ CLOCK_JUMP_MS = 2_000
 
 #: Called after every commit with the numbered events and the ids of cells whose view changed.
 Listener = Callable[[list[dict], set[int]], None]
+
+#: Builds one business on the running locker (daemon/core.py's seam).
+BusinessFactory = Callable[[LockerCore], Business]
 
 #: The reason code of everything refused while the store cannot commit (full disk, quota, EIO).
 STORAGE_FULL = "storage_full"
@@ -69,8 +74,12 @@ def cell_specs(config: LockerConfig) -> list[CellSpec]:
 
 
 class LockerDaemon:
+    """The locker core (a `daemon.core.LockerCore`) and the wiring of its businesses."""
+
     def __init__(self, config: LockerConfig, journal: Journal | None = None,
-                 kiosk_listener: tuple[Any, bool] | None = None) -> None:
+                 kiosk_listener: tuple[Any, bool] | None = None,
+                 businesses: Sequence[BusinessFactory] = ()) -> None:
+        """`businesses` run beside those the configuration enables (storage)."""
         self.config = config
         #: The kiosk's listening socket, opened before anything else (run_daemon); else the
         #: kiosk binds its port itself when it starts.
@@ -109,6 +118,8 @@ class LockerDaemon:
         self._local_profile = load_profile_file(config.profile) if config.profile else None
         self._profile_cache: tuple[Any, Profile | None] = (None, None)
         self.storage = build_storage(self)
+        #: Every business on this locker; the commit path knows them only by the seam.
+        self.businesses: list[Business] = [self.storage, *(make(self) for make in businesses)]
         self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
@@ -151,8 +162,8 @@ class LockerDaemon:
         for port, names in by_port.items():
             self._spawn(self._poll_bus(port, names))
         self._spawn(self._tick_loop())
-        self._spawn(self._after_ready())
-        self._spawn(self.storage.run())
+        for business in self.businesses:
+            self._spawn(business.run())
         servers = await self._start_side_servers()
         if self.fleet is not None:
             from daemon.io.fleet_link import FleetLink
@@ -237,19 +248,10 @@ class LockerDaemon:
         if self.config.kiosk.enabled:
             from daemon.kiosk import serve_kiosk
 
-            self._spawn(serve_kiosk(self.storage, self.config.kiosk, self.journal,
-                                    self.kiosk_listener))
+            routes = [r for b in self.businesses for r in b.kiosk_routes()]
+            self._spawn(serve_kiosk(self, self.storage, self.config.kiosk, self.journal,
+                                    self.kiosk_listener, routes))
         return servers
-
-    async def _after_ready(self) -> None:
-        """Once the boards reported: sockets of rented charging cells on, others off."""
-        if not await self.wait_ready(3600):
-            return
-        for cell in self.config.cells:
-            if cell.charging:
-                tenancy = self.machine.tenancy(cell.id)
-                await self.set_charging(cell.id, bool(tenancy and tenancy.get("charging")),
-                                        quiet=True)
 
     async def set_charging(self, cell_id: int, on: bool, quiet: bool = False) -> None:
         """Power a charging cell's socket on or off (its relay channel); an event says so."""
@@ -362,7 +364,7 @@ class LockerDaemon:
             return self._not_committed(events, changed, observed, retried, None)
         snapshot = self.machine.snapshot()
         settled = self.fleet.settle(events) if self.fleet else []
-        payments = [*payments, *self.storage.settle(events)]
+        payments = [*payments, *self._settled_payments(events)]
         try:
             numbered = self.store.commit(
                 snapshot,
@@ -385,7 +387,7 @@ class LockerDaemon:
     def _announce(
         self, numbered: list[dict], events: list[Event], changed: set[int], settled: list[dict]
     ) -> None:
-        """After a commit: log, tell the storage service, listeners and the fleet."""
+        """After a commit: log, tell the businesses, listeners and the fleet."""
         for record in numbered:
             data = record["data"]
             self.journal.line(
@@ -397,7 +399,12 @@ class LockerDaemon:
                 alarm=bool(data.get("alarm")),
             )
         if numbered:
-            self.storage.committed(numbered, changed)
+            for business in self.businesses:
+                try:
+                    business.committed(numbered, changed)
+                except Exception as exc:  # one business's fault must not stop the others
+                    self.journal.line("business_failed", level="error", business=business.name,
+                                      error=repr(exc))
         for listener in list(self.listeners):
             try:
                 listener(numbered, changed)
@@ -458,7 +465,7 @@ class LockerDaemon:
                  *((e.type, self._event_data(e), at) for e, at in self._held)],
                 now_ms=self.clock(),
                 commands=settled,
-                payments=self.storage.settle(held),
+                payments=self._settled_payments(held),
             )
         except StoreWriteFailed:
             return
@@ -472,9 +479,18 @@ class LockerDaemon:
     def _clock_jumped(self, jump_ms: int) -> None:
         """The wall clock stepped (NTP after a boot without RTC): shift every stored time."""
         self.machine.clock_jumped(jump_ms)
-        self.storage.clock_jumped(jump_ms)
+        for business in self.businesses:
+            business.clock_jumped(jump_ms)
         commands = self.fleet.clock_jumped(jump_ms) if self.fleet else []
         self.apply([Event("clock_jumped", None, {"delta_ms": jump_ms}, True)], commands=commands)
+
+    def _settled_payments(self, events: Sequence[Event]) -> list[dict]:
+        """Payment records the businesses settle with these events, in the same write."""
+        return [p for business in self.businesses for p in business.settle(events)]
+
+    def operator_commands(self) -> Mapping[str, OperatorCommand]:
+        """Every business's operator acts by command type (taken afresh at each call)."""
+        return {name: act for b in self.businesses for name, act in b.operator_commands().items()}
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

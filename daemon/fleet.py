@@ -39,7 +39,7 @@ from daemon.remote_commands import (
 )
 
 if TYPE_CHECKING:
-    from daemon.app import LockerDaemon
+    from daemon.core import FleetHost
 
 #: How long a command waits for the boot reconciliation before it is answered `busy`.
 READY_WAIT_S = 5.0
@@ -53,7 +53,7 @@ DELIVER_FOR_MS = 24 * 3600 * 1000
 
 
 class FleetSide:
-    def __init__(self, daemon: LockerDaemon) -> None:
+    def __init__(self, daemon: FleetHost) -> None:
         self.daemon = daemon
         self.locker_id = daemon.config.locker_id
         trust = daemon.config.trust
@@ -308,7 +308,7 @@ class FleetSide:
     def _service_command(self, cell: int, cmd: Any, record: dict, reason: str) -> None:
         """waive / reveal-pin: answered at once by the storage service, in one commit."""
         d = self.daemon
-        act = d.storage.waive if cmd.type == "waive" else d.storage.reveal_pin
+        act = d.operator_commands().get(cmd.type)
         accepted = result(cmd.cmd_id, "accepted", cell=cell)
         try:
             # The act's own event and this replay-cache entry are written separately; the
@@ -319,7 +319,9 @@ class FleetSide:
             self._send([result(cmd.cmd_id, "rejected", refused.reason, cell=cell)])
             return
         try:
-            data = act(cell, reason, cmd.operator, ref=cmd.cmd_id)
+            if act is None:  # no business on this locker takes it
+                raise Refused("unknown_command", f"no business here takes {cmd.type!r}")
+            data = act(cell, reason, cmd.operator, cmd.cmd_id)
         except Refused as refused:
             status = "failed" if refused.reason == "storage_full" else "rejected"
             record["results"] = [accepted, result(cmd.cmd_id, status,

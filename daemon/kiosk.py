@@ -15,7 +15,7 @@ import functools
 import json
 import resource
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
 import uvicorn
@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from daemon.core import BusinessError, ErrorKind, KioskRoute, LockerCore
 from daemon.fsm import Refused
 from daemon.journal import Journal
 from daemon.kiosk_errors import ROUTE_ERRORS, declared_responses, openapi_without_422
@@ -91,13 +92,14 @@ async def _no_body(request: Request) -> None:
     except ValueError:
         parsed = None
     if parsed != {}:
-        raise StorageError("bad_request", 400, detail="this call takes no body (or {})")
+        raise StorageError("bad_request", ErrorKind.BAD_REQUEST,
+                           detail="this call takes no body (or {})")
 
 
-def error_language(service: StorageService, request: Request) -> str:
+def error_language(core: LockerCore, request: Request) -> str:
     """The language of an error: the client's if the profile offers it, else its default."""
     wanted = _pick_language(request, request.query_params.get("lang"))
-    profile = service.daemon.profile()
+    profile = core.profile()
     if profile is None:
         return wanted if wanted in MESSAGES else FALLBACK
     if wanted in profile.scenario.languages:
@@ -116,7 +118,9 @@ def _pick_language(request: Request, lang: str | None) -> str | None:
     return None
 
 
-def create_app(service: StorageService) -> FastAPI:
+def create_app(
+    core: LockerCore, service: StorageService, routes: Sequence[KioskRoute] = ()
+) -> FastAPI:
     app = FastAPI(
         title="Locker kiosk API",
         version="1",
@@ -142,52 +146,53 @@ def create_app(service: StorageService) -> FastAPI:
         if wanted in languages:
             return wanted
         if lang:  # asked for explicitly: say it is not offered
-            raise StorageError("unknown_language", 422, language=lang)
+            raise StorageError("unknown_language", ErrorKind.INVALID, language=lang)
         return default
 
     Lang = Annotated[str, Depends(language)]
 
     async def ready() -> None:
-        if not await service.daemon.wait_ready(5):
-            raise StorageError("not_ready", 503)
+        if not await core.wait_ready(5):
+            raise StorageError("not_ready", ErrorKind.UNAVAILABLE)
 
     Ready = Depends(ready)
 
-    @app.exception_handler(StorageError)
-    async def _refused(request: Request, exc: StorageError) -> JSONResponse:
-        return _error(exc, error_language(service, request))
+    @app.exception_handler(BusinessError)
+    async def _refused(request: Request, exc: BusinessError) -> JSONResponse:
+        return _error(exc, error_language(core, request))
 
     @app.exception_handler(Refused)
     async def _not_stored(request: Request, exc: Refused) -> JSONResponse:
         """A refusal from the daemon itself (storage_full: nothing could be stored)."""
-        lang = error_language(service, request)
-        status = 507 if exc.reason == "storage_full" else 409  # 507: Insufficient Storage
-        return _error(StorageError(exc.reason, status, detail=exc.detail), lang)
+        lang = error_language(core, request)
+        kind = ErrorKind.NO_SPACE if exc.reason == "storage_full" else ErrorKind.CONFLICT
+        return _error(StorageError(exc.reason, kind, detail=exc.detail), lang)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        lang = error_language(service, request)
+        lang = error_language(core, request)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "")
-        return _error(StorageError("bad_request", 400, detail=detail, field=where), lang)
+        return _error(StorageError("bad_request", ErrorKind.BAD_REQUEST, detail=detail,
+                                   field=where), lang)
 
     @app.exception_handler(HTTPException)
     async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
         """A wrong address or method (a screen built for another version) in the same shape."""
-        lang = error_language(service, request)
+        lang = error_language(core, request)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         path = request.url.path[:100]
-        error = StorageError(code, exc.status_code, path=path, method=request.method,
+        error = StorageError(code, ErrorKind.BAD_REQUEST, path=path, method=request.method,
                              detail=str(exc.detail))
-        response = _error(error, lang)
+        response = _error(error, lang, exc.status_code)
         response.headers.update(exc.headers or {})  # 405: Allow
         return response
 
     @app.get(f"{API}/health", responses=errors("health"))
     async def health() -> dict[str, Any]:
-        return {"ok": True, "ready": service.daemon.machine.ready(),
-                "profile": service.daemon.profile() is not None}
+        return {"ok": True, "ready": core.machine.ready(),
+                "profile": core.profile() is not None}
 
     @app.get(f"{API}/texts", responses=errors("texts"))
     async def texts(lang: Lang) -> dict[str, Any]:
@@ -255,12 +260,24 @@ def create_app(service: StorageService) -> FastAPI:
         """Pay for more time (partial payment mode)."""
         return await service.extend(cell, body.pin, body.period_s)
 
+    for route in routes:  # other businesses' routes, their refusals mapped like ours
+        app.add_api_route(route.path, route.handler, methods=[route.method], name=route.name,
+                          status_code=route.status_code, dependencies=[Ready])
     return app
 
 
-def _error(exc: StorageError, language: str) -> JSONResponse:
+#: The HTTP status of each kind of business refusal.
+HTTP_STATUS = {
+    ErrorKind.BAD_REQUEST: 400, ErrorKind.PAYMENT_REQUIRED: 402, ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.GONE: 410,
+    ErrorKind.INVALID: 422, ErrorKind.LOCKED: 423, ErrorKind.TOO_MANY: 429,
+    ErrorKind.UPSTREAM_FAILED: 502, ErrorKind.UNAVAILABLE: 503, ErrorKind.NO_SPACE: 507,
+}
+
+
+def _error(exc: BusinessError, language: str, status: int | None = None) -> JSONResponse:
     return JSONResponse(
-        status_code=exc.status,
+        status_code=status or HTTP_STATUS[exc.kind],
         content={"error": {"code": exc.code, "message": exc.message(language),
                            "params": {k: v for k, v in exc.params.items()
                                       if isinstance(v, str | int | list)}}},
@@ -275,17 +292,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _refusal(service: StorageService, scope: dict[str, Any], code: str, status: int,
+def _refusal(core: LockerCore, scope: dict[str, Any], code: str, status: int,
              params: dict[str, Any]) -> JSONResponse:
     """A refusal made before the app saw the request (body limits), in the API's shape; the
     connection is closed after it, since the rest of the body is never read."""
-    response = _error(StorageError(code, status, **params), error_language(service, Request(scope)))
+    response = _error(StorageError(code, ErrorKind.BAD_REQUEST, **params),
+                      error_language(core, Request(scope)), status)
     response.headers["connection"] = "close"
     return response
 
 
-async def serve_kiosk(service: StorageService, settings: KioskSettings, journal: Journal,
-                      listener: tuple[socket.socket, bool] | None = None) -> None:
+async def serve_kiosk(core: LockerCore, service: StorageService, settings: KioskSettings,
+                      journal: Journal, listener: tuple[socket.socket, bool] | None = None,
+                      routes: Sequence[KioskRoute] = ()) -> None:
     """Serve the kiosk API on `listener` (socket, handed over by systemd) or on its own port."""
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cap = kiosk_connection_cap(settings.max_connections, fd_limit)
@@ -294,8 +313,8 @@ async def serve_kiosk(service: StorageService, settings: KioskSettings, journal:
                      max_connections=cap, fd_limit=fd_limit)
     sock, inherited = listener or kiosk_listener(settings.host, settings.port, ACCEPT_BACKLOG)
     gate = ClientGate(cap, settings.header_timeout_s, journal)
-    app = BodyLimit(create_app(service), settings.max_body_bytes, settings.body_timeout_s, gate,
-                    functools.partial(_refusal, service))
+    app = BodyLimit(create_app(core, service, routes), settings.max_body_bytes,
+                    settings.body_timeout_s, gate, functools.partial(_refusal, core))
     config = uvicorn.Config(
         # "error": uvicorn's per-request warnings (an invalid request) would be a line per
         # socket; the gate counts them in its summary lines instead.

@@ -59,7 +59,7 @@ class Rig:
         self.door(cell_id, now + 1000, closed=False)
         self.door(cell_id, now + 2000, closed=True, item=True)
         assert self.state(cell_id) == "occupied"
-        return self.cell(cell_id)["tenancy"]
+        return self.m.tenancy(cell_id)
 
 
 def unlocks(actions: Sequence[Action]) -> list[Unlock]:
@@ -97,7 +97,7 @@ def test_deposit_open_then_close_makes_the_cell_occupied() -> None:
     assert event(acts, "door_closed").data["open_ms"] == 4_000
     assert rig.m.cell_view(1) == {"cell": 1, "state": "occupied", "door": "closed", "size": "M",
                                   "since": 15_000}
-    assert rig.cell(1)["tenancy"] == done.data["tenancy"]
+    assert rig.m.tenancy(1) == done.data["tenancy"]
     assert rig.cell(1)["pending"] is None
     assert changed(acts) == {1}
 
@@ -143,7 +143,7 @@ def test_pickup_opens_then_frees_the_cell_with_the_tenancy_for_the_receipt() -> 
     assert done.data["tenancy"] == tenancy and done.data["ref"] == "p"
     assert done.data["overdue"] is False and done.data["item_present"] is False
     assert rig.m.cell_view(1)["state"] == "free" and rig.m.cell_view(1)["since"] == 52_000
-    assert rig.cell(1)["tenancy"] is None
+    assert rig.m.tenancy(1) is None
 
 
 # ---------------------------------------------------------------- rule 3: overdue
@@ -204,12 +204,17 @@ def test_temporary_access_keeps_the_cell_occupied_and_the_billing() -> None:
     assert after["since"] == before["since"]
 
 
-@pytest.mark.parametrize("how", ["debt", "overdue"])
+@pytest.mark.parametrize("how", ["due", "overdue"])
 def test_temporary_access_is_refused_with_unpaid_debt(how: str) -> None:
+    """Unpaid time is the tenancy's due time passed: refused before the tick made it overdue."""
     rig = Rig()
-    if how == "debt":
-        rig.occupy(1, 0, debt=500)
-        now = HOUR
+    if how == "due":
+        rig.occupy(1, 0, due_at=HOUR)
+        now = HOUR + 1  # no tick yet: the cell still reads occupied
+        assert rig.state(1) == "occupied"
+        with pytest.raises(Refused) as checked:
+            rig.m.check_command(1, "temporary", now)
+        assert checked.value.reason == "debt"
     else:
         rig.occupy(1, 0, due_at=HOUR)
         rig.m.tick(HOUR)
@@ -236,7 +241,7 @@ def test_operator_opens_a_blocked_cell_and_it_stays_blocked() -> None:
         "tenancy_id": tenancy["id"], "ref": "cmd-7"}
     cell = rig.cell(1)
     assert cell["state"] == "blocked" and cell["block_reason"] == "collector"
-    assert cell["tenancy"] == tenancy
+    assert rig.m.tenancy(1) == tenancy
 
 
 @pytest.mark.parametrize("occupied", [False, True])
@@ -296,11 +301,11 @@ def test_block_keeps_the_tenancy_and_unblock_returns_to_occupied() -> None:
     acts = rig.m.command(1, "block", HOUR, reason="inspection", ref="b1")
     assert acts == [Event("blocked", 1, {"board": "A", "lock": 1, "reason": "inspection",
                                          "ref": "b1"}), CellChanged(1)]
-    assert rig.cell(1)["tenancy"] == tenancy and rig.cell(1)["block_reason"] == "inspection"
+    assert rig.m.tenancy(1) == tenancy and rig.cell(1)["block_reason"] == "inspection"
     acts = rig.m.command(1, "unblock", 2 * HOUR, ref="u1")
     assert acts == [Event("unblocked", 1, {"board": "A", "lock": 1, "state": "occupied",
                                            "ref": "u1"}), CellChanged(1)]
-    assert rig.cell(1)["tenancy"] == tenancy and rig.cell(1)["block_reason"] is None
+    assert rig.m.tenancy(1) == tenancy and rig.cell(1)["block_reason"] is None
 
 
 def test_unblock_after_the_due_time_returns_to_overdue() -> None:
@@ -365,7 +370,7 @@ def test_door_opened_without_an_authorised_open_is_forced_open_and_blocks() -> N
     assert event(acts, "blocked").data["reason"] == "forced_open"
     assert rig.m.cell_view(1) == {"cell": 1, "state": "blocked", "door": "open", "size": "M",
                                   "since": 50_000}
-    assert rig.cell(1)["tenancy"] == tenancy
+    assert rig.m.tenancy(1) == tenancy
     assert types(rig.door(1, 60_000, closed=True)) == ["door_closed"]
 
 
@@ -440,6 +445,6 @@ def test_stuck_lock_on_pickup_keeps_the_tenancy() -> None:
     rig.m.tick(13_000)
     acts = rig.m.tick(16_000)
     assert types(acts) == ["lock_fault", "pickup_cancelled", "blocked"]
-    assert rig.state(1) == "blocked" and rig.cell(1)["tenancy"] == tenancy
+    assert rig.state(1) == "blocked" and rig.m.tenancy(1) == tenancy
     rig.m.command(1, "unblock", 20_000)
     assert rig.state(1) == "occupied"

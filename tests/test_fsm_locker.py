@@ -194,7 +194,7 @@ def test_boot_door_found_open_that_the_store_says_closed_is_forced_open() -> Non
     alarm = event(acts, "forced_open")
     assert alarm.alarm and alarm.data["at_boot"] is True and alarm.cell_id == 1
     assert again.state(1) == "blocked"
-    assert again.cell(1)["tenancy"] == rig.cell(1)["tenancy"]
+    assert again.m.tenancy(1) == rig.m.tenancy(1)
     assert again.m.ready() is False
     again.poll("B", HOUR)
     assert again.m.ready() is True
@@ -260,7 +260,7 @@ def test_snapshot_is_a_copy() -> None:
     rig.occupy(1, 0)
     snap = rig.m.snapshot()
     snap["cells"]["1"]["tenancy"]["id"] = "changed"
-    assert rig.cell(1)["tenancy"]["id"] != "changed"
+    assert rig.m.tenancy(1)["id"] != "changed"
 
 
 def test_restore_ignores_cells_no_longer_configured_and_starts_new_ones_fresh() -> None:

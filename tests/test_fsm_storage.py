@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.fsm import Action, CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
-from daemon.fsm.cell import SECRET_KEY, public_tenancy, shift_times
+from daemon.fsm.cell import public_tenancy
+from daemon.fsm.tenancy import SECRET_KEY, Tenancy, shift_times
 from tests.fixtures.fsm_actions import event, types
 
 MIN = 60_000
@@ -72,7 +73,7 @@ class Rig:
         self.door(cell_id, now + 1000, closed=False)
         self.door(cell_id, now + 2000, closed=True, item=True)
         assert self.state(cell_id) == "occupied"
-        return self.cell(cell_id)["tenancy"]
+        return self.m.tenancy(cell_id)
 
     def open_and_close(self, cell_id: int, now: int) -> list[Action]:
         """The door of an accepted open: opened at now + 1000, closed at now + 2000."""
@@ -98,7 +99,7 @@ def test_update_tenancy_merges_the_changes_and_emits_the_event() -> None:
                       event=("rental_extended", {"amount": 9000, "paid_total": 19000}))
     assert acts == [Event("rental_extended", 1, {"board": "A", "lock": 1, "tenancy_id": "t-1",
                                                  "amount": 9000, "paid_total": 19000})]
-    assert rig.cell(1)["tenancy"] == {**before, "paid": 19000, "payments": [{"amount": 9000}]}
+    assert rig.m.tenancy(1) == {**before, "paid": 19000, "payments": [{"amount": 9000}]}
     assert rig.state(1) == "occupied"
 
 
@@ -106,7 +107,7 @@ def test_update_tenancy_without_event_returns_no_event() -> None:
     rig = Rig()
     rig.occupy(1, T0, id="t-1", due_at=T0 + HOUR)
     assert rig.update(1, {"note": "x"}, T0 + MIN) == []
-    assert rig.cell(1)["tenancy"]["note"] == "x"
+    assert rig.m.tenancy(1)["note"] == "x"
 
 
 def test_update_tenancy_keeps_its_own_copy_of_the_changes() -> None:
@@ -115,7 +116,7 @@ def test_update_tenancy_keeps_its_own_copy_of_the_changes() -> None:
     payments = [{"amount": 1}]
     rig.update(1, {"payments": payments}, T0 + MIN)
     payments.append({"amount": 2})
-    assert rig.cell(1)["tenancy"]["payments"] == [{"amount": 1}]
+    assert rig.m.tenancy(1)["payments"] == [{"amount": 1}]
 
 
 def test_moving_due_at_past_now_takes_an_overdue_cell_back_and_rearms_the_timer() -> None:
@@ -224,7 +225,7 @@ def test_update_tenancy_of_an_unknown_cell_is_refused() -> None:
 
 
 def _evict_cycle(rig: Rig, now: int, was: str) -> None:
-    tenancy = rig.cell(1)["tenancy"]
+    tenancy = rig.m.tenancy(1)
     acts = rig.cmd(1, "evict", now, ref="ev-1", reason="abandoned 40 days")
     assert acts[:2] == [
         Event("eviction_started", 1, {"board": "A", "lock": 1, "tenancy_id": tenancy["id"],
@@ -293,7 +294,7 @@ def test_evict_not_opened_in_time_is_cancelled_and_keeps_the_tenancy() -> None:
     rig.cmd(1, "evict", T0 + 2 * MIN, ref="ev", reason="note")  # nobody opens the door
     acts = rig.tick(T0 + 2 * MIN + T.open_timeout_ms)
     assert "eviction_cancelled" in types(acts)
-    assert rig.cell(1)["tenancy"] == tenancy and rig.state(1) == "blocked"
+    assert rig.m.tenancy(1) == tenancy and rig.state(1) == "blocked"
 
 
 # ---------------------------------------------------------------- due_after_ms at deposit
@@ -307,7 +308,7 @@ def test_due_after_ms_sets_due_at_from_the_door_closing() -> None:
     tenancy = event(acts, "deposit_completed").data["tenancy"]
     assert tenancy["started_at"] == T0 + 9_000
     assert tenancy["due_at"] == T0 + 9_000 + 90 * MIN
-    assert "due_after_ms" not in tenancy and "due_after_ms" not in rig.cell(1)["tenancy"]
+    assert "due_after_ms" not in tenancy and "due_after_ms" not in rig.m.tenancy(1)
     assert rig.tick(T0 + 9_000 + 90 * MIN - 1) == []
     assert types(rig.tick(T0 + 9_000 + 90 * MIN)) == ["overdue"]
 
@@ -337,7 +338,7 @@ def test_due_at_is_started_at_plus_due_after(after: int, close_after: int) -> No
     rig.cmd(1, "deposit", T0, tenancy={"id": "t", "due_after_ms": after})
     rig.door(1, T0 + close_after, closed=False)
     rig.door(1, T0 + close_after + 1, closed=True)
-    tenancy = rig.cell(1)["tenancy"]
+    tenancy = rig.m.tenancy(1)
     assert tenancy["due_at"] == tenancy["started_at"] + after == T0 + close_after + 1 + after
 
 
@@ -345,15 +346,16 @@ def test_due_at_is_started_at_plus_due_after(after: int, close_after: int) -> No
 
 
 def test_public_tenancy_strips_the_secret_and_copies() -> None:
-    tenancy = {"id": "t", "secret": {"pin": PIN}, "payments": [{"amount": 1}]}
+    tenancy = Tenancy.from_flat({"id": "t", "secret": {"pin": PIN},
+                                 "payments": [{"amount": 1}]})
     public = public_tenancy(tenancy)
     assert public == {"id": "t", "payments": [{"amount": 1}]}
     assert public is not None
     public["payments"].append({"amount": 2})
-    assert tenancy["payments"] == [{"amount": 1}]
-    assert tenancy["secret"] == {"pin": PIN}  # the original keeps it
+    assert tenancy.flat()["payments"] == [{"amount": 1}]
+    assert tenancy.flat()["secret"] == {"pin": PIN}  # the original keeps it
     assert public_tenancy(None) is None
-    assert public_tenancy({"id": "t"}) == {"id": "t"}
+    assert public_tenancy(Tenancy("t")) == {"id": "t"}
 
 
 def _leaks(actions: Sequence[Action]) -> list[Event]:
@@ -441,12 +443,12 @@ def test_clock_jump_moves_every_stored_time(delta: int) -> None:
     t_before, t_after = before["cells"]["1"]["tenancy"], after["cells"]["1"]["tenancy"]
     assert t_after["started_at"] == t_before["started_at"] + delta
     assert t_after["due_at"] == t_before["due_at"] + delta
-    assert t_after["payments"] == [{"paid_at": T0 + delta, "amount": 10000}]
-    assert t_after["id"] == "t-1" and t_after["billing_stopped_at"] is None
+    assert t_after["payload"]["payments"] == [{"paid_at": T0 + delta, "amount": 10000}]
+    assert t_after["id"] == "t-1" and t_after["payload"]["billing_stopped_at"] is None
     p_before, p_after = before["cells"]["2"]["pending"], after["cells"]["2"]["pending"]
     assert p_after["confirm_at"] == p_before["confirm_at"] + delta
     assert p_after["cancel_at"] == p_before["cancel_at"] + delta
-    assert p_after["tenancy"]["created_at"] == now + delta
+    assert p_after["tenancy"]["payload"]["created_at"] == now + delta
     c_before, c_after = before["cells"]["3"], after["cells"]["3"]
     assert c_after["door_open_since"] == c_before["door_open_since"] + delta
     assert c_after["left_open_at"] == c_before["left_open_at"] + delta
@@ -536,7 +538,7 @@ SETUPS: dict[str, Callable[[Rig], object]] = {
     "free": lambda rig: None,
     "occupied": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR),
     "overdue": lambda rig: (rig.occupy(1, T0, id="t", due_at=T0 + HOUR), rig.tick(T0 + HOUR)),
-    "debt": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR, debt=500),
+    "due": lambda rig: rig.occupy(1, T0, id="t", due_at=T0 + 5_000),  # due, not ticked
     "blocked": lambda rig: rig.cmd(1, "block", T0 + 1),
     "blocked_tenancy": lambda rig: (rig.occupy(1, T0, id="t", due_at=T0 + 100 * HOUR),
                                     rig.cmd(1, "block", T0 + 3000)),
@@ -560,7 +562,7 @@ def test_check_command_raises_like_command_and_changes_nothing(setup: str, kind:
 
     checked, commanded = build(), build()
     before = checked.m.snapshot()
-    reason = refused(lambda: checked.m.check_command(1, kind))
+    reason = refused(lambda: checked.m.check_command(1, kind, T0 + 10_000))
     assert checked.m.snapshot() == before
     expected = refused(lambda: commanded.m.command(1, kind, T0 + 10_000, reason="note"))
     assert reason == expected

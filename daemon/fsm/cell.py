@@ -7,18 +7,16 @@ deadline so a snapshot taken before a restart still fires at the right moment af
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.lifecycle import STATES
+from daemon.fsm.purposes import PURPOSES
 from daemon.fsm.spec import CellSpec
+from daemon.fsm.tenancy import Tenancy
 
 DOOR_STATES = ("closed", "open", "unknown")
-PURPOSES = ("deposit", "pickup", "temporary", "open", "evict")
-#: Tenancy key whose value never leaves the locker in an event (PIN, phone): see `public_tenancy`.
-SECRET_KEY = "secret"
 
 
 @dataclass(slots=True)
@@ -35,7 +33,7 @@ class PendingOpen:
     #: No open seen by then -> the request is cancelled (open timeout).
     cancel_at: int | None
     #: Deposit only: the tenancy that starts when the door closes.
-    tenancy: dict[str, Any] | None = None
+    tenancy: Tenancy | None = None
 
     def postpone(self, delta_ms: int) -> None:
         """Move the confirm and cancel deadlines (a pause of the door sensor, a clock jump)."""
@@ -52,11 +50,11 @@ class PendingOpen:
             "opened": self.opened,
             "confirm_at": self.confirm_at,
             "cancel_at": self.cancel_at,
-            "tenancy": copy.deepcopy(self.tenancy),
+            "tenancy": self.tenancy.to_dict() if self.tenancy else None,
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PendingOpen:
+    def from_dict(cls, data: Mapping[str, Any], *, legacy: bool = False) -> PendingOpen:
         if data["purpose"] not in PURPOSES:
             raise ValueError(f"pending open with unknown purpose {data['purpose']!r}")
         return cls(
@@ -66,28 +64,13 @@ class PendingOpen:
             opened=bool(data["opened"]),
             confirm_at=data.get("confirm_at"),
             cancel_at=data.get("cancel_at"),
-            tenancy=copy.deepcopy(data.get("tenancy")),
+            tenancy=Tenancy.load(data["tenancy"], legacy=legacy) if data.get("tenancy") else None,
         )
 
 
-def public_tenancy(tenancy: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A copy of the tenancy for events and logs: without its secret part (PIN, phone)."""
-    if tenancy is None:
-        return None
-    return {k: copy.deepcopy(v) for k, v in tenancy.items() if k != SECRET_KEY}
-
-
-def shift_times(obj: Any, delta_ms: int) -> Any:
-    """Every `*_at` integer inside `obj` moved by `delta_ms` (a wall-clock jump undone)."""
-    if isinstance(obj, dict):
-        return {
-            k: (v + delta_ms if k.endswith("_at") and isinstance(v, int) and not isinstance(v, bool)
-                else shift_times(v, delta_ms))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [shift_times(v, delta_ms) for v in obj]
-    return obj
+def public_tenancy(tenancy: Tenancy | None) -> dict[str, Any] | None:
+    """The tenancy for events and logs: without its secret part (PIN, phone)."""
+    return None if tenancy is None else tenancy.public()
 
 
 class Cell:
@@ -111,7 +94,7 @@ class Cell:
         #: When the door became unknown: the door timers are shifted by the pause on recovery.
         self.paused_at: int | None = None
         self.pending: PendingOpen | None = None
-        self.tenancy: dict[str, Any] | None = None
+        self.tenancy: Tenancy | None = None
         #: The `overdue` event of this tenancy was emitted (exactly once, even while blocked).
         self.overdue_announced = False
         self.block_reason: str | None = None
@@ -121,15 +104,11 @@ class Cell:
         return self.tenancy is not None
 
     def is_due(self, now_ms: int) -> bool:
-        due = (self.tenancy or {}).get("due_at")
+        due = self.tenancy.due_at if self.tenancy is not None else None
         return due is not None and now_ms >= due
 
     def stamp_since(self, now_ms: int) -> None:
         self.since = now_ms
-
-    @property
-    def debt(self) -> int:
-        return int((self.tenancy or {}).get("debt") or 0)
 
     def where(self) -> dict[str, Any]:
         """Board and lock, the start of every event's data."""
@@ -162,12 +141,12 @@ class Cell:
             "left_open_at": self.left_open_at,
             "paused_at": self.paused_at,
             "pending": self.pending.to_dict() if self.pending else None,
-            "tenancy": copy.deepcopy(self.tenancy),
+            "tenancy": self.tenancy.to_dict() if self.tenancy else None,
             "overdue_announced": self.overdue_announced,
             "block_reason": self.block_reason,
         }
 
-    def load(self, data: Mapping[str, Any]) -> str:
+    def load(self, data: Mapping[str, Any], *, legacy: bool = False) -> str:
         """Take the stored fields back; returns the lifecycle state for the Machine to set.
 
         A cell rewired to another board or lock keeps its business state but forgets the door: the
@@ -180,8 +159,10 @@ class Cell:
         if door not in DOOR_STATES:
             raise ValueError(f"cell {self.spec.id}: unknown stored door state {door!r}")
         self.since = data.get("since")
-        self.pending = PendingOpen.from_dict(data["pending"]) if data.get("pending") else None
-        self.tenancy = copy.deepcopy(data.get("tenancy"))
+        pending = data.get("pending")
+        self.pending = PendingOpen.from_dict(pending, legacy=legacy) if pending else None
+        tenancy = data.get("tenancy")
+        self.tenancy = Tenancy.load(tenancy, legacy=legacy) if tenancy else None
         self.overdue_announced = bool(data.get("overdue_announced", False))
         self.block_reason = data.get("block_reason")
         if state in ("occupied", "overdue") and self.tenancy is None:

@@ -10,41 +10,21 @@ is reconciled with the stored door states before `ready()` lets the app take com
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.fsm.actions import Action, CellChanged, Event, Refused, Unlock
-from daemon.fsm.cell import SECRET_KEY, Cell, PendingOpen, public_tenancy, shift_times
+from daemon.fsm.cell import Cell, PendingOpen, public_tenancy
 from daemon.fsm.lifecycle import BLOCKED, FREE, OCCUPIED, OVERDUE, new_machine
+from daemon.fsm.purposes import CELL_COMMANDS, PURPOSES, Completion, Purpose, TenancyUse
 from daemon.fsm.spec import CellSpec, Timing
+from daemon.fsm.tenancy import Tenancy
 
-SNAPSHOT_VERSION = 1
-
-OPEN_KINDS = ("deposit", "pickup", "temporary", "open", "evict")
-COMMAND_KINDS = (*OPEN_KINDS, "block", "unblock")
-
-STARTED = {
-    "deposit": "deposit_started",
-    "pickup": "pickup_started",
-    "temporary": "temporary_access_started",
-    "open": "open_started",
-    "evict": "eviction_started",
-}
-COMPLETED = {
-    "deposit": "deposit_completed",
-    "pickup": "pickup_completed",
-    "temporary": "temporary_access_completed",
-    "open": "open_completed",
-    "evict": "eviction_completed",
-}
-CANCELLED = {
-    "deposit": "deposit_cancelled",
-    "pickup": "pickup_cancelled",
-    "temporary": "temporary_access_cancelled",
-    "open": "open_cancelled",
-    "evict": "eviction_cancelled",
-}
+#: 2: tenancies stored as a typed core plus the business's payload; 1 (the flat form before) is
+#: read and migrated.
+SNAPSHOT_VERSION = 2
+_LEGACY_VERSION = 1
 
 #: One reading per lock: (door_closed, item_present), None where the sensor gave nothing usable.
 Reading = tuple[bool | None, bool | None]
@@ -135,13 +115,14 @@ class LockerMachine:
     # ----------------------------------------------------------------- restore / snapshot
 
     def _restore(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != SNAPSHOT_VERSION:
+        if state.get("version") not in (SNAPSHOT_VERSION, _LEGACY_VERSION):
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        legacy = state.get("version") == _LEGACY_VERSION
         stored_cells = state.get("cells", {})
         for cell in self._cells.values():
             data = stored_cells.get(str(cell.spec.id))
             if data is not None:
-                self._machine.set_state(cell.load(data), model=cell)
+                self._machine.set_state(cell.load(data, legacy=legacy), model=cell)
         for name, data in state.get("boards", {}).items():
             health = self._boards.get(name)
             if health is not None:
@@ -203,8 +184,9 @@ class LockerMachine:
         reason: str = "",
     ) -> list[Action]:
         """Carry out a kiosk, service or remote command; or raise Refused and change nothing."""
-        if kind not in COMMAND_KINDS:
-            raise Refused("unknown_command", f"{kind!r} is not one of {', '.join(COMMAND_KINDS)}")
+        if kind not in PURPOSES and kind not in CELL_COMMANDS:
+            kinds = ", ".join((*PURPOSES, *CELL_COMMANDS))
+            raise Refused("unknown_command", f"{kind!r} is not one of {kinds}")
         cell = self._cells.get(cell_id)
         if cell is None:
             raise Refused("unknown_cell", f"no cell {cell_id}")
@@ -216,31 +198,37 @@ class LockerMachine:
                 raise Refused("not_blocked", f"cell {cell_id} is {cell.state}")
             self._unblock(batch, cell, now_ms, ref)
         else:
-            self._check_open(cell, kind)
-            self._start_open(batch, cell, kind, now_ms, ref, tenancy, reason)
+            purpose = PURPOSES[kind]
+            self._check_open(cell, purpose, now_ms)
+            self._start_open(batch, cell, purpose, now_ms, ref, tenancy, reason)
         return batch.finish()
 
-    def check_command(self, cell_id: int, kind: str) -> None:
-        """Raise Refused if an open of `kind` could not be taken now; changes nothing."""
-        if kind not in OPEN_KINDS:
-            raise Refused("unknown_command", f"{kind!r} is not one of {', '.join(OPEN_KINDS)}")
+    def check_command(self, cell_id: int, kind: str, now_ms: int | None = None) -> None:
+        """Raise Refused if an open of `kind` could not be taken now; changes nothing.
+
+        Without `now_ms` a due time that passed since the last tick is not seen (the tick
+        makes the cell overdue).
+        """
+        purpose = PURPOSES.get(kind)
+        if purpose is None:
+            raise Refused("unknown_command", f"{kind!r} is not one of {', '.join(PURPOSES)}")
         cell = self._cells.get(cell_id)
         if cell is None:
             raise Refused("unknown_cell", f"no cell {cell_id}")
-        self._check_open(cell, kind)
+        self._check_open(cell, purpose, now_ms)
 
-    def _check_open(self, cell: Cell, kind: str) -> None:
-        """Raise the first reason this open request cannot be taken now."""
+    def _check_open(self, cell: Cell, purpose: Purpose, now_ms: int | None) -> None:
+        """Raise the first reason this open request cannot be taken now (its row decides)."""
         cid, state = cell.spec.id, cell.state
-        if kind == "evict" and cell.tenancy is None:
-            raise Refused("not_occupied", f"cell {cid} has no tenancy to close")
-        if kind not in ("open", "evict") and state == BLOCKED:
+        if state == BLOCKED and BLOCKED not in purpose.starts_from:
             raise Refused("blocked", f"cell {cid} is blocked ({cell.block_reason})")
-        if kind == "deposit" and state != FREE:
-            raise Refused("not_free", f"cell {cid} is {state}")
-        if kind in ("pickup", "temporary") and state not in (OCCUPIED, OVERDUE):
-            raise Refused("not_occupied", f"cell {cid} is {state}")
-        if kind == "temporary" and (state == OVERDUE or cell.debt > 0):
+        if state not in purpose.starts_from:
+            raise Refused(purpose.wrong_state, f"cell {cid} is {state}")
+        if purpose.tenancy is TenancyUse.NEEDS and cell.tenancy is None:
+            raise Refused("not_occupied", f"cell {cid} has no tenancy")
+        if purpose.refused_when_due and (
+            state == OVERDUE or (now_ms is not None and cell.is_due(now_ms))
+        ):
             raise Refused("debt", f"cell {cid} has unpaid time")
         if cell.pending is not None:
             raise Refused("busy", f"cell {cid} has a pending {cell.pending.purpose}")
@@ -256,7 +244,7 @@ class LockerMachine:
         self,
         batch: _Batch,
         cell: Cell,
-        kind: str,
+        purpose: Purpose,
         now_ms: int,
         ref: str | None,
         tenancy: Mapping[str, Any] | None,
@@ -264,18 +252,19 @@ class LockerMachine:
     ) -> None:
         data: dict[str, Any] = {}
         new_tenancy = None
-        if kind == "deposit":
-            new_tenancy = copy.deepcopy(dict(tenancy or {}))
-            if not new_tenancy.get("id"):
-                new_tenancy["id"] = f"{cell.spec.id}-{now_ms}"
+        if purpose.tenancy is TenancyUse.STARTS:
+            given = dict(tenancy or {})
+            if not given.get("id"):
+                given["id"] = f"{cell.spec.id}-{now_ms}"
+            new_tenancy = Tenancy.from_flat(given)
             data["tenancy"] = public_tenancy(new_tenancy)
         elif cell.tenancy is not None:
-            data["tenancy_id"] = cell.tenancy.get("id")
-        if kind == "evict":
+            data["tenancy_id"] = cell.tenancy.id
+        if purpose.noted:
             data["note"] = reason
         batch.touch(cell)
         cell.pending = PendingOpen(
-            purpose=kind,
+            purpose=purpose.name,
             ref=ref,
             attempt=1,
             opened=False,
@@ -283,7 +272,7 @@ class LockerMachine:
             cancel_at=now_ms + self.timing.open_timeout_ms,
             tenancy=new_tenancy,
         )
-        batch.event(STARTED[kind], cell, _with_ref(data, ref))
+        batch.event(purpose.started, cell, _with_ref(data, ref))
         batch.unlock(cell, 1)
 
     def _block(
@@ -291,7 +280,7 @@ class LockerMachine:
     ) -> None:
         """Block the cell (or re-block with a new reason); cancels a pending customer open."""
         batch.touch(cell)
-        if cell.pending is not None and cell.pending.purpose != "open":
+        if cell.pending is not None and not PURPOSES[cell.pending.purpose].survives_block:
             self._cancel(batch, cell, "blocked")
         cell.block_reason = reason
         if cell.state != BLOCKED:
@@ -311,11 +300,12 @@ class LockerMachine:
         assert pending is not None
         batch.touch(cell)
         cell.pending = None
-        data: dict[str, Any] = {"reason": reason, "purpose": pending.purpose}
-        if pending.purpose == "deposit":
+        purpose = PURPOSES[pending.purpose]
+        data: dict[str, Any] = {"reason": reason, "purpose": purpose.name}
+        if purpose.tenancy is TenancyUse.STARTS:  # what was paid for it is given back
             data["void_payment"] = True
-            data["tenancy_id"] = (pending.tenancy or {}).get("id")
-        batch.event(CANCELLED[pending.purpose], cell, _with_ref(data, pending.ref))
+            data["tenancy_id"] = pending.tenancy.id if pending.tenancy else None
+        batch.event(purpose.cancelled, cell, _with_ref(data, pending.ref))
 
     def update_tenancy(
         self,
@@ -336,15 +326,15 @@ class LockerMachine:
             raise Refused("not_occupied", f"cell {cell_id} has no tenancy")
         batch = _Batch()
         batch.touch(cell)
-        cell.tenancy = {**cell.tenancy, **copy.deepcopy(dict(changes))}
-        due = cell.tenancy.get("due_at")
+        cell.tenancy.update(changes)
+        due = cell.tenancy.due_at
         if due is None or due > now_ms:
             cell.overdue_announced = False
             if cell.state == OVERDUE:
                 cell.trigger("extend", now_ms)
         if event is not None:
             type_, data = event
-            batch.event(type_, cell, {"tenancy_id": cell.tenancy.get("id"), **data})
+            batch.event(type_, cell, {"tenancy_id": cell.tenancy.id, **data})
         return batch.finish()
 
     def tenancy(self, cell_id: int) -> dict[str, Any] | None:
@@ -352,7 +342,7 @@ class LockerMachine:
         cell = self._cells.get(cell_id)
         if cell is None:
             raise KeyError(f"unknown cell {cell_id}")
-        return copy.deepcopy(cell.tenancy)
+        return cell.tenancy.flat() if cell.tenancy is not None else None
 
     def note_secret(self, cell_id: int, tenancy_id: str, key: str, value: Any) -> bool:
         """Keep `value` under the tenancy's secret part (never in an event), whether its deposit
@@ -362,8 +352,8 @@ class LockerMachine:
         if cell is None:
             return False
         for tenancy in (cell.tenancy, cell.pending.tenancy if cell.pending else None):
-            if tenancy is not None and tenancy.get("id") == tenancy_id:
-                tenancy.setdefault(SECRET_KEY, {})[key] = copy.deepcopy(value)
+            if tenancy is not None and tenancy.id == tenancy_id:
+                tenancy.note_secret(key, value)
                 return True
         return False
 
@@ -372,7 +362,7 @@ class LockerMachine:
         cell = self._cells[cell_id]
         if cell.pending is None or cell.pending.purpose != "deposit":
             return None
-        return copy.deepcopy(cell.pending.tenancy)
+        return cell.pending.tenancy.flat() if cell.pending.tenancy is not None else None
 
     def pending_purpose(self, cell_id: int) -> str | None:
         pending = self._cells[cell_id].pending
@@ -390,12 +380,12 @@ class LockerMachine:
                 if value is not None:
                     setattr(cell, name, value + delta_ms)
             if cell.tenancy is not None:
-                cell.tenancy = shift_times(cell.tenancy, delta_ms)
+                cell.tenancy.shifted(delta_ms)
             pending = cell.pending
             if pending is not None:
                 pending.postpone(delta_ms)
                 if pending.tenancy is not None:
-                    pending.tenancy = shift_times(pending.tenancy, delta_ms)
+                    pending.tenancy.shifted(delta_ms)
 
     # ----------------------------------------------------------------- board readings
 
@@ -522,44 +512,68 @@ class LockerMachine:
 
     def _complete(self, batch: _Batch, cell: Cell, pending: PendingOpen, now_ms: int) -> None:
         """The door closed after the authorised open: finish what the open was for."""
+        purpose = PURPOSES[pending.purpose]
         data: dict[str, Any] = {"item_present": cell.item_present}
-        if pending.purpose == "deposit" and cell.state == FREE:
-            tenancy = copy.deepcopy(pending.tenancy) or {"id": f"{cell.spec.id}-{now_ms}"}
-            tenancy.setdefault("started_at", now_ms)
-            if tenancy.get("due_at") is None:
-                # A rental says how long it may run once started (its paid time or limit).
-                after = tenancy.pop("due_after_ms", None)
-                after = self.timing.storage_limit_ms if after is None else int(after)
-                tenancy["due_at"] = tenancy["started_at"] + after
-            cell.tenancy = tenancy
-            cell.overdue_announced = False
-            cell.trigger("occupy", now_ms)
-            data["tenancy"] = public_tenancy(tenancy)
-        elif pending.purpose == "pickup" and cell.state in (OCCUPIED, OVERDUE):
-            data["tenancy"] = public_tenancy(cell.tenancy)
-            data["overdue"] = cell.state == OVERDUE
-            cell.tenancy = None
-            cell.overdue_announced = False
-            cell.trigger("vacate", now_ms)
-        elif pending.purpose == "evict" and cell.tenancy is not None:
-            # The operator took the things out: the tenancy ends as seized, the cell is free.
-            data["tenancy"] = {**(public_tenancy(cell.tenancy) or {}), "outcome": "seized"}
-            data["was"] = cell.state
-            cell.tenancy = None
-            cell.overdue_announced = False
-            cell.block_reason = None
-            cell.trigger("release", now_ms)
-        elif pending.purpose in ("temporary", "open"):
-            data["state"] = cell.state
-            if cell.tenancy is not None:
-                data["tenancy_id"] = cell.tenancy.get("id")
-        else:  # the cell changed under the request (cannot happen through this API)
+        finish = _COMPLETIONS[purpose.completion]
+        if not finish(self, cell, pending, data, now_ms):
+            # The cell changed under the request (cannot happen through this API).
             batch.event(
-                CANCELLED[pending.purpose], cell,
-                _with_ref({"reason": "state_changed", "purpose": pending.purpose}, pending.ref),
+                purpose.cancelled, cell,
+                _with_ref({"reason": "state_changed", "purpose": purpose.name}, pending.ref),
             )
             return
-        batch.event(COMPLETED[pending.purpose], cell, _with_ref(data, pending.ref))
+        batch.event(purpose.completed, cell, _with_ref(data, pending.ref))
+
+    def _occupy(self, cell: Cell, pending: PendingOpen, data: dict[str, Any], now_ms: int) -> bool:
+        if cell.state != FREE:
+            return False
+        tenancy = copy.deepcopy(pending.tenancy) or Tenancy(f"{cell.spec.id}-{now_ms}")
+        if tenancy.started_at is None:
+            tenancy.started_at = now_ms
+            tenancy.named -= {"started_at"}
+        if tenancy.due_at is None:
+            # A rental says how long it may run once started (its paid time or limit).
+            after = tenancy.due_after_ms
+            tenancy.due_after_ms = None
+            tenancy.named -= {"due_after_ms"}
+            after = self.timing.storage_limit_ms if after is None else int(after)
+            tenancy.due_at = tenancy.started_at + after
+            tenancy.named -= {"due_at"}
+        cell.tenancy = tenancy
+        cell.overdue_announced = False
+        cell.trigger("occupy", now_ms)
+        data["tenancy"] = public_tenancy(tenancy)
+        return True
+
+    def _vacate(self, cell: Cell, pending: PendingOpen, data: dict[str, Any], now_ms: int) -> bool:
+        if cell.state not in (OCCUPIED, OVERDUE):
+            return False
+        data["tenancy"] = public_tenancy(cell.tenancy)
+        data["overdue"] = cell.state == OVERDUE
+        cell.tenancy = None
+        cell.overdue_announced = False
+        cell.trigger("vacate", now_ms)
+        return True
+
+    def _release(self, cell: Cell, pending: PendingOpen, data: dict[str, Any],
+                 now_ms: int) -> bool:
+        if cell.tenancy is None:
+            return False
+        # The operator took the things out: the tenancy ends as seized, the cell is free.
+        data["tenancy"] = {**(public_tenancy(cell.tenancy) or {}), "outcome": "seized"}
+        data["was"] = cell.state
+        cell.tenancy = None
+        cell.overdue_announced = False
+        cell.block_reason = None
+        cell.trigger("release", now_ms)
+        return True
+
+    def _nothing(self, cell: Cell, pending: PendingOpen, data: dict[str, Any],
+                 now_ms: int) -> bool:
+        data["state"] = cell.state
+        if cell.tenancy is not None:
+            data["tenancy_id"] = cell.tenancy.id
+        return True
 
     # ----------------------------------------------------------------- timers
 
@@ -571,8 +585,8 @@ class LockerMachine:
             if (
                 tenancy is not None
                 and not cell.overdue_announced
-                and tenancy.get("due_at") is not None
-                and now_ms >= tenancy["due_at"]
+                and tenancy.due_at is not None
+                and now_ms >= tenancy.due_at
             ):
                 self._announce_overdue(batch, cell, now_ms)
             if cell.door == "unknown" or not self._boards[cell.spec.board].reported:
@@ -625,5 +639,16 @@ class LockerMachine:
             cell.trigger("expire", now_ms)
         batch.event(
             "overdue", cell,
-            {"tenancy_id": tenancy.get("id"), "due_at": tenancy["due_at"], "state": cell.state},
+            {"tenancy_id": tenancy.id, "due_at": tenancy.due_at, "state": cell.state},
         )
+
+
+#: What each kind of completion does to the cell; False: the cell no longer fits it.
+_COMPLETIONS: dict[
+    Completion, Callable[[LockerMachine, Cell, PendingOpen, dict[str, Any], int], bool]
+] = {
+    Completion.OCCUPY: LockerMachine._occupy,
+    Completion.VACATE: LockerMachine._vacate,
+    Completion.RELEASE: LockerMachine._release,
+    Completion.NOTHING: LockerMachine._nothing,
+}

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from daemon.core import BusinessError
 from daemon.storage.texts import text
 
 
-class StorageError(Exception):
-    """A refusal the kiosk shows: `code` for the front end, `status` for HTTP, text params."""
-
-    def __init__(self, code: str, status: int = 409, **params: Any) -> None:
-        super().__init__(code)
-        self.code = code
-        self.status = status
-        self.params = params
+class StorageError(BusinessError):
+    """A refusal the kiosk shows: `code` for the front end, `kind` for the kiosk to map to an
+    HTTP status, text params."""
 
     def message(self, language: str) -> str:
         return text(language, self.code, self.params)

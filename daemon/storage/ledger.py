@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from daemon.core import ErrorKind
 from daemon.fsm import Event
 from daemon.io.payment.port import PaymentResult, PaymentStatus, PaymentTerminal
 from daemon.storage.errors import StorageError
@@ -35,7 +36,7 @@ from daemon.storage.receipting import ReceiptDesk
 from daemon.storage.texts import item_name
 
 if TYPE_CHECKING:
-    from daemon.app import LockerDaemon
+    from daemon.core import LockerCore
 
 #: How often a charge whose outcome is unknown (terminal timeout) is asked about at once.
 STATUS_TRIES = 3
@@ -66,9 +67,9 @@ def _with_attempt(record: dict, status: str, reason: str, now_ms: int) -> list[d
 
 class PaymentLedger:
     def __init__(
-        self, daemon: LockerDaemon, terminal: PaymentTerminal | None, receipts: ReceiptDesk
+        self, core: LockerCore, terminal: PaymentTerminal | None, receipts: ReceiptDesk
     ) -> None:
-        self.daemon = daemon
+        self.core = core
         self.terminal = terminal
         self.receipts = receipts
         #: Held for a whole charge and the commit of its outcome.
@@ -86,11 +87,11 @@ class PaymentLedger:
         the terminal takes money for it at most once, even if the earlier outcome was unknown.
         """
         if self.terminal is None:
-            raise StorageError("no_payment", 503)
-        now = self.daemon.clock()
-        earlier = (self.daemon.store.payment(op_id) if op_id else None) or {}
+            raise StorageError("no_payment", ErrorKind.UNAVAILABLE)
+        now = self.core.clock()
+        earlier = (self.core.store.payment(op_id) if op_id else None) or {}
         record = {
-            "op_id": op_id or f"{self.daemon.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
+            "op_id": op_id or f"{self.core.config.locker_id}-{kind}-{uuid.uuid4().hex[:16]}",
             "kind": kind,
             "cell": cell,
             "tenancy_id": tenancy_id,
@@ -103,12 +104,12 @@ class PaymentLedger:
             "updated_at": now,
             "attempts": list(earlier.get("attempts", [])),
         }
-        self.daemon.apply([], payments=[record])
+        self.core.apply([], payments=[record])
         name = item_name(language, kind, cell)
         try:
             result = await self.terminal.charge(record["op_id"], amount, currency, name)
         except Exception as exc:  # an adapter failure is an unknown outcome, never a guess
-            self.daemon.journal.line("payment_error", level="error", error=repr(exc))
+            self.core.journal.line("payment_error", level="error", error=repr(exc))
             result = PaymentResult(record["op_id"], PaymentStatus.TIMEOUT, amount, currency)
         if result.status is PaymentStatus.TIMEOUT:
             result = await self._ask(record["op_id"], amount, currency)
@@ -117,7 +118,7 @@ class PaymentLedger:
     def retry_id(self, op_id: str | None) -> str | None:
         """`op_id` again for another try at the same payment, unless its money was already
         given back (a voided operation can never be charged again: a new one is needed)."""
-        record = self.daemon.store.payment(op_id) if op_id else None
+        record = self.core.store.payment(op_id) if op_id else None
         if record is None or record["status"] in ("voided", "refunded", "refund_due"):
             return None
         return op_id
@@ -137,16 +138,16 @@ class PaymentLedger:
 
     def refuse(self, record: dict[str, Any], result: PaymentResult) -> NoReturn:
         """Record a charge that took no money (or may have: reconcile decides) and refuse."""
-        now = self.daemon.clock()
+        now = self.core.clock()
         if result.status is PaymentStatus.TIMEOUT:
-            self.daemon.apply(
+            self.core.apply(
                 [Event("payment_unknown", record["cell"], payment_data(record), True)],
                 payments=[{**record, "status": "unknown", "updated_at": now,
                            "attempts": _with_attempt(record, "unknown", result.reason, now)}],
             )
-            raise StorageError("payment_unknown", 502)
+            raise StorageError("payment_unknown", ErrorKind.UPSTREAM_FAILED)
         status = {"cancelled": "cancelled", "offline": "offline"}.get(result.status, "declined")
-        self.daemon.apply(
+        self.core.apply(
             [Event(f"payment_{status}", record["cell"],
                    {**payment_data(record), "reason": result.reason}, False)],
             payments=[{**record, "status": status, "settled": True, "reason": result.reason,
@@ -156,19 +157,19 @@ class PaymentLedger:
         code = {"cancelled": "payment_cancelled", "offline": "terminal_offline"}.get(
             status, "payment_declined"
         )
-        raise StorageError(code, 402, detail=result.reason or status)
+        raise StorageError(code, ErrorKind.PAYMENT_REQUIRED, detail=result.reason or status)
 
     def captured(self, record: dict[str, Any], txn: str | None) -> dict[str, Any]:
         """The record of a payment booked onto a tenancy (to commit with the booking)."""
         return {**record, "status": "captured", "settled": True, "txn": txn,
-                "updated_at": self.daemon.clock()}
+                "updated_at": self.core.clock()}
 
     async def reverse(self, record: dict[str, Any], reason: str) -> bool:
         """Give an approved charge back: void it, or refund it when voiding is refused."""
         if self.terminal is None:
             return False
         async with self.lock:
-            current = self.daemon.store.payment(record["op_id"]) or record
+            current = self.core.store.payment(record["op_id"]) or record
             if current.get("settled"):
                 return True
             if current["status"] == "held" and self._deposit_alive(current["tenancy_id"]):
@@ -186,7 +187,7 @@ class PaymentLedger:
                 done = await self.terminal.refund(current["op_id"], txn)
                 kind = "refunded"
             if not done.ok:
-                self.daemon.journal.line("payment_reversal_pending", level="warning",
+                self.core.journal.line("payment_reversal_pending", level="warning",
                                          op_id=current["op_id"], detail=done.reason)
                 return False
             self._settle({**current, "txn": txn}, kind, reason)
@@ -199,16 +200,16 @@ class PaymentLedger:
     def refund_due(self, record: dict[str, Any], reason: str) -> None:
         """Paid, but what it paid for cannot happen: commit that, then give the money back."""
         due = {**record, "status": "refund_due", "reason": reason,
-               "updated_at": self.daemon.clock()}
-        self.daemon.apply([], payments=[due])
-        self.daemon.spawn(self.reverse(due, reason))
+               "updated_at": self.core.clock()}
+        self.core.apply([], payments=[due])
+        self.core.spawn(self.reverse(due, reason))
 
     def _settle(self, record: dict, status: str, reason: str) -> None:
-        self.daemon.apply(
+        self.core.apply(
             [Event(f"payment_{status}", record["cell"],
                    {**payment_data(record), "reason": reason}, False)],
             payments=[{**record, "status": status, "settled": True, "reason": reason,
-                       "updated_at": self.daemon.clock()}],
+                       "updated_at": self.core.clock()}],
         )
 
     # ----------------------------------------------------------------- reconcile
@@ -216,7 +217,7 @@ class PaymentLedger:
         """Settle every payment whose outcome the locker does not know or has not acted on."""
         if self.terminal is None:
             return
-        for record in self.daemon.store.payments():
+        for record in self.core.store.payments():
             if record.get("settled"):
                 continue
             if self.lock.locked():
@@ -224,7 +225,7 @@ class PaymentLedger:
             try:
                 await self._reconcile_one(record)
             except Exception as exc:  # one bad record must not stop the others
-                self.daemon.journal.line("reconcile_failed", level="error",
+                self.core.journal.line("reconcile_failed", level="error",
                                          op_id=record.get("op_id"), error=repr(exc))
 
     async def _reconcile_one(self, record: dict[str, Any]) -> None:
@@ -257,21 +258,21 @@ class PaymentLedger:
         return self._deposit_pending(tenancy_id) or self.tenancy_cell(tenancy_id) is not None
 
     def _deposit_pending(self, tenancy_id: str) -> bool:
-        machine = self.daemon.machine
+        machine = self.core.machine
         return any(
             (machine.pending_tenancy(c.id) or {}).get("id") == tenancy_id
-            for c in self.daemon.config.cells
+            for c in self.core.config.cells
         )
 
     def tenancy_cell(self, tenancy_id: str) -> int | None:
-        for c in self.daemon.config.cells:
-            if (self.daemon.machine.tenancy(c.id) or {}).get("id") == tenancy_id:
+        for c in self.core.config.cells:
+            if (self.core.machine.tenancy(c.id) or {}).get("id") == tenancy_id:
                 return c.id
         return None
 
     def _capture(self, records: Iterable[dict]) -> None:
-        now = self.daemon.clock()
-        self.daemon.apply(
+        now = self.core.clock()
+        self.core.apply(
             [], payments=[{**r, "status": "captured", "settled": True, "updated_at": now}
                           for r in records]
         )
@@ -280,12 +281,12 @@ class PaymentLedger:
     def captured_by(self, events: Iterable[Event]) -> list[dict]:
         """Held payments whose deposit these events complete (committed in the same write)."""
         records = []
-        now = self.daemon.clock()
+        now = self.core.clock()
         for event in events:
             if event.type != "deposit_completed":
                 continue
             for entry in (event.data.get("tenancy") or {}).get("payments", []):
-                record = self.daemon.store.payment(entry.get("op_id", ""))
+                record = self.core.store.payment(entry.get("op_id", ""))
                 if record is not None and record["status"] == "held":
                     records.append({**record, "status": "captured", "settled": True,
                                     "updated_at": now})
@@ -293,6 +294,6 @@ class PaymentLedger:
 
     def deposit_failed(self, tenancy_id: str | None, reason: str) -> None:
         """A deposit was cancelled (door never opened): give back what was held for it."""
-        for payment in self.daemon.store.payments():
+        for payment in self.core.store.payments():
             if payment["tenancy_id"] == tenancy_id and payment["status"] == "held":
-                self.daemon.spawn(self.reverse(payment, reason))
+                self.core.spawn(self.reverse(payment, reason))

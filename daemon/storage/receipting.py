@@ -21,19 +21,19 @@ from daemon.storage.texts import FALLBACK, item_name, text
 RECEIPT_NOTE = "receipt"
 
 if TYPE_CHECKING:
-    from daemon.app import LockerDaemon
+    from daemon.core import LockerCore
     from daemon.io.notifier import Notifier
 
 
 class ReceiptDesk:
     def __init__(
         self,
-        daemon: LockerDaemon,
+        core: LockerCore,
         settings: PrinterSettings,
         printer: ReceiptPrinter | None,
         notifier: Notifier | None,
     ) -> None:
-        self.daemon = daemon
+        self.core = core
         self.settings = settings
         self.printer = printer
         self.notifier = notifier
@@ -47,7 +47,7 @@ class ReceiptDesk:
         item = "slip" if kind == "rent" and amount == 0 else ("rent" if kind == "refund" else kind)
         p = self.settings
         return Receipt(
-            locker_id=self.daemon.config.locker_id,
+            locker_id=self.core.config.locker_id,
             number=number,
             issued_at=datetime.fromtimestamp(issued_at_ms / 1000, UTC),
             items=(ReceiptItem(item_name(lang, item, cell), 1, amount, VatRate(p.vat)),),
@@ -82,8 +82,8 @@ class ReceiptDesk:
 
         With `tenancy_id`, its facts are kept on that tenancy in the same commit (kept_text).
         """
-        number = int(self.daemon.store.meta("receipt_no", 0)) + 1
-        issued_at = self.daemon.clock()
+        number = int(self.core.store.meta("receipt_no", 0)) + 1
+        issued_at = self.core.clock()
         receipt = self.receipt(kind, cell, amount, currency, txn, language, number=number,
                                issued_at_ms=issued_at, pin=pin)
         p = self.settings
@@ -94,18 +94,18 @@ class ReceiptDesk:
                 await self.printer.print(render_escpos(receipt, p.width))
                 printed = True
             except Exception as exc:  # no paper must not stop a pickup; the event tells
-                self.daemon.journal.line("printer_failed", level="warning", error=repr(exc))
+                self.core.journal.line("printer_failed", level="warning", error=repr(exc))
         emailed = None
         if email and self.notifier is not None:
-            subject = text(language, "receipt_subject", {"locker": self.daemon.config.locker_id})
+            subject = text(language, "receipt_subject", {"locker": self.core.config.locker_id})
             emailed = (await self.notifier.send_email(email, subject, rendered)).ok
         if tenancy_id is not None:
-            self.daemon.machine.note_secret(
+            self.core.machine.note_secret(
                 cell, tenancy_id, RECEIPT_NOTE,
                 {"number": number, "issued_at": issued_at, "amount": amount, "txn": txn,
                  "pin": pin},
             )
-        self.daemon.apply(
+        self.core.apply(
             [Event("receipt_issued", cell,
                    {"number": number, "operation": receipt.operation.value, "payment_for": kind,
                     "total": amount, "currency": currency, "transaction_id": txn,

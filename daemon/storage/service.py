@@ -1,7 +1,8 @@
 """The storage-locker business of one locker: rentals, payments, PINs, pickups, force majeure.
 
-The kiosk API (daemon/kiosk.py) and the fleet's operator commands call in here; every change goes
-through the daemon's `apply`, so it is persisted before it is announced or a lock moves.
+A `Business` of the locker core (daemon/core.py): the kiosk API (daemon/kiosk.py) and the
+fleet's operator commands call in here; every change goes through the core's `apply`, so it is
+persisted before it is announced or a lock moves.
 
 Money is never lost and never taken twice (README "Storage lockers"):
 - Before the terminal is asked for money, a payment record `charging` is committed; the charge
@@ -28,7 +29,9 @@ from contract.pricing import RentalTariff
 from contract.profiles import Profile
 from daemon.access.pin_guard import GuardPolicy, PinGuard
 from daemon.access.sms_codes import CodePolicy, IssueStatus, PhoneError, SmsCodes, VerifyResult
+from daemon.core import ErrorKind
 from daemon.fsm import Event, Refused
+from daemon.fsm.allocation import Candidate, allocate, available
 from daemon.io.payment.port import PaymentResult, PaymentTerminal
 from daemon.io.receipts.printers import ReceiptPrinter
 from daemon.storage import billing
@@ -39,7 +42,7 @@ from daemon.storage.settings import KioskSettings, PrinterSettings
 from daemon.storage.texts import text
 
 if TYPE_CHECKING:
-    from daemon.app import LockerDaemon
+    from daemon.core import LockerCore, OperatorCommand
     from daemon.io.notifier import Notifier
 
 #: Store meta key of the kiosk's limits (PIN failures, SMS sends): private, holds live codes.
@@ -99,9 +102,13 @@ class Draft:
 
 
 class StorageService:
+    """The storage business (a `daemon.core.Business`)."""
+
+    name = "storage"
+
     def __init__(
         self,
-        daemon: LockerDaemon,
+        core: LockerCore,
         kiosk: KioskSettings,
         printer_settings: PrinterSettings,
         terminal: PaymentTerminal | None,
@@ -110,12 +117,12 @@ class StorageService:
         *,
         recheck_s: float = 10.0,
     ) -> None:
-        self.daemon = daemon
+        self.core = core
         self.kiosk = kiosk
         self.notifier = notifier
         self.recheck_s = recheck_s
-        self.receipts = ReceiptDesk(daemon, printer_settings, printer, notifier)
-        self.ledger = PaymentLedger(daemon, terminal, self.receipts)
+        self.receipts = ReceiptDesk(core, printer_settings, printer, notifier)
+        self.ledger = PaymentLedger(core, terminal, self.receipts)
         self.ledger.late_payment = self._late_payment
         self.guard = PinGuard(
             GuardPolicy(
@@ -128,7 +135,7 @@ class StorageService:
             )
         )
         #: One lock per cell: a PIN is checked, compared and its failure recorded under it.
-        self._pin_locks = {c.id: asyncio.Lock() for c in daemon.config.cells}
+        self._pin_locks = {c.id: asyncio.Lock() for c in core.config.cells}
         self.codes = SmsCodes(CodePolicy(), default_country_code=kiosk.default_country_code)
         self.drafts: dict[str, Draft] = {}
         self._by_ref: dict[str, Draft] = {}
@@ -139,7 +146,7 @@ class StorageService:
         return self.ledger.terminal
 
     def _restore_kiosk_state(self) -> None:
-        saved = self.daemon.store.meta(KIOSK_STATE) or {}
+        saved = self.core.store.meta(KIOSK_STATE) or {}
         if saved.get("pins"):
             self.guard.restore(saved["pins"])
         if saved.get("codes"):
@@ -148,15 +155,15 @@ class StorageService:
 
     def _save_kiosk_state(self, events: Iterable[Event] = ()) -> None:
         """PIN failures and SMS send counts, durable: a restart lifts no limit."""
-        self.codes.purge(self.daemon.clock())
+        self.codes.purge(self.core.clock())
         state = {"pins": self.guard.snapshot(), "codes": self.codes.snapshot()}
-        self.daemon.apply(list(events), meta={KIOSK_STATE: state})
+        self.core.apply(list(events), meta={KIOSK_STATE: state})
 
     # ----------------------------------------------------------------- profile and offers
     def profile(self) -> Profile:
-        profile = self.daemon.profile()
+        profile = self.core.profile()
         if profile is None:
-            raise StorageError("no_profile", 503)
+            raise StorageError("no_profile", ErrorKind.UNAVAILABLE)
         return profile
 
     def offers(self, language: str | None = None) -> dict[str, Any]:
@@ -165,7 +172,7 @@ class StorageService:
         scenario = profile.scenario
         free = self._free_cells()
         sizes: dict[tuple[str, bool], dict[str, Any]] = {}
-        for spec in self.daemon.config.cells:
+        for spec in self.core.config.cells:
             try:
                 tariff = _cell_tariff(profile, spec)
             except LookupError:
@@ -188,7 +195,7 @@ class StorageService:
             if spec.id in free:
                 entry["free"] += 1
         return {
-            "locker_id": self.daemon.config.locker_id,
+            "locker_id": self.core.config.locker_id,
             "profile": {"name": profile.name, "version": profile.version},
             "currency": profile.currency,
             "languages": scenario.languages,
@@ -207,20 +214,28 @@ class StorageService:
             "sizes": sorted(sizes.values(), key=lambda e: ("SML".index(e["size"]), e["charging"])),
         }
 
+    def _reserved(self) -> set[int]:
+        """Cells a rental being set up on a screen holds."""
+        return {d.cell for d in self.drafts.values()
+                if d.state in ("phone", "code", "payment", "paying")}
+
+    def _candidates(self, profile: Profile) -> dict[int, Candidate]:
+        """Every cell as the allocator sees it, by id (in the configuration's order)."""
+        machine = self.core.machine
+        return {
+            spec.id: Candidate(
+                id=spec.id, size=spec.size, business=profile.business_of_cell(spec.id, spec.size),
+                state=view["state"], door=view["door"],
+                pending=machine.pending_purpose(spec.id) is not None,
+            )
+            for spec in self.core.config.cells
+            for view in (machine.cell_view(spec.id),)
+        }
+
     def _free_cells(self) -> set[int]:
-        reserved = {d.cell for d in self.drafts.values()
-                    if d.state in ("phone", "code", "payment", "paying")}
-        out = set()
-        for view in self.daemon.machine.cells():
-            cid = view["cell"]
-            if (
-                view["state"] == "free"
-                and view["door"] == "closed"
-                and cid not in reserved
-                and self.daemon.machine.pending_purpose(cid) is None
-            ):
-                out.add(cid)
-        return out
+        reserved = self._reserved()
+        return {cid for cid, cell in self._candidates(self.profile()).items()
+                if available(cell, self.name, reserved)}
 
     # ----------------------------------------------------------------- renting
     def create_rental(
@@ -234,17 +249,16 @@ class StorageService:
     ) -> Draft:
         profile = self.profile()
         scenario = profile.scenario
-        now = self.daemon.clock()
+        now = self.core.clock()
         self._expire_drafts(now)
         language = self.language(language)
         mode = scenario.payment_mode
         if mode == "postpaid":
             period_s = None
         elif period_s not in scenario.prepaid_periods_s:
-            raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
+            raise StorageError("bad_period", ErrorKind.INVALID, periods=scenario.prepaid_periods_s)
         candidates = []
-        free = self._free_cells()
-        for spec in self.daemon.config.cells:
+        for spec in self.core.config.cells:
             if spec.size != size:
                 continue
             try:
@@ -255,14 +269,16 @@ class StorageService:
                 continue
             candidates.append((spec.id, tariff))
         if not candidates:
-            raise StorageError("unknown_size", 404, size=size)
-        chosen = next(((cid, t) for cid, t in candidates if cid in free), None)
-        if chosen is None:
-            raise StorageError("no_free_cell", 409, size=size)
-        cell, tariff = chosen
+            raise StorageError("unknown_size", ErrorKind.NOT_FOUND, size=size)
+        cells = self._candidates(profile)
+        cell = allocate([cells[cid] for cid, _ in candidates], self.name, size,
+                        reserved=self._reserved())
+        if cell is None:
+            raise StorageError("no_free_cell", ErrorKind.CONFLICT, size=size)
+        tariff = dict(candidates)[cell]
         period_ms = None if period_s is None else period_s * 1000
         limit_s = profile.storage_limit_s(cell, size)
-        default_limit = int(self.daemon.machine.timing.storage_limit_ms)
+        default_limit = int(self.core.machine.timing.storage_limit_ms)
         limit_ms = limit_s * 1000 if limit_s is not None else default_limit
         amount = billing.prepayment(tariff, mode, period_ms)
         draft = Draft(
@@ -288,14 +304,14 @@ class StorageService:
     def draft(self, rental_id: str) -> Draft:
         draft = self.drafts.get(rental_id) or self._paid_draft(rental_id)
         if draft is None:
-            raise StorageError("unknown_rental", 404)
+            raise StorageError("unknown_rental", ErrorKind.NOT_FOUND)
         return draft
 
     def _paid_draft(self, rental_id: str) -> Draft | None:
         """A rental whose door opened outlives a restart: the screen that started it polls on
         and sees it rebuilt from its tenancy (unpaid drafts are screen state, and are gone)."""
-        now, machine = self.daemon.clock(), self.daemon.machine
-        for spec in self.daemon.config.cells:
+        now, machine = self.core.clock(), self.core.machine
+        for spec in self.core.config.cells:
             pending = machine.pending_tenancy(spec.id)
             tenancy = pending or machine.tenancy(spec.id)
             if not tenancy or tenancy.get("rental_id") != rental_id:
@@ -335,33 +351,33 @@ class StorageService:
         if language is None:
             return scenario.default_language
         if language not in scenario.languages:
-            raise StorageError("unknown_language", 422, language=language)
+            raise StorageError("unknown_language", ErrorKind.INVALID, language=language)
         return language
 
     async def send_code(self, rental_id: str, phone: str) -> dict[str, Any]:
         draft = self.draft(rental_id)
         if draft.auth != "sms" or draft.state not in ("phone", "code"):
-            raise StorageError("wrong_step", 409, detail=draft.state)
-        now = self.daemon.clock()
+            raise StorageError("wrong_step", ErrorKind.CONFLICT, detail=draft.state)
+        now = self.core.clock()
         try:
             issue = self.codes.issue(phone, now)
         except PhoneError as exc:
-            raise StorageError("bad_phone", 422, detail=str(exc)) from None
+            raise StorageError("bad_phone", ErrorKind.INVALID, detail=str(exc)) from None
         if issue.status is IssueStatus.TOO_SOON:
             seconds = max(1, -(-(issue.retry_at_ms or now) + now) // -1000)
-            raise StorageError("sms_too_soon", 429, seconds=seconds)
+            raise StorageError("sms_too_soon", ErrorKind.TOO_MANY, seconds=seconds)
         if issue.status is IssueStatus.TOO_MANY_SENDS:
-            raise StorageError("sms_too_many", 429)
+            raise StorageError("sms_too_many", ErrorKind.TOO_MANY)
         if self.notifier is None:
-            raise StorageError("sms_failed", 503)
+            raise StorageError("sms_failed", ErrorKind.UNAVAILABLE)
         sent = await self.notifier.send_sms(
             issue.phone, text(draft.language, "sms_code", {"code": issue.code})
         )
-        self.daemon.journal.line(
+        self.core.journal.line(
             "sms_code_sent", ok=sent.ok, detail=sent.detail, rental=draft.id, cell=draft.cell
         )
         if not sent.ok:
-            raise StorageError("sms_failed", 502)
+            raise StorageError("sms_failed", ErrorKind.UPSTREAM_FAILED)
         draft.phone = issue.phone
         draft.state = "code"
         self._save_kiosk_state()
@@ -370,24 +386,25 @@ class StorageService:
     def verify_code(self, rental_id: str, code: str) -> Draft:
         draft = self.draft(rental_id)
         if draft.state != "code" or draft.phone is None:
-            raise StorageError("wrong_step", 409, detail=draft.state)
-        outcome = self.codes.verify(draft.phone, code, self.daemon.clock())
+            raise StorageError("wrong_step", ErrorKind.CONFLICT, detail=draft.state)
+        outcome = self.codes.verify(draft.phone, code, self.core.clock())
         self._save_kiosk_state()
         if outcome is VerifyResult.OK:
             draft.phone_verified = True
             draft.state = "payment"
             return draft
         if outcome is VerifyResult.WRONG:
-            raise StorageError("wrong_code", 403, attempts=self.codes.attempts_left(draft.phone))
+            raise StorageError("wrong_code", ErrorKind.FORBIDDEN,
+                               attempts=self.codes.attempts_left(draft.phone))
         if outcome is VerifyResult.EXPIRED:
-            raise StorageError("code_expired", 410)
-        raise StorageError("code_locked", 429)
+            raise StorageError("code_expired", ErrorKind.GONE)
+        raise StorageError("code_locked", ErrorKind.TOO_MANY)
 
     async def start_rental(self, rental_id: str) -> Draft:
         """Take the prepayment (if any), then open the door; the tenancy starts when it closes."""
         draft = self.draft(rental_id)
         if draft.state != "payment":
-            raise StorageError("wrong_step", 409, detail=draft.state)
+            raise StorageError("wrong_step", ErrorKind.CONFLICT, detail=draft.state)
         self._check_open(draft.cell, "deposit")
         draft.state = "paying"
         draft.tenancy_id = f"{draft.cell}-{draft.id[:12]}"
@@ -423,7 +440,7 @@ class StorageService:
                 draft.state = "payment"  # the client may try another card
                 self.ledger.refuse(record, result)
             tenancy["paid"] = draft.amount
-            tenancy["payments"] = [payment_entry(record, result, self.daemon.clock())]
+            tenancy["payments"] = [payment_entry(record, result, self.core.clock())]
             self._open_deposit(draft, tenancy, {**record, "status": "held",
                                                 "txn": result.transaction_id})
         return result.transaction_id, record["op_id"]
@@ -458,9 +475,9 @@ class StorageService:
         self, draft: Draft, tenancy: dict[str, Any], record: dict[str, Any] | None
     ) -> None:
         """Commit the approval (if any) with the deposit that opens the door, in one write."""
-        now = self.daemon.clock()
+        now = self.core.clock()
         try:
-            actions = self.daemon.machine.command(
+            actions = self.core.machine.command(
                 draft.cell, "deposit", now, ref=draft.id, tenancy=tenancy
             )
         except Refused as refused:
@@ -468,13 +485,14 @@ class StorageService:
             draft.detail = refused.reason
             if record is not None:  # paid, but the door cannot open: give the money back
                 self.ledger.refund_due(record, refused.reason)
-            raise StorageError("cell_unavailable", 409, detail=refused.reason) from None
+            raise StorageError("cell_unavailable", ErrorKind.CONFLICT,
+                               detail=refused.reason) from None
         events = []
         if record is not None:
             record["updated_at"] = now
             events.append(Event("payment_approved", draft.cell, payment_data(record), False))
         try:
-            self.daemon.apply([*events, *actions], payments=[record] if record else [])
+            self.core.apply([*events, *actions], payments=[record] if record else [])
         except Refused as refused:  # storage_full: nothing moved; a held payment is reconciled
             raise _kiosk_refusal(refused) from None
         draft.state = "opening"
@@ -489,27 +507,28 @@ class StorageService:
         first failures are counted: at most `pin_attempts` wrong PINs per lockout.
         """
         self._refuse_if_locked(cell)  # at once, before any waiting
-        delay = self.guard.delay_ms(self.daemon.clock())
+        delay = self.guard.delay_ms(self.core.clock())
         if delay:
             await asyncio.sleep(delay / 1000)
         lock = self._pin_locks.get(cell)
         if lock is None:  # no such cell: nothing to lock out, but it counts for the slowdown
-            self.guard.failed_elsewhere(self.daemon.clock())
+            self.guard.failed_elsewhere(self.core.clock())
             self._save_kiosk_state()
-            raise StorageError("wrong_pin", 403, attempts=self.guard.policy.cell_attempts)
+            raise StorageError("wrong_pin", ErrorKind.FORBIDDEN,
+                               attempts=self.guard.policy.cell_attempts)
         async with lock:
             self._refuse_if_locked(cell)
             return self._check_pin(cell, pin)
 
     def _refuse_if_locked(self, cell: int) -> None:
-        now = self.daemon.clock()
+        now = self.core.clock()
         until = self.guard.locked_until(cell, now)
         if until is not None:
             raise _pin_locked(until, now)
 
     def _check_pin(self, cell: int, pin: str) -> dict[str, Any]:
         """Compare and record in one step (no await): the caller holds the cell's lock."""
-        tenancy = self.daemon.machine.tenancy(cell)
+        tenancy = self.core.machine.tenancy(cell)
         expected = ((tenancy or {}).get("secret") or {}).get("pin")
         typed = pin.strip() if isinstance(pin, str) else ""
         if expected and hmac.compare_digest(typed.encode(), str(expected).encode()):
@@ -518,7 +537,7 @@ class StorageService:
                 self._save_kiosk_state()
             assert tenancy is not None
             return tenancy
-        now = self.daemon.clock()
+        now = self.core.clock()
         locked = self.guard.failed(cell, now)
         if locked is not None:
             self._save_kiosk_state(
@@ -526,18 +545,19 @@ class StorageService:
             )
             raise _pin_locked(locked, now)
         self._save_kiosk_state()
-        raise StorageError("wrong_pin", 403, attempts=self.guard.attempts_left(cell))
+        raise StorageError("wrong_pin", ErrorKind.FORBIDDEN,
+                           attempts=self.guard.attempts_left(cell))
 
     async def account(self, cell: int, pin: str) -> dict[str, Any]:
         tenancy = await self.authorise(cell, pin)
         return self._account(cell, tenancy)
 
     def _account(self, cell: int, tenancy: dict[str, Any]) -> dict[str, Any]:
-        now = self.daemon.clock()
+        now = self.core.clock()
         bill = billing.bill(tenancy, now)
-        profile = self.daemon.profile()
+        profile = self.core.profile()
         scenario = profile.scenario if profile is not None else None
-        state = self.daemon.machine.cell_view(cell)["state"]
+        state = self.core.machine.cell_view(cell)["state"]
         return {
             "cell": cell,
             "state": state,
@@ -558,7 +578,7 @@ class StorageService:
         }
 
     def _temporary_possible(self, tenancy: dict[str, Any], bill: billing.Bill, state: str) -> bool:
-        profile = self.daemon.profile()
+        profile = self.core.profile()
         if profile is None or not profile.scenario.temporary_access or state != "occupied":
             return False
         if tenancy.get("mode") == "postpaid":  # the time used is paid first: a terminal is needed
@@ -572,11 +592,11 @@ class StorageService:
         ref = f"pickup-{uuid.uuid4().hex[:12]}"
         async with self.ledger.lock:  # the bill is made and paid on the tenancy as it is now
             tenancy = self._same_tenancy(cell, authorised)
-            bill = billing.bill(tenancy, self.daemon.clock())
+            bill = billing.bill(tenancy, self.core.clock())
             bill_event = Event("pickup_bill", cell,
                                {"tenancy_id": tenancy["id"], **bill.to_dict()}, False)
             if bill.due == 0:
-                self.daemon.apply([bill_event, *self._machine_command(cell, "pickup", ref)])
+                self.core.apply([bill_event, *self._machine_command(cell, "pickup", ref)])
                 return {"cell": cell, "paid": 0, "bill": bill.to_dict(), "door": "opening"}
             record, result = await self.ledger.charge(
                 "pickup", cell, bill.due, bill.currency, tenancy_id=tenancy["id"], ref=ref,
@@ -588,7 +608,7 @@ class StorageService:
             try:
                 actions += self._machine_command(cell, "pickup", ref)
             finally:  # the debt is paid even if the door cannot open right now
-                self.daemon.apply([bill_event, *actions],
+                self.core.apply([bill_event, *actions],
                                   payments=[self.ledger.captured(record, result.transaction_id)])
         receipt = await self.receipts.issue(
             "pickup", cell, bill.due, bill.currency, result.transaction_id,
@@ -610,23 +630,23 @@ class StorageService:
         """
         authorised = await self.authorise(cell, pin)
         if not self.profile().scenario.temporary_access:
-            raise StorageError("temporary_disabled", 403)
+            raise StorageError("temporary_disabled", ErrorKind.FORBIDDEN)
         ref = f"temp-{uuid.uuid4().hex[:12]}"
         if authorised.get("mode") != "postpaid":
-            bill = billing.bill(authorised, self.daemon.clock())
-            if bill.due > 0 or self.daemon.machine.cell_view(cell)["state"] == "overdue":
+            bill = billing.bill(authorised, self.core.clock())
+            if bill.due > 0 or self.core.machine.cell_view(cell)["state"] == "overdue":
                 raise _debt(bill)
-            self.daemon.apply(self._machine_command(cell, "temporary", ref))
+            self.core.apply(self._machine_command(cell, "temporary", ref))
             return {"cell": cell, "paid": 0, "door": "opening", "bill": bill.to_dict()}
         self._check_open(cell, "temporary")
         async with self.ledger.lock:  # the bill is made and paid on the tenancy as it is now
             tenancy = self._same_tenancy(cell, authorised)
-            bill = billing.bill(tenancy, self.daemon.clock())
+            bill = billing.bill(tenancy, self.core.clock())
             if expected_due is not None and expected_due != bill.due:
-                raise StorageError("due_changed", 409, due=bill.due, currency=bill.currency,
-                                   amount=str(bill.money(bill.due)))
+                raise StorageError("due_changed", ErrorKind.CONFLICT, due=bill.due,
+                                   currency=bill.currency, amount=str(bill.money(bill.due)))
             if bill.due == 0:
-                self.daemon.apply(self._machine_command(cell, "temporary", ref))
+                self.core.apply(self._machine_command(cell, "temporary", ref))
                 return {"cell": cell, "paid": 0, "door": "opening", "bill": bill.to_dict()}
             language = str(tenancy.get("language", "en"))
             record, result = await self.ledger.charge(
@@ -639,13 +659,13 @@ class StorageService:
             try:
                 actions += self._machine_command(cell, "temporary", ref)
             finally:  # the time used is paid even if the door cannot open right now
-                self.daemon.apply(actions,
+                self.core.apply(actions,
                                   payments=[self.ledger.captured(record, result.transaction_id)])
         receipt = await self.receipts.issue(
             "temporary", cell, bill.due, bill.currency, result.transaction_id, language,
             email=(tenancy.get("secret") or {}).get("email"), op_id=record["op_id"],
         )
-        after = billing.bill(self.daemon.machine.tenancy(cell) or tenancy, self.daemon.clock())
+        after = billing.bill(self.core.machine.tenancy(cell) or tenancy, self.core.clock())
         return {"cell": cell, "paid": bill.due, "door": "opening", "bill": after.to_dict(),
                 "receipt": receipt}
 
@@ -654,18 +674,18 @@ class StorageService:
         authorised = await self.authorise(cell, pin)
         scenario = self.profile().scenario
         if authorised.get("mode") != "partial":
-            raise StorageError("extension_disabled", 403)
+            raise StorageError("extension_disabled", ErrorKind.FORBIDDEN)
         if period_s not in scenario.prepaid_periods_s:
-            raise StorageError("bad_period", 422, periods=scenario.prepaid_periods_s)
+            raise StorageError("bad_period", ErrorKind.INVALID, periods=scenario.prepaid_periods_s)
         language = str(authorised.get("language", "en"))
         async with self.ledger.lock:  # quoted and paid on the tenancy as it is now
             tenancy = self._same_tenancy(cell, authorised)
             amount, target_ms = billing.extension_quote(
-                tenancy, period_s * 1000, self.daemon.clock()
+                tenancy, period_s * 1000, self.core.clock()
             )
             limit_ms = tenancy.get("limit_ms")
             if limit_ms is not None and target_ms > limit_ms:
-                raise StorageError("beyond_limit", 422, hours=limit_ms // 3_600_000)
+                raise StorageError("beyond_limit", ErrorKind.INVALID, hours=limit_ms // 3_600_000)
             if amount == 0:
                 return self._account(cell, tenancy)
             record, result = await self.ledger.charge(
@@ -675,20 +695,20 @@ class StorageService:
             if not result.approved:
                 self.ledger.refuse(record, result)
             actions = self._book(cell, tenancy["id"], record, result, "rental_extended")
-            self.daemon.apply(actions,
+            self.core.apply(actions,
                               payments=[self.ledger.captured(record, result.transaction_id)])
         receipt = await self.receipts.issue(
             "extend", cell, amount, tenancy["currency"], result.transaction_id, language,
             email=(tenancy.get("secret") or {}).get("email"), op_id=record["op_id"],
         )
-        account = self._account(cell, self.daemon.machine.tenancy(cell) or tenancy)
+        account = self._account(cell, self.core.machine.tenancy(cell) or tenancy)
         return {**account, "paid": amount, "receipt": receipt}
 
     def _same_tenancy(self, cell: int, authorised: dict[str, Any]) -> dict[str, Any]:
         """The cell's tenancy now, if it is still the one the PIN opened."""
-        tenancy = self.daemon.machine.tenancy(cell)
+        tenancy = self.core.machine.tenancy(cell)
         if tenancy is None or tenancy["id"] != authorised["id"]:
-            raise StorageError("not_occupied", 404)
+            raise StorageError("not_occupied", ErrorKind.NOT_FOUND)
         return tenancy
 
     def _book(
@@ -699,11 +719,11 @@ class StorageService:
         If that tenancy ended while the card was being charged, the money is given back and
         StorageError(not_occupied) raised.
         """
-        tenancy = self.daemon.machine.tenancy(cell)
+        tenancy = self.core.machine.tenancy(cell)
         if tenancy is None or tenancy["id"] != tenancy_id:
             self.ledger.refund_due({**record, "txn": result.transaction_id}, "tenancy_ended")
-            raise StorageError("not_occupied", 404)
-        now = self.daemon.clock()
+            raise StorageError("not_occupied", ErrorKind.NOT_FOUND)
+        now = self.core.clock()
         paid = int(tenancy.get("paid", 0)) + record["amount"]
         changes = {
             "paid": paid,
@@ -712,7 +732,7 @@ class StorageService:
         }
         if tenancy.get("billing_stopped_at") is not None or kind == "debt_paid":
             changes.pop("due_at")  # a debt paid at pickup: the rental still ended overdue
-        return self.daemon.machine.update_tenancy(
+        return self.core.machine.update_tenancy(
             cell, changes, now,
             event=(kind, {**payment_data({**record, "txn": result.transaction_id}),
                           "paid_total": paid, "due_at": changes.get("due_at")}),
@@ -722,7 +742,7 @@ class StorageService:
     def waive(self, cell: int, reason: str, operator: str, ref: str | None = None) -> dict:
         """Clear the debt of the cell's tenancy and stop its billing (force majeure)."""
         tenancy = self._tenancy_or_refuse(cell)
-        now = self.daemon.clock()
+        now = self.core.clock()
         bill = billing.bill(tenancy, now)
         changes = {
             "waived": bill.waived + bill.due,
@@ -733,8 +753,8 @@ class StorageService:
         }
         data = {"amount": bill.due, "currency": bill.currency, "reason": reason,
                 "operator": operator, **({"ref": ref} if ref else {})}
-        self.daemon.apply(
-            self.daemon.machine.update_tenancy(cell, changes, now, event=("debt_waived", data))
+        self.core.apply(
+            self.core.machine.update_tenancy(cell, changes, now, event=("debt_waived", data))
         )
         return {"cell": cell, "tenancy_id": tenancy["id"],
                 "waived": {"amount": bill.due, "currency": bill.currency}}
@@ -747,12 +767,12 @@ class StorageService:
             raise Refused("no_pin", f"cell {cell}: the tenancy has no PIN")
         data = {"tenancy_id": tenancy["id"], "reason": reason, "operator": operator,
                 **({"ref": ref} if ref else {})}
-        self.daemon.record_event("pin_revealed", data, cell=cell)
+        self.core.record_event("pin_revealed", data, cell=cell)
         return {"cell": cell, "tenancy_id": tenancy["id"], "pin": pin}
 
     def _tenancy_or_refuse(self, cell: int) -> dict[str, Any]:
         try:
-            tenancy = self.daemon.machine.tenancy(cell)
+            tenancy = self.core.machine.tenancy(cell)
         except KeyError:
             raise Refused("unknown_cell", f"no cell {cell}") from None
         if tenancy is None:
@@ -764,27 +784,38 @@ class StorageService:
     # ----------------------------------------------------------------- machine helpers
     def _check_open(self, cell: int, kind: str) -> None:
         try:
-            self.daemon.machine.check_command(cell, kind)
+            self.core.machine.check_command(cell, kind, self.core.clock())
         except Refused as refused:
             raise _kiosk_refusal(refused) from None
 
     def _machine_command(self, cell: int, kind: str, ref: str) -> list[Any]:
         try:
-            return self.daemon.machine.command(cell, kind, self.daemon.clock(), ref=ref)
+            return self.core.machine.command(cell, kind, self.core.clock(), ref=ref)
         except Refused as refused:
             raise _kiosk_refusal(refused) from None
 
+    # ----------------------------------------------------------------- the Business seam
+    def operator_commands(self) -> dict[str, OperatorCommand]:
+        """The console's acts on a rental (looked up at each command)."""
+        return {"waive": self.waive, "reveal-pin": self.reveal_pin}
+
+    def kiosk_routes(self) -> tuple[()]:
+        """None beside the kiosk's own: the kiosk API is this business's (daemon/kiosk.py)."""
+        return ()
+
     async def run(self) -> None:
-        """Reconcile payments now and then (terminal back online, crash recovered)."""
-        await self.daemon.wait_ready(60)
+        """Boot reconciliation (charging sockets, payments), then payments now and then
+        (terminal back online, crash recovered)."""
+        self.core.spawn(self._charging_at_boot())
+        await self.core.wait_ready(60)
         while True:
             try:
                 await self.ledger.reconcile()
-                self.daemon.store.prune_payments(self.daemon.clock() - PAYMENT_RETENTION_MS)
+                self.core.store.prune_payments(self.core.clock() - PAYMENT_RETENTION_MS)
             except (Refused, OSError) as exc:  # the disk is full: the next round tries again
-                self.daemon.journal.line("payments_not_reconciled", level="warning",
+                self.core.journal.line("payments_not_reconciled", level="warning",
                                          error=str(exc))
-            self._expire_drafts(self.daemon.clock())
+            self._expire_drafts(self.core.clock())
             await asyncio.sleep(self.recheck_s)
 
     def _late_payment(self, record: dict[str, Any], known: PaymentResult) -> bool:
@@ -792,16 +823,16 @@ class StorageService:
         cell = self.ledger.tenancy_cell(record["tenancy_id"])
         if cell is None:
             return False
-        tenancy = self.daemon.machine.tenancy(cell) or {}
+        tenancy = self.core.machine.tenancy(cell) or {}
         if not any(p.get("op_id") == record["op_id"] for p in tenancy.get("payments", [])):
             actions = self._book(cell, record["tenancy_id"], record, known, "payment_recovered")
-            self.daemon.apply(actions, payments=[self.ledger.captured(record,
+            self.core.apply(actions, payments=[self.ledger.captured(record,
                                                                       known.transaction_id)])
         return True
 
     # ----------------------------------------------------------------- reacting to the cells
     def settle(self, events: Iterable[Event]) -> list[dict]:
-        """Payment records these events settle, committed in the same write (daemon.apply)."""
+        """Payment records these events settle, committed in the same write (the core's apply)."""
         return self.ledger.captured_by(events)
 
     def committed(self, numbered: list[dict], changed: set[int]) -> None:
@@ -813,11 +844,11 @@ class StorageService:
                 draft = self._by_ref.pop(data.get("ref") or "", None)
                 if draft is not None:
                     draft.state = "occupied"
-                tenancy = self.daemon.machine.tenancy(cell)
+                tenancy = self.core.machine.tenancy(cell)
                 if tenancy is not None and tenancy.get("kind") == "rental":
-                    self.daemon.spawn(self._deliver_pin(cell, tenancy))
+                    self.core.spawn(self._deliver_pin(cell, tenancy))
                     if tenancy.get("charging"):
-                        self.daemon.spawn(self.daemon.set_charging(cell, True))
+                        self.core.spawn(self.core.set_charging(cell, True))
             elif kind == "deposit_cancelled" and cell is not None:
                 draft = self._by_ref.pop(data.get("ref") or "", None)
                 if draft is not None:
@@ -829,7 +860,7 @@ class StorageService:
                 and cell is not None
                 and (data.get("tenancy") or {}).get("charging")
             ):
-                self.daemon.spawn(self.daemon.set_charging(cell, False))
+                self.core.spawn(self.core.set_charging(cell, False))
 
     async def _deliver_pin(self, cell: int, tenancy: dict[str, Any]) -> None:
         secret = tenancy.get("secret") or {}
@@ -839,11 +870,11 @@ class StorageService:
         phone = secret.get("phone")
         if phone and self.notifier is not None:
             message = text(str(tenancy.get("language", "en")), "sms_pin",
-                           {"locker": self.daemon.config.locker_id, "cell": cell,
+                           {"locker": self.core.config.locker_id, "cell": cell,
                             "pin": secret.get("pin")})
             sent = await self.notifier.send_sms(phone, message)
             channels.append("sms" if sent.ok else "sms_failed")
-        self.daemon.record_event("pin_issued", {"tenancy_id": tenancy["id"],
+        self.core.record_event("pin_issued", {"tenancy_id": tenancy["id"],
                                                 "channels": channels}, cell=cell)
 
     # ----------------------------------------------------------------- housekeeping
@@ -855,6 +886,16 @@ class StorageService:
                 draft.state in ("occupied", "cancelled") and now_ms - draft.created_at > 4 * ttl
             ):
                 del self.drafts[draft_id]
+
+    async def _charging_at_boot(self) -> None:
+        """Once the boards reported: sockets of rented charging cells on, others off."""
+        if not await self.core.wait_ready(3600):
+            return
+        for cell in self.core.config.cells:
+            if cell.charging:
+                tenancy = self.core.machine.tenancy(cell.id)
+                await self.core.set_charging(cell.id, bool(tenancy and tenancy.get("charging")),
+                                             quiet=True)
 
     def clock_jumped(self, delta_ms: int) -> None:
         self.guard.shift(delta_ms)
@@ -894,22 +935,24 @@ def _pin_locked(until_ms: int, now_ms: int) -> StorageError:
     """423 pin_locked: `seconds` left (rounded up: never less than the truth), `minutes` the
     nearest whole minute (15 s is 0, not 1); the message says seconds under a minute."""
     seconds = max(1, -(-(until_ms - now_ms) // 1000))
-    return StorageError("pin_locked", 423, seconds=seconds, minutes=(seconds + 30) // 60)
+    return StorageError("pin_locked", ErrorKind.LOCKED, seconds=seconds,
+                        minutes=(seconds + 30) // 60)
 
 
 def _debt(bill: billing.Bill) -> StorageError:
     """402 debt: `due` in minor units (an integer), `amount` the same as display text."""
-    return StorageError("debt", 402, amount=str(bill.money(bill.due)), due=bill.due,
-                        currency=bill.currency)
+    return StorageError("debt", ErrorKind.PAYMENT_REQUIRED, amount=str(bill.money(bill.due)),
+                        due=bill.due, currency=bill.currency)
 
 
-_REFUSAL_STATUS = {"not_occupied": 404, "busy": 409, "door_open": 409, "debt": 402,
-                   "storage_full": 507}
+_REFUSAL_KIND = {"not_occupied": ErrorKind.NOT_FOUND, "busy": ErrorKind.CONFLICT,
+                 "door_open": ErrorKind.CONFLICT, "debt": ErrorKind.PAYMENT_REQUIRED,
+                 "storage_full": ErrorKind.NO_SPACE}
 
 
 def _kiosk_refusal(refused: Refused) -> StorageError:
-    code = refused.reason if refused.reason in _REFUSAL_STATUS else "cell_unavailable"
-    return StorageError(code, _REFUSAL_STATUS.get(code, 409), detail=refused.reason)
+    code = refused.reason if refused.reason in _REFUSAL_KIND else "cell_unavailable"
+    return StorageError(code, _REFUSAL_KIND.get(code, ErrorKind.CONFLICT), detail=refused.reason)
 
 
 __all__ = ["Draft", "StorageError", "StorageService"]

@@ -24,8 +24,8 @@ from fleet_io.sms_gateway import HttpSmsGateway
 from fleet_io.smtp_email import SmtpEmail
 
 if TYPE_CHECKING:
-    from daemon.app import LockerDaemon
     from daemon.config import LockerConfig
+    from daemon.core import LockerCore
     from daemon.storage.settings import NotifierSettings, PrinterSettings
 
 
@@ -55,16 +55,16 @@ def build_printer(settings: PrinterSettings) -> ReceiptPrinter | None:
     return None
 
 
-def build_notifier(settings: NotifierSettings, daemon: LockerDaemon) -> CombinedNotifier:
+def build_notifier(settings: NotifierSettings, core: LockerCore) -> CombinedNotifier:
     def adapter(kind: str) -> Any:
         if kind == "http" and settings.http is not None:
             return Retrying(HttpSmsGateway.of(settings.http), RetryPolicy.of(settings))
         if kind == "smtp" and settings.smtp is not None:
             return Retrying(SmtpEmail.of(settings.smtp), RetryPolicy.of(settings))
         if kind == "mqtt":
-            return MqttRelayNotifier(daemon.relay_notification)
+            return MqttRelayNotifier(core.relay_notification)
         if kind == "log":
-            return LogNotifier(lambda line: daemon.journal.line("notify_log", text=line))
+            return LogNotifier(lambda line: core.journal.line("notify_log", text=line))
         return _Nowhere()
 
     return CombinedNotifier(adapter(settings.sms), adapter(settings.email))
@@ -77,14 +77,14 @@ def build_terminal(config: LockerConfig) -> SimulatedTerminal | None:
     return None
 
 
-def build_storage(daemon: LockerDaemon) -> StorageService:
-    config = daemon.config
+def build_storage(core: LockerCore) -> StorageService:
+    config = core.config
     return StorageService(
-        daemon,
+        core,
         config.kiosk,
         config.printer,
         build_terminal(config),
-        build_notifier(config.notifier, daemon),
+        build_notifier(config.notifier, core),
         build_printer(config.printer),
         recheck_s=config.payment.recheck_s,
     )

@@ -11,6 +11,7 @@ locker's to say.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -70,7 +71,8 @@ class CommandSpec:
     """One row of the command table."""
 
     type: CommandType
-    args: type[CellArgs]
+    # `builtins.type`: the field `type` above shadows the builtin in the class body.
+    args: builtins.type[CellArgs]
     executor: Executor
     #: `done` only once the door sensor saw the door open (else `done` follows `accepted`).
     settled_by_door: bool

@@ -10,6 +10,7 @@ docs/asyncapi.yaml disagrees with it.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +197,8 @@ class EventSpec:
     """One row of the event table."""
 
     type: str
-    data: type[EventData]
+    # `builtins.type`: the field `type` above shadows the builtin in the class body.
+    data: builtins.type[EventData]
     #: Recorded as an alarm (`data.alarm` true).
     alarm: bool = False
     summary: str = ""

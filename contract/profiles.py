@@ -19,7 +19,7 @@ answer is never ambiguous.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -314,7 +314,7 @@ class Profile(_Model):
 
 
 def _unique_ids(
-    field: str, tariffs: list[StepTariff] | list[ChargingTariff], currency: str
+    field: str, tariffs: Sequence[StepTariff | ChargingTariff], currency: str
 ) -> set[str]:
     ids: set[str] = set()
     for i, tariff in enumerate(tariffs):

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -219,14 +219,20 @@ def _resolve_key(trusted_keys: TrustedKeys, key_id: str) -> Ed25519PublicKey | N
     return None
 
 
+#: The two signed message types: both carry `locker`, `key_id` and `sig`.
+_Signed = TypeVar("_Signed", SignedCommand, SignedConfig)
+
+
 def _check_signed(
-    model: type[Message],
+    model: type[_Signed],
     payload: Mapping[str, Any] | bytes | bytearray | str,
     trusted_keys: TrustedKeys,
     locker_id: str,
     topic_locker: str | None,
-) -> tuple[str | None, Any]:
-    """Checks of commands and configs: malformed, unknown_key, bad_signature, wrong_locker."""
+) -> Reason | _Signed:
+    """Checks of commands and configs: malformed, unknown_key, bad_signature, wrong_locker.
+
+    The parsed message if every check passes, else the reason code of the first that fails."""
     try:
         raw = dict(payload) if isinstance(payload, Mapping) else decode_json_object(payload)
         parsed = model.from_dict(raw)
@@ -234,19 +240,19 @@ def _check_signed(
         signed_bytes = canonical_json({k: v for k, v in raw.items() if k != "sig"})
     except (MalformedPayload, ValueError, TypeError, RecursionError):
         # UnicodeEncodeError (lone surrogates from \ud800 escapes) is a ValueError.
-        return Reason.MALFORMED, None
+        return Reason.MALFORMED
     if len(sig) != SIGNATURE_LEN:
-        return Reason.MALFORMED, None
+        return Reason.MALFORMED
     key = _resolve_key(trusted_keys, parsed.key_id)
     if key is None:
-        return Reason.UNKNOWN_KEY, None
+        return Reason.UNKNOWN_KEY
     try:
         key.verify(sig, signed_bytes)
     except InvalidSignature:
-        return Reason.BAD_SIGNATURE, None
+        return Reason.BAD_SIGNATURE
     if parsed.locker != locker_id or (topic_locker is not None and parsed.locker != topic_locker):
-        return Reason.WRONG_LOCKER, None
-    return None, parsed
+        return Reason.WRONG_LOCKER
+    return parsed
 
 
 def verify(
@@ -269,9 +275,9 @@ def verify(
     for its whole life). Whether cmd_id was already executed (`replayed`) is for the caller
     to check afterwards, against its replay cache.
     """
-    reason, cmd = _check_signed(SignedCommand, payload, trusted_keys, locker_id, topic_locker)
-    if reason is not None:
-        return reason
+    cmd = _check_signed(SignedCommand, payload, trusted_keys, locker_id, topic_locker)
+    if isinstance(cmd, Reason):
+        return cmd
     if now_ms > cmd.expires_at + skew_ms:
         return Reason.EXPIRED
     if cmd.issued_at > now_ms + skew_ms:
@@ -297,9 +303,9 @@ def verify_config(
     clock may boot with a wrong time and must still get its configuration. Replay protection is
     the caller's: apply only a version newer than the applied one (`stale_version` otherwise).
     """
-    reason, cfg = _check_signed(SignedConfig, payload, trusted_keys, locker_id, topic_locker)
-    if reason is not None:
-        return reason
+    cfg = _check_signed(SignedConfig, payload, trusted_keys, locker_id, topic_locker)
+    if isinstance(cfg, Reason):
+        return cfg
     if now_ms is not None and cfg.issued_at > now_ms + skew_ms:
         return Reason.NOT_YET_VALID
     return None

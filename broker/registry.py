@@ -147,8 +147,10 @@ class Registry:
             if not isinstance(entry, dict) or entry.get("role") not in ROLES:
                 raise RegistryError(f"{where}.role must be one of {', '.join(ROLES)}")
             pw_hash = entry.get("password_hash")
+            if not isinstance(pw_hash, str):
+                pw_hash = ""  # refused just below, as any other malformed hash
             try:
-                parse_hash(pw_hash if isinstance(pw_hash, str) else "")
+                parse_hash(pw_hash)
             except ValueError as exc:
                 raise RegistryError(f"{where}.password_hash: {exc}") from exc
             accounts[username] = Account(

@@ -193,7 +193,9 @@ class LockerStore:
         self.path = self.data_dir / STORE_FILE
         self._clean_temp_files()
         try:
-            self._db = TinyDB(self.path, storage=_MemoryMiddleware(JournaledJSONStorage))
+            # Kept typed: tinydb's own `TinyDB.storage` is the base `Storage`.
+            self._memory = _MemoryMiddleware(JournaledJSONStorage)
+            self._db = TinyDB(self.path, storage=self._memory)
             self._state = self._db.table("state")
             self._cells = self._db.table("cells")
             self._meta = self._db.table("meta")
@@ -205,7 +207,9 @@ class LockerStore:
             self._cell_docs = {doc.doc_id: dict(doc) for doc in self._cells.all()}
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
             raise StoreCorrupt(f"{self.path}: store file is damaged: {exc}") from None
-        self._storage: JournaledJSONStorage = self._db.storage.storage
+        journaled = self._memory.storage
+        assert isinstance(journaled, JournaledJSONStorage)  # the middleware built it above
+        self._storage = journaled
 
     @property
     def warnings(self) -> list[str]:
@@ -327,13 +331,14 @@ class LockerStore:
     def _machine_changes(self, machine_state: Mapping) -> list[Change]:
         """Only the cells whose stored form changed are written (a few of hundreds, usually)."""
         changes: list[Change] = []
-        cells = machine_state.get("cells")
-        per_cell = isinstance(cells, Mapping)
+        stored_cells = machine_state.get("cells")
+        per_cell = isinstance(stored_cells, Mapping)
+        cells: Mapping = stored_cells if isinstance(stored_cells, Mapping) else {}
         rest = {k: v for k, v in machine_state.items() if not (per_cell and k == "cells")}
         current = self._state.get(doc_id=1)
         if current is None or current.get("machine") != rest:
             changes.append((self._state.name, 1, {"machine": rest}))
-        for key, cell in (cells.items() if per_cell else ()):
+        for key, cell in cells.items():
             cid = int(key)
             if self._cell_docs.get(cid) != cell:
                 changes.append((self._cells.name, cid, cell))
@@ -385,7 +390,7 @@ class LockerStore:
 
     def compact(self) -> None:
         """Rewrite the image with everything and empty the journal."""
-        self._db.storage.write_image()
+        self._memory.write_image()
 
     def commands_shifted(self, jump_ms: int) -> list[dict]:
         """Every replay-cache entry with its times moved by a wall-clock step, to be committed
@@ -411,8 +416,8 @@ class LockerStore:
 
         gone = [doc.doc_id for doc in self._commands.all() if done(doc)]
         expired = [doc.doc_id for doc in self._relayed.all() if doc.get("keep_until", 0) < now_ms]
-        self._write([(self._commands.name, i, None) for i in gone]
-                    + [(self._relayed.name, i, None) for i in expired])
+        self._write([*((self._commands.name, i, None) for i in gone),
+                     *((self._relayed.name, i, None) for i in expired)])
         return len(gone)
 
     def relayed_delivered(self, ids: Iterable[str]) -> int:

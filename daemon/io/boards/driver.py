@@ -245,16 +245,19 @@ class BoardDriver:
         try:
             reply = await self._exchange(self.codec.status_request(), self._decodes)
         except BusError as exc:
-            return self._failed(str(exc))
+            self._failed(str(exc))
+            return None
         if reply is None:
-            return self._failed(f"no reply within {self.config.timeout_ms} ms")
+            self._failed(f"no reply within {self.config.timeout_ms} ms")
+            return None
         if reply == self._last_reply and self._last_readings is not None:
             readings = self._last_readings  # decoding is pure: the same frame, the same doors
         else:
             try:
                 readings = self.codec.decode_status(reply)
             except FrameError as exc:
-                return self._failed(f"bad reply: {exc}")
+                self._failed(f"bad reply: {exc}")
+                return None
             self._last_reply, self._last_readings = reply, readings
         if self.health.consecutive_failures:
             log.info(
@@ -285,12 +288,12 @@ class BoardDriver:
         return True
 
     def _failed(self, reason: str) -> None:
+        """Count a failed poll (the caller then answers None); log only the first in a row."""
         self.health.failures += 1
         self.health.consecutive_failures += 1
         self.health.last_error = reason
         if self.health.consecutive_failures == 1:
             log.warning("board %s: poll failed: %s", self.name, reason)
-        return None
 
 
 def make_driver(

@@ -60,6 +60,9 @@ class _SocketSerial(protocol_socket.Serial):
     board and the daemon each time an RS485-to-Ethernet link drops or the bus is closed.
     """
 
+    # pyserial's own (private, unstubbed) attribute, which close() below takes over.
+    _socket: socket.socket | None
+
     def close(self) -> None:
         if self.is_open:
             if self._socket:
@@ -70,7 +73,7 @@ class _SocketSerial(protocol_socket.Serial):
             self.is_open = False
 
 
-def _open_port(url: str, baudrate: int) -> serial.SerialBase:
+def _open_port(url: str, baudrate: int) -> serial.Serial | _SocketSerial:
     """Blocking open of a device path or pyserial URL (run in a thread)."""
     if url.startswith("socket://"):
         return _SocketSerial(url, baudrate=baudrate, timeout=0)

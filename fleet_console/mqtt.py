@@ -15,14 +15,12 @@ from aiomqtt import ProtocolVersion
 
 from fleet_console.config import ConsoleMqtt
 from fleet_io import mqtt_client
-from fleet_io.mqtt_client import LOGIN_REFUSED
+from fleet_io.mqtt_client import LOGIN_REFUSED, code_value
 
 
 def login_refused(exc: BaseException) -> bool:
     """True when the broker answered and refused the login (not: the broker is unreachable)."""
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
-    return isinstance(exc, aiomqtt.MqttCodeError) and value in LOGIN_REFUSED
+    return isinstance(exc, aiomqtt.MqttCodeError) and code_value(exc.rc) in LOGIN_REFUSED
 
 
 def login_hint(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 from aiomqtt import ProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config_file import BrokerConnection
 
@@ -30,6 +31,12 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 #: CONNACK codes of a refused login: 3.1.1's 4 (bad user name or password) and 5 (not
 #: authorised), and MQTT 5's 0x86 and 0x87.
 LOGIN_REFUSED = frozenset({4, 5, 0x86, 0x87})
+
+
+def code_value(rc: int | ReasonCode | None) -> int | None:
+    """The number of a CONNACK or SUBACK code: paho gives 3.1.1's as ints, MQTT 5's as
+    `ReasonCode` objects."""
+    return rc.value if isinstance(rc, ReasonCode) else rc
 
 
 def make_client(

@@ -527,6 +527,27 @@ async def test_results_sent_while_disconnected_are_delivered_after_reconnect(
     ]
 
 
+async def test_a_result_never_confirmed_is_given_up_and_the_link_stays_up(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials, console: MqttTestClient
+) -> None:
+    """A console that never confirms: after `deliver_for_s` the result is dropped and said in
+    the log, and the publish pass goes on (that log call once raised a TypeError, which the
+    pass caught as `publish_failed`, losing the log line and the rest of the pass)."""
+    lid = locker_credentials.locker_id
+    link, log = make_link(mqtt_broker, locker_credentials, FakePort(lid),
+                          resend_after=0.1, deliver_for_s=0.3)
+    await asyncio.to_thread(console.subscribe, T.cmd_result(lid))
+    cmd_id = str(uuid.uuid4())
+    async with running(link) as task:
+        link.send_result({"cmd_id": cmd_id, "status": "accepted"})
+        assert (await expect_json(console, T.cmd_result(lid)))["cmd_id"] == cmd_id
+        await until(lambda: {"undelivered_given_up", "publish_failed"} & set(log.kinds()))
+        assert "publish_failed" not in log.kinds(), log.lines
+        assert not task.done() and link.undelivered == 0 and link.connected
+        given_up = [f for k, f in log.lines if k == "undelivered_given_up"]
+        assert given_up == [{"item": "result", "key": f"{cmd_id}/accepted"}]
+
+
 # --- MQTT 5 refused: 3.1.1 -------------------------------------------------------------------
 class V311OnlyProxy:
     """A TCP proxy to Mosquitto that plays a 3.1.1-only broker: a v5 CONNECT gets CONNACK 1."""

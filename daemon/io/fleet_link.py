@@ -35,7 +35,7 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +44,7 @@ from aiomqtt import ProtocolVersion
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.messages import (
     CellSnapshot,
@@ -59,7 +60,13 @@ from contract.messages import (
 )
 from contract.topics import Topics
 from daemon.io.outbox_window import AckVerdict, OutboxWindow, Outgoing, UntilDelivered
-from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S, LOGIN_REFUSED, ack, make_client
+from fleet_io.mqtt_client import (
+    DEFAULT_SESSION_EXPIRY_S,
+    LOGIN_REFUSED,
+    ack,
+    code_value,
+    make_client,
+)
 
 if TYPE_CHECKING:
     from daemon.config import MqttSettings
@@ -325,7 +332,7 @@ class FleetLink:
                 try:
                     await self._session()
                 except MqttConnectError as exc:
-                    code = getattr(exc.rc, "value", exc.rc)
+                    code = code_value(exc.rc)
                     if (
                         self._may_fall_back
                         and self._protocol is ProtocolVersion.V5
@@ -358,7 +365,7 @@ class FleetLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await _stop_tasks({worker})
 
-    def _refused(self, code: int, reason: str) -> None:
+    def _refused(self, code: int | None, reason: str) -> None:
         """A CONNACK refusal. A refused login is the operator's to fix, so it is an error with
         what to check, said at most once per REFUSAL_REPEAT_S while the retries go on."""
         if code not in LOGIN_REFUSED:
@@ -431,10 +438,10 @@ class FleetLink:
         """Status, subscriptions, then everything republished from the port."""
         await client.publish(self._t_status, self._status_payload(), qos=1, retain=True)
         subs = self.topics.locker_subscriptions(self.locker_id)
-        codes = await client.subscribe([(topic, 1) for topic in subs])
+        codes: Sequence[int | ReasonCode] = await client.subscribe([(topic, 1) for topic in subs])
         for topic, code in zip(subs, codes, strict=False):
-            value = getattr(code, "value", code)
-            if value >= 0x80:
+            value = code_value(code)
+            if value is not None and value >= 0x80:
                 self._log("subscribe_refused", topic=topic, code=value)
         self._backoff.reset()
         self._refusal_said_at, self._refusals_unsaid = None, 0  # a new refusal is news again
@@ -548,8 +555,8 @@ class FleetLink:
         """Pending results and notifications to (re-)send now; those offered for longer than
         `deliver_for_s` are given up (a console that never confirms)."""
         due, expired = self._pending.due(time.monotonic())
-        for kind, key in expired:
-            self._log("undelivered_given_up", kind=kind, key=key)
+        for item, key in expired:  # `kind` is the log line's own name: `item` says which
+            self._log("undelivered_given_up", item=item, key=key)
         return due
 
     def _status_payload(self) -> bytes:

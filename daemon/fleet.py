@@ -438,7 +438,9 @@ class FleetSide:
         records: dict[str, dict] = {}
         for event in events:
             ref = event.data.get("ref")
-            record = self._in_flight.get(ref) if ref and ref not in records else None
+            if not isinstance(ref, str) or not ref or ref in records:
+                continue
+            record = self._in_flight.get(ref)
             if record is None:
                 continue
             final = self.remote.settled_by(record, event.type, event.data)

@@ -18,10 +18,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiomqtt
 from sqlalchemy.engine import make_url
@@ -34,6 +34,7 @@ from contract.messages import (
     ConfigApplied,
     Event,
     MalformedPayload,
+    Message,
     Status,
 )
 from contract.money import Money
@@ -111,7 +112,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # -- shared by the fleet subcommands ----------------------------------------------------------
 EXIT_UNKNOWN = 3
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+# A string: `_SubParsersAction` is generic only in the type stubs, not at run time.
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class _Usage(Exception):
@@ -135,7 +137,9 @@ def _signing(cfg: ConsoleConfig, path: Path) -> operations.Signer:
         raise _Usage(str(exc)) from None
 
 
-def _run(args: argparse.Namespace, body: Callable[[ConsoleConfig], Awaitable[int]]) -> int:
+def _run(
+    args: argparse.Namespace, body: Callable[[ConsoleConfig], Coroutine[Any, Any, int]]
+) -> int:
     """Load the configuration and run `body` in an event loop; map the usual failures."""
     try:
         cfg = _config(args)
@@ -603,8 +607,10 @@ def _describe(kind: TopicKind, payload: bytes) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    models = {TopicKind.EVENTS: Event, TopicKind.CMD_RESULT: CommandResult,
-              TopicKind.STATUS: Status, TopicKind.CONFIG_APPLIED: ConfigApplied}
+    models: dict[TopicKind, type[Message]] = {
+        TopicKind.EVENTS: Event, TopicKind.CMD_RESULT: CommandResult,
+        TopicKind.STATUS: Status, TopicKind.CONFIG_APPLIED: ConfigApplied,
+    }
 
     async def body(cfg: ConsoleConfig) -> int:
         topics = Topics(cfg.mqtt.prefix)

@@ -181,6 +181,10 @@ class PaymentLedger:
                     self._settle(current, "declined", reason)
                     return True
                 txn = known.transaction_id
+                if txn is None:  # money held, no transaction named yet: nothing to reverse by
+                    self.core.journal.line("payment_reversal_pending", level="warning",
+                                           op_id=current["op_id"], detail="no transaction id")
+                    return False
             done = await self.terminal.void(current["op_id"], txn)
             kind = "voided"
             if not done.ok and done.status != "offline":

@@ -429,6 +429,7 @@ class StorageService:
 
     async def _prepay(self, draft: Draft, tenancy: dict[str, Any]) -> tuple[str | None, str]:
         """Charge the prepayment; on approval commit it with the deposit that opens the door."""
+        assert draft.tenancy_id is not None  # start_rental names the tenancy before it pays
         async with self.ledger.lock:
             record, result = await self.ledger.charge(
                 "rent", draft.cell, draft.amount, draft.tariff.currency,

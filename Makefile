@@ -21,6 +21,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/lint-imports
+	@$(BIN)/mypy
 
 test: $(STAMP)
 	@scripts/ensure-system.sh mosquitto postgresql

@@ -17,7 +17,7 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
@@ -168,12 +168,13 @@ class LockerDaemon:
         if self.fleet is not None:
             from daemon.io.fleet_link import FleetLink
 
-            self.fleet.link = FleetLink(
+            link = FleetLink(
                 self.fleet, self.config.mqtt, log=self._link_log,
                 resend_after=self.config.mqtt.resend_after_s,
             )
+            self.fleet.link = link
             self.fleet.resume()
-            self._spawn(self.fleet.link.run())
+            self._spawn(link.run())
         try:
             await self._stopping.wait()
         finally:
@@ -208,14 +209,14 @@ class LockerDaemon:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         """A task the daemon cannot run without: if it crashes, the daemon stops (and restarts)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def spawn(self, coro: Any) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         """A side task (a void, an SMS, a socket switch): a failure is logged, nothing stops."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)

@@ -16,7 +16,7 @@ import contextlib
 import traceback
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from contract.messages import (
     MalformedPayload,
@@ -52,6 +52,24 @@ ACK_APPLY_S = 1.0
 DELIVER_FOR_MS = 24 * 3600 * 1000
 
 
+class FleetOutbound(Protocol):
+    """What the fleet side hands its MQTT link (`daemon.io.fleet_link.FleetLink`): everything
+    here was committed first; the link only carries it."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def notify(self, changed_cells: Iterable[int] = (), events: bool = False) -> None: ...
+
+    def send_result(self, result: dict) -> None: ...
+
+    def send_notification(self, message: dict) -> None: ...
+
+    def send_config_applied(self, applied: dict) -> None: ...
+
+    def publish_status(self) -> None: ...
+
+
 class FleetSide:
     def __init__(self, daemon: FleetHost) -> None:
         self.daemon = daemon
@@ -61,7 +79,7 @@ class FleetSide:
             self.locker_id, trust.keys, [c.id for c in daemon.config.cells],
             max_ttl_ms=int(trust.max_command_ttl_s * 1000),
         )
-        self.link: Any = None  # the FleetLink, once started
+        self.link: FleetOutbound | None = None  # the FleetLink, once started
         self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}
         self._lock = asyncio.Lock()
         self._ack_due = 0
@@ -305,7 +323,9 @@ class FleetSide:
             return
         self._send(record["results"])
 
-    def _service_command(self, cell: int, cmd: Any, record: dict, reason: str) -> None:
+    def _service_command(
+        self, cell: int, cmd: SignedCommand, record: dict, reason: str
+    ) -> None:
         """waive / reveal-pin: answered at once by the storage service, in one commit."""
         d = self.daemon
         act = d.operator_commands().get(cmd.type)

@@ -1,6 +1,8 @@
 """`locker-broker`: manage the fleet registry, generate the Mosquitto config, run the broker.
 
     locker-broker [--registry FILE] add-locker ID [--rotate]
+    locker-broker [--registry FILE] add-lockers (--count N --prefix P [--start S] [--digits D]
+                  | --file FILE|-) [--out CSV] [--rotate] [--reload [--data-dir DIR]]
     locker-broker [--registry FILE] add-console NAME [--rotate]
     locker-broker [--registry FILE] remove NAME
     locker-broker [--registry FILE] list
@@ -18,7 +20,9 @@ Mosquitto found there.
 Lockers log in on --port, consoles on --console-port (default --port + 1): see BROKER_EPILOG.
 
 Exit codes: 0 done, 2 bad input (duplicate account, bad name, unreadable registry, no generated
-configuration to reload), 1 the broker failed (or `reload` found no running Mosquitto).
+configuration to reload; for add-lockers any refused line of the batch, which then writes nothing,
+or an --out file that exists), 1 the broker failed (or `reload`, `add-lockers --reload` found no
+running Mosquitto).
 The registry defaults to $LOCKER_BROKER_REGISTRY or ./var/broker/registry.json.
 """
 
@@ -27,12 +31,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
+from broker.bulk import LockerId, add_lockers, ids_from_count, ids_from_lines
 from broker.embedded import NOT_INSTALLED, EmbeddedBroker
 from broker.mosquitto_conf import (
     DATA_DIR_ENV,
@@ -127,6 +134,78 @@ def cmd_add(args: argparse.Namespace, role: str) -> int:
     return EXIT_OK
 
 
+def _batch_ids(args: argparse.Namespace) -> tuple[list[LockerId], str]:
+    """The batch's ids and the name its errors give their source by."""
+    if args.file is None:
+        if not args.prefix:
+            raise ValueError("--count needs --prefix (the ids are PREFIX followed by a number)")
+        return ids_from_count(args.prefix, args.count, args.start, args.digits), "--count"
+    if args.file == "-":
+        return ids_from_lines(sys.stdin), "stdin"
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            return ids_from_lines(fh), args.file
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}"
+                         ) from exc
+
+
+def _create_credentials_file(path: str) -> int:
+    """Open a new owner-only file for the passwords; an existing one is never overwritten."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ValueError(f"{path} exists: the passwords go into a new file only") from None
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def cmd_add_lockers(args: argparse.Namespace) -> int:
+    """Many locker accounts in one batch: checked whole, stored once, passwords as CSV."""
+    ids, source = _batch_ids(args)
+    out_fd = _create_credentials_file(args.out) if args.out else None
+    say = sys.stdout if args.out else sys.stderr  # stdout carries the CSV unless --out
+
+    def progress(done: int, total: int) -> None:
+        if total > 1000:
+            _err(f"hashed {done}/{total} passwords")
+
+    try:
+        with Registry.edit(_registry_path(args)) as reg:
+            credentials = add_lockers(reg, ids, rotate=args.rotate, source=source,
+                                      progress=progress)
+    except BaseException:
+        if out_fd is not None:
+            os.close(out_fd)
+            os.unlink(args.out)
+        raise
+    if out_fd is not None:
+        with os.fdopen(out_fd, "w", encoding="utf-8", newline="") as fh:
+            _write_credentials(fh, credentials)
+            fh.flush()
+            os.fsync(fh.fileno())
+    else:
+        _write_credentials(sys.stdout, credentials)
+        sys.stdout.flush()
+    where = f"in {args.out} (owner-only)" if args.out else "above"
+    print(f"Created {len(credentials)} locker accounts in {reg.path}; their passwords are "
+          f"{where}, shown only now (stored hashed).", file=say)
+    if not args.reload:
+        print("Let the running broker accept them: `locker-broker reload` (with the --registry "
+              "and --data-dir of `locker-broker run`, if you gave any).", file=say, flush=True)
+        return EXIT_OK
+    say.flush()
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    with contextlib.redirect_stdout(say):
+        return reload_broker(_registry_path(args), data_dir, data_dir, None)
+
+
+def _write_credentials(fh: TextIO, credentials: list[tuple[str, str]]) -> None:
+    writer = csv.writer(fh, lineterminator="\n")
+    writer.writerow(("locker_id", "password"))
+    writer.writerows(credentials)
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     with Registry.edit(_registry_path(args)) as reg:
         reg.remove(args.name)
@@ -175,14 +254,20 @@ def cmd_reload(args: argparse.Namespace) -> int:
     """Rewrite the account files from the registry and SIGHUP the Mosquitto that uses them."""
     data_dir = _data_dir(args)
     conf_dir = Path(args.out) if args.out else data_dir
+    return reload_broker(_registry_path(args), data_dir, conf_dir, args.prefix)
+
+
+def reload_broker(registry_path: Path, data_dir: Path, conf_dir: Path,
+                  prefix: str | None) -> int:
+    """`reload`'s work, for `add-lockers --reload` too: an exit code."""
     conf, acl = conf_dir / "mosquitto.conf", conf_dir / "acl"
     if not conf.is_file() or not acl.is_file():
         _err(f"no generated configuration in {conf_dir.resolve()}: start the broker with "
              "`locker-broker run` (or write it with `locker-broker config`) first, with the "
              "same --data-dir")
         return EXIT_USAGE
-    prefix = args.prefix or prefix_of_acl(acl.read_text(encoding="utf-8")) or DEFAULT_PREFIX
-    reg = Registry.load(_registry_path(args))
+    prefix = prefix or prefix_of_acl(acl.read_text(encoding="utf-8")) or DEFAULT_PREFIX
+    reg = Registry.load(registry_path)
     write_access_files(reg, conf_dir, prefix)
     print(f"Rewrote the passwd, passwd-console and acl files in {conf_dir.resolve()} "
           f"({len(reg.lockers())} lockers, {len(reg.consoles())} consoles).")
@@ -292,6 +377,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add-locker", parents=[common], help="create a locker account")
     p.add_argument("name", metavar="ID")
     p.add_argument("--rotate", action="store_true", help="issue a new password if it exists")
+    p = sub.add_parser(
+        "add-lockers", parents=[common], help="create many locker accounts at once",
+        description="Locker accounts in one batch: every id is checked first (a bad name, a "
+                    "repeat or an existing account refuses the whole batch, naming its line, and "
+                    "nothing is written), the passwords are hashed on every core, and the "
+                    "registry is written once. The new passwords are printed as CSV "
+                    "(locker_id,password) on stdout, or into --out; progress on stderr.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--count", type=int, metavar="N", help="N lockers named PREFIX<number>")
+    which.add_argument("--file", metavar="FILE",
+                       help="one id per line ('-': stdin); blank lines and # comments skipped")
+    p.add_argument("--prefix", default=None, help="with --count: the ids' prefix, e.g. L")
+    p.add_argument("--start", type=int, default=1, help="with --count: the first number (1)")
+    p.add_argument("--digits", type=int, default=0,
+                   help="with --count: zero-pad the numbers to this width (0: no padding)")
+    p.add_argument("--out", default=None, metavar="CSV",
+                   help="write the passwords to this new file (mode 0600) instead of stdout")
+    p.add_argument("--rotate", action="store_true",
+                   help="issue new passwords for ids that exist instead of refusing the batch")
+    p.add_argument("--reload", action="store_true",
+                   help="then `locker-broker reload`: the running Mosquitto lets them in at once")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="with --reload: the data directory of `run` (default: "
+                        "$LOCKER_BROKER_DATA_DIR or ./var/broker)")
     p = sub.add_parser("add-console", parents=[common], help="create a console account")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--rotate", action="store_true", help="issue a new password if it exists")
@@ -337,6 +447,8 @@ def _main(argv: Sequence[str] | None) -> int:
         match args.command:
             case "add-locker":
                 return cmd_add(args, "locker")
+            case "add-lockers":
+                return cmd_add_lockers(args)
             case "add-console":
                 return cmd_add(args, "console")
             case "remove":

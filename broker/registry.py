@@ -197,6 +197,14 @@ class Registry:
 
     def add(self, username: str, role: Role, *, rotate: bool = False) -> str:
         """Create (or with `rotate`, re-key) an account; returns the new plaintext password once."""
+        existing = self.check_new(username, role, rotate=rotate)
+        password = new_password()
+        self.put(username, role, hash_password(password), existing)
+        return password
+
+    def check_new(self, username: str, role: Role, *, rotate: bool = False) -> Account | None:
+        """Raise unless `username` may be created as `role` (or re-keyed, with `rotate`); the
+        existing account, if any. Bulk creation checks every name with it before hashing any."""
         if role not in ROLES:
             raise RegistryError(f"unknown role {role!r}")
         validate_name(username, "locker id" if role == "locker" else "console name")
@@ -215,16 +223,19 @@ class Registry:
             raise AccountExistsError(
                 f"{role} {username!r} already exists; use --rotate to issue a new password"
             )
-        password = new_password()
-        now = _now()
+        return existing
+
+    def put(self, username: str, role: Role, password_hash: str,
+            existing: Account | None = None, now: str | None = None) -> None:
+        """Store an account checked by `check_new` with its (already computed) hash."""
+        now = now or _now()
         self.accounts[username] = Account(
             username=username,
             role=role,
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
-        return password
 
     def add_locker(self, locker_id: str, *, rotate: bool = False) -> str:
         """A locker account: it logs in with its own id as username."""

@@ -172,6 +172,7 @@ def cmd_add_lockers(args: argparse.Namespace) -> int:
 
     try:
         with Registry.edit(_registry_path(args)) as reg:
+            rotated = sum(item.locker_id in reg.accounts for item in ids)
             credentials = add_lockers(reg, ids, rotate=args.rotate, source=source,
                                       progress=progress)
     except BaseException:
@@ -188,7 +189,9 @@ def cmd_add_lockers(args: argparse.Namespace) -> int:
         _write_credentials(sys.stdout, credentials)
         sys.stdout.flush()
     where = f"in {args.out} (owner-only)" if args.out else "above"
-    print(f"Created {len(credentials)} locker accounts in {reg.path}; their passwords are "
+    what = f"{len(credentials) - rotated} new locker accounts" + (
+        f" and new passwords for {rotated} existing ones" if rotated else "")
+    print(f"Stored {what} in {reg.path}; their passwords are "
           f"{where}, shown only now (stored hashed).", file=say)
     if not args.reload:
         print("Let the running broker accept them: `locker-broker reload` (with the --registry "

@@ -138,3 +138,15 @@ def test_an_existing_credentials_file_is_never_overwritten(env: dict[str, str],
     assert done.returncode == 2 and "exists" in done.stderr, done.stderr
     assert out.read_text() == "locker_id,password\nA,secret\n"
     assert not Path(env["LOCKER_BROKER_REGISTRY"]).exists()
+
+
+def test_rotate_reissues_existing_passwords_in_the_batch(env: dict[str, str]) -> None:
+    first = read_credentials(broker_cli("add-lockers", "--count", "2", "--prefix", "R",
+                                        env=env).stdout)
+    again = broker_cli("add-lockers", "--count", "3", "--prefix", "R", "--rotate", env=env)
+    assert again.returncode == 0, again.stderr
+    second = read_credentials(again.stdout)
+    registry = Registry.load(Path(env["LOCKER_BROKER_REGISTRY"]))
+    assert sorted(second) == ["R1", "R2", "R3"]
+    assert not registry.verify("R1", first["R1"]) and registry.verify("R1", second["R1"])
+    assert "new passwords for 2 existing ones" in again.stderr

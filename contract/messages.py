@@ -323,6 +323,35 @@ class EventAck(Message):
     up_to_seq: Count
 
 
+#: The longest range one `events/resend` (or `events/gone`) may name: a locker answers a
+#: request with at most this many events, so a hostile console cannot make it flood.
+MAX_RESEND_RANGE = 1000
+
+
+class _SeqRange(Message):
+    """`from_seq..to_seq`, both included, at most MAX_RESEND_RANGE long."""
+
+    from_seq: Seq
+    to_seq: Seq
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _SeqRange:
+        if self.to_seq < self.from_seq:
+            raise ValueError("to_seq must not be below from_seq")
+        if self.to_seq - self.from_seq >= MAX_RESEND_RANGE:
+            raise ValueError(f"a range spans at most {MAX_RESEND_RANGE} seqs")
+        return self
+
+
+class EventResend(_SeqRange):
+    """The console misses these seqs (a hole past its ack watermark): send them again."""
+
+
+class EventsGone(_SeqRange):
+    """The locker's outbox no longer holds these seqs (never written, or dropped): the console
+    may acknowledge past them and records a `seq_gap_permanent` alarm."""
+
+
 # -- lockers/{id}/cmd, cmd/result -------------------------------------------------------------
 class SignedCommand(Message):
     """A remote command; `sig` signs the canonical JSON of every other field (contract.signing)."""
@@ -426,6 +455,8 @@ PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.CELL: CellSnapshot,
     TopicKind.EVENTS: Event,
     TopicKind.EVENTS_ACK: EventAck,
+    TopicKind.EVENTS_RESEND: EventResend,
+    TopicKind.EVENTS_GONE: EventsGone,
     TopicKind.CMD: SignedCommand,
     TopicKind.CMD_RESULT: CommandResult,
     TopicKind.CONFIG: SignedConfig,

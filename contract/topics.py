@@ -34,6 +34,12 @@ class TopicKind(StrEnum):
     CELL = "cells"
     EVENTS = "events"
     EVENTS_ACK = "events/ack"
+    #: The console asks a locker to send a missing range of its events again (a hole it will
+    #: not acknowledge past); a new topic, as `EventAck` forbids unknown fields.
+    EVENTS_RESEND = "events/resend"
+    #: The locker's answer for the part of such a range its outbox no longer holds: only then
+    #: does the console move its ack watermark past the hole.
+    EVENTS_GONE = "events/gone"
     CMD = "cmd"
     CMD_RESULT = "cmd/result"
     CONFIG = "config"
@@ -67,6 +73,8 @@ TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
     TopicKind.CELL: TopicSpec(Direction.FROM_LOCKER, 1, True),
     TopicKind.EVENTS: TopicSpec(Direction.FROM_LOCKER, 1, False),
     TopicKind.EVENTS_ACK: TopicSpec(Direction.TO_LOCKER, 1, False),
+    TopicKind.EVENTS_RESEND: TopicSpec(Direction.TO_LOCKER, 1, False),
+    TopicKind.EVENTS_GONE: TopicSpec(Direction.FROM_LOCKER, 1, False),
     TopicKind.CMD: TopicSpec(Direction.TO_LOCKER, 1, False),
     TopicKind.CMD_RESULT: TopicSpec(Direction.FROM_LOCKER, 1, False),
     TopicKind.CONFIG: TopicSpec(Direction.TO_LOCKER, 1, True),
@@ -153,6 +161,12 @@ class Topics:
 
     def events_ack(self, locker: str) -> str:
         return self.topic(TopicKind.EVENTS_ACK, locker)
+
+    def events_resend(self, locker: str) -> str:
+        return self.topic(TopicKind.EVENTS_RESEND, locker)
+
+    def events_gone(self, locker: str) -> str:
+        return self.topic(TopicKind.EVENTS_GONE, locker)
 
     def cmd(self, locker: str) -> str:
         return self.topic(TopicKind.CMD, locker)

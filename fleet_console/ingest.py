@@ -78,6 +78,8 @@ from contract.messages import (
     Delivered,
     Event,
     EventAck,
+    EventResend,
+    EventsGone,
     MalformedPayload,
     Notification,
     ResultKey,
@@ -99,7 +101,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
-from fleet_console.sequencing import AckPacer, Sequencer
+from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
@@ -111,6 +113,7 @@ _SUBSCRIBED_KINDS = (
     TopicKind.CMD_RESULT,
     TopicKind.CONFIG_APPLIED,
     TopicKind.NOTIFY,
+    TopicKind.EVENTS_GONE,
 )
 _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 
@@ -155,6 +158,8 @@ class IngestStats:
     events_new: int = 0
     malformed: int = 0
     acks_sent: int = 0
+    #: `events/resend` requests published (holes asked for again).
+    resends_asked: int = 0
     alarms: int = 0
     connects: int = 0
     notifications: int = 0
@@ -183,6 +188,8 @@ class _Parsed:
     cells: dict[tuple[str, int], CellSnapshot] = field(default_factory=dict)
     applied: dict[str, ConfigApplied] = field(default_factory=dict)
     events: list[tuple[str, Event]] = field(default_factory=list)
+    #: The lockers' word that their outbox no longer holds a range (`events/gone`).
+    gone: list[tuple[str, int, int]] = field(default_factory=list)
     results: dict[str, tuple[str, CommandResult]] = field(default_factory=dict)
     #: Relayed notifications: handled (and acknowledged) apart from the batch.
     notifications: list[tuple[aiomqtt.Message, str, Notification]] = field(default_factory=list)
@@ -197,7 +204,7 @@ class _Parsed:
     @property
     def empty(self) -> bool:
         return not (self.statuses or self.cells or self.applied or self.events or self.results
-                    or self.quarantine or self.alarms)
+                    or self.quarantine or self.alarms or self.gone)
 
 
 def _restore_sequences(seq: Sequencer, session: Session, lockers: Iterable[str]) -> None:
@@ -258,6 +265,8 @@ class Ingest:
         self._acks = AckPacer()
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
+        #: Holes to ask the lockers for again, from the last committed batch.
+        self._resends: list[ResendRequest] = []
         self._notify_busy: dict[tuple[str, str], asyncio.Event] = {}
         self._notify_slots = asyncio.Semaphore(self.settings.notify_concurrency)
         inline = self.settings.store_inline
@@ -437,6 +446,9 @@ class Ingest:
                 delay = min(delay * 2, self.settings.reconnect_max_s)
         for message in batch:
             ack(client, message)
+        resends, self._resends = self._resends, []
+        for ask in resends:
+            self._send_resend(client, ask)
         for locker, keys in parsed.delivered.items():
             self._send_delivered(client, locker, results=keys)
         self.stats.batches += 1
@@ -538,6 +550,23 @@ class Ingest:
         task.add_done_callback(functools.partial(self._ack_done, client, locker, seq))
         self.stats.acks_sent += 1
 
+    def _send_resend(self, client: aiomqtt.Client, ask: ResendRequest) -> None:
+        """Ask a locker for a hole again; not awaited (a lost request is asked again after
+        another gap timeout)."""
+        task = asyncio.create_task(client.publish(
+            self.topics.events_resend(ask.locker),
+            EventResend(from_seq=ask.from_seq, to_seq=ask.to_seq).to_payload(), qos=1,
+            timeout=10,
+        ))
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._resend_done)
+        self.stats.resends_asked += 1
+
+    def _resend_done(self, task: asyncio.Task[None]) -> None:
+        self._ack_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("resend request not confirmed by the broker: %s", task.exception())
+
     def _ack_done(
         self, client: aiomqtt.Client, locker: str, seq: int, task: asyncio.Task[None]
     ) -> None:
@@ -610,6 +639,9 @@ class Ingest:
                     out.applied[locker] = ConfigApplied.from_payload(payload)
                 elif parsed.kind is TopicKind.EVENTS:
                     out.events.append((locker, Event.from_payload(payload)))
+                elif parsed.kind is TopicKind.EVENTS_GONE:
+                    gone = EventsGone.from_payload(payload)
+                    out.gone.append((locker, gone.from_seq, gone.to_seq))
                 elif parsed.kind is TopicKind.NOTIFY:
                     try:
                         note = Notification.from_payload(payload)
@@ -869,8 +901,11 @@ class Ingest:
         self, s: Session, p: _Parsed, now: int
     ) -> tuple[dict[str, int], list[dict[str, Any]], set[str]]:
         """Insert new events, move watermarks, raise gap alarms; (acks, alarms, changed)."""
-        _restore_sequences(self._seq, s, (lk for lk, _ in p.events))
-        done = self._seq.sequence([(lk, ev.seq) for lk, ev in p.events], now)
+        _restore_sequences(
+            self._seq, s, [lk for lk, _ in p.events] + [lk for lk, _, _ in p.gone]
+        )
+        done = self._seq.sequence([(lk, ev.seq) for lk, ev in p.events], now, p.gone)
+        self._resends = done.resend
         rows = []
         for i in done.store:
             lk, ev = p.events[i]
@@ -886,8 +921,11 @@ class Ingest:
         for lost in done.permanent:
             alarms.append(self._alarm(lost.locker, "seq_gap_permanent", {
                 "missing_from": lost.missing_from, "missing_to": lost.missing_to}, now))
-            log.warning("locker %s: events %d..%d never came; acknowledging past them",
-                        lost.locker, lost.missing_from, lost.missing_to)
+            log.warning("locker %s: events %d..%d are gone from its outbox; acknowledging past "
+                        "them", lost.locker, lost.missing_from, lost.missing_to)
+        for ask in done.resend:
+            log.info("locker %s: events %d..%d missing; asking for them again",
+                     ask.locker, ask.from_seq, ask.to_seq)
         if rows:
             s.execute(
                 insert_for(s, EventRow).on_conflict_do_nothing(index_elements=["locker", "seq"]),

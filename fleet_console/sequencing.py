@@ -8,9 +8,13 @@ The rules (README, "Ack and gap policy"):
 - the ack watermark is the end of the contiguous prefix: an ack never covers a seq not stored,
   so the locker keeps everything after a hole and sends it again;
 - an event past the next expected one is stored at once and reported as a gap (`expected`,
-  `got`); a hole not filled within the gap timeout is reported permanent (`missing_from`,
-  `missing_to`) and the watermark moves past it, so a locker's outbox never stalls for ever.
-  This is the one case where an ack covers seqs that were not stored;
+  `got`); a hole not filled within the gap timeout is asked for again (`ResendRequest`, on
+  `events/resend`), and again every gap timeout while it stays open: the watermark never moves
+  past a hole while the locker may still hold its events;
+- only the locker's own word (`events/gone`: its outbox no longer holds `from_seq..to_seq`)
+  moves the watermark past a hole, and only past what it names; that is reported permanent
+  (`missing_from`, `missing_to`: the `seq_gap_permanent` alarm). It is the one case where an
+  ack covers seqs that were not stored;
 - an event that fills a hole late (even after it was declared permanent) is still stored.
 """
 
@@ -28,6 +32,9 @@ class SeqState:
     acked: int | None
     above: set[int] = field(default_factory=set)
     gap_since: int | None = None
+    #: When the current hole was last asked for again (memory only: after a restart the hole
+    #: is asked for once `gap_since` is old enough).
+    asked_at: int | None = None
 
     def absorb(self) -> None:
         """Move the watermark over seqs already stored right after it."""
@@ -55,6 +62,15 @@ class PermanentGap:
     missing_to: int
 
 
+@dataclass(frozen=True)
+class ResendRequest:
+    """Ask the locker for `from_seq..to_seq` again (`events/resend`)."""
+
+    locker: str
+    from_seq: int
+    to_seq: int
+
+
 @dataclass
 class Sequenced:
     """What to do with one batch of events."""
@@ -66,6 +82,8 @@ class Sequenced:
     new: int = 0
     gaps: list[SeqGap] = field(default_factory=list)
     permanent: list[PermanentGap] = field(default_factory=list)
+    #: Holes open for longer than the gap timeout: ask the lockers for them again.
+    resend: list[ResendRequest] = field(default_factory=list)
     #: The ack watermark to publish per locker, once the batch is committed.
     acks: dict[str, int] = field(default_factory=dict)
     #: Lockers whose stored watermark (`acked`, `gap_since`) changed.
@@ -79,8 +97,11 @@ class Sequencer:
     everything when a transaction fails (memory may be ahead of the rolled-back rows).
     """
 
-    def __init__(self, gap_timeout_ms: int) -> None:
+    def __init__(self, gap_timeout_ms: int, max_resend: int = 1000) -> None:
+        """`max_resend`: the longest range one resend request names (the contract's
+        MAX_RESEND_RANGE)."""
         self.gap_timeout_ms = gap_timeout_ms
+        self.max_resend = max_resend
         self.states: dict[str, SeqState] = {}
         #: The lockers left with a hole by a previous run were restored (they need a timer).
         self.gapped_restored = False
@@ -106,11 +127,18 @@ class Sequencer:
             return True
         limit = now - self.gap_timeout_ms
         return any(
-            st.gap_since is not None and st.gap_since <= limit for st in self.states.values()
+            st.gap_since is not None and max(st.gap_since, st.asked_at or 0) <= limit
+            for st in self.states.values()
         )
 
-    def sequence(self, events: Sequence[tuple[str, int]], now: int) -> Sequenced:
-        """Take a batch of (locker, seq), every locker restored; then time out old holes."""
+    def sequence(
+        self,
+        events: Sequence[tuple[str, int]],
+        now: int,
+        gone: Sequence[tuple[str, int, int]] = (),
+    ) -> Sequenced:
+        """Take a batch of (locker, seq) and of the lockers' `events/gone` (locker, from_seq,
+        to_seq), every locker named restored; then ask again for holes open too long."""
         out = Sequenced()
         seen: set[tuple[str, int]] = set()
         # In seq order: a batch holding a redelivery must not look like a gap.
@@ -142,18 +170,34 @@ class Sequencer:
                     if st.gap_since is None:
                         st.gap_since = now
             out.acks[lk] = st.acked
+        for lk, from_seq, to_seq in gone:
+            self._gone(lk, from_seq, to_seq, now, out)
         limit = now - self.gap_timeout_ms
         for lk, st in self.states.items():
-            if st.gap_since is None or st.gap_since > limit or st.acked is None or not st.above:
+            if st.gap_since is None or st.acked is None or not st.above:
                 continue
-            first_missing, next_have = st.acked + 1, min(st.above)
-            out.permanent.append(PermanentGap(lk, first_missing, next_have - 1))
-            st.acked = next_have - 1
-            st.absorb()
-            st.gap_since = now if st.above else None
-            out.changed.add(lk)
-            out.acks[lk] = st.acked
+            if max(st.gap_since, st.asked_at or st.gap_since) > limit:
+                continue
+            first_missing = st.acked + 1
+            last_missing = min(min(st.above) - 1, first_missing + self.max_resend - 1)
+            out.resend.append(ResendRequest(lk, first_missing, last_missing))
+            st.asked_at = now
         return out
+
+    def _gone(self, lk: str, from_seq: int, to_seq: int, now: int, out: Sequenced) -> None:
+        """The locker says its outbox no longer holds `from_seq..to_seq`: move past the part
+        of the first hole it names (nothing else: not past a seq the console never saw)."""
+        st = self.states[lk]
+        if st.acked is None or not st.above or not from_seq <= st.acked + 1 <= to_seq:
+            return
+        new_acked = min(to_seq, min(st.above) - 1)
+        out.permanent.append(PermanentGap(lk, st.acked + 1, new_acked))
+        st.acked = new_acked
+        st.absorb()
+        st.gap_since = now if st.above else None
+        st.asked_at = None
+        out.changed.add(lk)
+        out.acks[lk] = st.acked
 
 
 class AckPacer:

@@ -82,7 +82,7 @@ async def test_duplicates_are_stored_once_and_still_acknowledged(
     lk.check_acks_were_committed()
 
 
-async def test_gap_raises_alarm_acks_only_the_contiguous_prefix_then_times_out(
+async def test_gap_alarm_acks_the_prefix_asks_again_and_moves_only_on_the_lockers_word(
     runner: IngestRunner, make_locker: Any, db_url: str
 ) -> None:
     lk: SimLocker = make_locker()
@@ -96,13 +96,18 @@ async def test_gap_raises_alarm_acks_only_the_contiguous_prefix_then_times_out(
     for seq in (3, 4):  # the locker sends the hole again from its outbox
         await asyncio.to_thread(lk.event, seq)
     await asyncio.to_thread(lk.wait_ack, 5)
-    # a hole that is never filled: after gap_timeout_s the watermark moves past it
+    # a hole that is never filled: after gap_timeout_s the console asks for it again, and
+    # moves past it only on the locker's word that its outbox no longer holds it
     for seq in (6, 8, 9):
         await asyncio.to_thread(lk.event, seq)
     await asyncio.to_thread(lk.wait_ack, 6)
     started = time.monotonic()
-    await asyncio.to_thread(lk.wait_ack, 9, 5.0)
+    assert await asyncio.to_thread(lk.wait_resend, 5.0) == (7, 7)
     assert time.monotonic() - started >= 0.3
+    await asyncio.sleep(0.2)
+    assert max(a for a, _ in lk.acks) == 6, "an ack must not cover 7 while the locker has it"
+    await asyncio.to_thread(lk.gone, 7, 7)
+    await asyncio.to_thread(lk.wait_ack, 9, 5.0)
     assert alarms(db_url, lk.id) == [
         ("seq_gap", {"expected": 3, "got": 5}),
         ("seq_gap", {"expected": 7, "got": 8}),

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.io.outbox_window import AckVerdict, OutboxWindow
-from fleet_console.sequencing import AckPacer, PermanentGap, SeqGap, Sequencer
+from fleet_console.sequencing import AckPacer, PermanentGap, ResendRequest, SeqGap, Sequencer
 
 GAP_MS = 30_000
 
@@ -62,15 +62,40 @@ def test_a_redelivery_in_one_batch_is_not_a_gap() -> None:
     assert done.gaps == [] and done.acks == {"a": 3} and done.store == [1, 0]
 
 
-def test_a_hole_never_filled_turns_permanent_after_the_timeout_and_a_late_fill_is_stored() -> None:
+def test_a_hole_is_asked_for_again_never_acked_past_until_the_locker_says_it_is_gone() -> None:
     seq = _fresh("a")
     seq.sequence([("a", 1), ("a", 4)], now=0)
     assert seq.gap_due(GAP_MS) is True
     done = seq.sequence([], now=GAP_MS)
-    assert done.permanent == [PermanentGap("a", missing_from=2, missing_to=3)]
-    assert done.acks == {"a": 4} and "a" in done.changed
-    late = seq.sequence([("a", 2)], now=GAP_MS + 1)
+    assert done.permanent == [] and done.acks == {}
+    assert done.resend == [ResendRequest("a", 2, 3)]
+    assert seq.gap_due(GAP_MS + 1) is False  # asked: again only after another timeout
+    assert seq.sequence([], now=GAP_MS + 1).resend == []
+    assert seq.sequence([], now=2 * GAP_MS).resend == [ResendRequest("a", 2, 3)]
+    assert seq.states["a"].acked == 1  # however long it takes
+    # The locker's word, for a range that does not start at the hole: nothing moves.
+    assert seq.sequence([], now=2 * GAP_MS + 1, gone=[("a", 3, 3)]).acks == {}
+    gone = seq.sequence([], now=2 * GAP_MS + 2, gone=[("a", 2, 50)])
+    assert gone.permanent == [PermanentGap("a", missing_from=2, missing_to=3)]
+    assert gone.acks == {"a": 4} and "a" in gone.changed  # not past 4: never seen beyond it
+    late = seq.sequence([("a", 2)], now=2 * GAP_MS + 3)
     assert late.store == [0] and late.new == 0 and late.acks == {"a": 4}
+
+
+def test_a_resent_range_fills_the_hole_and_is_acknowledged() -> None:
+    seq = _fresh("a")
+    seq.sequence([("a", 1), ("a", 5)], now=0)
+    assert seq.sequence([], now=GAP_MS).resend == [ResendRequest("a", 2, 4)]
+    done = seq.sequence([("a", 2), ("a", 3), ("a", 4)], now=GAP_MS + 1)
+    assert done.acks == {"a": 5} and done.new == 3 and seq.states["a"].gap_since is None
+
+
+def test_a_long_hole_is_asked_for_in_bounded_ranges() -> None:
+    seq = Sequencer(GAP_MS, max_resend=10)
+    seq.gapped_restored = True
+    seq.restore("a", None, None)
+    seq.sequence([("a", 1), ("a", 100)], now=0)
+    assert seq.sequence([], now=GAP_MS).resend == [ResendRequest("a", 2, 11)]
 
 
 def test_restored_state_carries_the_seqs_stored_past_a_hole() -> None:
@@ -104,21 +129,33 @@ _batches = st.lists(
 )
 
 
+_gone = st.lists(
+    st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 30), st.integers(0, 5)), max_size=2
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(batches=_batches)
-def test_an_ack_never_covers_a_seq_not_stored_but_for_permanent_gaps(
+@given(batches=_batches, gones=st.lists(_gone, max_size=25))
+def test_an_ack_never_covers_a_seq_not_stored_unless_the_locker_said_it_is_gone(
     batches: list[tuple[list[tuple[str, int]], int]],
+    gones: list[list[tuple[str, int, int]]],
 ) -> None:
+    """Whatever arrives, whenever, and whatever the lockers say is gone: an ack covers only
+    stored seqs and seqs their locker said it no longer has; a hole is asked for again."""
     seq = _fresh("a", "b")
     stored: dict[str, set[int]] = {"a": set(), "b": set()}
+    said_gone: dict[str, set[int]] = {"a": set(), "b": set()}
     given_up: dict[str, set[int]] = {"a": set(), "b": set()}
     late: dict[str, set[int]] = {"a": set(), "b": set()}
     baseline: dict[str, int] = {}
     new = 0
     now = 0
-    for events, dt in batches:
+    for n, (events, dt) in enumerate(batches):
         now += dt
-        done = seq.sequence(events, now)
+        gone = [(lk, lo, lo + span) for lk, lo, span in (gones[n] if n < len(gones) else [])]
+        for lk, lo, hi in gone:
+            said_gone[lk] |= set(range(lo, hi + 1))
+        done = seq.sequence(events, now, gone)
         for i in done.store:
             lk, s = events[i]
             baseline.setdefault(lk, s)
@@ -129,7 +166,11 @@ def test_an_ack_never_covers_a_seq_not_stored_but_for_permanent_gaps(
         for lost in done.permanent:
             hole = set(range(lost.missing_from, lost.missing_to + 1))
             assert not hole & stored[lost.locker]
+            assert hole <= said_gone[lost.locker], "moved past a hole on nobody's word"
             given_up[lost.locker] |= hole
+        for ask in done.resend:
+            wanted = set(range(ask.from_seq, ask.to_seq + 1))
+            assert wanted and not wanted & stored[ask.locker], "asked for what is stored"
         for lk, up_to in done.acks.items():
             covered = set(range(baseline[lk], up_to + 1))
             assert covered <= stored[lk] | given_up[lk], "an ack covers a seq not stored"

@@ -16,9 +16,10 @@ acknowledged). The first event ever seen from a locker sets its baseline. The ac
 end of the contiguous prefix: `up_to_seq` never covers a missing seq, so the locker keeps
 everything after a hole in its outbox and can send it again. An event past the next expected one
 is stored at once and raises a `seq_gap` alarm (`expected`, `got`). If the hole is not filled
-within `gap_timeout_s` (default 30 s), a `seq_gap_permanent` alarm (`missing_from`, `missing_to`)
-is recorded and the watermark moves past the hole, so a locker's outbox never stalls forever. An
-event that fills a hole late (even after it was declared permanent) is still stored.
+within `gap_timeout_s` (default 30 s), the locker is asked for it on `events/resend` (again every
+`gap_timeout_s`); the watermark moves past it only when the locker answers on `events/gone` that
+its outbox no longer holds it, recorded as a `seq_gap_permanent` alarm (`missing_from`,
+`missing_to`). An event that fills a hole late (even after that) is still stored.
 
 **Quarantine** (fleet_console/quarantine.py). A message that cannot be stored is never retried
 for ever and never blocks the others: one that is not JSON or out of the contract's bounds, larger

@@ -6,7 +6,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.io.outbox_window import AckVerdict, OutboxGap, OutboxWindow, Resend, UntilDelivered
+from daemon.io.outbox_window import (
+    AckVerdict,
+    OutboxGap,
+    OutboxWindow,
+    Resend,
+    UntilDelivered,
+    answer_resend,
+)
 
 
 def _read(window: OutboxWindow, outbox: list[int]) -> list[int]:
@@ -197,3 +204,31 @@ def test_every_outbox_event_is_sent_until_acked_and_never_dropped_before(
             locker_receives(to_locker.pop(0))
     assert outbox == [], "an event was never acknowledged"
     assert stored == set(range(start, next_seq))
+
+
+def test_resend_answer_resends_what_is_held_and_says_gone_only_for_what_is_not() -> None:
+    a = answer_resend(3, 9, [4, 5, 8, 12], highest_sent=12)
+    assert a.resend == [4, 5, 8]
+    assert a.gone == [(3, 3), (6, 7), (9, 9)]
+    # never gone for a seq not sent yet (a confused console asking for the future)
+    assert answer_resend(5, 9, [5], highest_sent=6).gone == [(6, 6)]
+    assert answer_resend(5, 9, [], highest_sent=0).gone == []
+
+
+@given(
+    held=st.sets(st.integers(1, 60)),
+    lo=st.integers(1, 60),
+    span=st.integers(0, 30),
+    highest=st.integers(0, 70),
+)
+@settings(max_examples=300)
+def test_resend_answer_never_says_gone_for_a_held_seq(
+    held: set[int], lo: int, span: int, highest: int
+) -> None:
+    a = answer_resend(lo, lo + span, sorted(held), highest)
+    named = {s for f, t in a.gone for s in range(f, t + 1)}
+    assert not named & held
+    assert all(lo <= s <= min(lo + span, highest) for s in named)
+    assert set(a.resend) == {s for s in held if lo <= s <= lo + span}
+    # everything sent in the range is answered, one way or the other
+    assert named | set(a.resend) >= set(range(lo, min(lo + span, highest) + 1))

@@ -229,3 +229,38 @@ class UntilDelivered:
         if not sent:
             return None
         return max(0.0, min(sent) + self.resend_after - now)
+
+
+@dataclass(frozen=True)
+class ResendAnswer:
+    """The locker's answer to an `events/resend`: the seqs to publish again on `events`, and
+    the runs its outbox no longer holds, each `(from_seq, to_seq)`, for `events/gone`."""
+
+    resend: list[int]
+    gone: list[tuple[int, int]]
+
+
+def answer_resend(
+    from_seq: int, to_seq: int, held: Sequence[int], highest_sent: int
+) -> ResendAnswer:
+    """What to answer for `from_seq..to_seq`, given the seqs the outbox `held` (read from
+    `from_seq - 1`, any order, any extent).
+
+    Gone is said only for a seq at or below `highest_sent` that the outbox lacks: the console
+    acks past what is gone, so a seq the locker still holds, or has not written or sent yet,
+    must never be named (it would be acknowledged, then dropped, unstored). Seqs above
+    `highest_sent` get no answer at all; the console asks again after another gap timeout."""
+    have = {s for s in held if from_seq <= s <= to_seq}
+    resend = sorted(have)
+    gone: list[tuple[int, int]] = []
+    run_start: int | None = None
+    for seq in range(from_seq, min(to_seq, highest_sent) + 1):
+        if seq in have:
+            if run_start is not None:
+                gone.append((run_start, seq - 1))
+                run_start = None
+        elif run_start is None:
+            run_start = seq
+    if run_start is not None:
+        gone.append((run_start, min(to_seq, highest_sent)))
+    return ResendAnswer(resend, gone)

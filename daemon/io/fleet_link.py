@@ -53,13 +53,21 @@ from contract.messages import (
     Delivered,
     Event,
     EventAck,
+    EventResend,
+    EventsGone,
     MalformedPayload,
     Message,
     Notification,
     Status,
 )
 from contract.topics import Topics
-from daemon.io.outbox_window import AckVerdict, OutboxWindow, Outgoing, UntilDelivered
+from daemon.io.outbox_window import (
+    AckVerdict,
+    OutboxWindow,
+    Outgoing,
+    UntilDelivered,
+    answer_resend,
+)
 from fleet_io.mqtt_client import (
     DEFAULT_SESSION_EXPIRY_S,
     LOGIN_REFUSED,
@@ -78,6 +86,8 @@ _UNSUPPORTED_PROTOCOL = {1, 0x84}
 REFUSAL_REPEAT_S = 60.0
 
 LogFn = Callable[..., None]
+#: `events/resend` ranges kept waiting for the publisher; each spans at most MAX_RESEND_RANGE.
+_MAX_RESEND_ASKS = 16
 _logger = logging.getLogger(__name__)
 
 
@@ -153,6 +163,9 @@ class LinkStats:
     connects: int = 0
     events_published: int = 0
     events_acked: int = 0
+    #: Events published again on the console's `events/resend`, and `events/gone` runs said.
+    events_resent: int = 0
+    gone_said: int = 0
     cells_published: int = 0
     results_published: int = 0
     commands_received: int = 0
@@ -227,10 +240,14 @@ class FleetLink:
         self._t_events = t.events(lk)
         self._t_result = t.cmd_result(lk)
         self._t_applied = t.config_applied(lk)
+        self._t_gone = t.events_gone(lk)
         self._inbound_kinds = {
             t.cmd(lk): "cmd", t.config(lk): "config", t.events_ack(lk): "ack",
-            t.delivered(lk): "delivered",
+            t.delivered(lk): "delivered", t.events_resend(lk): "resend",
         }
+        #: The console's `events/resend` ranges not answered yet (at most _MAX_RESEND_ASKS;
+        #: one more is dropped with a log line: the console asks again after its gap timeout).
+        self._resend_asks: list[EventResend] = []
 
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -519,6 +536,9 @@ class FleetLink:
                 raise
             self.stats.cells_published += n
 
+        if self._resend_asks:
+            await self._answer_resends(client)
+
         read = self._window.next_read()
         if read is not None:
             sent = await self._publish_events(client, read.after_seq, read.limit)
@@ -593,6 +613,9 @@ class FleetLink:
             elif kind == "delivered":
                 self._on_delivered(payload)
                 _puback(client, message.mid, message.qos)
+            elif kind == "resend":
+                self._on_resend(payload)
+                _puback(client, message.mid, message.qos)
             elif kind in ("cmd", "config"):
                 parsed = self.topics.parse(topic)
                 topic_locker = parsed.locker if parsed else self.locker_id
@@ -625,6 +648,44 @@ class FleetLink:
         self.stats.events_acked += count
         self._log("acked", up_to_seq=up_to, count=count)
         self._wake.set()
+
+    def _on_resend(self, payload: bytes) -> None:
+        """The console misses a range: answered by the publisher (`_answer_resends`)."""
+        try:
+            ask = EventResend.from_payload(payload)
+        except MalformedPayload as exc:
+            self._log("resend_malformed", reason=str(exc))
+            return
+        if ask in self._resend_asks:
+            return
+        if len(self._resend_asks) >= _MAX_RESEND_ASKS:
+            self._log("resend_dropped", from_seq=ask.from_seq, to_seq=ask.to_seq)
+            return
+        self._resend_asks.append(ask)
+        self._wake.set()
+
+    async def _answer_resends(self, client: aiomqtt.Client) -> None:
+        """Publish again what the outbox holds of each asked range (same seq, same id) and
+        say `events/gone` for the sent seqs it lacks, never for one it holds."""
+        while self._resend_asks:
+            # taken off first: a port or network failure must not retry it for ever; the
+            # console asks again after its gap timeout
+            ask = self._resend_asks.pop(0)
+            lo, hi = ask.from_seq, ask.to_seq
+            rows = [r for r in self.port.unacked_events(lo - 1, hi - lo + 1)
+                    if lo <= int(r["seq"]) <= hi]
+            answer = answer_resend(lo, hi, [int(r["seq"]) for r in rows],
+                                   self._window.highest_sent)
+            payloads = [_encode(Event, r, "event", self._log) for r in rows]
+            await asyncio.gather(*(client.publish(self._t_events, p, qos=1) for p in payloads))
+            for f, t in answer.gone:
+                await client.publish(
+                    self._t_gone, EventsGone(from_seq=f, to_seq=t).to_payload(), qos=1
+                )
+            self.stats.events_resent += len(payloads)
+            self.stats.gone_said += len(answer.gone)
+            self._log("resent", from_seq=lo, to_seq=hi, events=len(payloads),
+                      gone=len(answer.gone))
 
     def _on_delivered(self, payload: bytes) -> None:
         """The console has these results and notifications: stop offering them, tell the core."""

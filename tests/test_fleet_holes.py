@@ -10,15 +10,27 @@ played by the outbox hiding it from the link's first read of it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
 from tests.fixtures.console_ingest import IngestRunner, alarms, seqs
-from tests.fixtures.mqtt_broker import MqttBroker, unique_id
-from tests.test_fleet_link import FakePort, make_link, running, until
+from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient, unique_id
+from tests.test_fleet_link import (
+    FakePort,
+    console,
+    expect_json,
+    make_link,
+    running,
+    until,
+)
+
+T = Topics()
+_ = console  # the paho console client fixture
 
 
 class LossyPort(FakePort):
@@ -80,3 +92,32 @@ async def test_a_locker_that_lacks_the_seqs_says_gone_and_the_console_moves_past
     assert ("seq_gap_permanent", {"missing_from": 3, "missing_to": 4}) in alarms(
         url, port.locker_id)
     assert ("resent", {"from_seq": 3, "to_seq": 4, "events": 0, "gone": 1}) in log.lines
+
+
+async def test_bad_resend_requests_never_kill_the_link_nor_say_gone_for_the_unsent(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials, console: MqttTestClient
+) -> None:
+    lid = locker_credentials.locker_id
+    port = FakePort(lid)
+    link, log = make_link(mqtt_broker, locker_credentials, port, resend_after=300.0)
+    async with running(link):
+        await asyncio.to_thread(console.subscribe, T.events_gone(lid))
+        await asyncio.to_thread(console.subscribe, T.events(lid))
+        port.add_events(3)
+        for _ in range(3):
+            await expect_json(console, T.events(lid))
+        for payload in (b"not json", b'{"from_seq": 5, "to_seq": 2}',
+                        b'{"from_seq": 1, "to_seq": 5000}', b'{"from_seq": 0, "to_seq": 1}'):
+            await asyncio.to_thread(console.publish, T.events_resend(lid), payload, 1)
+        # 2 is held, 4..9 were never sent: 2 again, nothing gone
+        await asyncio.to_thread(console.publish, T.events_resend(lid),
+                                b'{"from_seq": 2, "to_seq": 9}', 1)
+        assert (await expect_json(console, T.events(lid)))["seq"] == 2
+        await until(lambda: "resent" in log.kinds())
+        assert log.kinds().count("resend_malformed") == 4
+        port.outbox = [e for e in port.outbox if e["seq"] != 1]  # retention dropped 1
+        await asyncio.to_thread(console.publish, T.events_resend(lid),
+                                b'{"from_seq": 1, "to_seq": 1}', 1)
+        assert await expect_json(console, T.events_gone(lid)) == {"from_seq": 1, "to_seq": 1}
+        assert link.connected
+        assert link.stats.gone_said == 1

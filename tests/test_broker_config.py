@@ -202,11 +202,13 @@ def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
     writes = {ln for ln in lines if ln.startswith("pattern write ")}
     assert writes == {
         f"pattern write lockers/%u/{t}"
-        for t in ("status", "cells/+", "events", "cmd/result", "config/applied", "notify")
+        for t in ("status", "cells/+", "events", "cmd/result", "config/applied", "notify",
+                  "events/gone")
     }
     reads = {ln for ln in lines if ln.startswith("pattern read ")}
     assert reads == {
-        f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack", "delivered")
+        f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack", "delivered",
+                                                 "events/resend")
     }
     assert "topic readwrite lockers/#" in lines
 

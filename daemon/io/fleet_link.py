@@ -9,7 +9,9 @@ What it guarantees (docs/architecture.md, "MQTT contract" and "Nothing is lost")
   seq; the last will is the retained `{"online": false}`, and a clean stop publishes it too;
 - the outbox stays the source of truth: events are read through the port, sent in seq order with
   at most `max_in_flight` unacknowledged, re-sent (same seq, same id) after a reconnect or when
-  acks stall, and dropped only when the console acks them;
+  acks stall, and dropped only when the console acks them; a range the console asks for on
+  `events/resend` goes out again from the outbox, and only seqs sent once and no longer held
+  are named on `events/gone` (`answer_resend`);
 - command results and relayed notifications, which the core stored before handing them over,
   are kept the same way: re-sent after a reconnect and every `resend_after` until the console
   names them on `delivered` (a broker whose queue for the ingest overflowed drops them after

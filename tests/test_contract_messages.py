@@ -15,6 +15,8 @@ from contract.messages import (
     Delivered,
     Event,
     EventAck,
+    EventResend,
+    EventsGone,
     MalformedPayload,
     Message,
     Notification,
@@ -49,6 +51,8 @@ def samples() -> list[Message]:
         CellSnapshot(cell=12, state="blocked", door="unknown", size="L", since=0),
         Event(seq=1, id=CMD_ID, at=1_700_000_000_000, type="deposit", data={"cell": 3, "x": None}),
         EventAck(up_to_seq=41),
+        EventResend(from_seq=7, to_seq=9),
+        EventsGone(from_seq=7, to_seq=7),
         SignedCommand(
             v=1,
             cmd_id=CMD_ID,

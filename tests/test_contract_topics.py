@@ -33,6 +33,8 @@ EXPECTED = [
     (T.config_applied("L1"), "lockers/L1/config/applied", TopicKind.CONFIG_APPLIED, None),
     (T.notify("L1"), "lockers/L1/notify", TopicKind.NOTIFY, None),
     (T.delivered("L1"), "lockers/L1/delivered", TopicKind.DELIVERED, None),
+    (T.events_resend("L1"), "lockers/L1/events/resend", TopicKind.EVENTS_RESEND, None),
+    (T.events_gone("L1"), "lockers/L1/events/gone", TopicKind.EVENTS_GONE, None),
 ]
 
 
@@ -134,10 +136,12 @@ def test_subscriptions() -> None:
             "lockers/+/cmd/result",
             "lockers/+/config/applied",
             "lockers/+/notify",
+            "lockers/+/events/gone",
         ]
     )
     assert sorted(T.locker_subscriptions("L1")) == sorted(
-        ["lockers/L1/cmd", "lockers/L1/config", "lockers/L1/events/ack", "lockers/L1/delivered"]
+        ["lockers/L1/cmd", "lockers/L1/config", "lockers/L1/events/ack", "lockers/L1/delivered",
+         "lockers/L1/events/resend"]
     )
     for kind, spec in TOPIC_SPECS.items():
         in_console = T.wildcard(kind) in T.console_subscriptions()

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.messaging",
     "tests.fixtures.storage_locker",
     "tests.fixtures.console_ingest",
+    "tests.fixtures.broker_cli",
 ]

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,15 +17,8 @@ import pytest
 
 from broker.passwords import DEFAULT_ITERATIONS, parse_hash
 from broker.registry import Registry
-from broker.runner import find_mosquitto, free_port, probe_login, wait_for_port
-
-LOCKER_BROKER = str(Path(sys.executable).with_name("locker-broker"))
-
-
-def broker_cli(*args: str, env: dict[str, str], stdin: str | None = None
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LOCKER_BROKER, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env}, input=stdin)
+from broker.runner import probe_login
+from tests.fixtures.broker_cli import RunningBroker, broker_cli
 
 
 def read_credentials(text: str) -> dict[str, str]:
@@ -38,35 +27,9 @@ def read_credentials(text: str) -> dict[str, str]:
     return {locker: password for locker, password in rows[1:]}
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"LOCKER_BROKER_REGISTRY": str(tmp_path / "registry.json"),
-            "LOCKER_BROKER_DATA_DIR": str(tmp_path / "broker")}
-
-
-@pytest.fixture
-def running_broker(env: dict[str, str]):
-    """`locker-broker run` on free ports, with one console account so the registry is not empty."""
-    if find_mosquitto() is None:
-        pytest.fail("Mosquitto is not installed: run `make test`, which installs it")
-    assert broker_cli("add-console", "ops", env=env).returncode == 0
-    port = free_port()
-    proc = subprocess.Popen(
-        [LOCKER_BROKER, "run", "--port", str(port), "--console-port", str(free_port())],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        assert wait_for_port("127.0.0.1", port, 10), proc.stdout.read() if proc.stdout else ""
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
 def test_200_lockers_in_bulk_log_in_to_the_running_broker_within_2_s(
-        running_broker: int, env: dict[str, str], tmp_path: Path) -> None:
-    port = running_broker
+        running_locker_broker: RunningBroker, tmp_path: Path) -> None:
+    env, port, _ = running_locker_broker
     out = tmp_path / "credentials.csv"
     started = time.monotonic()
     done = broker_cli("add-lockers", "--count", "200", "--prefix", "B", "--out", str(out),
@@ -94,14 +57,14 @@ def test_200_lockers_in_bulk_log_in_to_the_running_broker_within_2_s(
           "after it started")
 
 
-def test_a_file_of_ids_on_stdin_prints_csv_and_the_reload_hint(env: dict[str, str]) -> None:
+def test_a_file_of_ids_on_stdin_prints_csv_and_the_reload_hint(broker_env: dict[str, str]) -> None:
     ids = "# new site\nS-1\n\n  S-2  \nS-3\n"
-    done = broker_cli("add-lockers", "--file", "-", env=env, stdin=ids)
+    done = broker_cli("add-lockers", "--file", "-", env=broker_env, stdin=ids)
     assert done.returncode == 0, done.stderr
     creds = read_credentials(done.stdout)
     assert sorted(creds) == ["S-1", "S-2", "S-3"]
     assert "locker-broker reload" in done.stderr
-    registry = Registry.load(Path(env["LOCKER_BROKER_REGISTRY"]))
+    registry = Registry.load(Path(broker_env["LOCKER_BROKER_REGISTRY"]))
     assert all(registry.verify(lk, pw) for lk, pw in creds.items())
 
 
@@ -111,10 +74,10 @@ def test_a_file_of_ids_on_stdin_prints_csv_and_the_reload_hint(env: dict[str, st
     ("OLD", "already exists"),
     ("console-x", "client ids"),
 ])
-def test_one_bad_id_refuses_the_whole_batch(env: dict[str, str], tmp_path: Path,
+def test_one_bad_id_refuses_the_whole_batch(broker_env: dict[str, str], tmp_path: Path,
                                             line: str, why: str) -> None:
-    assert broker_cli("add-locker", "OLD", env=env).returncode == 0
-    registry_path = Path(env["LOCKER_BROKER_REGISTRY"])
+    assert broker_cli("add-locker", "OLD", env=broker_env).returncode == 0
+    registry_path = Path(broker_env["LOCKER_BROKER_REGISTRY"])
     before = registry_path.read_bytes()
     ids = [f"F-{n}" for n in range(1, 60)]
     ids[36] = line  # line 37
@@ -122,7 +85,7 @@ def test_one_bad_id_refuses_the_whole_batch(env: dict[str, str], tmp_path: Path,
     ids_file.write_text("\n".join(ids) + "\n")
     out = tmp_path / "credentials.csv"
 
-    done = broker_cli("add-lockers", "--file", str(ids_file), "--out", str(out), env=env)
+    done = broker_cli("add-lockers", "--file", str(ids_file), "--out", str(out), env=broker_env)
     assert done.returncode == 2, done.stderr
     assert "line 37" in done.stderr and why in done.stderr, done.stderr
     assert registry_path.read_bytes() == before
@@ -130,23 +93,24 @@ def test_one_bad_id_refuses_the_whole_batch(env: dict[str, str], tmp_path: Path,
     assert done.stdout == ""
 
 
-def test_an_existing_credentials_file_is_never_overwritten(env: dict[str, str],
+def test_an_existing_credentials_file_is_never_overwritten(broker_env: dict[str, str],
                                                            tmp_path: Path) -> None:
     out = tmp_path / "credentials.csv"
     out.write_text("locker_id,password\nA,secret\n")
-    done = broker_cli("add-lockers", "--count", "3", "--prefix", "A", "--out", str(out), env=env)
+    done = broker_cli("add-lockers", "--count", "3", "--prefix", "A", "--out", str(out),
+                      env=broker_env)
     assert done.returncode == 2 and "exists" in done.stderr, done.stderr
     assert out.read_text() == "locker_id,password\nA,secret\n"
-    assert not Path(env["LOCKER_BROKER_REGISTRY"]).exists()
+    assert not Path(broker_env["LOCKER_BROKER_REGISTRY"]).exists()
 
 
-def test_rotate_reissues_existing_passwords_in_the_batch(env: dict[str, str]) -> None:
+def test_rotate_reissues_existing_passwords_in_the_batch(broker_env: dict[str, str]) -> None:
     first = read_credentials(broker_cli("add-lockers", "--count", "2", "--prefix", "R",
-                                        env=env).stdout)
-    again = broker_cli("add-lockers", "--count", "3", "--prefix", "R", "--rotate", env=env)
+                                        env=broker_env).stdout)
+    again = broker_cli("add-lockers", "--count", "3", "--prefix", "R", "--rotate", env=broker_env)
     assert again.returncode == 0, again.stderr
     second = read_credentials(again.stdout)
-    registry = Registry.load(Path(env["LOCKER_BROKER_REGISTRY"]))
+    registry = Registry.load(Path(broker_env["LOCKER_BROKER_REGISTRY"]))
     assert sorted(second) == ["R1", "R2", "R3"]
     assert not registry.verify("R1", first["R1"]) and registry.verify("R1", second["R1"])
     assert "new passwords for 2 existing ones" in again.stderr

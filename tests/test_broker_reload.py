@@ -7,24 +7,11 @@ MQTT CONNECT (broker.runner.probe_login).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from broker.runner import find_mosquitto, free_port, probe_login, wait_for_port
-
-LOCKER_BROKER = str(Path(sys.executable).with_name("locker-broker"))
-
-
-def broker_cli(*args: str, env: dict[str, str] | None = None,
-               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LOCKER_BROKER, *args], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+from broker.runner import probe_login
+from tests.fixtures.broker_cli import RunningBroker, broker_cli
 
 
 def password_from(output: str) -> str:
@@ -32,30 +19,10 @@ def password_from(output: str) -> str:
     return line.split('"')[1]
 
 
-@pytest.fixture
-def running_broker(tmp_path: Path):
-    """`locker-broker run` with its data directory from $LOCKER_BROKER_DATA_DIR."""
-    if find_mosquitto() is None:
-        pytest.fail("Mosquitto is not installed: run `make test`, which installs it")
-    env = {"LOCKER_BROKER_REGISTRY": str(tmp_path / "registry.json"),
-           "LOCKER_BROKER_DATA_DIR": str(tmp_path / "broker")}
-    assert broker_cli("add-console", "ops", env=env).returncode == 0
-    port = free_port()
-    proc = subprocess.Popen(
-        [LOCKER_BROKER, "run", "--port", str(port), "--console-port", str(free_port())],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        assert wait_for_port("127.0.0.1", port, 10), proc.stdout.read() if proc.stdout else ""
-        yield env, port, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
-def test_a_locker_added_to_a_running_broker_logs_in_within_2_s(running_broker) -> None:
-    env, port, proc = running_broker
+def test_a_locker_added_to_a_running_broker_logs_in_within_2_s(
+    running_locker_broker: RunningBroker,
+) -> None:
+    env, port, proc = running_locker_broker
     added = broker_cli("add-locker", "L-new", env=env)
     assert added.returncode == 0, added.stderr
     assert "locker-broker reload" in added.stdout, added.stdout

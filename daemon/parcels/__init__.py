@@ -1,0 +1,1 @@
+"""The parcel-locker business (issue 12): couriers leave parcels, recipients pick them up."""

@@ -1,0 +1,154 @@
+"""Recipient search at the kiosk: answers each keystroke of a courier from an index built once.
+
+The locker's recipient list (up to 10,000 and more, from the signed `parcels` configuration) is
+searched as the courier types a name, a department or a number. A regular expression or a
+`str.lower()` over every record per keystroke is too slow on a locker's CPU, so `load` builds
+what every query needs: the records sorted by name, a sorted list of every word (of the name,
+the department and the number) for prefix look-ups by bisection, a map of exact numbers, and
+one haystack string for the rare substring match (searched by `str.find`, in C).
+
+Ranks, best first: the exact number, the name's prefix, a prefix of words (every typed word
+begins a word of the record, in any order), a substring anywhere; in a rank, by name. Case and
+`ё`/`е` do not matter; Cyrillic and Latin alike. A hit never carries the phone or the e-mail
+address, only a masked hint an operator may read aloud (`+79******4567`).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from contract.recipients import Recipient, masked_email, masked_phone
+
+#: How many hits the kiosk's list shows unless asked otherwise.
+DEFAULT_LIMIT = 20
+_WORD_RE = re.compile(r"[^\W_]+")
+_SEP_RECORD, _SEP_FIELD = "\x00", "\x01"
+
+
+class Rank(IntEnum):
+    """Why a record matched; lower is better."""
+
+    NUMBER = 0
+    NAME_PREFIX = 1
+    WORD_PREFIX = 2
+    SUBSTRING = 3
+
+
+def fold(text: str) -> str:
+    """The searchable form: case folded, `ё` as `е`, words joined by one space."""
+    return " ".join(_WORD_RE.findall(text.casefold().replace("ё", "е")))
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientHit:
+    """One line of the courier's list: no phone, no e-mail address."""
+
+    id: str
+    name: str
+    department: str | None
+    number: str | None
+    #: A masked phone or e-mail address, to tell two namesakes apart.
+    hint: str
+    rank: Rank
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    hit: RecipientHit
+    name: str
+    words: tuple[str, ...]
+
+
+def _hint(recipient: Recipient) -> str:
+    if recipient.phone is not None:
+        return masked_phone(recipient.phone)
+    return masked_email(recipient.email or "")
+
+
+class RecipientDirectory:
+    """An immutable index over a locker's recipients; build with `load`, ask with `search`."""
+
+    def __init__(self, recipients: Iterable[Recipient]) -> None:
+        rows = []
+        for r in recipients:
+            name = fold(r.name)
+            words = tuple(dict.fromkeys(
+                name.split() + fold(r.department or "").split() + fold(r.number or "").split()))
+            hit = RecipientHit(r.id, r.name, r.department, r.number, _hint(r), Rank.SUBSTRING)
+            rows.append((name, r.id, _Entry(hit, name, words), fold(r.department or ""),
+                         fold(r.number or "").replace(" ", "")))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        self._entries = [row[2] for row in rows]
+        self._numbers: dict[str, list[int]] = {}
+        pairs: list[tuple[str, int]] = []
+        haystack: list[str] = []
+        self._starts: list[int] = []
+        offset = 0
+        for i, (name, _, entry, department, number) in enumerate(rows):
+            if number:
+                self._numbers.setdefault(number, []).append(i)
+            pairs.extend((word, i) for word in entry.words)
+            text = f"{name}{_SEP_FIELD}{department}{_SEP_FIELD}{number}{_SEP_RECORD}"
+            self._starts.append(offset)
+            haystack.append(text)
+            offset += len(text)
+        pairs.sort()
+        self._words = [word for word, _ in pairs]
+        self._owners = [i for _, i in pairs]
+        self._haystack = "".join(haystack)
+
+    @classmethod
+    def load(cls, recipients: Iterable[Recipient]) -> RecipientDirectory:
+        """The index over `recipients` (the configuration's list)."""
+        return cls(recipients)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _prefixed(self, token: str) -> set[int]:
+        lo = bisect_left(self._words, token)
+        hi = bisect_right(self._words, token + "\U0010ffff", lo)
+        return set(self._owners[lo:hi])
+
+    def search(self, typed: str, limit: int = DEFAULT_LIMIT) -> list[RecipientHit]:
+        """The best `limit` records for what the courier typed so far (empty text: none)."""
+        query = fold(typed)
+        if not query or limit <= 0:
+            return []
+        tokens = query.split()
+        ranks: dict[int, Rank] = {}
+        for i in self._numbers.get(query.replace(" ", ""), ()):
+            ranks[i] = Rank.NUMBER
+        longest = max(tokens, key=len)
+        rest = [t for t in tokens if t is not longest]
+        for i in self._prefixed(longest):
+            if i in ranks:
+                continue
+            entry = self._entries[i]
+            if all(any(w.startswith(t) for w in entry.words) for t in rest):
+                ranks[i] = Rank.NAME_PREFIX if entry.name.startswith(query) else Rank.WORD_PREFIX
+        if len(ranks) < limit:
+            self._substrings(query, ranks, limit)
+        best = sorted(ranks, key=lambda i: (ranks[i], i))[:limit]
+        out = []
+        for i in best:
+            hit = self._entries[i].hit
+            out.append(RecipientHit(hit.id, hit.name, hit.department, hit.number, hit.hint,
+                                    ranks[i]))
+        return out
+
+    def _substrings(self, query: str, ranks: dict[int, Rank], limit: int) -> None:
+        """Add substring matches in name order until `limit` records are ranked."""
+        found = len(ranks)
+        at = self._haystack.find(query)
+        while at >= 0 and found < limit:
+            i = bisect_right(self._starts, at) - 1
+            if i not in ranks:
+                ranks[i] = Rank.SUBSTRING
+                found += 1
+            nxt = self._starts[i + 1] if i + 1 < len(self._starts) else len(self._haystack)
+            at = self._haystack.find(query, nxt)

@@ -159,13 +159,10 @@ def parse_rows(rows: Iterable[tuple[int, list[Any]]]) -> ImportResult:
 
 def _csv_rows(data: bytes) -> Iterator[tuple[int, list[Any]]]:
     text = data.decode("utf-8-sig")
-    sample = text[:8192]
-    first_line = sample.splitlines()[0] if sample else ""
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
-    try:
-        delimiter = csv.Sniffer().sniff(sample, delimiters=",;").delimiter
-    except csv.Error:
-        pass  # one column or an odd file: the header's count decides
+    # The header row decides: column names hold neither `,` nor `;`, while names and phones
+    # in the rows may (csv.Sniffer guesses from the rows and is fooled by them).
+    header = text[:8192].splitlines()[0] if text else ""
+    delimiter = ";" if header.count(";") > header.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     for cells in reader:
         yield reader.line_num, list(cells)

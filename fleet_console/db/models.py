@@ -5,8 +5,11 @@ config, the event ack watermark), `cells` (latest snapshot), `events` (UNIQUE (l
 `alarms` (raised by the console itself, e.g. `seq_gap`), `commands` (the audit trail of every
 remote command issued and its results), `notifications` (each SMS / e-mail relayed by a locker and
 sent by the console: UNIQUE (locker, notification_id), masked recipient, outcome; never the text)
-and `quarantine` (messages the ingest could not store: locker, topic, reason, a bounded excerpt;
-see fleet_console/quarantine.py).
+`quarantine` (messages the ingest could not store: locker, topic, reason, a bounded excerpt;
+see fleet_console/quarantine.py); for parcel lockers `parcel_recipients` and `parcel_staff` (the
+directory the console publishes in each locker's `parcels` section: personal data and PIN
+hashes, never PINs) and `config_bodies` (the body of the configuration last published to each
+locker, so one section can be replaced while the others are kept).
 
 A change here needs a migration in fleet_console/db/migrations/versions/ (see docs/architecture.md,
 "Console database"): tests/test_console_migrations.py fails when the migrated schema and these
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Index,
     Integer,
     LargeBinary,
@@ -174,3 +178,52 @@ class NotificationRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text)
     at: Mapped[int]
+
+
+class RecipientRow(Base):
+    """One recipient of a parcel locker, as the last `recipients import` gave it (the fields of
+    contract.recipients.Recipient)."""
+
+    __tablename__ = "parcel_recipients"
+
+    locker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    department: Mapped[str | None] = mapped_column(Text)
+    number: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str | None] = mapped_column(String(8))
+    imported_at: Mapped[int]
+
+
+class StaffRow(Base):
+    """A courier, operator, collector or administrator of one locker: a login code unique in
+    that locker and the scrypt hash of the PIN (the PIN itself is never stored). A disabled
+    login keeps its row (who it was stays known) and is published with `disabled: true`."""
+
+    __tablename__ = "parcel_staff"
+    __table_args__ = (UniqueConstraint("locker", "code", name="uq_parcel_staff_locker_code"),)
+
+    locker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(String(16))
+    pin_hash: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[int]
+    updated_at: Mapped[int]
+
+
+class ConfigBodyRow(Base):
+    """The body of the configuration this console last published to a locker (signed and
+    retained on the broker), with its version and contract.signing.config_hash."""
+
+    __tablename__ = "config_bodies"
+
+    locker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]]
+    published_at: Mapped[int]

@@ -14,9 +14,12 @@ and nesting deeper than MAX_DEPTH are refused by the decoder itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
+import zlib
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -393,6 +397,39 @@ class CommandResult(Message):
 
 
 # -- lockers/{id}/config, config/applied ------------------------------------------------------
+#: A compressed body: base64url without padding.
+BODY_Z_PATTERN = r"^[A-Za-z0-9_-]+$"
+#: At most this many characters of `body_z` (a 16 MiB packet, far above any broker limit).
+MAX_BODY_Z_CHARS = 16 * 2**20
+#: A body inflates to at most this many bytes: a small `body_z` cannot become a memory bomb
+#: (10,000 recipients and 500 staff are about 1.6 MB of JSON).
+MAX_INFLATED_BODY = 32 * 2**20
+
+
+def deflate_body(canonical: bytes) -> str:
+    """`body_z` for the canonical JSON bytes of a body."""
+    return base64.urlsafe_b64encode(zlib.compress(canonical, 6)).rstrip(b"=").decode("ascii")
+
+
+def inflate_body(body_z: str, max_bytes: int = MAX_INFLATED_BODY) -> dict[str, Any]:
+    """The body a `body_z` carries; ValueError if it is not base64url zlib of a JSON object
+    of at most `max_bytes` bytes."""
+    try:
+        packed = base64.urlsafe_b64decode(body_z + "=" * (-len(body_z) % 4))
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(packed, max_bytes)
+    except (binascii.Error, zlib.error, ValueError):
+        raise ValueError("body_z is not base64url of zlib data") from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f"body_z inflates to more than {max_bytes} bytes")
+    if not inflater.eof:
+        raise ValueError("body_z is truncated")
+    try:
+        return decode_json_object(raw)
+    except MalformedPayload as exc:
+        raise ValueError(f"body_z: {exc}") from None
+
+
 class SignedConfig(Message):
     """Retained, versioned configuration (profile, tariffs, scenario switches) for one locker.
 
@@ -406,8 +443,27 @@ class SignedConfig(Message):
     version: Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
     issued_at: EpochMs
     key_id: Token
-    body: dict[str, Any]
+    body: dict[str, Any] | None = None
+    #: Instead of `body`: base64url (no padding) of the zlib-compressed canonical JSON of the
+    #: body, for a body too large for one MQTT packet as JSON (a `parcels` section with
+    #: thousands of recipients). An extension: lockers before it refuse such a config as
+    #: malformed (and keep running theirs), so consoles send `body` whenever it fits.
+    body_z: Annotated[str, Field(pattern=BODY_Z_PATTERN, max_length=MAX_BODY_Z_CHARS)] | None = None
     sig: Annotated[str, Field(pattern=SIG_PATTERN)]
+
+    _content: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> SignedConfig:
+        if (self.body is None) == (self.body_z is None):
+            raise ValueError("exactly one of body and body_z")
+        self._content = self.body if self.body is not None else inflate_body(self.body_z or "")
+        return self
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The configuration body, whichever way it travelled (`body` or `body_z`)."""
+        return self._content
 
 
 class ConfigApplied(Message):

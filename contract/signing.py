@@ -31,10 +31,14 @@ from contract.messages import (
     SignedCommand,
     SignedConfig,
     decode_json_object,
+    deflate_body,
 )
 
 DEFAULT_TTL_MS = 30_000
 DEFAULT_SKEW_MS = 5_000
+#: A configuration body larger than this as canonical JSON is sent compressed (`body_z`): a
+#: storage profile is far below it, so lockers of every age keep reading theirs as JSON.
+COMPRESS_ABOVE = 48 * 1024
 SIGNATURE_LEN = 64
 PUBLIC_KEY_LEN = 32
 
@@ -185,16 +189,27 @@ def make_config(
     key_id: str,
     private_key: Ed25519PrivateKey,
     now_ms: int,
+    compress: bool | None = None,
 ) -> dict[str, Any]:
-    """A signed configuration dict, checked against SignedConfig (ValueError on bad input)."""
-    fields = {
+    """A signed configuration dict, checked against SignedConfig (ValueError on bad input).
+
+    A body whose canonical JSON is over COMPRESS_ABOVE bytes travels compressed (`body_z`;
+    `compress` forces either way): lockers before that extension read every body that fits
+    in one packet as JSON."""
+    canonical = canonical_json(body)
+    if compress is None:
+        compress = len(canonical) > COMPRESS_ABOVE
+    fields: dict[str, Any] = {
         "v": 1,
         "locker": locker,
         "version": version,
         "issued_at": now_ms,
         "key_id": key_id,
-        "body": dict(body),
     }
+    if compress:
+        fields["body_z"] = deflate_body(canonical)
+    else:
+        fields["body"] = dict(body)
     return _checked(SignedConfig, sign(fields, private_key))
 
 

@@ -382,14 +382,14 @@ class FleetSide:
         current = d.store.meta("fleet_config")
         if reason is None:
             cfg = SignedConfig.from_payload(payload)
-            digest = config_hash(cfg.body)
+            digest = config_hash(cfg.content)
             if current and cfg.version == current["version"] and digest == current["hash"]:
                 self._applied(current)  # a re-delivery of what runs: confirm again
                 return
             if current and cfg.version <= current["version"]:
                 reason = Reason.STALE_VERSION
             else:
-                detail = self._profile_problem(cfg.body)
+                detail = self._profile_problem(cfg.content)
                 if detail:
                     reason = Reason.BAD_PROFILE
         if reason is not None:
@@ -408,7 +408,7 @@ class FleetSide:
         applied = {
             "version": cfg.version,
             "hash": digest,
-            "body": cfg.body,
+            "body": cfg.content,
             "issued_at": cfg.issued_at,
             "key_id": cfg.key_id,
         }

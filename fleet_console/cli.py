@@ -4,8 +4,8 @@ Each subcommand registers itself with `_add_<name>(subparsers)` and sets `handle
 taking the parsed arguments and returning the exit code. Exit codes: 0 success, 1 the operation
 failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration),
 3 the outcome is unknown (no answer in time). The fleet subcommands (ingest, open, block,
-unblock, waive, reveal-pin, evict, status, alarms, watch, publish-config) read `--config`; the
-remote ones go through fleet_console.remote, the API benchmarks time.
+unblock, waive, reveal-pin, evict, status, alarms, watch, publish-config, recipients, couriers)
+read `--config`; the remote ones go through fleet_console.remote, the API benchmarks time.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,16 +40,18 @@ from contract.messages import (
     Status,
 )
 from contract.money import Money
+from contract.pin_hash import PinHashError, check_pin, hash_pin
 from contract.profiles import is_sectioned, sectioned
+from contract.recipients import masked_email, masked_phone
 from contract.signing import (
     generate_private_key,
     public_key_b64,
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
-from fleet_console import fleet_status, operations
+from fleet_console import directory_publish, fleet_status, operations, recipients_import
 from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
-from fleet_console.db import queries
-from fleet_console.db.engine import open_database
+from fleet_console.db import directory, queries
+from fleet_console.db.engine import Database, open_database
 from fleet_console.fleet_status import FleetStatus
 from fleet_console.ingest import Ingest, IngestSettings
 from fleet_console.keys import KEY_ID_RE, KeyFileError, write_private_key
@@ -760,6 +764,332 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+# -- recipients and couriers (parcel lockers) -------------------------------------------------
+def _add_directory_common(p: argparse.ArgumentParser, *, publish: bool = True) -> None:
+    p.add_argument("--locker", required=True, metavar="ID")
+    p.add_argument("--json", action="store_true")
+    if publish:
+        p.add_argument("--no-publish", action="store_true",
+                       help="store in the database only; publish later with `recipients "
+                            "publish` (e.g. after adding many couriers)")
+        p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                       help="wait this long for the locker to apply the configuration")
+
+
+def _add_recipients(subparsers: SubParsers) -> None:
+    group = subparsers.add_parser(
+        "recipients", help="a parcel locker's recipient list: import, list, publish",
+        description="The recipients a courier chooses from at a parcel locker's kiosk. They "
+                    "travel in the locker's signed configuration (section `parcels`).")
+    sub = group.add_subparsers(dest="recipients_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "import", help="check a CSV/XLSX list and, if every row is valid, apply and publish it",
+        description="FILE: CSV (UTF-8, with or without BOM, `,` or `;`) or XLSX (first sheet) "
+                    "with a header row: id, name, department, number, phone, email, language "
+                    "(Russian names too: имя, отдел, номер, телефон, почта...). All or "
+                    "nothing: one bad row and nothing is applied; exit 1 with the bad rows by "
+                    "line number. Exit 0 applied, 1 bad rows / not applied, 2 unusable "
+                    "request, 3 published but not confirmed in time.")
+    _add_directory_common(p)
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--dry-run", action="store_true", help="check only; store and publish nothing")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--replace", dest="mode", action="store_const", const="replace",
+                      help="the file is the whole list (default)")
+    mode.add_argument("--merge", dest="mode", action="store_const", const="merge",
+                      help="add the file's recipients and update those with the same id")
+    p.set_defaults(handler=cmd_recipients_import, mode="replace")
+    p = sub.add_parser("list", help="the locker's recipients (phones and e-mails masked)")
+    _add_directory_common(p, publish=False)
+    p.set_defaults(handler=cmd_recipients_list)
+    p = sub.add_parser("publish", help="publish the locker's recipients and staff as stored")
+    _add_directory_common(p)
+    p.set_defaults(handler=cmd_directory_publish)
+
+
+def _add_couriers(subparsers: SubParsers) -> None:
+    group = subparsers.add_parser(
+        "couriers", help="a parcel locker's staff logins (couriers, operators, collectors, "
+                         "administrators): add, list, disable",
+        description="Staff log in at a parcel locker's kiosk with a login code and a PIN. "
+                    "Logins are per locker; the console stores and publishes only the PIN's "
+                    "scrypt hash.")
+    sub = group.add_subparsers(dest="couriers_command", metavar="ACTION", required=True)
+    p = sub.add_parser("add", help="add a login; the PIN is asked for (or read from stdin)")
+    _add_directory_common(p)
+    p.add_argument("--id", required=True, dest="staff_id", metavar="ID")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=directory.ROLES, default="courier")
+    p.add_argument("--code", required=True, metavar="DIGITS",
+                   help="the login code typed at the kiosk (4 to 12 digits, unique per locker)")
+    p.add_argument("--pin-stdin", action="store_true",
+                   help="read the PIN (4 to 8 digits) from the first line of stdin, not a prompt")
+    p.set_defaults(handler=cmd_couriers_add)
+    p = sub.add_parser("list", help="the staff logins (of one locker, or all)")
+    p.add_argument("--locker", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_couriers_list)
+    p = sub.add_parser("disable", help="disable a login (kept, published as disabled)")
+    _add_directory_common(p)
+    p.add_argument("--id", required=True, dest="staff_id", metavar="ID")
+    p.set_defaults(handler=cmd_couriers_disable)
+    p = sub.add_parser("publish", help="publish the locker's recipients and staff as stored")
+    _add_directory_common(p)
+    p.set_defaults(handler=cmd_directory_publish)
+
+
+_STAFF_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_LOGIN_CODE_RE = re.compile(r"^[0-9]{4,12}$")
+
+
+def _check_locker(args: argparse.Namespace) -> None:
+    if not is_valid_locker_id(args.locker):
+        raise _Usage(f"invalid --locker {args.locker!r}")
+
+
+async def _open_db(cfg: ConsoleConfig) -> Database:
+    try:
+        return await asyncio.to_thread(open_database, cfg.database.url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise operations.Unusable(f"cannot open the database {cfg.database.url}: {exc}") from None
+
+
+async def _publish_directory(cfg: ConsoleConfig, args: argparse.Namespace, db: Database,
+                             report: dict[str, Any]) -> int:
+    """Publish the stored directory; say how it ended (in `report` for --json)."""
+    if args.no_publish:
+        report["published"] = None
+        if not args.json:
+            print(f"stored; not published (run `locker-console recipients publish --locker "
+                  f"{args.locker}`)")
+        return EXIT_OK
+    sign = _signing(cfg, args.config)
+    done = await directory_publish.publish_directory(cfg, sign, db, args.locker,
+                                                     timeout=args.timeout)
+    run = done.run
+    if run.broker is not None:
+        if not args.json:
+            print("stored in the database; NOT published: the broker could not be used (run "
+                  f"`locker-console recipients publish --locker {args.locker}` later)")
+        if done.payload_bytes > 64 * 1024 and not run.broker.login_refused:
+            _warning(f"the configuration is {done.payload_bytes} bytes: a broker whose "
+                     "max_packet_size is smaller closes the connection (docs/broker.md, "
+                     "locker-broker --max-packet-size)")
+        return _broker_failure(cfg, run.broker)
+    outcome = run.outcome
+    assert outcome is not None
+    report["published"] = outcome.to_dict()
+    if not args.json:
+        what = f"{done.recipients} recipients, {done.staff} staff"
+        if outcome.status == "applied":
+            print(f"applied: {args.locker} runs configuration version {outcome.version} ({what})")
+        elif outcome.status == "rejected":
+            print(f"rejected: version {outcome.version}: {outcome.reason}")
+        else:
+            print(f"unknown: version {outcome.version} ({what}) is published (retained) but "
+                  f"{args.locker} did not confirm it within {args.timeout:g} s; it will apply "
+                  "it when it reads it")
+    return run.exit_code
+
+
+def cmd_recipients_import(args: argparse.Namespace) -> int:
+    try:
+        _check_locker(args)
+        data = args.file.read_bytes()
+    except _Usage as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.file}: cannot read: {exc.strerror}")
+    result = recipients_import.parse_file(data)
+    report: dict[str, Any] = {"locker": args.locker, "file": str(args.file),
+                              "ok": result.ok, "rows": len(result.recipients),
+                              "errors": [e.to_dict() for e in result.errors]}
+    if not result.ok:
+        if args.json:
+            _print_json({**report, "applied": False})
+        else:
+            print(f"{args.file}: {len(result.errors)} problem(s); nothing applied:")
+            for error in result.errors:
+                print(f"  {error}")
+        return EXIT_FAILED
+    if args.dry_run:
+        if args.json:
+            _print_json({**report, "applied": False, "dry_run": True})
+        else:
+            print(f"{args.file}: {len(result.recipients)} recipients, all valid (dry run: "
+                  "nothing applied)")
+        return EXIT_OK
+
+    async def body(cfg: ConsoleConfig) -> int:
+        db = await _open_db(cfg)
+        try:
+            def store() -> int:
+                with db.transaction() as s:
+                    return directory.store_recipients(s, args.locker, result.recipients,
+                                                      args.mode, int(time.time() * 1000))
+
+            total = await asyncio.to_thread(store)
+            report.update(applied=True, mode=args.mode, recipients=total)
+            if not args.json:
+                print(f"stored: {args.locker} has {total} recipients ({args.mode})")
+            code = await _publish_directory(cfg, args, db, report)
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(report)
+        return code
+
+    return _run(args, body)
+
+
+def cmd_recipients_list(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        _check_locker(args)
+        db = await _open_db(cfg)
+        try:
+            with db.transaction() as s:
+                rows = directory.recipient_rows(s, args.locker)
+                out = [{"id": r.id, "name": r.name, "department": r.department,
+                        "number": r.number, "language": r.language,
+                        "phone": masked_phone(r.phone) if r.phone else None,
+                        "email": masked_email(r.email) if r.email else None} for r in rows]
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(out)
+            return EXIT_OK
+        for r in out:
+            contact = " ".join(c for c in (r["phone"], r["email"]) if c)
+            print(f"{r['id']:<12} {r['name']:<32} {r['department'] or '-':<20} "
+                  f"{r['number'] or '-':<8} {contact}")
+        print(f"{len(out)} recipients")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_directory_publish(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        _check_locker(args)
+        db = await _open_db(cfg)
+        report: dict[str, Any] = {"locker": args.locker}
+        try:
+            code = await _publish_directory(cfg, args, db, report)
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(report)
+        return code
+
+    return _run(args, body)
+
+
+def _read_pin(args: argparse.Namespace) -> str:
+    """The PIN from stdin's first line (--pin-stdin) or typed twice at a prompt; never an
+    argument, which `ps` would show to every user of the machine."""
+    if args.pin_stdin:
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = getpass.getpass("PIN (4 to 8 digits): ")
+        if getpass.getpass("the same PIN again: ") != pin:
+            raise _Usage("the two PINs differ")
+    try:
+        return check_pin(pin)
+    except PinHashError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def cmd_couriers_add(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        _check_locker(args)
+        if not _STAFF_ID_RE.match(args.staff_id):
+            raise _Usage(f"invalid --id {args.staff_id!r} (letters, digits, _.-)")
+        if not _LOGIN_CODE_RE.match(args.code):
+            raise _Usage("--code must be 4 to 12 digits")
+        name = " ".join(args.name.split())
+        if not name or len(name) > 200:
+            raise _Usage("--name must be 1 to 200 characters")
+        pin_hash = await asyncio.to_thread(hash_pin, _read_pin(args))
+        db = await _open_db(cfg)
+        report: dict[str, Any] = {"locker": args.locker, "id": args.staff_id,
+                                  "role": args.role, "code": args.code}
+        try:
+            def add() -> None:
+                with db.transaction() as s:
+                    directory.add_staff(s, args.locker, staff_id=args.staff_id, name=name,
+                                        role=args.role, code=args.code, pin_hash=pin_hash,
+                                        now_ms=int(time.time() * 1000))
+
+            try:
+                await asyncio.to_thread(add)
+            except directory.DirectoryError as exc:
+                raise _Usage(str(exc)) from None
+            if not args.json:
+                print(f"added: {args.role} {args.staff_id} ({name}) at {args.locker}, login "
+                      f"code {args.code}")
+            code = await _publish_directory(cfg, args, db, report)
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(report)
+        return code
+
+    return _run(args, body)
+
+
+def cmd_couriers_list(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        if args.locker is not None:
+            _check_locker(args)
+        db = await _open_db(cfg)
+        try:
+            with db.transaction() as s:
+                out = [{"locker": r.locker, "id": r.id, "name": r.name, "role": r.role,
+                        "code": r.code, "disabled": r.disabled}
+                       for r in directory.staff_rows(s, args.locker)]
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(out)
+            return EXIT_OK
+        for r in out:
+            state = "disabled" if r["disabled"] else "active"
+            print(f"{r['locker']:<12} {r['id']:<12} {r['role']:<13} {r['code']:<12} "
+                  f"{state:<8} {r['name']}")
+        print(f"{len(out)} logins")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_couriers_disable(args: argparse.Namespace) -> int:
+    async def body(cfg: ConsoleConfig) -> int:
+        _check_locker(args)
+        db = await _open_db(cfg)
+        report: dict[str, Any] = {"locker": args.locker, "id": args.staff_id,
+                                  "disabled": True}
+        try:
+            def disable() -> None:
+                with db.transaction() as s:
+                    directory.disable_staff(s, args.locker, args.staff_id,
+                                            int(time.time() * 1000))
+
+            try:
+                await asyncio.to_thread(disable)
+            except directory.DirectoryError as exc:
+                raise _Usage(str(exc)) from None
+            if not args.json:
+                print(f"disabled: {args.staff_id} at {args.locker}")
+            code = await _publish_directory(cfg, args, db, report)
+        finally:
+            db.dispose()
+        if args.json:
+            _print_json(report)
+        return code
+
+    return _run(args, body)
+
+
 #: Each command of the contract's table as `locker-console` offers it: (help, what done shows).
 _COMMAND_HELP: dict[CommandType, tuple[str, str]] = {
     CommandType.OPEN: ("open a cell of a locker", ""),
@@ -798,6 +1128,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alarms(subparsers)
     _add_watch(subparsers)
     _add_publish_config(subparsers)
+    _add_recipients(subparsers)
+    _add_couriers(subparsers)
     return parser
 
 

@@ -131,6 +131,13 @@ def parse_rows(rows: Iterable[tuple[int, list[Any]]]) -> ImportResult:
             out.errors.append(RowError(line, None, f"more than {MAX_ROWS} rows"))
             break
         record = {k: v for k, v in values.items() if v}
+        raw_id = record.get("id", "")
+        if raw_id in seen_ids:
+            out.errors.append(RowError(line, "id", f"duplicate id {raw_id!r} (first on "
+                                                   f"line {seen_ids[raw_id]})"))
+            continue
+        if raw_id:
+            seen_ids[raw_id] = line
         try:
             recipient = Recipient.model_validate(record)
         except ValidationError as exc:
@@ -139,11 +146,6 @@ def parse_rows(rows: Iterable[tuple[int, list[Any]]]) -> ImportResult:
                 column = str(loc[0]) if loc else None
                 out.errors.append(RowError(line, column, _message(error)))
             continue
-        if recipient.id in seen_ids:
-            out.errors.append(RowError(line, "id", f"duplicate id {recipient.id!r} (first on "
-                                                   f"line {seen_ids[recipient.id]})"))
-            continue
-        seen_ids[recipient.id] = line
         if recipient.phone is not None:
             person = (" ".join(recipient.name.casefold().split()), recipient.phone)
             if person in seen_people:

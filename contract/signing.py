@@ -318,9 +318,25 @@ def verify_config(
     clock may boot with a wrong time and must still get its configuration. Replay protection is
     the caller's: apply only a version newer than the applied one (`stale_version` otherwise).
     """
+    cfg = verified_config(payload, trusted_keys=trusted_keys, locker_id=locker_id,
+                          topic_locker=topic_locker, now_ms=now_ms, skew_ms=skew_ms)
+    return cfg if isinstance(cfg, Reason) else None
+
+
+def verified_config(
+    payload: Mapping[str, Any] | bytes | bytearray | str,
+    *,
+    trusted_keys: TrustedKeys,
+    locker_id: str,
+    topic_locker: str | None = None,
+    now_ms: int | None = None,
+    skew_ms: int = DEFAULT_SKEW_MS,
+) -> SignedConfig | Reason:
+    """`verify_config`'s checks, and the parsed configuration when they pass: a large body
+    (`body_z`, thousands of recipients) is then decoded and inflated once, not twice."""
     cfg = _check_signed(SignedConfig, payload, trusted_keys, locker_id, topic_locker)
     if isinstance(cfg, Reason):
         return cfg
     if now_ms is not None and cfg.issued_at > now_ms + skew_ms:
         return Reason.NOT_YET_VALID
-    return None
+    return cfg

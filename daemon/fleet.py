@@ -23,12 +23,11 @@ from contract.messages import (
     Notification,
     Reason,
     SignedCommand,
-    SignedConfig,
     decode_json_object,
     peek_cmd_id,
 )
 from contract.profiles import ConfigBody, ProfileError
-from contract.signing import config_hash, verify_config
+from contract.signing import config_hash, verified_config
 from daemon.fsm import Event, Refused
 from daemon.remote_commands import (
     DOOR_COMMANDS,
@@ -373,15 +372,16 @@ class FleetSide:
     def _config(self, payload: bytes) -> None:
         d = self.daemon
         detail = ""
-        reason = verify_config(
+        checked = verified_config(
             payload,
             trusted_keys=d.config.trust.keys,
             locker_id=self.locker_id,
             topic_locker=self.locker_id,
         )
+        reason = checked if isinstance(checked, Reason) else None
         current = d.store.meta("fleet_config")
-        if reason is None:
-            cfg = SignedConfig.from_payload(payload)
+        if not isinstance(checked, Reason):
+            cfg = checked
             digest = config_hash(cfg.content)
             if current and cfg.version == current["version"] and digest == current["hash"]:
                 self._applied(current)  # a re-delivery of what runs: confirm again

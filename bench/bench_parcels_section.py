@@ -16,7 +16,9 @@ real SQLite database. Steps, each timed:
   contract.pin_hash.check_pin_hash; the result says which).
 Baseline in the same run: the same body published unsigned as plain JSON, and received and
 decoded. Sizes: the JSON body, the signed payload (body_z), against the broker's 64 KiB default.
-Target: sign + transfer + verify + validate <= 2 s. Writes bench/results/parcels_section.json.
+Also the broker's RSS with 20 lockers' retained configurations of that size (what raising
+max_packet_size for parcel lockers costs). Target: sign + transfer + verify + validate <= 2 s.
+Writes bench/results/parcels_section.json.
 """
 
 from __future__ import annotations
@@ -65,6 +67,17 @@ from fleet_console.directory_publish import with_directory  # noqa: E402
 LOCKER = "P1"
 #: The locker's storage profile, the section the directory's publication keeps.
 BASE = {"storage": read_toml(ROOT / "config" / "profile.example.toml", "profile")}
+
+
+#: How many lockers' retained configurations the broker's memory is measured with.
+RETAINED_LOCKERS = 20
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _b64(n: int) -> str:
@@ -207,6 +220,17 @@ def main() -> None:
             json.loads(rx.payload)
             base_decode = time.perf_counter() - t
             pub.publish(topics.config(LOCKER), b"", qos=1, retain=True).wait_for_publish(10)
+
+            # The broker's memory for retained configurations of this size, one per locker.
+            assert fleet.mosquitto is not None and fleet.mosquitto.pid is not None
+            pid = fleet.mosquitto.pid
+            rss_before = rss_mb(pid)
+            for i in range(RETAINED_LOCKERS):
+                pub.publish(topics.config(f"X{i}"), payload, qos=1,
+                            retain=True).wait_for_publish(30)
+            rss_after = rss_mb(pid)
+            for i in range(RETAINED_LOCKERS):
+                pub.publish(topics.config(f"X{i}"), b"", qos=1, retain=True).wait_for_publish(30)
             pub.loop_stop()
             pub.disconnect()
             rx.close()
@@ -224,6 +248,10 @@ def main() -> None:
         "publish_to_validated_s": round(total, 3),
         "target_s": 2.0,
         "validated_with": how,
+        "broker_rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1),
+                          "retained_configs": RETAINED_LOCKERS,
+                          "per_locker_mb": round((rss_after - rss_before) / RETAINED_LOCKERS,
+                                                 3)},
         "baseline_unsigned_plain_json": {"transfer_s": round(base_transfer, 4),
                                          "decode_s": round(base_decode, 4),
                                          "bytes": len(plain)},
@@ -238,6 +266,9 @@ def main() -> None:
           f"validated with {how}")
     print(f"baseline unsigned plain JSON: transfer {base_transfer * 1000:.1f} ms, decode "
           f"{base_decode * 1000:.1f} ms")
+    print(f"broker RSS {rss_before:.1f} -> {rss_after:.1f} MB with {RETAINED_LOCKERS} lockers' "
+          f"retained configurations of this size "
+          f"({(rss_after - rss_before) / RETAINED_LOCKERS:.2f} MB each)")
     out = ROOT / "bench" / "results" / "parcels_section.json"
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")

@@ -15,6 +15,7 @@ address, only a masked hint an operator may read aloud (`+79******4567`).
 
 from __future__ import annotations
 
+import heapq
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
@@ -27,6 +28,8 @@ from contract.recipients import Recipient, masked_email, masked_phone
 DEFAULT_LIMIT = 20
 _WORD_RE = re.compile(r"[^\W_]+")
 _SEP_RECORD, _SEP_FIELD = "\x00", "\x01"
+#: Sorts after every character: `prefix + _LAST` bounds the keys that begin with `prefix`.
+_LAST = "\U0010ffff"
 
 
 class Rank(IntEnum):
@@ -83,6 +86,7 @@ class RecipientDirectory:
                          fold(r.number or "").replace(" ", "")))
         rows.sort(key=lambda row: (row[0], row[1]))
         self._entries = [row[2] for row in rows]
+        self._names = [row[0] for row in rows]
         self._numbers: dict[str, list[int]] = {}
         pairs: list[tuple[str, int]] = []
         haystack: list[str] = []
@@ -110,45 +114,53 @@ class RecipientDirectory:
         return len(self._entries)
 
     def _prefixed(self, token: str) -> set[int]:
+        """The records with a word that begins with `token`."""
         lo = bisect_left(self._words, token)
-        hi = bisect_right(self._words, token + "\U0010ffff", lo)
+        hi = bisect_right(self._words, token + _LAST, lo)
         return set(self._owners[lo:hi])
 
     def search(self, typed: str, limit: int = DEFAULT_LIMIT) -> list[RecipientHit]:
-        """The best `limit` records for what the courier typed so far (empty text: none)."""
+        """The best `limit` records for what the courier typed so far (empty text: none).
+
+        Each rank is taken whole before the next, and in a rank records come in name order,
+        which is index order: the name prefixes are one range of the sorted names, the word
+        prefixes an intersection of sets, and only the `limit` chosen become hits."""
         query = fold(typed)
         if not query or limit <= 0:
             return []
-        tokens = query.split()
-        ranks: dict[int, Rank] = {}
-        for i in self._numbers.get(query.replace(" ", ""), ()):
-            ranks[i] = Rank.NUMBER
-        longest = max(tokens, key=len)
-        rest = [t for t in tokens if t is not longest]
-        for i in self._prefixed(longest):
-            if i in ranks:
-                continue
-            entry = self._entries[i]
-            if all(any(w.startswith(t) for w in entry.words) for t in rest):
-                ranks[i] = Rank.NAME_PREFIX if entry.name.startswith(query) else Rank.WORD_PREFIX
-        if len(ranks) < limit:
-            self._substrings(query, ranks, limit)
-        best = sorted(ranks, key=lambda i: (ranks[i], i))[:limit]
+        chosen: dict[int, Rank] = {}
+
+        def take(indices: Iterable[int], rank: Rank) -> None:
+            for i in indices:
+                if len(chosen) >= limit:
+                    return
+                chosen.setdefault(i, rank)
+
+        take(self._numbers.get(query.replace(" ", ""), ()), Rank.NUMBER)
+        lo = bisect_left(self._names, query)
+        take(range(lo, bisect_right(self._names, query + _LAST, lo)), Rank.NAME_PREFIX)
+        if len(chosen) < limit:
+            tokens = sorted(query.split(), key=len, reverse=True)
+            found = self._prefixed(tokens[0])
+            for token in tokens[1:]:
+                if not found:
+                    break
+                found &= self._prefixed(token)
+            found.difference_update(chosen)
+            take(heapq.nsmallest(limit - len(chosen), found), Rank.WORD_PREFIX)
+        if len(chosen) < limit:
+            self._substrings(query, chosen, limit)
         out = []
-        for i in best:
+        for i, rank in chosen.items():
             hit = self._entries[i].hit
-            out.append(RecipientHit(hit.id, hit.name, hit.department, hit.number, hit.hint,
-                                    ranks[i]))
+            out.append(RecipientHit(hit.id, hit.name, hit.department, hit.number, hit.hint, rank))
         return out
 
-    def _substrings(self, query: str, ranks: dict[int, Rank], limit: int) -> None:
-        """Add substring matches in name order until `limit` records are ranked."""
-        found = len(ranks)
+    def _substrings(self, query: str, chosen: dict[int, Rank], limit: int) -> None:
+        """Add substring matches in name order until `limit` records are chosen."""
         at = self._haystack.find(query)
-        while at >= 0 and found < limit:
+        while at >= 0 and len(chosen) < limit:
             i = bisect_right(self._starts, at) - 1
-            if i not in ranks:
-                ranks[i] = Rank.SUBSTRING
-                found += 1
+            chosen.setdefault(i, Rank.SUBSTRING)
             nxt = self._starts[i + 1] if i + 1 < len(self._starts) else len(self._haystack)
             at = self._haystack.find(query, nxt)

@@ -90,3 +90,11 @@ def test_ten_thousand_recipients_answer_each_keystroke_quickly() -> None:
         assert hits
     assert d.search("9999")[0].id == "r9999"
     assert worst < 0.05  # the bench measures p99 <= 20 ms; this only catches a linear regex scan
+
+
+def test_a_number_two_records_share_finds_both_first() -> None:
+    d = RecipientDirectory.load([_r("a", "Zoe", number="12"), _r("b", "Adam", number="12"),
+                                 _r("c", "Bea", number="1234"), _r("d", "Cid", number="12")])
+    hits = d.search("12")
+    assert ids(hits) == ["b", "d", "a", "c"]
+    assert [h.rank for h in hits] == [Rank.NUMBER] * 3 + [Rank.WORD_PREFIX]

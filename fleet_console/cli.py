@@ -732,6 +732,12 @@ def cmd_publish_config(args: argparse.Namespace) -> int:
         version = args.version if args.version is not None else own_version
         if version is not None and version < 1:
             raise _Usage(f"{args.file}: version must be >= 1 (got {version})")
+        if "parcels" not in config_body:
+            kept = await directory_publish.retained_directory(cfg, args.locker)
+            if kept is not None:
+                _warning(f"{args.file} has no parcels section: {args.locker} drops its "
+                         f"{kept[0]} recipients and {kept[1]} staff logins; run `locker-console "
+                         f"recipients publish --locker {args.locker}` to publish them again")
         run = await operations.publish_config(cfg, sign, args.locker, config_body,
                                               version=version, timeout=args.timeout)
         if run.broker is not None:

@@ -66,6 +66,25 @@ def payload_size(body: dict[str, Any]) -> int:
     return len(canonical) + _ENVELOPE_BYTES
 
 
+async def retained_directory(cfg: ConsoleConfig, locker: str) -> tuple[int, int] | None:
+    """(recipients, staff) in the `parcels` section of the locker's retained configuration;
+    None without one (or without the broker: this is only for a warning)."""
+    try:
+        async with make_client(cfg.mqtt) as client, Remote(
+            client, Topics(cfg.mqtt.prefix)
+        ) as remote:
+            retained = await _retained_body(remote, locker)
+    except aiomqtt.MqttError:
+        return None
+    parcels = retained[1].get("parcels") if retained is not None else None
+    if not isinstance(parcels, dict):
+        return None
+    recipients, staff = parcels.get("recipients") or [], parcels.get("staff") or []
+    if not recipients and not staff:
+        return None
+    return len(recipients), len(staff)
+
+
 @dataclass(frozen=True)
 class DirectoryRun:
     """How publishing a directory ended, and how many entries it carried."""

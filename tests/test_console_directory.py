@@ -276,3 +276,25 @@ def test_import_runs_as_a_process_and_the_pin_is_read_from_stdin(
                          input="2468\n", capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr + out.stdout
     assert "2468" not in out.stdout + out.stderr
+
+
+def test_publish_config_without_parcels_warns_and_recipients_publish_restores(
+    config: Path, locker: Locker, tmp_path: Path, mqtt_broker: MqttBroker
+) -> None:
+    _base(config, locker, tmp_path)
+    file = tmp_path / "list.csv"
+    file.write_text(CSV)
+    assert console(config, "recipients", "import", "--locker", locker.locker, str(file),
+                   "--timeout", "5").returncode == 0
+    profile = tmp_path / "profile2.json"
+    profile.write_text(json.dumps({**BASE, "tariff": {"steps": [[60, 90]]}}))
+    out = console(config, "publish-config", "--locker", locker.locker, str(profile),
+                  "--timeout", "5")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "drops its 2 recipients and 0 staff logins" in out.stderr
+    assert "parcels" not in locker.retained(mqtt_broker)[1].content
+    out = console(config, "recipients", "publish", "--locker", locker.locker, "--timeout", "5")
+    assert out.returncode == 0, out.stderr + out.stdout
+    content = locker.retained(mqtt_broker)[1].content
+    assert content["storage"]["tariff"] == {"steps": [[60, 90]]}  # the new profile kept
+    assert len(content["parcels"]["recipients"]) == 2

@@ -74,3 +74,14 @@ def test_both_or_neither_body_is_malformed() -> None:
         SignedConfig.from_dict({**signed, "body": {}})
     with pytest.raises(MalformedPayload):
         SignedConfig.from_dict({k: v for k, v in signed.items() if k != "body_z"})
+
+
+def test_the_documented_compressed_example_verifies_and_inflates() -> None:
+    from tests.test_asyncapi import DOC
+
+    (example,) = [e for e in DOC["components"]["messages"]["SignedConfig"]["examples"]
+                  if "body_z" in e["payload"]]
+    doc_key = public_key_b64(private_key_from_seed(b"\x01" * 32))
+    cfg = example["payload"]
+    assert verify_config(cfg, trusted_keys={"console-1": doc_key}, locker_id="L1") is None
+    assert SignedConfig.from_dict(cfg).content["parcels"]["recipients"][0]["name"] == "Иванов Иван"

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 
 import aiomqtt
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from contract.commands import COMMANDS, CommandType
 from contract.config_file import read_toml
@@ -150,6 +150,11 @@ def _run(
         return asyncio.run(body(cfg))
     except (_Usage, operations.Unusable) as exc:
         return _error(str(exc))
+    except IntegrityError as exc:  # a concurrent change took the same key first
+        return _error(f"refused by the database (changed meanwhile?): {exc.orig}")
+    except SQLAlchemyError as exc:
+        print(f"locker-console: database error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -123,8 +123,10 @@ async def publish_directory(
             base = retained[1] if retained is not None else kept
             if base is None:
                 raise Unusable(
-                    f"no configuration of {locker} was ever published: publish its storage "
-                    "profile first (locker-console publish-config), then the directory")
+                    f"no configuration of {locker} was ever published (the directory is "
+                    "stored, not published): publish its storage profile first "
+                    f"(locker-console publish-config), then `locker-console recipients "
+                    f"publish --locker {locker}`")
             body = with_directory(base, recipients, staff)
             size = payload_size(body)
             outcome = await remote.publish_config(locker, body, version=None, timeout=timeout)

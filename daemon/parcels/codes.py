@@ -71,7 +71,8 @@ class Verdict(StrEnum):
     WRONG = "wrong"
     #: Too soon after the last wrong entry: not checked, try again at `retry_at`.
     WAIT = "wait"
-    #: Code entry is paused (daily cap reached) until `retry_at`.
+    #: Code entry is paused (daily cap reached) until `retry_at`: not checked. (The wrong entry
+    #: that reached the cap answers WRONG, with the pause's end and the alarm.)
     PAUSED = "paused"
 
 
@@ -232,7 +233,7 @@ class CodeBook:
             event = Event("code_entry_paused", None,
                           {"failures": len(day), "until": self._paused_until, "alarm": True},
                           alarm=True)
-            return Check(Verdict.PAUSED, retry_at=self._paused_until, events=(event,))
+            return Check(Verdict.WRONG, retry_at=self._paused_until, events=(event,))
         return Check(Verdict.WRONG, retry_at=self._not_before())
 
     def resume(self, staff_id: str, now_ms: int) -> list[Event]:

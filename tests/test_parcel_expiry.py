@@ -41,7 +41,8 @@ def test_a_fault_stops_the_window_and_it_resumes_after() -> None:
     assert reminders_due(0, 48 * H, [(10 * H, 13 * H)], 49 * H, [24 * H, 2 * H]) == [24 * H, 2 * H]
 
 
-@given(st.integers(0, 50 * H).map(lambda m: m - m % 60_000), st.integers(1, 60).map(lambda h: h * H),
+@given(st.integers(0, 50 * H).map(lambda m: m - m % 60_000),
+       st.integers(1, 60).map(lambda h: h * H),
        faults_st.map(lambda fs: [(s - s % 60_000, e - e % 60_000) for s, e in fs]))
 def test_the_window_ends_after_its_length_plus_the_faults_inside_it(
     start: int, window: int, faults: list[tuple[int, int]]

@@ -4,6 +4,7 @@ events and effects out; illegal steps refused without a change; no secret in any
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
@@ -251,3 +252,33 @@ def test_any_sequence_keeps_the_books_true_and_events_free_of_secrets(ops: list[
                 assert pid not in in_cells
                 assert finals.get(pid) == 1
     assert len(keys) == len(set(keys))  # each notification queued once
+    # A restart brings back the same book (the snapshot is JSON, with no secret in it).
+    again = ParcelBook(RULES)
+    again.restore(json.loads(json.dumps(book.snapshot())))
+    assert again == book
+
+
+def test_a_clock_step_keeps_the_window_as_long_as_it_was() -> None:
+    book = ParcelBook(RULES)
+    deposit(book, "p1", 5, 0)
+    book.fault_started(5, 10 * H)
+    book.fault_ended(5, 11 * H)
+    book.shift(-5 * H)  # the wall clock was 5 h fast and got corrected
+    assert book.due_at(5) == 44 * H
+    book.tick(44 * H - 1)
+    assert book.parcels["p1"].state == DEPOSITED
+    assert types(book.tick(44 * H))[0] == "parcel_expired"
+    book.forget_finished(100 * H)
+    assert "p1" in book.parcels  # expired is not finished: it waits for the courier
+
+
+def test_a_malformed_snapshot_is_refused_and_changes_nothing() -> None:
+    book = ParcelBook(RULES)
+    deposit(book, "p1", 5, 0)
+    before = copy.deepcopy(book)
+    for bad in ({"v": 2}, {"v": 1, "parcels": [{"id": "x"}], "loads": [], "faults": {}},
+                {"v": 1, "parcels": [], "loads": [{"cell": 1, "recipient_id": "r",
+                                                   "parcels": ["nope"]}], "faults": {}}):
+        with pytest.raises(ValueError, match="malformed"):
+            book.restore(bad)
+    assert book == before

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from contract.parcels import Staff
@@ -52,6 +54,23 @@ def test_wrong_pins_lock_that_login_for_a_while_with_an_alarm() -> None:
     assert d.login("1001", "4321", 30_000).refused == "login_locked"  # even the right PIN
     assert d.login("2001", "4321", 30_000).session is not None  # other logins unaffected
     assert d.login("1001", "4321", 60_002).session is not None
+
+
+def test_a_restart_or_a_clock_step_does_not_lift_a_lockout_and_strangers_use_bounded_memory(
+) -> None:
+    d = desk()
+    for t in range(3):
+        d.login("1001", "0000", t)
+    again = desk()
+    again.restore(json.loads(json.dumps(d.snapshot())))
+    assert again.login("1001", "4321", 1_000).refused == "login_locked"
+    again.shift(-30_000)  # the clock was 30 s fast: the lockout still lasts its full minute
+    assert again.login("1001", "4321", 30_001).refused == "login_locked"
+    assert again.login("1001", "4321", 30_002).session is not None
+    small = StaffDesk(desk().staff, LoginPolicy(kept_logins=50), verify=lambda pin, h: False)
+    for i in range(500):
+        small.login(f"{900000 + i}", "0000", i)
+    assert len(small.snapshot()["failures"]) <= 50
 
 
 def test_a_session_ends_on_logout_idle_time_or_the_door_closing() -> None:

@@ -257,6 +257,12 @@ class CodeBook:
         start = now_ms - self.policy.cap_window_ms
         self._failures = [t for t in self._failures if t > start]
 
+    def shift(self, delta_ms: int) -> None:
+        """The wall clock stepped: delays and a pause last as long as they were meant to."""
+        self._failures = [t + delta_ms for t in self._failures]
+        if self._paused_until is not None:
+            self._paused_until += delta_ms
+
     def _key(self, kind: str, text: str) -> str:
         return hmac.new(self.secret, f"{kind}:{text}".encode(), hashlib.sha256).hexdigest()
 

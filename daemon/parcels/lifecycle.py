@@ -18,7 +18,7 @@ after the events are stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from daemon.fsm.actions import Event
@@ -282,6 +282,53 @@ class ParcelBook:
 
     def load_of(self, cell: int) -> Load | None:
         return self.loads.get(cell)
+
+    # -- persistence and clock -----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state (ids, states and times: nothing secret)."""
+        return {
+            "v": 1,
+            "parcels": [asdict(p) for p in self.parcels.values()],
+            "loads": [asdict(ld) for ld in self.loads.values()],
+            "faults": {str(c): [list(f) for f in spans] for c, spans in self.faults.items()},
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take a snapshot back; a malformed one raises ValueError and changes nothing."""
+        try:
+            if snap.get("v") != 1:
+                raise ValueError(f"unknown version {snap.get('v')!r}")
+            parcels = {p["id"]: Parcel(**p) for p in snap["parcels"]}
+            loads = {}
+            for raw in snap["loads"]:
+                pending = raw.get("pending")
+                load = Load(**{**raw, "pending": None if pending is None else tuple(pending)})
+                if any(pid not in parcels for pid in load.parcels):
+                    raise ValueError(f"cell {load.cell} holds an unknown parcel")
+                loads[load.cell] = load
+            faults = {int(c): [(int(s), None if e is None else int(e)) for s, e in spans]
+                      for c, spans in snap["faults"].items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"parcel book snapshot is malformed: {exc}") from exc
+        self.parcels, self.loads, self.faults = parcels, loads, faults
+
+    def shift(self, delta_ms: int) -> None:
+        """The wall clock stepped: windows and faults keep the length they were meant to have."""
+        def moved(t: int | None) -> int | None:
+            return None if t is None else t + delta_ms
+        for p in self.parcels.values():
+            p.announced_at, p.deposited_at = moved(p.announced_at), moved(p.deposited_at)
+            p.closed_at = moved(p.closed_at)
+        for load in self.loads.values():
+            load.window_start = moved(load.window_start)
+        self.faults = {c: [(s + delta_ms, moved(e)) for s, e in spans]
+                       for c, spans in self.faults.items()}
+
+    def forget_finished(self, before_ms: int) -> None:
+        """Drop parcels that ended before `before_ms` (their events are stored): bounded memory."""
+        for pid in [pid for pid, p in self.parcels.items() if p.state in FINAL
+                    and p.closed_at is not None and p.closed_at < before_ms]:
+            del self.parcels[pid]
 
     # -- internals ------------------------------------------------------------------------
     def _load(self, cell: int, *, pending: bool = False) -> Load:

@@ -11,7 +11,7 @@ return id, cell, size, recipient and who collected it; never the code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from daemon.fsm.actions import Event
@@ -97,6 +97,26 @@ class ReturnBook:
     def waiting(self) -> list[Return]:
         """Returns in cells, for a courier's or collector's list."""
         return [r for r in self.returns.values() if r.state == DEPOSITED]
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state (no code: codes live in the code book)."""
+        return {"v": 1, "returns": [asdict(r) for r in self.returns.values()]}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take a snapshot back; a malformed one raises ValueError and changes nothing."""
+        try:
+            if snap.get("v") != 1:
+                raise ValueError(f"unknown version {snap.get('v')!r}")
+            returns = {r["id"]: Return(**r) for r in snap["returns"]}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"return book snapshot is malformed: {exc}") from exc
+        self.returns = returns
+
+    def shift(self, delta_ms: int) -> None:
+        """The wall clock stepped."""
+        for r in self.returns.values():
+            if r.deposited_at is not None:
+                r.deposited_at += delta_ms
 
     def _get(self, return_id: str) -> Return:
         ret = self.returns.get(return_id)

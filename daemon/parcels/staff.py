@@ -51,6 +51,8 @@ class LoginPolicy:
     attempts: int = 3
     lockout_ms: int = 15 * 60_000
     idle_ms: int = 120_000
+    #: Codes whose failures are remembered (a stranger typing random codes cannot grow it).
+    kept_logins: int = 1_000
 
 
 @dataclass
@@ -111,6 +113,7 @@ class StaffDesk:
         return Login(session, None, None, (event,))
 
     def _failed(self, code: str, member: Staff | None, now_ms: int) -> Login:
+        self._prune(now_ms)
         fails = self._failures.setdefault(code, _Failures())
         fails.count += 1
         if fails.count < self.policy.attempts:
@@ -121,6 +124,39 @@ class StaffDesk:
             data.update(staff_id=member.id, role=member.role)
         event = Event("staff_login_locked", None, data, alarm=True)
         return Login(None, "login_locked", fails.locked_until, (event,))
+
+    def _prune(self, now_ms: int) -> None:
+        """Bounded memory whatever a stranger types: served lockouts go, then the oldest."""
+        for code in [c for c, f in self._failures.items()
+                     if f.locked_until is not None and f.locked_until <= now_ms]:
+            del self._failures[code]
+        while len(self._failures) >= self.policy.kept_logins:
+            del self._failures[next(iter(self._failures))]
+
+    def snapshot(self) -> dict:
+        """JSON-ready failure counts, so a restart does not lift a lockout (sessions end)."""
+        return {"v": 1, "failures": {c: [f.count, f.locked_until]
+                                     for c, f in self._failures.items()}}
+
+    def restore(self, snap: dict) -> None:
+        """Take a snapshot back; a malformed one raises ValueError and changes nothing."""
+        try:
+            if snap.get("v") != 1:
+                raise ValueError(f"unknown version {snap.get('v')!r}")
+            failures = {str(c): _Failures(int(n), None if u is None else int(u))
+                        for c, (n, u) in snap["failures"].items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"staff snapshot is malformed: {exc}") from exc
+        self._failures = failures
+
+    def shift(self, delta_ms: int) -> None:
+        """The wall clock stepped: lockouts last as long as meant, sessions keep their idle time."""
+        for f in self._failures.values():
+            if f.locked_until is not None:
+                f.locked_until += delta_ms
+        for s in self.sessions.values():
+            s.started_at += delta_ms
+            s.last_seen += delta_ms
 
     def session(self, session_id: str, now_ms: int) -> Session:
         """A live session, touched; StaffError("no_session") if it ended or idled out."""

@@ -8,11 +8,11 @@ from contract.parcels import ParcelsSection
 from contract.pin_hash import hash_pin
 from daemon.fsm.actions import Event
 from daemon.fsm.allocation import Candidate
-from daemon.parcels.codes import CodeBook, Verdict
+from daemon.parcels.codes import CodeBook, Verdict, code_policy
 from daemon.parcels.effects import IssueCode, Notify, OpenCell, RevokeCode
 from daemon.parcels.lifecycle import ParcelBook, ParcelRules
 from daemon.parcels.sizing import offer_cell
-from daemon.parcels.staff import StaffDesk
+from daemon.parcels.staff import LoginPolicy, StaffDesk
 
 SECTION = ParcelsSection.model_validate({
     "address": "Main St 1",
@@ -27,8 +27,8 @@ class Driver:
     """What the app will do with the core's output: record events, carry out effects."""
 
     def __init__(self) -> None:
-        self.book = ParcelBook(ParcelRules(window_ms=SECTION.pickup_window_s * 1000))
-        self.codes = CodeBook(b"locker-secret")
+        self.book = ParcelBook(ParcelRules.from_section(SECTION))
+        self.codes = CodeBook(b"locker-secret", code_policy(SECTION))
         self.events: list[Event] = []
         self.sent: list[tuple[str, str]] = []  # (notification kind, code or "")
         self.opened: list[int] = []
@@ -52,7 +52,7 @@ class Driver:
 
 def test_a_day_at_the_parcel_locker() -> None:
     d = Driver()
-    desk = StaffDesk(SECTION.staff)
+    desk = StaffDesk(SECTION.staff, LoginPolicy.from_section(SECTION))
     login = desk.login("1001", "2468", 0)
     assert login.session is not None
     d.events.extend(login.events)
@@ -74,11 +74,14 @@ def test_a_day_at_the_parcel_locker() -> None:
     assert d.sent[-1][0] == "parcel_added"
     # A stranger guesses; the recipient then types code and the last 4 digits of the phone.
     assert d.codes.check("000000", "0000", 50).verdict is Verdict.WRONG
+    assert d.codes.asks_factor(code) and not d.codes.asks_factor(code + "1234")
     check = d.codes.check(code, "6789", 60)
     assert check.cell == cell
+    assert d.book.parcels_in(cell) == ["p1", "p2"]
     d.run(d.book.begin_pickup(cell, 60))
     d.run(d.book.door_closed(cell, False, 70))
     assert d.opened == [cell, cell, cell]
+    assert d.book.parcels_in(cell) == []
     assert d.codes.check(code, "6789", 80).verdict is not Verdict.OK  # used: never again
     assert [e.type for e in d.events] == [
         "staff_login", "parcel_deposited", "staff_logout", "parcel_deposited",

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from contract.parcels import ParcelsSection
 from daemon.fsm.actions import Event
 
 DAY_MS = 24 * 3600_000
@@ -95,6 +96,11 @@ class Issued:
     cell: int
     code: str
     factor: bool
+
+
+def code_policy(section: ParcelsSection) -> CodePolicy:
+    """The code policy a `parcels` section asks for (the guard keeps its defaults)."""
+    return CodePolicy(length=section.code_length, phone_factor=section.phone_factor)
 
 
 def max_guesses_per_year(policy: CodePolicy) -> int:
@@ -198,6 +204,11 @@ class CodeBook:
         self._retired_set.add(live.code_key)
         while len(self._retired) > self.policy.retired_kept:
             self._retired_set.discard(self._retired.popleft())
+
+    def asks_factor(self, typed: str) -> bool:
+        """Whether the kiosk asks for the phone's last digits after this code: a pickup code of
+        the plain length does; a longer one (no phone, or a return code) does not."""
+        return self.policy.phone_factor and len("".join(typed.split())) == self.policy.length
 
     def has_code(self, cell: int) -> bool:
         return cell in self._by_cell

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contract.parcels import ParcelsSection
 from daemon.fsm.actions import Event
 from daemon.parcels import expiry
 from daemon.parcels.effects import IssueCode, Notify, OpenCell, OpenPurpose, RevokeCode
@@ -99,6 +100,15 @@ class ParcelRules:
     #: Queue an e-mail to the administrator on every pickup.
     pickup_report: bool = False
     added_notice: bool = True
+
+    @classmethod
+    def from_section(cls, section: ParcelsSection) -> ParcelRules:
+        return cls(
+            window_ms=section.pickup_window_s * 1000,
+            reminders_ms=tuple(s * 1000 for s in section.reminders_s),
+            pickup_report=bool(section.notify.pickup_emails),
+            added_notice=section.notify.added_parcel_notice,
+        )
 
 
 @dataclass
@@ -282,6 +292,11 @@ class ParcelBook:
 
     def load_of(self, cell: int) -> Load | None:
         return self.loads.get(cell)
+
+    def parcels_in(self, cell: int) -> list[str]:
+        """The parcels in a cell, for what an operator's open records (`holds`)."""
+        load = self.loads.get(cell)
+        return list(load.parcels) if load else []
 
     # -- persistence and clock -----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

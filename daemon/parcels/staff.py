@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from contract.parcels import Staff
+from contract.parcels import ParcelsSection, Staff
 from contract.pin_hash import verify_pin
 from daemon.fsm.actions import Event
 
@@ -53,6 +53,10 @@ class LoginPolicy:
     idle_ms: int = 120_000
     #: Codes whose failures are remembered (a stranger typing random codes cannot grow it).
     kept_logins: int = 1_000
+
+    @classmethod
+    def from_section(cls, section: ParcelsSection) -> LoginPolicy:
+        return cls(idle_ms=section.session_idle_s * 1000)
 
 
 @dataclass

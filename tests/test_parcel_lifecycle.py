@@ -103,6 +103,21 @@ def test_duplicate_barcodes_are_refused_and_an_announced_barcode_fills_the_recip
                            barcode="BC1", now_ms=4)
 
 
+def test_a_scanned_barcode_is_cleaned_and_may_be_required() -> None:
+    book = ParcelBook(ParcelRules(barcode_required=True))
+    with pytest.raises(ParcelError, match="barcode_required"):
+        book.begin_deposit("p1", cell=1, size="S", recipient_id="r1", courier_id="c1",
+                           barcode="  ", now_ms=0)
+    with pytest.raises(ParcelError, match="bad_barcode"):
+        book.begin_deposit("p1", cell=1, size="S", recipient_id="r1", courier_id="c1",
+                           barcode="AB CD", now_ms=0)
+    out = deposit(book, "p1", 1, 0, barcode="JJD0001234\r\n")  # the scanner's Enter
+    assert out[0].data["barcode"] == "JJD0001234"
+    with pytest.raises(ParcelError, match="duplicate_barcode"):
+        book.begin_deposit("p2", cell=2, size="S", recipient_id="r1", courier_id="c1",
+                           barcode=" JJD0001234", now_ms=1)
+
+
 def test_reminders_and_expiry_pause_on_a_fault_then_the_courier_takes_it_back() -> None:
     book = ParcelBook(RULES)
     deposit(book, "p1", 5, 0)

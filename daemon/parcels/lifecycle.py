@@ -18,6 +18,7 @@ after the events are stored.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ class ParcelRules:
     #: Queue an e-mail to the administrator on every pickup.
     pickup_report: bool = False
     added_notice: bool = True
+    #: A deposit needs the parcel's barcode.
+    barcode_required: bool = False
 
     @classmethod
     def from_section(cls, section: ParcelsSection) -> ParcelRules:
@@ -108,6 +111,7 @@ class ParcelRules:
             reminders_ms=tuple(s * 1000 for s in section.reminders_s),
             pickup_report=bool(section.notify.pickup_emails),
             added_notice=section.notify.added_parcel_notice,
+            barcode_required=section.barcode_required,
         )
 
 
@@ -135,6 +139,9 @@ class ParcelBook:
         """The console said a parcel with this barcode is coming for this recipient."""
         if parcel_id in self.parcels:
             raise ParcelError("duplicate_parcel", f"parcel {parcel_id} already exists")
+        barcode = clean_barcode(barcode) or ""
+        if not barcode:
+            raise ParcelError("bad_barcode", "an announced parcel needs its barcode")
         self._refuse_live_barcode(barcode, announced_too=True)
         parcel = Parcel(parcel_id, recipient_id, barcode=barcode, announced_at=now_ms)
         parcel.state = self._step(parcel, "announce")
@@ -157,7 +164,13 @@ class ParcelBook:
         barcode: str | None,
         now_ms: int,
     ) -> list:
-        """A courier loads a parcel into `cell` (a free one, or the recipient's own load)."""
+        """A courier loads a parcel into `cell` (a free one, or the recipient's own load).
+
+        A barcode that was announced makes the announced parcel the one deposited (its id and
+        recipient; `parcel_id` is then unused)."""
+        barcode = clean_barcode(barcode)
+        if barcode is None and self.rules.barcode_required:
+            raise ParcelError("barcode_required", "scan the parcel's barcode")
         parcel = self.announced(barcode) if barcode else None
         if parcel is None:
             if parcel_id in self.parcels:
@@ -414,6 +427,23 @@ class ParcelBook:
     def _drop_if_empty(self, load: Load) -> None:
         if not load.parcels:
             del self.loads[load.cell]
+
+
+#: What a scanner may type: printable ASCII without spaces, as barcodes (Code 128, EAN) hold.
+_BARCODE_RE = re.compile(r"^[!-~]{1,64}$")
+
+
+def clean_barcode(raw: str | None) -> str | None:
+    """A scanned or typed barcode without the scanner's trailing Enter or spaces; None if
+    empty; ParcelError("bad_barcode") for anything a barcode cannot be."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text:
+        return None
+    if not _BARCODE_RE.match(text):
+        raise ParcelError("bad_barcode", "a barcode is 1-64 printable characters")
+    return text
 
 
 def _data(parcel: Parcel) -> dict[str, Any]:

@@ -53,7 +53,28 @@ def test_wrong_pins_lock_that_login_for_a_while_with_an_alarm() -> None:
     assert "4321" not in repr(alarm) and "1001" not in repr(alarm)
     assert d.login("1001", "4321", 30_000).refused == "login_locked"  # even the right PIN
     assert d.login("2001", "4321", 30_000).session is not None  # other logins unaffected
-    assert d.login("1001", "4321", 60_002).session is not None
+    # A second lockout in a row lasts twice as long (up to a day); a good login forgets them.
+    for t in (60_002, 60_003):
+        assert d.login("1001", "0000", t).refused == "wrong_login"
+    again = d.login("1001", "0000", 60_004)
+    assert (again.refused, again.until) == ("login_locked", 60_004 + 120_000)
+    assert d.login("1001", "4321", 180_004).session is not None
+    for t in (180_005, 180_006, 180_007):
+        last = d.login("1001", "0000", t)
+    assert last.until == 180_007 + 60_000
+
+
+def test_a_known_code_gets_a_few_pin_guesses_a_day() -> None:
+    d = StaffDesk(desk().staff, verify=lambda pin, h: False)  # the defaults: 15 min, a day
+    now, guesses = 0, 0
+    while now < 30 * 24 * 3600_000:
+        login = d.login("1001", "0000", now)
+        if login.refused == "login_locked" and not login.events:
+            assert login.until is not None
+            now = login.until
+            continue
+        guesses += 1
+    assert guesses < 3 * 30 + 30  # about 3 a day once the lockouts reach a day
 
 
 def test_a_restart_or_a_clock_step_does_not_lift_a_lockout_and_strangers_use_bounded_memory(

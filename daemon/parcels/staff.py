@@ -2,7 +2,8 @@
 
 A login is the personal code, then the PIN, checked against the scrypt hash in the `parcels`
 section (contract/pin_hash.py), so it works with the locker offline. `attempts` wrong PINs in a
-row lock that login for `lockout_ms` and record `staff_login_locked` (an alarm); an unknown or
+row lock that login for `lockout_ms`, doubling with each lockout in a row up to
+`max_lockout_ms`, and record `staff_login_locked` (an alarm); an unknown or
 disabled code is refused the same way as a wrong PIN (nothing tells a stranger which codes
 exist) and counts against the code typed. A session ends on logout, after `idle_ms` without a
 touch, or when the door it opened closes. What a session may do follows from its role
@@ -50,6 +51,9 @@ class StaffError(Exception):
 class LoginPolicy:
     attempts: int = 3
     lockout_ms: int = 15 * 60_000
+    #: Each lockout in a row (no good login between) lasts twice the last, up to this: someone
+    #: who knows a courier's code gets about 3 PIN guesses a day after the first few hours.
+    max_lockout_ms: int = 24 * 3600_000
     idle_ms: int = 120_000
     #: Codes whose failures are remembered (a stranger typing random codes cannot grow it).
     kept_logins: int = 1_000
@@ -84,6 +88,10 @@ class Login:
 class _Failures:
     count: int = 0
     locked_until: int | None = None
+    #: Lockouts in a row; a good login forgets them, and so does a day without one.
+    lockouts: int = 0
+    #: When the last lockout ended.
+    served_at: int | None = None
 
 
 @dataclass
@@ -104,7 +112,8 @@ class StaffDesk:
         if fails and fails.locked_until is not None:
             if now_ms < fails.locked_until:
                 return Login(None, "login_locked", fails.locked_until)
-            del self._failures[code]
+            # Served: a fresh count, but the next lockout in a row lasts longer.
+            fails.count, fails.served_at, fails.locked_until = 0, fails.locked_until, None
         member = next((s for s in self.staff if s.code == code), None)
         # The hash is checked even for an unknown code, so timing does not tell codes apart.
         ok = self.verify(pin, member.pin_hash if member else _DUMMY_HASH)
@@ -122,7 +131,10 @@ class StaffDesk:
         fails.count += 1
         if fails.count < self.policy.attempts:
             return Login(None, "wrong_login")
-        fails.locked_until = now_ms + self.policy.lockout_ms
+        p = self.policy
+        lockout = min(p.max_lockout_ms, p.lockout_ms << min(fails.lockouts, 30))
+        fails.locked_until = now_ms + lockout
+        fails.lockouts += 1
         data: dict = {"failures": fails.count, "until": fails.locked_until, "alarm": True}
         if member is not None:
             data.update(staff_id=member.id, role=member.role)
@@ -130,16 +142,19 @@ class StaffDesk:
         return Login(None, "login_locked", fails.locked_until, (event,))
 
     def _prune(self, now_ms: int) -> None:
-        """Bounded memory whatever a stranger types: served lockouts go, then the oldest."""
+        """Bounded memory whatever a stranger types: lockouts served a day ago go (and their
+        doubling with them), then the oldest."""
+        forget = now_ms - self.policy.max_lockout_ms
         for code in [c for c, f in self._failures.items()
-                     if f.locked_until is not None and f.locked_until <= now_ms]:
+                     if f.locked_until is None and f.served_at is not None
+                     and f.served_at <= forget]:
             del self._failures[code]
         while len(self._failures) >= self.policy.kept_logins:
             del self._failures[next(iter(self._failures))]
 
     def snapshot(self) -> dict:
         """JSON-ready failure counts, so a restart does not lift a lockout (sessions end)."""
-        return {"v": 1, "failures": {c: [f.count, f.locked_until]
+        return {"v": 1, "failures": {c: [f.count, f.locked_until, f.lockouts, f.served_at]
                                      for c, f in self._failures.items()}}
 
     def restore(self, snap: dict) -> None:
@@ -147,8 +162,8 @@ class StaffDesk:
         try:
             if snap.get("v") != 1:
                 raise ValueError(f"unknown version {snap.get('v')!r}")
-            failures = {str(c): _Failures(int(n), None if u is None else int(u))
-                        for c, (n, u) in snap["failures"].items()}
+            failures = {str(c): _Failures(int(n), _ms(u), int(k), _ms(a))
+                        for c, (n, u, k, a) in snap["failures"].items()}
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"staff snapshot is malformed: {exc}") from exc
         self._failures = failures
@@ -156,8 +171,7 @@ class StaffDesk:
     def shift(self, delta_ms: int) -> None:
         """The wall clock stepped: lockouts last as long as meant, sessions keep their idle time."""
         for f in self._failures.values():
-            if f.locked_until is not None:
-                f.locked_until += delta_ms
+            f.locked_until, f.served_at = _ms(f.locked_until, delta_ms), _ms(f.served_at, delta_ms)
         for s in self.sessions.values():
             s.started_at += delta_ms
             s.last_seen += delta_ms
@@ -207,6 +221,11 @@ class StaffDesk:
             return []
         return [Event("staff_logout", None, {"staff_id": s.staff_id, "role": s.role,
                                              "reason": why})]
+
+
+def _ms(value: int | None, delta: int = 0) -> int | None:
+    """A stored time (or none), moved by `delta`; int() refuses what a snapshot cannot hold."""
+    return None if value is None else int(value) + delta
 
 
 def staff_open_event(session: Session, cell: int, reason: str, holds: str,

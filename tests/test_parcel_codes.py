@@ -83,6 +83,26 @@ def test_live_codes_are_unique_open_only_their_cell_and_used_ones_never_work(
                 assert codes.check(code, "", 0).verdict is Verdict.WRONG
 
 
+def test_a_derived_code_comes_back_from_seed_and_attempt_and_stays_unique() -> None:
+    codes = CodeBook(SECRET, CodePolicy(length=2, factor_digits=1, retired_kept=10,
+                                        free_failures=10**9, daily_cap=10**9))
+    seen: set[str] = set()
+    for n in range(60):
+        phone = PHONE if n % 2 else None
+        issued = codes.issue(n, phone, seed=f"parcel-{n}")
+        assert issued.code not in seen  # unique among live codes (all 60 stay live)
+        seen.add(issued.code)
+        assert codes.derive(f"parcel-{n}", issued.attempt, issued.factor) == issued.code
+        assert len(issued.code) == (2 if phone else 3)
+    # Collisions are frequent in 100 two-digit codes: a later attempt is derived instead.
+    assert any(codes.issue(100 + n, PHONE, seed=f"x{n}").attempt > 0 for n in range(20))
+    # Another locker's secret derives other codes from the same seed.
+    other = CodeBook(b"another-locker", CodePolicy(length=6))
+    mine = CodeBook(SECRET, CodePolicy(length=6))
+    assert {other.derive(f"p{i}", 0, True) for i in range(20)} != {
+        mine.derive(f"p{i}", 0, True) for i in range(20)}
+
+
 def test_growing_delays_then_a_pause_with_an_alarm_and_an_operator_resumes() -> None:
     codes = book()
     issued = codes.issue(1, PHONE)

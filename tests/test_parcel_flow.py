@@ -43,7 +43,10 @@ class Driver:
             elif isinstance(action, IssueCode):
                 recipient = SECTION.recipient(action.recipient_id)
                 assert recipient is not None
-                code = self.codes.issue(action.cell, recipient.phone).code
+                issued = self.codes.issue(action.cell, recipient.phone, action.seed)
+                # What the outbox keeps is (seed, attempt): the code is derived again to send.
+                code = self.codes.derive(action.seed, issued.attempt, issued.factor)
+                assert code == issued.code
             elif isinstance(action, RevokeCode):
                 self.codes.revoke(action.cell)
             elif isinstance(action, Notify):

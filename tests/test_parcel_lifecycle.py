@@ -46,7 +46,7 @@ def test_deposit_notifies_once_with_a_code_and_the_code_opens_for_the_pickup() -
     out = deposit(book, "p1", 4, 0, barcode="BC1")
     assert types(out) == ["parcel_deposited", "IssueCode", "Notify"]
     assert out[0].data["due_at"] == 48 * H and out[0].data["barcode"] == "BC1"
-    assert out[1] == IssueCode(4, "r1") and out[2].kind == "parcel_arrived"
+    assert out[1] == IssueCode(4, "r1", "p1") and out[2].kind == "parcel_arrived"
     assert book.begin_pickup(4, 10) == [OpenCell(4, "parcel_pickup")]
     out = book.door_closed(4, False, 20)
     assert types(out) == ["parcel_picked_up", "RevokeCode", "Notify"]

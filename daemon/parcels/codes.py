@@ -1,9 +1,11 @@
 """One-time pickup codes and the defence against guessing them, sans-I/O (time passed in).
 
 A code is random digits (6 by default), unique among the locker's live codes and not one of the
-last `retired_kept` used ones, stored only as an HMAC-SHA256 under the locker's secret; the plain
-code is returned once, to be sent, and never kept. A code opens only the cell it was issued for,
-until pickup or expiry (`revoke`); after that it never opens anything again.
+last `retired_kept` used ones, stored only as an HMAC-SHA256 under the locker's secret. A code is
+derived from the secret and a seed unique to the issue (`derive`: HMAC-SHA256, a PRF, reduced to
+digits), so the outbox keeps (seed, attempt) and derives the code again to send it: nothing in
+the store holds a plain code, and a crash between issuing and sending loses none. A code opens
+only the cell it was issued for, until pickup or expiry (`revoke`); then never again.
 
 **The guessing arithmetic (defaults).** A 6-digit code alone is too weak for a kiosk anyone can
 walk up to: with 100 live codes each guess wins with 100/10^6 = 10^-4, so staying under 1 % a
@@ -91,11 +93,14 @@ class Check:
 
 @dataclass(frozen=True)
 class Issued:
-    """A new code: `code` is to be sent once and forgotten; `factor` says what to ask with it."""
+    """A new code: `code` is to be sent once and forgotten; `factor` says what to ask with it.
+    A derived code (`seed` given) can be derived again from (seed, attempt) to send it."""
 
     cell: int
     code: str
     factor: bool
+    seed: str | None = None
+    attempt: int = 0
 
 
 def code_policy(section: ParcelsSection) -> CodePolicy:
@@ -153,22 +158,34 @@ class CodeBook:
     _paused_until: int | None = None
 
     # -- issue and revoke -----------------------------------------------------------------
-    def issue(self, cell: int, phone: str | None) -> Issued:
-        """A fresh code for `cell` (replacing any it had); the only time the code is seen."""
+    def issue(self, cell: int, phone: str | None, seed: str | None = None) -> Issued:
+        """A fresh code for `cell` (replacing any it had).
+
+        With a `seed` (unique per issue: the first parcel's id) the code is derived from the
+        locker's secret, so the outbox keeps only (seed, attempt) and derives the code again
+        when it sends: a crash between issuing and sending loses nothing, and the plain code is
+        never stored. Without one it is random and this is the only time it is seen."""
         self.revoke(cell)
         factor = self.policy.phone_factor and phone is not None
         length = self.policy.length + (0 if factor else self.policy.factor_digits)
-        code_key, code = self._fresh(length)
+        code_key, code, attempt = self._fresh(length, seed)
         suffix = _phone_suffix(phone, self.policy.factor_digits) if factor else ""
         cred = self._key("cred", f"{code}|{suffix}")
         self._live[cred] = _Live(cell, code_key)
         self._by_cell[cell] = cred
         self._code_keys.add(code_key)
-        return Issued(cell, code, factor)
+        return Issued(cell, code, factor, seed, attempt)
+
+    def derive(self, seed: str, attempt: int, factor: bool) -> str:
+        """The code `issue(..., seed)` gave on `attempt` (for the outbox to send it)."""
+        length = self.policy.length + (0 if factor else self.policy.factor_digits)
+        digest = hmac.new(self.secret, f"derive:{seed}:{attempt}".encode(),
+                          hashlib.sha256).digest()
+        return f"{int.from_bytes(digest, 'big') % 10 ** length:0{length}d}"
 
     def issue_return(self, return_id: str) -> str:
         """A return code (as long as a code without a phone factor); shown once."""
-        code_key, code = self._fresh(self.policy.length + self.policy.factor_digits)
+        code_key, code, _ = self._fresh(self.policy.length + self.policy.factor_digits, None)
         cred = self._key("cred", f"{code}|")
         self._live[cred] = _Live(0, code_key, return_id)
         self._returns[return_id] = cred
@@ -187,15 +204,19 @@ class CodeBook:
         if cred is not None:
             self._retire(self._live.pop(cred))
 
-    def _fresh(self, length: int) -> tuple[str, str]:
-        """(keyed hash, code) of random digits neither live nor recently used."""
-        for _ in range(1000):
-            code = self.random_digits(length)
+    def _fresh(self, length: int, seed: str | None) -> tuple[str, str, int]:
+        """(keyed hash, code, attempt) of digits neither live nor recently used."""
+        for attempt in range(1000):
+            if seed is None:
+                code = self.random_digits(length)
+            else:
+                code = self.derive(seed, attempt, length == self.policy.length
+                                   and self.policy.phone_factor)
             if len(code) != length or not code.isdigit():
                 raise ValueError(f"random_digits must return {length} digits, got {code!r}")
             code_key = self._key("code", code)
             if code_key not in self._code_keys and code_key not in self._retired_set:
-                return code_key, code
+                return code_key, code, attempt
         raise RuntimeError("no unused code found: the code space is exhausted")
 
     def _retire(self, live: _Live) -> None:

@@ -33,6 +33,9 @@ class IssueCode:
 
     cell: int
     recipient_id: str
+    #: Unique per issue (the load's first parcel id): the code is derived from it, so the
+    #: outbox stores (seed, attempt) and never the code (daemon/parcels/codes.py `derive`).
+    seed: str
 
 
 @dataclass(frozen=True)

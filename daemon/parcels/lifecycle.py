@@ -396,7 +396,7 @@ class ParcelBook:
         data = {**_data(parcel), "parcels": list(load.parcels), "added": added, "due_at": due}
         out: list = [Event("parcel_deposited", load.cell, data)]
         if not added:
-            out.append(IssueCode(load.cell, load.recipient_id))
+            out.append(IssueCode(load.cell, load.recipient_id, parcel.id))
             out.append(Notify("parcel_arrived", load.cell, load.recipient_id,
                               tuple(load.parcels), f"arrived:{parcel.id}"))
         elif self.rules.added_notice:

@@ -24,6 +24,7 @@ from typing import Any
 
 from contract.parcels import ParcelsSection
 from daemon.fsm.actions import Event
+from daemon.fsm.spec import SIZES
 from daemon.parcels import expiry
 from daemon.parcels.effects import IssueCode, Notify, OpenCell, OpenPurpose, RevokeCode
 
@@ -168,6 +169,8 @@ class ParcelBook:
 
         A barcode that was announced makes the announced parcel the one deposited (its id and
         recipient; `parcel_id` is then unused)."""
+        if size not in SIZES:
+            raise ParcelError("bad_size", f"size must be one of {', '.join(SIZES)}")
         barcode = clean_barcode(barcode)
         if barcode is None and self.rules.barcode_required:
             raise ParcelError("barcode_required", "scan the parcel's barcode")

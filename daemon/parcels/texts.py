@@ -92,6 +92,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "duplicate_barcode": "This barcode is already in the locker.",
         "barcode_required": "Please scan the parcel's barcode.",
+        "bad_size": "Please choose a cell size.",
         "bad_barcode": "This is not a barcode. Please scan again.",
         "no_recipient": "Please choose a recipient.",
         "wrong_recipient": "This parcel was announced for another recipient.",
@@ -117,6 +118,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ru": {
         "duplicate_barcode": "Посылка с этим штрихкодом уже в постамате.",
         "barcode_required": "Отсканируйте штрихкод посылки.",
+        "bad_size": "Выберите размер ячейки.",
         "bad_barcode": "Это не штрихкод. Отсканируйте ещё раз.",
         "no_recipient": "Выберите получателя.",
         "wrong_recipient": "Эта посылка ожидается для другого получателя.",

@@ -93,6 +93,9 @@ class ParcelsSection(_Strict):
     code_length: Annotated[int, Field(ge=6, le=10)] = 6
     #: Ask for the last 4 digits of the recipient's phone with the code (daemon/parcels/codes.py).
     phone_factor: bool = True
+    #: Wrong code entries a day before code entry pauses with an alarm; the yearly guessing
+    #: bound grows with it (docs/parcels.md): 25 suits up to about 100 pickups a day.
+    code_daily_cap: Annotated[int, Field(ge=5, le=500)] = 25
     #: A courier must scan the parcel's barcode (False: "next" skips it).
     barcode_required: bool = False
     #: Return codes may be issued (by the console or an administrator).

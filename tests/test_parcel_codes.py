@@ -167,6 +167,29 @@ def test_a_simulated_year_of_the_fastest_attacker_gets_no_more_than_the_bound() 
     assert 25 * 364 <= checked <= max_guesses_per_year(CodePolicy())  # the bound is tight
 
 
+def test_honest_typos_at_a_busy_locker_never_pause_or_delay_code_entry() -> None:
+    """100 pickups a day over 12 hours, one in ten with a typo first, for 60 days."""
+    rnd = random.Random(7)
+    codes = book()
+    cell, waits, pauses = 0, 0, 0
+    for day in range(60):
+        times = sorted(rnd.randrange(12 * 3600_000) for _ in range(100))
+        for t in times:
+            cell += 1
+            now = day * DAY + t
+            issued = codes.issue(cell, PHONE)
+            if rnd.random() < 0.1:
+                wrong = codes.check(issued.code[::-1] + "9", "6789", now)
+                waits += wrong.verdict is Verdict.WAIT
+                now += 5_000
+            check = codes.check(issued.code, "6789", now)
+            waits += check.verdict is Verdict.WAIT
+            pauses += check.verdict is Verdict.PAUSED
+            assert check.verdict in (Verdict.OK, Verdict.WAIT, Verdict.PAUSED)
+            codes.revoke(cell)
+    assert (pauses, waits) == (0, 0)
+
+
 def test_the_snapshot_carries_the_pause_and_the_codes_across_a_restart() -> None:
     codes = book()
     issued = codes.issue(5, PHONE)

@@ -64,6 +64,7 @@ def test_an_empty_table_is_a_working_parcel_business_with_the_defaults() -> None
         ({"reminders_s": [200_000]}, "parcels.reminders_s[0]: 200000 s before expiry"),
         ({"reminders_s": [60, 60]}, "parcels.reminders_s[1]: 60 is listed twice"),
         ({"code_length": 4}, "parcels.code_length"),
+        ({"code_daily_cap": 1}, "parcels.code_daily_cap"),
         ({"language": "de"}, "parcels.language: must be one of en, ru"),
         ({"staff": [staff(1), staff(2, pin_hash="1234")]}, "parcels.staff[1].pin_hash: not an"),
         ({"staff": [staff(1), staff(2, role="boss")]}, "parcels.staff[1].role"),

@@ -104,8 +104,9 @@ class Issued:
 
 
 def code_policy(section: ParcelsSection) -> CodePolicy:
-    """The code policy a `parcels` section asks for (the guard keeps its defaults)."""
-    return CodePolicy(length=section.code_length, phone_factor=section.phone_factor)
+    """The code policy a `parcels` section asks for (the delays keep their defaults)."""
+    return CodePolicy(length=section.code_length, phone_factor=section.phone_factor,
+                      daily_cap=section.code_daily_cap)
 
 
 def max_guesses_per_year(policy: CodePolicy) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.parcels import Staff
 from contract.pin_hash import hash_pin
@@ -167,3 +169,37 @@ def test_a_recipient_added_by_a_courier_is_reported_without_phone_or_email() -> 
                           "has_phone": True, "has_email": True, "department": "Sales"}
     with pytest.raises(DuplicateRecipient):
         added_recipient(r, "c1", {"new1"})
+
+
+LOGIN_OPS = st.lists(st.tuples(st.sampled_from(["1001", "2001", "9999"]),
+                               st.sampled_from(["4321", "0000"]),
+                               st.integers(0, 20 * 60_000)), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(LOGIN_OPS)
+def test_any_login_sequence_locks_after_three_wrong_and_never_admits_a_wrong_pin(
+    ops: list[tuple[str, str, int]]
+) -> None:
+    d = StaffDesk(desk().staff, verify=lambda pin, h: pin == "4321")
+    now = 0
+    wrong_in_row: dict[str, int] = {}
+    locked_until: dict[str, int] = {}
+    for code, pin, dt in ops:
+        now += dt
+        login = d.login(code, pin, now)
+        if now < locked_until.get(code, 0):
+            assert login.refused == "login_locked" and not login.events
+            continue
+        if login.session is not None:
+            assert pin == "4321" and code != "9999"
+            wrong_in_row[code] = 0
+            continue
+        wrong_in_row[code] = wrong_in_row.get(code, 0) + 1
+        if wrong_in_row[code] >= 3:
+            assert login.refused == "login_locked" and login.until is not None
+            assert [e.type for e in login.events] == ["staff_login_locked"]
+            assert login.events[0].alarm and "pin" not in repr(login.events[0].data)
+            locked_until[code], wrong_in_row[code] = login.until, 0
+        else:
+            assert login.refused == "wrong_login" and not login.events

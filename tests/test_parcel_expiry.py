@@ -3,7 +3,7 @@ blocked by a fault and resumes; reminders move with it."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.parcels.expiry import due_at, expired, paused_ms, reminders_due
@@ -41,6 +41,7 @@ def test_a_fault_stops_the_window_and_it_resumes_after() -> None:
     assert reminders_due(0, 48 * H, [(10 * H, 13 * H)], 49 * H, [24 * H, 2 * H]) == [24 * H, 2 * H]
 
 
+@settings(deadline=None)
 @given(st.integers(0, 50 * H).map(lambda m: m - m % 60_000),
        st.integers(1, 60).map(lambda h: h * H),
        faults_st.map(lambda fs: [(s - s % 60_000, e - e % 60_000) for s, e in fs]))
@@ -55,6 +56,7 @@ def test_the_window_ends_after_its_length_plus_the_faults_inside_it(
     assert not expired(start, window, faults, end - 1) or end - 1 < start
 
 
+@settings(deadline=None)
 @given(st.integers(0, 10 * H), faults_st, st.integers(0, 120 * H))
 def test_reminders_come_in_order_before_the_end(
     start: int, faults: list[tuple[int, int]], now: int

@@ -192,6 +192,63 @@ class StorageFullData(EventData):
     held_events: int | None = None
 
 
+class ParcelData(EventData):
+    """A parcel's step: who, what, where and when; never its code, nor a phone or e-mail."""
+
+    parcel_id: str | None = None
+    barcode: str | None = None
+    size: str | None = None
+    recipient_id: str | None = None
+    courier_id: str | None = None
+    #: The parcels sharing the cell (one code opens it for all of them).
+    parcels: list[str] | None = None
+    #: parcel_deposited: added to a cell that already held parcels for this recipient.
+    added: bool | None = None
+    #: Epoch ms of the steps so far, and when the (fault-paused) pickup window ends.
+    announced_at: int | None = None
+    deposited_at: int | None = None
+    due_at: int | None = None
+    #: parcel_cancelled: never_opened, closed_empty, refused.
+    reason: str | None = None
+    #: return_deposited, return_collected: the return and who collected it.
+    return_id: str | None = None
+    staff_id: str | None = None
+
+
+class RecipientAddedData(EventData):
+    """A courier added a recipient at the kiosk: the id and name only (phone/e-mail stay put)."""
+
+    recipient_id: str
+    name: str | None = None
+    department: str | None = None
+    courier_id: str | None = None
+    has_phone: bool | None = None
+    has_email: bool | None = None
+
+
+class StaffData(EventData):
+    """A staff member at the kiosk (never a code or PIN)."""
+
+    staff_id: str | None = None
+    role: str | None = None
+    #: staff_logout: logout, idle, door_closed; cell_opened_by_staff: the reason typed.
+    reason: str | None = None
+    #: staff_login_locked: wrong PINs in a row, and PIN entry refused until (epoch ms).
+    failures: int | None = None
+    until: int | None = None
+    #: cell_opened_by_staff: what the cell held (parcel, rental, return, nothing).
+    holds: str | None = None
+    parcels: list[str] | None = None
+
+
+class CodeGuardData(EventData):
+    """The kiosk's one-time code entry was paused (guessing) or resumed."""
+
+    failures: int | None = None
+    until: int | None = None
+    staff_id: str | None = None
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One row of the event table."""
@@ -255,6 +312,27 @@ _ROWS: list[EventSpec] = [
     EventSpec("clock_jumped", ClockData, True, "the wall clock stepped; stored times moved"),
     EventSpec("storage_full", StorageFullData, True,
               "the locker could not store for a while; what it held is committed with this"),
+    EventSpec("parcel_announced", ParcelData, summary="the console said to expect a parcel"),
+    EventSpec("parcel_deposited", ParcelData, summary="a courier closed a parcel in a cell"),
+    EventSpec("parcel_picked_up", ParcelData, summary="the recipient took the parcel"),
+    EventSpec("parcel_expired", ParcelData, summary="the pickup window ran out"),
+    EventSpec("parcel_returned_to_sender", ParcelData,
+              summary="a courier took an expired parcel back"),
+    EventSpec("parcel_cancelled", ParcelData,
+              summary="a deposit refused at the door: no code was sent"),
+    EventSpec("return_deposited", ParcelData, summary="an item for return was dropped"),
+    EventSpec("return_collected", ParcelData, summary="a courier or collector took a return"),
+    EventSpec("recipient_added", RecipientAddedData,
+              summary="a courier added a recipient at the kiosk (no phone or e-mail)"),
+    EventSpec("staff_login", StaffData, summary="a courier or staff member logged in"),
+    EventSpec("staff_logout", StaffData, summary="a kiosk session ended (logout, idle, door)"),
+    EventSpec("staff_login_locked", StaffData, True,
+              "too many wrong PINs: that login is locked for a while"),
+    EventSpec("cell_opened_by_staff", StaffData,
+              summary="an operator or collector opened a cell, with a reason"),
+    EventSpec("code_entry_paused", CodeGuardData, True,
+              "too many wrong pickup codes: code entry paused"),
+    EventSpec("code_entry_resumed", CodeGuardData, summary="pickup code entry works again"),
 ]
 
 #: Every event type a locker records, with its data model.

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from contract.config_file import ConfigError, describe_validation_error, read_toml
 from contract.money import Currency
+from contract.parcels import ParcelsSection
 from contract.pricing import ChargingTariff, RentalTariff, StepTariff, TariffId
 from contract.topics import MAX_CELL_ID
 
@@ -364,10 +365,6 @@ CONFIG_SECTIONS = ("locker", "storage", "parcels")
 
 class LockerSection(_Model):
     """Locker-wide settings the fleet pushes (none yet: an empty table is accepted)."""
-
-
-class ParcelsSection(_Model):
-    """The parcel business's settings (none yet: an empty table is accepted)."""
 
 
 class ConfigBody(_Model):

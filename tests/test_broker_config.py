@@ -208,7 +208,7 @@ def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
     reads = {ln for ln in lines if ln.startswith("pattern read ")}
     assert reads == {
         f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack", "delivered",
-                                                 "events/resend")
+                                                 "events/resend", "resync")
     }
     assert "topic readwrite lockers/#" in lines
 

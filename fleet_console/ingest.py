@@ -424,7 +424,7 @@ class Ingest:
                             continue
                         batch.append(inbox.get_nowait())
                 await self._handle(client, batch)
-                await self._resync_tick(client)
+                await self._resync_tick(client, backlog=inbox.qsize())
         finally:
             if self._notify_tasks:  # let them finish, so their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
@@ -437,7 +437,8 @@ class Ingest:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
         parsed = self._parse(batch)
         parsed.alarms.extend(self._meter(batch))
-        self._resync.heard({lk for lk, _ in parsed.events}, self._now_ms())
+        self._resync.heard({lk for lk, _ in parsed.events} | {lk for lk, _ in parsed.cells}
+                           | {lk for lk, _ in parsed.results.values()}, self._now_ms())
         if parsed.notifications:
             held = {id(m) for m, _, _ in parsed.notifications}
             for message, locker, note in parsed.notifications:
@@ -567,11 +568,13 @@ class Ingest:
                     "rate_per_s": flood.rate_per_s}, now))
         return alarms
 
-    async def _resync_tick(self, client: aiomqtt.Client) -> None:
-        """Every `resync_check_s`: ask the lockers whose retained state the database lacks."""
+    async def _resync_tick(self, client: aiomqtt.Client, backlog: int = 0) -> None:
+        """Every `resync_check_s`: ask the lockers whose retained state the database lacks.
+        Put off while a batch's worth of messages waits: what looks lost may be in it, and
+        answers would only add to the load."""
         period = self.settings.resync_check_s
         now = asyncio.get_running_loop().time()
-        if period <= 0 or now < self._resync_next:
+        if period <= 0 or now < self._resync_next or backlog >= self.settings.batch_max:
             return
         self._resync_next = now + period
         try:
@@ -588,7 +591,7 @@ class Ingest:
                      ", ..." if len(asks) > 5 else "", asks[0].spread_ms)
 
     def _resync_views(self) -> list[LockerView]:
-        """Each locker's stored status and how many cell snapshots it has (oldest first)."""
+        """Each locker's stored status, its cell snapshots' count and the oldest one's time."""
         with self.db.transaction() as s:
             cells = {
                 r.locker: (int(r.n), r.oldest)

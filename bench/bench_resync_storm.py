@@ -187,7 +187,8 @@ async def with_resync(storm: Storm) -> dict[str, Any]:
     return {"complete": got == want, "seconds_to_complete": round(seconds, 2),
             "statuses_stored": got[0], "cells_stored": got[1],
             "resync_requests": ingest.stats.resyncs_asked,
-            "republishes": sum(lk.stats.resyncs_done for lk in storm.links)}
+            "republishes": sum(lk.stats.resyncs_done for lk in storm.links),
+            "locker_reconnects": sum(lk.stats.connects - 1 for lk in storm.links)}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A real Mosquitto whose generated configuration queues only a few messages per cl
 `FleetLink` lockers connect while the ingest is away, so their status and cell snapshots
 overflow the ingest's queue and are dropped. An ingest without resync never gets them (the
 broker does not send retained messages again to a persistent subscription); the real ingest
-with resync, on SQLite, asks the lockers and ends with every status and every declared cell.
+with resync (on SQLite and on PostgreSQL) asks the lockers and ends with every status and
+every declared cell.
 """
 
 from __future__ import annotations
@@ -116,12 +117,12 @@ async def lockers(broker: FleetBroker) -> AsyncIterator[list[FleetLink]]:
 
 
 async def test_state_dropped_by_the_broker_is_resynced(
-    tiny_broker: FleetBroker, tmp_path: Path
+    tiny_broker: FleetBroker, db_url: str
 ) -> None:
     password = tiny_broker.add_console("ops")
     mqtt = ConsoleMqtt(host=tiny_broker.host, port=tiny_broker.console_port, username="ops",
                        password=password)
-    url = f"sqlite:///{tmp_path}/console.db"
+    url = db_url
     # batch_max 2: the ingest's Receive Maximum is 8, so the broker keeps about 8 + 5 of them
     fast = {"resync_check_s": 0.2, "resync_grace_s": 0.5, "resync_retry_s": 1.0, "batch_max": 2,
             "resync_rate_per_s": 10}

@@ -8,7 +8,7 @@
     locker-broker [--registry FILE] list
     locker-broker [--registry FILE] config [--data-dir DIR] [--out DIR] [--port P] [--bind ADDR]
                   [--console-port P] [--console-bind ADDR] [--max-packet-size N]
-                  [--max-queued-messages N] [--max-queued-bytes N]
+                  [--max-queued-messages N] [--max-queued-bytes N] [--fleet-size N]
     locker-broker [--registry FILE] run [same options as config, without --out] [--embedded]
     locker-broker [--registry FILE] reload [--data-dir DIR] [--out DIR] [--prefix P]
 
@@ -49,6 +49,7 @@ from broker.mosquitto_conf import (
     DEFAULT_MAX_QUEUED_MESSAGES,
     DEFAULT_PORT,
     DEFAULT_PREFIX,
+    PER_LOCKER_BURST,
     PID_NAME,
     BrokerSettings,
     default_data_dir,
@@ -78,6 +79,9 @@ Limits (defaults above):
   --max-queued-bytes     flight: the ingest may fall that far behind one locker's flood before
                          Mosquitto drops messages to it, from every locker alike; lockers
                          re-send what the console has not acknowledged.
+  --fleet-size           raises both so that the ingest's queue holds every locker's connect
+                         burst at once (18 retained + 100 events each; default: the registry's
+                         locker accounts).
 ACLs are exactly as deep as the contract's topics (lockers/%u/cells/+, not cells/#).
 """
 
@@ -104,7 +108,7 @@ def _settings(args: argparse.Namespace, data_dir: Path) -> BrokerSettings:
         port=args.port, bind=args.bind, data_dir=data_dir, prefix=args.prefix, user=user,
         console_port=args.console_port, console_bind=args.console_bind,
         max_packet_size=args.max_packet_size, max_queued_messages=args.max_queued_messages,
-        max_queued_bytes=args.max_queued_bytes,
+        max_queued_bytes=args.max_queued_bytes, fleet_size=args.fleet_size,
     )
 
 
@@ -370,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker_opts.add_argument(
         "--max-queued-bytes", type=int, default=DEFAULT_MAX_QUEUED_BYTES, metavar="BYTES",
         help=f"payload bytes queued per client (default {DEFAULT_MAX_QUEUED_BYTES})",
+    )
+    broker_opts.add_argument(
+        "--fleet-size", type=int, default=None, metavar="N",
+        help="size the queue limits for N lockers connecting at once: at least N x "
+             f"{PER_LOCKER_BURST} messages (default: the registry's locker accounts)",
     )
 
     parser = argparse.ArgumentParser(

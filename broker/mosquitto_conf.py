@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from broker.files import write_atomic
@@ -48,6 +48,24 @@ DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
 #: Outgoing QoS 1 messages in flight per MQTT 3.1.1 client (an MQTT 5 client, like the ingest,
 #: sets its own with Receive Maximum).
 DEFAULT_MAX_INFLIGHT_MESSAGES = 20
+#: What one locker may have queued for the ingest at once after a connect: its retained status,
+#: 16 cell snapshots and config/applied (18), plus its unacknowledged events window (the fleet
+#: link's `max_in_flight`, 100). A whole fleet connecting at once (a broker restart) needs the
+#: ingest's queue to hold fleet_size times this (docs/broker.md, "Connect storms").
+PER_LOCKER_BURST = 18 + 100
+#: Average payload bytes of those messages (a status ~250, a cell ~80, an event ~200), to size
+#: max_queued_bytes alike.
+PER_MESSAGE_BYTES = 256
+
+
+def queue_limits(fleet_size: int, max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> tuple[int, int]:
+    """(max_queued_messages, max_queued_bytes) for a fleet of `fleet_size` lockers: enough for
+    every locker's connect burst at once, never below the given limits (0 stays "no limit")."""
+    burst = fleet_size * PER_LOCKER_BURST
+    messages = 0 if max_queued_messages == 0 else max(max_queued_messages, burst)
+    size = 0 if max_queued_bytes == 0 else max(max_queued_bytes, burst * PER_MESSAGE_BYTES)
+    return messages, size
 
 
 def _acl_suffix(kind: TopicKind) -> str:
@@ -97,6 +115,8 @@ class BrokerSettings:
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_inflight_messages: int = DEFAULT_MAX_INFLIGHT_MESSAGES
+    #: Lockers the queue limits are sized for (`queue_limits`); None: the registry's count.
+    fleet_size: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -110,8 +130,8 @@ class BrokerSettings:
             )
         validate_name(self.prefix, "topic prefix")
         for name in ("max_packet_size", "max_queued_messages", "max_queued_bytes",
-                     "max_inflight_messages"):
-            if getattr(self, name) < 0:
+                     "max_inflight_messages", "fleet_size"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 (no limit) or more")
         if 0 < self.max_packet_size < 1024:
             raise ValueError(f"max_packet_size {self.max_packet_size} is too small for the "
@@ -177,6 +197,8 @@ def render_conf(
     `passwd`) the console accounts; both listeners share the ACL file.
     """
     data_dir = Path(settings.data_dir).resolve()
+    queued, queued_bytes = queue_limits(
+        settings.fleet_size or 0, settings.max_queued_messages, settings.max_queued_bytes)
     if console_passwd is None:
         console_passwd = Path(passwd).with_name(CONSOLE_PASSWD_NAME)
     lines = [
@@ -211,9 +233,11 @@ def render_conf(
         f"autosave_interval {settings.autosave_interval}",
         f"persistent_client_expiration {settings.persistent_client_expiration}",
         "# Queue limits are per receiving client: the ingest's queue takes every locker's",
-        "# messages, so it must hold one locker's burst (docs/broker.md, \"Floods\").",
-        f"max_queued_messages {settings.max_queued_messages}",
-        f"max_queued_bytes {settings.max_queued_bytes}",
+        "# messages, so it must hold one locker's burst (docs/broker.md, \"Floods\") and every",
+        f"# locker's connect burst at once: {settings.fleet_size or 0} lockers x "
+        f"{PER_LOCKER_BURST} (\"Connect storms\").",
+        f"max_queued_messages {queued}",
+        f"max_queued_bytes {queued_bytes}",
         f"max_inflight_messages {settings.max_inflight_messages}",
         "queue_qos0_messages false",
         "",
@@ -268,6 +292,8 @@ def write_config(registry: Registry, settings: BrokerSettings, out_dir: Path) ->
         data_dir=data_dir, console_passwd=out_dir / CONSOLE_PASSWD_NAME,
     )
     write_access_files(registry, out_dir, settings.prefix)
+    if settings.fleet_size is None:
+        settings = replace(settings, fleet_size=len(registry.lockers()))
     write_atomic(
         files.conf, render_conf(settings, files.passwd, files.acl, files.console_passwd),
         mode=0o644,

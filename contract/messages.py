@@ -505,6 +505,30 @@ class Delivered(Message):
     notifications: list[NonEmpty] = Field(default_factory=list, max_length=DELIVERED_MAX_ITEMS)
 
 
+# -- lockers/{id}/resync ---------------------------------------------------------------------
+#: The longest window a resync request may spread a locker's answer over (10 minutes).
+MAX_RESYNC_SPREAD_MS = 600_000
+#: What a resync request may ask for: the retained topics a locker publishes.
+ResyncPart = Literal["status", "cells", "config"]
+RESYNC_PARTS: tuple[ResyncPart, ...] = ("status", "cells", "config")
+
+
+class ResyncRequest(Message):
+    """The console lacks some of this locker's retained state: publish it again (retained,
+    QoS 1) after a random delay in [0, spread_ms], so a thousand answers do not arrive at once.
+    A locker answers at most once per its minimum interval, however often it is asked."""
+
+    #: When the console asked (its clock): for logs; the locker never compares it with its own.
+    at: EpochMs
+    spread_ms: Annotated[int, Field(ge=0, le=MAX_RESYNC_SPREAD_MS)]
+    #: The parts to publish again; absent: all of them.
+    what: Annotated[list[ResyncPart], Field(min_length=1, max_length=3)] | None = None
+
+    def parts(self) -> frozenset[str]:
+        """The parts asked for (all when `what` is absent)."""
+        return frozenset(self.what if self.what is not None else RESYNC_PARTS)
+
+
 #: The payload model of each kind of topic.
 PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.STATUS: Status,
@@ -519,6 +543,7 @@ PAYLOAD_MODELS: dict[TopicKind, type[Message]] = {
     TopicKind.NOTIFY: Notification,
     TopicKind.CONFIG_APPLIED: ConfigApplied,
     TopicKind.DELIVERED: Delivered,
+    TopicKind.RESYNC: ResyncRequest,
 }
 
 

@@ -49,6 +49,9 @@ class TopicKind(StrEnum):
     #: The console stored these command results and handled these notifications: the locker
     #: stops re-sending them (what `events/ack` is for events).
     DELIVERED = "delivered"
+    #: The console lacks some of the locker's retained state (a broker dropped it from the
+    #: ingest's queue in a connect storm): publish status, cells and config/applied again.
+    RESYNC = "resync"
 
 
 class Direction(StrEnum):
@@ -81,6 +84,7 @@ TOPIC_SPECS: dict[TopicKind, TopicSpec] = {
     TopicKind.CONFIG_APPLIED: TopicSpec(Direction.FROM_LOCKER, 1, True),
     TopicKind.NOTIFY: TopicSpec(Direction.FROM_LOCKER, 1, False),
     TopicKind.DELIVERED: TopicSpec(Direction.TO_LOCKER, 1, False),
+    TopicKind.RESYNC: TopicSpec(Direction.TO_LOCKER, 1, False),
 }
 
 _SUFFIX_TO_KIND = {kind.value: kind for kind in TopicKind if kind is not TopicKind.CELL}
@@ -185,6 +189,9 @@ class Topics:
 
     def delivered(self, locker: str) -> str:
         return self.topic(TopicKind.DELIVERED, locker)
+
+    def resync(self, locker: str) -> str:
+        return self.topic(TopicKind.RESYNC, locker)
 
     # -- subscriptions ------------------------------------------------------------------------
     def wildcard(self, kind: TopicKind) -> str:

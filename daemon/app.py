@@ -171,6 +171,8 @@ class LockerDaemon:
             link = FleetLink(
                 self.fleet, self.config.mqtt, log=self._link_log,
                 resend_after=self.config.mqtt.resend_after_s,
+                reconnect_spread=self.config.mqtt.reconnect_spread_s,
+                resync_min_interval=self.config.mqtt.resync_min_interval_s,
             )
             self.fleet.link = link
             self.fleet.resume()

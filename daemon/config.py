@@ -43,6 +43,11 @@ class MqttSettings(BrokerConnection):
     #: Events, command results and relayed notifications the console has not acknowledged
     #: for this long are sent again.
     resend_after_s: float = Field(30, gt=0, le=3600)
+    #: After a lost connection the first reconnect waits a random delay up to this long, so a
+    #: fleet does not come back in the same second after a broker restart (then backoff).
+    reconnect_spread_s: float = Field(5, ge=0, le=600)
+    #: The console's `resync` requests are answered at most once per this long.
+    resync_min_interval_s: float = Field(10, ge=0, le=3600)
 
 
 class TrustSettings(StrictSection):

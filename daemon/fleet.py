@@ -104,6 +104,13 @@ class FleetSide:
             "cells": sorted(c.id for c in d.config.cells),  # what the console may store
         }
 
+    def config_applied(self) -> dict | None:
+        """The running configuration's version and hash (a resync publishes them again)."""
+        current = self.daemon.store.meta("fleet_config")
+        if not current:
+            return None
+        return {"version": current["version"], "hash": current["hash"]}
+
     def boards(self) -> list[dict]:
         """Each board's health as the status shows it. Online is the cell machines' judgement
         (it answered, and has not failed `offline_after_polls` polls in a row since), the one

@@ -55,6 +55,13 @@ class IngestLimits(StrictSection):
     #: a `flood` alarm.
     flood_rate_per_s: float = Field(50.0, gt=0)
     flood_window_s: float = Field(10.0, gt=0, le=3600)
+    #: Lockers whose retained state the database lacks are asked on `resync`: checked every
+    #: resync_check_s (0: never), at most resync_rate_per_s requests a second, a locker once
+    #: it looked incomplete for resync_grace_s, and again every resync_retry_s while it stays so.
+    resync_check_s: float = Field(5.0, ge=0, le=3600)
+    resync_rate_per_s: float = Field(50.0, gt=0, le=100_000)
+    resync_grace_s: float = Field(10.0, ge=0, le=3600)
+    resync_retry_s: float = Field(30.0, gt=0, le=86_400)
 
 
 class ConsoleConfig(StrictSection):

@@ -48,6 +48,13 @@ A crash between the provider's acceptance and that commit sends it again on rede
 once); so does a stop while it waits to try again. The text (codes, PINs) is never stored or
 logged, not even the text of a malformed payload.
 
+**Resync** (the pure `ResyncPlanner` of fleet_console/resync.py). Every `resync_check_s` the
+ingest reads from the database which lockers' retained state it lacks (no status, fewer cell
+snapshots than the status declares, snapshots older than the status, or heard from while stored
+offline) and asks them on `resync`, at most `resync_rate_per_s`, once per `resync_retry_s` per
+locker while still incomplete, after `resync_grace_s` of looking incomplete; the locker
+publishes its status, cells and config/applied again, spread over `spread_ms`.
+
 **Delivered.** A broker may drop a message to the ingest after acknowledging it to the locker
 (its queue for us overflowed), so lockers keep command results and notifications until told
 otherwise: after the commit that stored a batch's results, and after a notification's row was
@@ -67,7 +74,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -84,6 +91,7 @@ from contract.messages import (
     MalformedPayload,
     Notification,
     ResultKey,
+    ResyncRequest,
     Status,
 )
 from contract.topics import TopicKind, Topics, locker_of
@@ -102,6 +110,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
+from fleet_console.resync import LockerView, ResyncAsk, ResyncPlanner
 from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
@@ -148,6 +157,13 @@ class IngestSettings:
     #: `flood_window_s`, raises a `flood` alarm.
     flood_rate_per_s: float = 50.0
     flood_window_s: float = 10.0
+    #: How often the database is checked for lockers whose retained state is lacking (0: never),
+    #: how many `resync` requests go out per second at most, how long a locker must look
+    #: incomplete before it is asked, and how long before it is asked again.
+    resync_check_s: float = 5.0
+    resync_rate_per_s: float = 50.0
+    resync_grace_s: float = 10.0
+    resync_retry_s: float = 30.0
 
 
 @dataclass
@@ -167,6 +183,8 @@ class IngestStats:
     notify_duplicates: int = 0
     quarantined: int = 0
     floods: int = 0
+    #: `resync` requests published (lockers asked for their retained state again).
+    resyncs_asked: int = 0
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,12 @@ class Ingest:
         s = self.settings
         self._gate = QuarantineGate(keep_per_window=s.quarantine_keep_per_min, window_s=60.0)
         self._flood = FloodMeter(rate_per_s=s.flood_rate_per_s, window_s=s.flood_window_s)
+        self._resync = ResyncPlanner(
+            rate_per_s=s.resync_rate_per_s, burst=max(1.0, s.resync_rate_per_s * s.resync_check_s),
+            retry_s=s.resync_retry_s, grace_s=s.resync_grace_s, now_ms=self._now_ms(),
+        )
+        #: When the next resync check is due (the loop's monotonic clock).
+        self._resync_next = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -400,6 +424,7 @@ class Ingest:
                             continue
                         batch.append(inbox.get_nowait())
                 await self._handle(client, batch)
+                await self._resync_tick(client, backlog=inbox.qsize())
         finally:
             if self._notify_tasks:  # let them finish, so their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
@@ -412,6 +437,8 @@ class Ingest:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
         parsed = self._parse(batch)
         parsed.alarms.extend(self._meter(batch))
+        self._resync.heard({lk for lk, _ in parsed.events} | {lk for lk, _ in parsed.cells}
+                           | {lk for lk, _ in parsed.results.values()}, self._now_ms())
         if parsed.notifications:
             held = {id(m) for m, _, _ in parsed.notifications}
             for message, locker, note in parsed.notifications:
@@ -540,6 +567,62 @@ class Ingest:
                     "messages": flood.count, "window_s": flood.window_s,
                     "rate_per_s": flood.rate_per_s}, now))
         return alarms
+
+    async def _resync_tick(self, client: aiomqtt.Client, backlog: int = 0) -> None:
+        """Every `resync_check_s`: ask the lockers whose retained state the database lacks.
+        Put off while a batch's worth of messages waits: what looks lost may be in it, and
+        answers would only add to the load."""
+        period = self.settings.resync_check_s
+        now = asyncio.get_running_loop().time()
+        if period <= 0 or now < self._resync_next or backlog >= self.settings.batch_max:
+            return
+        self._resync_next = now + period
+        try:
+            views = await self._in_store_thread(self._resync_views)
+        except SQLAlchemyError as exc:  # the next check tries again
+            log.warning("resync check failed (%s)", _first_line(exc))
+            return
+        asks = self._resync.plan(views, self._now_ms())
+        for ask in asks:
+            self._send_resync(client, ask)
+        if asks:
+            log.info("asked %d locker(s) to publish their retained state again (%s%s), "
+                     "answers spread over %d ms", len(asks), ", ".join(a.locker for a in asks[:5]),
+                     ", ..." if len(asks) > 5 else "", asks[0].spread_ms)
+
+    def _resync_views(self) -> list[LockerView]:
+        """Each locker's stored status, its cell snapshots' count and the oldest one's time."""
+        with self.db.transaction() as s:
+            cells = {
+                r.locker: (int(r.n), r.oldest)
+                for r in s.execute(
+                    select(Cell.locker, func.count().label("n"),
+                           func.min(Cell.updated_at).label("oldest")).group_by(Cell.locker)
+                )
+            }
+            views = []
+            for r in s.execute(select(Locker.id, Locker.online, Locker.last_status_at,
+                                      Locker.declared_cells)):
+                n, oldest = cells.get(r.id, (0, None))
+                declared = len(r.declared_cells) if isinstance(r.declared_cells, list) else None
+                views.append(LockerView(r.id, r.last_status_at, r.online, declared, n, oldest))
+            return views
+
+    def _send_resync(self, client: aiomqtt.Client, ask: ResyncAsk) -> None:
+        """Not awaited: a lost request is asked again after `resync_retry_s`."""
+        what = list(ask.what) if ask.what is not None else None
+        payload = ResyncRequest.model_validate(
+            {"at": self._now_ms(), "spread_ms": ask.spread_ms, "what": what}).to_payload()
+        task = asyncio.create_task(client.publish(
+            self.topics.resync(ask.locker), payload, qos=1, timeout=10))
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._resync_done)
+        self.stats.resyncs_asked += 1
+
+    def _resync_done(self, task: asyncio.Task[None]) -> None:
+        self._ack_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("resync request not confirmed by the broker: %s", task.exception())
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
         seq = self._acks.take(locker)

@@ -208,7 +208,7 @@ def test_acl_lets_a_locker_write_only_its_own_subtree(tmp_path: Path) -> None:
     reads = {ln for ln in lines if ln.startswith("pattern read ")}
     assert reads == {
         f"pattern read lockers/%u/{t}" for t in ("cmd", "config", "events/ack", "delivered",
-                                                 "events/resend")
+                                                 "events/resend", "resync")
     }
     assert "topic readwrite lockers/#" in lines
 
@@ -279,6 +279,27 @@ def test_cli_config_is_accepted_by_real_mosquitto(tmp_path: Path) -> None:
         assert probe_login("127.0.0.1", port, "L-9", pw + "x") in (4, 5)
         assert mosq.running
     assert (tmp_path / "data" / "mosquitto.db").is_file()  # persistence saved on stop
+
+
+def test_cli_config_sizes_the_queues_for_the_fleet(tmp_path: Path) -> None:
+    """Every locker's connect burst (18 retained + 100 events) fits the ingest's queue at once;
+    without --fleet-size the registry's lockers count, and today's limits are the floor."""
+    reg = tmp_path / "registry.json"
+    run_cli("--registry", str(reg), "add-locker", "L-1")
+
+    def limits(*extra: str) -> dict[str, int]:
+        done = run_cli("--registry", str(reg), "config", "--out", str(tmp_path / "conf"),
+                       "--data-dir", str(tmp_path / "data"), *extra)
+        assert done.returncode == 0, done.stderr
+        conf = (tmp_path / "conf" / "mosquitto.conf").read_text().splitlines()
+        return {ln.split()[0]: int(ln.split()[1]) for ln in conf
+                if ln.startswith(("max_queued_messages ", "max_queued_bytes "))}
+
+    assert limits() == {"max_queued_messages": 500_000, "max_queued_bytes": 64 * 1024 * 1024}
+    assert limits("--fleet-size", "10000") == {"max_queued_messages": 1_180_000,
+                                               "max_queued_bytes": 1_180_000 * 256}
+    assert limits("--fleet-size", "10000", "--max-queued-messages", "2000000")[
+        "max_queued_messages"] == 2_000_000
 
 
 def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> str:

@@ -22,6 +22,7 @@ from contract.messages import (
     Notification,
     Reason,
     ResultKey,
+    ResyncRequest,
     SignedCommand,
     SignedConfig,
     Status,
@@ -53,6 +54,8 @@ def samples() -> list[Message]:
         EventAck(up_to_seq=41),
         EventResend(from_seq=7, to_seq=9),
         EventsGone(from_seq=7, to_seq=7),
+        ResyncRequest(at=1_700_000_000_000, spread_ms=20_000),
+        ResyncRequest(at=0, spread_ms=0, what=["cells", "config"]),
         SignedCommand(
             v=1,
             cmd_id=CMD_ID,
@@ -290,3 +293,26 @@ def test_status_is_bounded(body: dict[str, object]) -> None:
 def test_status_may_declare_its_cells() -> None:
     body = {"online": True, "version": "1", "boot_id": "b", "started_at": 1, "cells": [1, 2]}
     assert Status.from_payload(json.dumps(body)).cells == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"at": 1, "spread_ms": 600001}',
+        b'{"at": 1, "spread_ms": -1}',
+        b'{"at": 1, "spread_ms": 0, "what": []}',
+        b'{"at": 1, "spread_ms": 0, "what": ["pins"]}',
+        b'{"at": 1, "spread_ms": 0, "now": true}',
+        b'{"spread_ms": 0}',
+    ],
+)
+def test_resync_request_is_bounded(payload: bytes) -> None:
+    """A console cannot make a locker wait past ten minutes or republish what is not its."""
+    with pytest.raises(MalformedPayload):
+        ResyncRequest.from_payload(payload)
+
+
+def test_resync_request_defaults_to_every_part() -> None:
+    assert ResyncRequest.from_payload(b'{"at": 1, "spread_ms": 5}').parts() == {
+        "status", "cells", "config"}
+    assert ResyncRequest(at=1, spread_ms=0, what=["cells"]).parts() == {"cells"}

@@ -35,6 +35,7 @@ EXPECTED = [
     (T.delivered("L1"), "lockers/L1/delivered", TopicKind.DELIVERED, None),
     (T.events_resend("L1"), "lockers/L1/events/resend", TopicKind.EVENTS_RESEND, None),
     (T.events_gone("L1"), "lockers/L1/events/gone", TopicKind.EVENTS_GONE, None),
+    (T.resync("L1"), "lockers/L1/resync", TopicKind.RESYNC, None),
 ]
 
 
@@ -141,7 +142,7 @@ def test_subscriptions() -> None:
     )
     assert sorted(T.locker_subscriptions("L1")) == sorted(
         ["lockers/L1/cmd", "lockers/L1/config", "lockers/L1/events/ack", "lockers/L1/delivered",
-         "lockers/L1/events/resend"]
+         "lockers/L1/events/resend", "lockers/L1/resync"]
     )
     for kind, spec in TOPIC_SPECS.items():
         in_console = T.wildcard(kind) in T.console_subscriptions()

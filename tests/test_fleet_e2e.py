@@ -214,3 +214,20 @@ def test_command_expired_while_locker_offline_is_rejected(fleet) -> None:
     (answer,) = results_for(console, cmd["cmd_id"], 1)
     assert answer["status"] == "rejected" and answer["reason"] == "expired"
     assert sim.unlock_count(0, 1) == 0 and not sim.door_open(0, 1)
+
+
+def test_lockerd_answers_resync_with_its_retained_state(fleet) -> None:
+    """The console lost this locker's status and cells on the way (a connect storm): asked on
+    `resync`, lockerd publishes them again, once however often it is asked."""
+    _, d, console, locker = fleet
+    console.subscribe(TOPICS.status(locker))
+    console.subscribe(f"lockers/{locker}/cells/+")
+    retained = {console.expect(timeout=5).topic for _ in range(1 + len(CELLS))}
+    assert TOPICS.status(locker) in retained
+    for _ in range(5):
+        console.publish(TOPICS.resync(locker), json.dumps({"at": now_ms(), "spread_ms": 200}))
+    again = [console.expect(timeout=5) for _ in range(1 + len(CELLS))]
+    assert {m.topic for m in again} == retained and not any(m.retain for m in again)
+    assert json.loads(again[0].payload)["online"] is True
+    console.assert_silent(0.5)  # five requests, one answer
+    d.wait_line(lambda r: r.get("kind") == "mqtt_resynced")

@@ -131,6 +131,7 @@ def make_link(
     log = LogLines()
     kwargs.setdefault("backoff_initial", 0.05)
     kwargs.setdefault("backoff_max", 0.2)
+    kwargs.setdefault("reconnect_spread", 0.1)
     link = FleetLink(
         port, settings_for(broker, creds, kwargs.pop("broker_port", None)), log=log, **kwargs
     )
@@ -629,3 +630,36 @@ def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
         assert ceiling / 2 <= delay <= ceiling
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+async def test_resync_republishes_retained_state_once_per_interval(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials, console: MqttTestClient
+) -> None:
+    """A console that lost a locker's retained messages asks on `resync`: status, every cell
+    and config/applied come again, retained; a flood of requests costs one republish and a
+    bad payload is logged and dropped."""
+    lid = locker_credentials.locker_id
+    port = FakePort(lid, cells=3)
+    link, log = make_link(mqtt_broker, locker_credentials, port, resync_min_interval=30.0)
+    async with running(link):
+        link.send_config_applied({"version": 7, "hash": "b" * 64})
+        await until(lambda: link.stats.cells_published == 3)
+        await asyncio.to_thread(console.subscribe, f"lockers/{lid}/#")
+        await collect(console, lambda seen: len(seen) >= 5)  # the retained copies
+        await asyncio.sleep(0.2)
+        assert link.stats.resyncs_done == 0
+
+        await asyncio.to_thread(console.publish, T.resync(lid), b'{"at": 1, "spread_ms": "x"}', 1)
+        await until(lambda: "resync_malformed" in log.kinds())
+        request = json.dumps({"at": 1, "spread_ms": 300}).encode()
+        for _ in range(20):
+            await asyncio.to_thread(console.publish, T.resync(lid), request, 1)
+        wanted = {T.status(lid), T.config_applied(lid), *(T.cell(lid, n) for n in (1, 2, 3))}
+        seen = await collect(console, lambda seen: wanted <= set(seen))
+        assert seen[T.status(lid)][0]["boot_id"] == port.boot_id
+        assert seen[T.config_applied(lid)] == [{"version": 7, "hash": "b" * 64}]
+        await until(lambda: link.stats.resyncs_asked == 20)
+        await asyncio.sleep(0.5)  # more than the spread: a second answer would show by now
+        assert link.stats.resyncs_done == 1
+        assert link.stats.cells_published == 6
+        assert log.kinds().count("resync_scheduled") == 1

@@ -21,11 +21,17 @@ What it guarantees (docs/architecture.md, "MQTT contract" and "Nothing is lost")
   QoS 1 commands published while the locker is away are delivered when it comes back; incoming
   messages are PUBACKed only after the core handled them, so one the process dies with comes again
   (the core's replay cache makes that harmless);
-- reconnect for ever with exponential backoff and jitter; network errors never leave `run()`,
-  and neither a port exception nor a malformed message stops the link.
+- on the console's `resync` request (it lacks some retained state: a broker dropped it on the
+  way in a connect storm): status, every cell snapshot and config/applied again, retained, after
+  a random delay in [0, spread_ms], at most once per `resync_min_interval` (`ResyncGate`);
+- reconnect for ever: the first attempt after a lost connection within a random delay in
+  [0, `reconnect_spread`] (so a fleet does not come back in lock step after a broker restart),
+  then exponential backoff with jitter; network errors never leave `run()`, and neither a port
+  exception nor a malformed message stops the link.
 
 The window, ack and resend rules are pure objects (`OutboxWindow`, `UntilDelivered` in
-daemon/io/outbox_window.py); this module does their MQTT calls and reads the clock for them.
+daemon/io/outbox_window.py; `ResyncGate`, `Backoff` in daemon/io/fleet_pacing.py); this
+module does their MQTT calls and reads the clock for them.
 """
 
 from __future__ import annotations
@@ -60,9 +66,11 @@ from contract.messages import (
     MalformedPayload,
     Message,
     Notification,
+    ResyncRequest,
     Status,
 )
 from contract.topics import Topics
+from daemon.io.fleet_pacing import Backoff, ResyncGate, ResyncVerdict
 from daemon.io.outbox_window import (
     AckVerdict,
     OutboxWindow,
@@ -127,35 +135,15 @@ class LockerPort(Protocol):
         Optional: a port without it keeps nothing to forget."""
         ...
 
+    def config_applied(self) -> dict | None:
+        """The running configuration's ConfigApplied fields (version, hash), None if none.
+        Optional: without it a resync republishes the last one sent through this link."""
+        ...
+
 
 def _default_log(kind: str, level: str = "info", **fields: Any) -> None:
     _logger.log(logging.getLevelName(level.upper()), "mqtt_%s %s", kind,
                 " ".join(f"{k}={v}" for k, v in fields.items()))
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter": each delay is in [d/2, d], d doubling to `maximum`.
-
-    The jitter keeps a fleet of lockers from reconnecting in lock step after a broker restart.
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        if initial <= 0 or maximum < initial:
-            raise ValueError("backoff needs 0 < initial <= maximum")
-        self.initial = initial
-        self.maximum = maximum
-        self._rng = rng or random.Random()
-        self._next = initial
-
-    def next_delay(self) -> float:
-        """The delay to wait now; the following one will be about twice as long."""
-        d = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return self._rng.uniform(d / 2, d)
-
-    def reset(self) -> None:
-        """After a successful connection: start again from `initial`."""
-        self._next = self.initial
 
 
 @dataclass
@@ -172,6 +160,9 @@ class LinkStats:
     results_published: int = 0
     commands_received: int = 0
     configs_received: int = 0
+    #: The console's `resync` requests received, and republishes made for them.
+    resyncs_asked: int = 0
+    resyncs_done: int = 0
 
 
 @dataclass
@@ -208,19 +199,27 @@ class FleetLink:
         result_expiry_s: int | None = 24 * 3600,
         timeout: float = 10.0,
         deliver_for_s: float = 24 * 3600,
+        reconnect_spread: float = 5.0,
+        resync_min_interval: float = 10.0,
+        rng: random.Random | None = None,
     ) -> None:
         """`protocol` None: MQTT 5, falling back to 3.1.1 for good if the broker refuses 5;
         `ProtocolVersion.V311` or `.V5` forces one. `resend_after`: re-send the unacknowledged
         events, results and notifications when no ack came for that long. `result_expiry_s`:
         MQTT 5 message expiry of command results (None: none). `deliver_for_s`: how long a
-        result or notification is offered to a console that never confirms it."""
+        result or notification is offered to a console that never confirms it.
+        `reconnect_spread`: the first reconnect after a lost connection waits a random delay up
+        to this long. `resync_min_interval`: the least time between two answers to `resync`."""
         self.port = port
         self.settings = settings
         self.locker_id = port.locker_id
         self.topics = Topics(settings.prefix)
         self.stats = LinkStats()
         self._log_fn: LogFn = log or _default_log
-        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(backoff_initial, backoff_max, self._rng,
+                                first_spread=reconnect_spread)
+        self._resync = ResyncGate(resync_min_interval, self._rng)
         if protocol is None:  # the configuration decides: "auto", "5" or "3.1.1"
             protocol = {"5": ProtocolVersion.V5, "3.1.1": ProtocolVersion.V311}.get(
                 getattr(settings, "protocol", "auto")
@@ -246,6 +245,7 @@ class FleetLink:
         self._inbound_kinds = {
             t.cmd(lk): "cmd", t.config(lk): "config", t.events_ack(lk): "ack",
             t.delivered(lk): "delivered", t.events_resend(lk): "resend",
+            t.resync(lk): "resync",
         }
         #: The console's `events/resend` ranges not answered yet (at most _MAX_RESEND_ASKS;
         #: one more is dropped with a log line: the console asks again after its gap timeout).
@@ -262,6 +262,8 @@ class FleetLink:
         #: Results and notifications until the console confirms them, in the order queued.
         self._pending = UntilDelivered(resend_after, deliver_for_s)
         self._applied: bytes | None = None
+        #: The last config/applied sent through this link (a resync may need it again).
+        self._applied_last: bytes | None = None
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
 
     def _log(self, kind: str, **fields: Any) -> None:
@@ -323,7 +325,7 @@ class FleetLink:
 
     def send_config_applied(self, applied: dict) -> None:
         """Publish the running configuration, retained, on `config/applied` (latest wins)."""
-        self._applied = ConfigApplied.from_dict(applied).to_payload()
+        self._applied = self._applied_last = ConfigApplied.from_dict(applied).to_payload()
         self._wake.set()
 
     async def publish_notification(self, message: dict, timeout: float = 10.0) -> None:
@@ -496,15 +498,17 @@ class FleetLink:
                 self._log("resend", after_seq=resend.after_seq, unacked=resend.unacked)
                 continue
             wait = self._window.timeout()
-            pending_wait = self._pending.timeout(time.monotonic())
-            if pending_wait is not None:
-                wait = pending_wait if wait is None else min(wait, pending_wait)
+            now = time.monotonic()
+            for other in (self._pending.timeout(now), self._resync.timeout(now)):
+                if other is not None:
+                    wait = other if wait is None else min(wait, other)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     async def _publish_pass(self, client: aiomqtt.Client) -> None:
         """Publish what is due: status, results, config/applied, cells, then events."""
+        self._resync_due()
         if self._status_due:
             self._status_due = False
             await client.publish(self._t_status, self._status_payload(), qos=1, retain=True)
@@ -573,6 +577,32 @@ class FleetLink:
         self.stats.events_published += len(payloads)
         return len(payloads)
 
+    def _resync_due(self) -> None:
+        """A resync answer due now: mark its parts for this pass (retained, QoS 1)."""
+        parts = self._resync.due(time.monotonic())
+        if not parts:
+            return
+        if "status" in parts:
+            self._status_due = True
+        if "cells" in parts:
+            snaps = self._safe(self.port.cell_snapshots, [])
+            self._dirty_cells.update(int(c["cell"]) for c in snaps)
+        if "config" in parts:
+            applied = self._current_applied()
+            if applied is not None and self._applied is None:
+                self._applied = applied
+        self.stats.resyncs_done += 1
+        self._log("resynced", parts=",".join(sorted(parts)))
+
+    def _current_applied(self) -> bytes | None:
+        """The running configuration's config/applied payload, if any is known."""
+        current = getattr(self.port, "config_applied", None)
+        if current is not None:
+            obj = self._safe(current, None)
+            if obj is not None:
+                return _encode(ConfigApplied, obj, "config_applied", self._log)
+        return self._applied_last
+
     def _due_pending(self) -> list[Outgoing]:
         """Pending results and notifications to (re-)send now; those offered for longer than
         `deliver_for_s` are given up (a console that never confirms)."""
@@ -617,6 +647,9 @@ class FleetLink:
                 _puback(client, message.mid, message.qos)
             elif kind == "resend":
                 self._on_resend(payload)
+                _puback(client, message.mid, message.qos)
+            elif kind == "resync":
+                self._on_resync(payload)
                 _puback(client, message.mid, message.qos)
             elif kind in ("cmd", "config"):
                 parsed = self.topics.parse(topic)
@@ -665,6 +698,25 @@ class FleetLink:
             return
         self._resend_asks.append(ask)
         self._wake.set()
+
+    def _on_resync(self, payload: bytes) -> None:
+        """The console lacks some retained state: answered by the publisher when due."""
+        try:
+            ask = ResyncRequest.from_payload(payload)
+        except MalformedPayload as exc:
+            self._log("resync_malformed", reason=str(exc))
+            return
+        self.stats.resyncs_asked += 1
+        now = time.monotonic()
+        answer = self._resync.asked(ask.parts(), ask.spread_ms, now)
+        if answer.verdict is ResyncVerdict.SCHEDULED:
+            assert answer.due_at is not None
+            self._log("resync_scheduled", parts=",".join(sorted(ask.parts())),
+                      in_s=round(answer.due_at - now, 3))
+            self._wake.set()
+        elif answer.verdict is ResyncVerdict.TOO_SOON:
+            self._log("resync_ignored", reason="answered less than "
+                      f"{self._resync.min_interval:g} s ago")
 
     async def _answer_resends(self, client: aiomqtt.Client) -> None:
         """Publish again what the outbox holds of each asked range (same seq, same id) and

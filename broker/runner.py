@@ -54,10 +54,15 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out for (host, 0); free unless someone races us for it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port the kernel just handed out for (host, 0), whose next port is free too: a broker's
+    console listener defaults to port + 1. Free unless someone races us for them."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port < 65535 and port_is_free(host, port + 1):
+            return port
+    return port
 
 
 def _mqtt_string(value: str) -> bytes:

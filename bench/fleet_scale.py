@@ -208,20 +208,27 @@ class SimLocker:
             self.gone_sent += 1
 
     # -- retained presence ---------------------------------------------------------------------
-    def publish_presence(self) -> None:
+    def publish_presence(self, what: list[str] | None = None) -> None:
+        """Retained status and cells (those of them `what` names, when given)."""
+        if what is None or "status" in what:
+            self._publish_status()
+        if what is None or "cells" in what:
+            for cell in range(1, CELLS + 1):
+                snap = CellSnapshot(cell=cell, state="free", door="closed", size="M",
+                                    since=self.started_at)
+                self.publish(TOPICS.cell(self.id, cell), snap.to_payload(), retain=True)
+
+    def _publish_status(self) -> None:
         status = Status(online=True, version="bench", boot_id=self.boot_id,
                         started_at=self.started_at, cells=list(range(1, CELLS + 1)),
                         boards=[BoardHealth(name="bus0", online=True)])
         self.publish(TOPICS.status(self.id), status.to_payload(), retain=True)
-        for cell in range(1, CELLS + 1):
-            snap = CellSnapshot(cell=cell, state="free", door="closed", size="M",
-                                since=self.started_at)
-            self.publish(TOPICS.cell(self.id, cell), snap.to_payload(), retain=True)
 
-    async def resync(self, spread_ms: int) -> None:
+    async def resync(self, spread_ms: int, what: list[str] | None) -> None:
+        """Answer `resync` (`{"at", "spread_ms", "what"}`) after random(0, spread_ms)."""
         await asyncio.sleep(random.uniform(0, max(0, spread_ms) / 1000))
         if self.writer is not None:
-            self.publish_presence()
+            self.publish_presence(what)
 
     # -- MQTT ----------------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
@@ -319,7 +326,8 @@ class SimLocker:
                 self.on_resend(int(body["from_seq"]), int(body["to_seq"]))
             elif topic.endswith("/resync"):
                 self.resyncs += 1
-                task = asyncio.create_task(self.resync(int(body.get("spread_ms", 0))))
+                task = asyncio.create_task(self.resync(int(body.get("spread_ms", 0)),
+                                                       body.get("what")))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 

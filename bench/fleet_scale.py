@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import json
 import multiprocessing as mp
 import os
@@ -84,6 +85,10 @@ POLL_S = 0.5
 PROGRESS_S = 5.0
 INGEST_READY_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The drain ends early when neither stored events nor acks moved for this long.
+DRAIN_STALL_S = 15.0
+#: Lockers one load process takes at most (10,000 lockers: 4 processes, whatever --workers).
+BIG_FLEET_PER_WORKER = 2500
 
 
 def say(line: str) -> None:
@@ -135,10 +140,10 @@ class Shared:
 class SimLocker:
     """One locker: a durable outbox of events, its retained status and cells, reconnects."""
 
-    def __init__(self, locker: str, password: str, host: str, port: int, shared: Shared,
-                 finish: asyncio.Event, stop_load: asyncio.Event) -> None:
+    def __init__(self, locker: str, password: str, host: str, port: int,
+                 finish: asyncio.Event) -> None:
         self.id, self.password, self.host, self.port = locker, password, host, port
-        self.shared, self.finish, self.stop_load = shared, finish, stop_load
+        self.finish = finish
         self.generated = 0
         self.acked = 0
         self.outbox: dict[int, tuple[bytes, float | None]] = {}  # seq -> (payload, 1st publish)
@@ -284,29 +289,15 @@ class SimLocker:
             f"{TOPICS.prefix}/{self.id}/resync"))
         writer.write(_packet(0x82, struct.pack("!H", 1) + subs))
         self.flush()
-        pinger = asyncio.create_task(self.ping(writer))
-        finish = asyncio.create_task(self.finish.wait())
-        try:
-            while True:
-                read = asyncio.create_task(_read_packet(reader))
-                done, _ = await asyncio.wait({read, finish}, return_when=asyncio.FIRST_COMPLETED)
-                if finish in done:
-                    read.cancel()
-                    writer.write(b"\xe0\x00")  # DISCONNECT: no last will
-                    with contextlib.suppress(OSError):
-                        await asyncio.wait_for(writer.drain(), 5)
-                    writer.close()
-                    self.writer = None
-                    return
-                self.on_packet(*read.result())
-        finally:
-            pinger.cancel()
-            finish.cancel()
+        while True:  # until the broker or hang_up() closes the connection (EOF)
+            self.on_packet(*await _read_packet(reader))
 
-    async def ping(self, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await asyncio.sleep(KEEPALIVE_S / 2)
-            writer.write(b"\xc0\x00")
+    def hang_up(self) -> None:
+        """End the connection cleanly (DISCONNECT: no last will); the reader then sees EOF."""
+        if self.writer is not None:
+            self.writer.write(b"\xe0\x00")
+            self.writer.close()
+            self.writer = None
 
     def on_packet(self, first: int, data: bytes) -> None:
         kind = first & 0xF0
@@ -331,16 +322,6 @@ class SimLocker:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
-    async def load(self) -> None:
-        """One event a second from a random phase until the load window ends."""
-        await asyncio.sleep(random.random())
-        next_at = time.monotonic()
-        while not self.stop_load.is_set():
-            self.new_event()
-            next_at += 1.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_load.wait(), max(0.0, next_at - time.monotonic()))
-
     def report(self) -> dict[str, Any]:
         return {"id": self.id, "generated": self.generated, "acked": self.acked,
                 "never_published": sorted(self.never_published),
@@ -351,35 +332,60 @@ class SimLocker:
                 "gone_sent": self.gone_sent, "sub_codes": self.sub_codes}
 
 
+async def _load(lockers: list[SimLocker], stop_load: asyncio.Event) -> None:
+    """One event a second per locker, each from its own random phase, until the load ends:
+    one timer for the whole process (a timer per locker costs more than the lockers)."""
+    start = time.monotonic()
+    due = [(start + random.random(), i) for i in range(len(lockers))]
+    heapq.heapify(due)
+    while not stop_load.is_set():
+        now = time.monotonic()
+        while due and due[0][0] <= now:
+            at, i = heapq.heappop(due)
+            lockers[i].new_event()
+            heapq.heappush(due, (at + 1.0, i))
+        await asyncio.sleep(0.02)
+
+
+async def _ping(lockers: list[SimLocker]) -> None:
+    """PINGREQ on every open connection each half keepalive."""
+    while True:
+        await asyncio.sleep(KEEPALIVE_S / 2)
+        for lk in lockers:
+            if lk.writer is not None:
+                lk.writer.write(b"\xc0\x00")
+
+
 def _worker(index: int, host: str, port: int, accounts: list[tuple[str, str]], shared: Shared,
             out_q: Any, ready_q: Any) -> None:
     async def main() -> None:
         finish, stop_load = asyncio.Event(), asyncio.Event()
-        lockers = [SimLocker(lk, pw, host, port, shared, finish, stop_load) for lk, pw in accounts]
+        lockers = [SimLocker(lk, pw, host, port, finish) for lk, pw in accounts]
         ready_q.put(index)
         await asyncio.to_thread(shared.go.wait)
         runs = [asyncio.create_task(lk.run()) for lk in lockers]
-        loads = [asyncio.create_task(lk.load()) for lk in lockers]
-
-        async def watch(mp_event: Any, ev: asyncio.Event) -> None:
-            while not mp_event.is_set():
-                await asyncio.sleep(0.2)
-            ev.set()
-
-        watchers = [asyncio.create_task(watch(shared.stop_load, stop_load)),
-                    asyncio.create_task(watch(shared.finish, finish))]
+        helpers = [asyncio.create_task(_load(lockers, stop_load)),
+                   asyncio.create_task(_ping(lockers))]
         base = index * 5
-        while not finish.is_set():
+        while not shared.finish.is_set():
+            if shared.stop_load.is_set():
+                stop_load.set()
             shared.counters[base:base + 5] = [
                 sum(lk.generated for lk in lockers), sum(lk.acked for lk in lockers),
                 sum(lk.writer is not None for lk in lockers),
                 sum(lk.generated - len(lk.never_published) for lk in lockers),
                 sum(lk.connects for lk in lockers)]
-            await asyncio.sleep(0.25)
-        await asyncio.wait_for(asyncio.gather(*runs, *loads, *watchers,
-                                              return_exceptions=True), 30)
+            await asyncio.sleep(0.5)
+        finish.set()
+        stop_load.set()
+        for lk in lockers:
+            lk.hang_up()
+        _, pending = await asyncio.wait(runs, timeout=CONNECT_TIMEOUT_S + 5)
+        for task in (*pending, *helpers):
+            task.cancel()
         latencies = [x for lk in lockers for x in lk.latencies_ms]
-        out_q.put({"lockers": [lk.report() for lk in lockers], "latencies_ms": latencies})
+        out_q.put({"lockers": [lk.report() for lk in lockers], "latencies_ms": latencies,
+                   "cpu_ms": _cpu_ms(os.getpid())})
 
     asyncio.run(main())
 
@@ -551,7 +557,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, pg_url: str | None) -> dict
     n = spec.lockers
     root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     say(f"== {spec.label}: {n} lockers x {CELLS} cells, {args.seconds} s of load, "
-        f"{args.workers} load processes, folder {root}")
+        f"folder {root}")
     fleet = FleetBroker(root / "registry.json", root / "broker")
     if fleet.kind != "mosquitto":
         sys.exit("Mosquitto is not installed: run make test (it installs mosquitto)")
@@ -569,7 +575,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, pg_url: str | None) -> dict
         f'username = "bench-console"\npassword = "{console_pw}"\n\n'
         f'[database]\nurl = "{url}"\n')
     ctx = mp.get_context("spawn")
-    workers = min(args.workers, n)
+    workers = min(max(args.workers, n // BIG_FLEET_PER_WORKER), n)
     shared = Shared(go=ctx.Event(), stop_load=ctx.Event(), finish=ctx.Event(),
                     counters=ctx.Array("q", 5 * workers, lock=False))
     out_q, ready_q, sub_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
@@ -588,8 +594,9 @@ def run_one(spec: RunSpec, args: argparse.Namespace, pg_url: str | None) -> dict
             ingests.append(IngestProcess(config, log, name))
         for ingest in ingests:
             ingest.wait_subscribed()
+        result["load_processes"] = workers
         say(f"Mosquitto on {fleet.host}:{fleet.port} (console {fleet.console_port}); "
-            f"{len(ingests)} ingest process(es) subscribed")
+            f"{len(ingests)} ingest process(es) subscribed; {workers} load processes")
         sub = ctx.Process(target=_subscriber, daemon=True, args=(
             fleet.host, fleet.console_port, "bench-console", console_pw, sub_ready, sub_finish,
             sub_q))
@@ -649,8 +656,11 @@ def measure(spec: RunSpec, args: argparse.Namespace, fleet: FleetBroker, shared:
     events_at_end_of_load = None
     said = 0.0
     acted = False
+    restarted_at: float | None = None
+    connects_before_restart = 0
     scenario: dict[str, Any] = {}
     drain_deadline = go + args.seconds + args.drain
+    last_events, last_acked, progress_at = events0, 0, go
     while True:
         now = time.time()
         t = now - go
@@ -660,17 +670,22 @@ def measure(spec: RunSpec, args: argparse.Namespace, fleet: FleetBroker, shared:
             all_connected_s = round(t, 2)
         if retained_s is None and statuses >= n and cells >= n * CELLS:
             retained_s = round(t, 2)
+        if (restarted_at is not None and "reconnected_after_restart_s" not in scenario
+                and c["connects"] >= connects_before_restart + n):
+            scenario["reconnected_after_restart_s"] = round(now - restarted_at, 2)
         if not acted and t >= args.seconds / 2 and (spec.restart_broker or spec.kill_one):
             acted = True
             if spec.restart_broker:
                 say("stopping Mosquitto (its persistence kept) ...")
                 broker_cpu_before_restart = _cpu_ms(fleet.mosquitto.pid if fleet.mosquitto
                                                     else None)
+                connects_before_restart = counters()["connects"]
                 fleet.stop()
                 down = time.time()
                 fleet.start(timeout=30)
                 scenario["broker_down_s"] = round(time.time() - down, 2)
-                scenario["broker_restarted_at_s"] = round(time.time() - go, 2)
+                restarted_at = time.time()
+                scenario["broker_restarted_at_s"] = round(restarted_at - go, 2)
                 say(f"Mosquitto started again after {scenario['broker_down_s']} s")
             if spec.kill_one:
                 ingests[0].kill9()
@@ -686,11 +701,12 @@ def measure(spec: RunSpec, args: argparse.Namespace, fleet: FleetBroker, shared:
             shared.stop_load.set()
             events_at_end_of_load = events
             say(f"load window over; draining (at most {args.drain:g} s)")
-        if events_at_end_of_load is not None:
-            time.sleep(0.3)  # let the workers see stop_load before judging the drain
-            c = counters()
+        if events != last_events or c["acked"] != last_acked:
+            last_events, last_acked, progress_at = events, c["acked"], now
+        if events_at_end_of_load is not None and t >= args.seconds + 1.5:  # counters settled
             drained = c["acked"] >= c["generated"] and events - events0 >= c["published"]
-            if (drained and retained_s is not None) or now >= drain_deadline:
+            stalled = now - progress_at >= DRAIN_STALL_S
+            if (drained and retained_s is not None) or stalled or now >= drain_deadline:
                 break
         time.sleep(max(0.0, POLL_S - (time.time() - now)))
     drain_s = round(time.time() - go - args.seconds, 2)
@@ -756,6 +772,7 @@ def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int,
         "events_resent": sum(lk["resent"] for lk in lockers),
         "gone_sent": sum(lk["gone_sent"] for lk in lockers),
         "subscriptions_refused": sum(c == 0x80 for c in sub_codes),
+        "generator_cpu_ms": round(sum(r["cpu_ms"] for r in reports)),
     }
 
 
@@ -796,7 +813,8 @@ def detail(r: dict[str, Any]) -> str:
     listing = r["status_listing"]
     extra = ""
     if "broker_down_s" in r:
-        extra = f"broker down {r['broker_down_s']} s at {r['broker_restarted_at_s']} s; "
+        extra = (f"broker down {r['broker_down_s']} s at {r['broker_restarted_at_s']} s, "
+                 f"every locker back {r.get('reconnected_after_restart_s', 'never')} s later; ")
     if "killed_replica_at_s" in r:
         extra = f"replica a killed at {r['killed_replica_at_s']} s; "
     return (f"| {r['label']} | {r['plain_subscriber_per_s']:,.0f} | "
@@ -805,7 +823,8 @@ def detail(r: dict[str, Any]) -> str:
             f"{r['broker_cpu_ms_per_event']} | {r['events_never_published']:,} / "
             f"{r['unacked_at_end']:,} | {extra}{r['connects']:,} connects, "
             f"{r['resend_asks']} resend asks, {r['gone_sent']} gone, "
-            f"{r['resyncs_received']} resyncs, drain {r['drain_s']} s |")
+            f"{r['resyncs_received']} resyncs, drain {r['drain_s']} s, load processes "
+            f"{r['generator_cpu_ms'] / 1000 / (r['load_s'] + r['drain_s']):.0%} of a core |")
 
 
 def show(r: dict[str, Any]) -> None:
@@ -830,8 +849,9 @@ def main() -> None:
                         help="fleet sizes, comma-separated (100,1000,3000)")
     parser.add_argument("--with-10000", action="store_true", help="also 10,000 lockers")
     parser.add_argument("--seconds", type=float, default=60.0, help="load window per run (60)")
-    parser.add_argument("--drain", type=float, default=45.0,
-                        help="at most this long after the load for acks and retained (45)")
+    parser.add_argument("--drain", type=float, default=120.0,
+                        help="at most this long after the load for acks and retained (120; "
+                             f"less when nothing moved for {DRAIN_STALL_S:g} s)")
     parser.add_argument("--workers", type=int, default=2, help="load processes (2)")
     parser.add_argument("--restart-broker", action="store_true",
                         help="add a run in which Mosquitto restarts half-way")

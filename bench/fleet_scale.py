@@ -1,16 +1,18 @@
 """Benchmark (not a test): a whole fleet reconnecting at once, as an operator runs it (issue 16).
 
 Run:  .venv/bin/python bench/fleet_scale.py [--lockers 100,1000,3000] [--with-10000]
-      [--seconds 60] [--drain 45] [--restart-broker] [--replicas 2 --kill-one] [--postgres]
+      [--seconds 60] [--drain 120] [--restart-broker] [--replicas 2 --kill-one] [--postgres]
       [--workers 2] [--out bench/results/fleet_scale.json]
 
 Per fleet size N, everything fresh in a temporary folder: a private Mosquitto with the
 configuration `locker-broker` generates (broker.fleet.FleetBroker, its default limits) and one
 account per locker (made in bulk, broker.bulk); one `locker-console ingest` process with a console
 configuration file on SQLite (or `--postgres`: a private cluster); N simulated lockers of 16 cells
-in `--workers` processes, each its own MQTT 3.1.1 connection (asyncio streams, client id = locker
-id, its own credentials, a persistent session and an offline last will). All lockers connect at
-once. On every connection a locker publishes its retained QoS 1 `status` (declaring cells 1..16)
+in `--workers` processes (at least one per 2,500 lockers), each its own MQTT 3.1.1 connection
+(asyncio streams, client id = locker id, its own credentials, a persistent session and an offline
+last will; one event timer per process, so that the generator stays a small share of the CPU it
+shares with what it measures: its CPU is reported). All lockers connect at once. On every
+connection a locker publishes its retained QoS 1 `status` (declaring cells 1..16)
 and 16 retained `cells/N`, subscribes to `events/ack`, `events/resend` and `resync`, and resends
 its unacknowledged events. It makes one event a second (QoS 1) into a durable outbox (at most 100
 in flight beyond the console's ack watermark), answers `events/resend` from the outbox and with
@@ -30,8 +32,10 @@ Mosquitto is stopped half-way through the load and started again on the same por
 persistence; `--replicas 2 --kill-one` adds a run with two `locker-console ingest --replica a|b`
 (shared subscription) of which one gets kill -9 half-way (skipped while the ingest has no
 `--replica`). Progress lines go to stderr; the table to stdout; results to `--out`.
-Bounded: `--seconds` of load and at most `--drain` seconds of drain per run; every subprocess is
-killed at the end, whatever happens.
+Bounded: `--seconds` of load, then a drain that ends when every event is acknowledged and every
+status and cell stored, when nothing moved for 15 s, or after `--drain` seconds; every subprocess
+is stopped at the end, whatever happens. "Events lost" are events a locker published that are not
+in the database after the drain; "unacked at end" what the lockers still hold in their outboxes.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from sqlalchemy import func, select  # noqa: E402
 from broker.bulk import add_lockers, ids_from_count  # noqa: E402
 from broker.fleet import FleetBroker  # noqa: E402
 from broker.registry import Registry  # noqa: E402
-from contract.messages import BoardHealth, CellSnapshot, Status  # noqa: E402
+from contract.messages import BoardHealth, CellSnapshot, EventsGone, Status  # noqa: E402
 from contract.topics import Topics  # noqa: E402
 from fleet_console.db.engine import make_engine  # noqa: E402
 from fleet_console.db.models import Cell, EventRow, Locker  # noqa: E402
@@ -209,7 +213,7 @@ class SimLocker:
                 missing.append((seq, seq))
         for lo, hi in missing:
             self.publish(TOPICS.events_gone(self.id),
-                         json.dumps({"from_seq": lo, "to_seq": hi}).encode(), retain=False)
+                         EventsGone(from_seq=lo, to_seq=hi).to_payload(), retain=False)
             self.gone_sent += 1
 
     # -- retained presence ---------------------------------------------------------------------

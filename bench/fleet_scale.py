@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import heapq
@@ -50,6 +51,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import struct
@@ -475,6 +477,16 @@ class IngestProcess:
     def cpu_ms(self) -> float:
         return _cpu_ms(self.proc.pid) if self.proc.poll() is None else self.cpu_gone
 
+    def describe(self) -> dict[str, Any]:
+        """Alive or not, and the last lines of its log (what it said when it stalled)."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        kinds = collections.Counter(
+            re.sub(r"\d+", "N", ln.split(" ", 2)[-1])[:160] for ln in lines
+            if " WARNING " in ln or " ERROR " in ln)
+        return {"alive": self.proc.poll() is None, "log_lines": len(lines),
+                "warnings": sum(kinds.values()), "warning_kinds": dict(kinds.most_common(6)),
+                "log_tail": lines[-5:]}
+
     def kill9(self) -> None:
         self.cpu_gone = self.cpu_ms()
         self.proc.kill()
@@ -622,6 +634,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, pg_url: str | None) -> dict
         sub_finish.set()
         bins: dict[int, int] = sub_q.get(timeout=30)
         result |= tally(result, reports, bins, probe, n)
+        result["ingests"] = [i.describe() for i in ingests]
     finally:
         shared.finish.set()
         sub_finish.set()
@@ -806,7 +819,11 @@ def row(r: dict[str, Any]) -> str:
     lists = (f"{listing['lockers']:,}/{r['lockers']:,} lockers, "
              f"{listing['cells']:,}/{r['cells']:,} cells"
              if "lockers" in listing else listing.get("error", "-"))
-    lost = f"{r['events_lost']:,}" + (f" (+{r['duplicates']} doubled)" if r["duplicates"] else "")
+    lost = f"{r['events_lost']:,}"
+    if r["events_lost"] and r["unacked_at_end"]:
+        lost += f" (still unacked in the lockers' outboxes: {r['unacked_at_end']:,})"
+    if r["duplicates"]:
+        lost += f" (+{r['duplicates']} doubled)"
     return (f"| {r['label']} | {retained_cell(r)} | {r['stored_per_s']:,.0f} ({x}) | "
             f"{_ms(r['ack_p50_ms'])} / {_ms(r['ack_p99_ms'])} | {lost} | {lists} |")
 

@@ -484,6 +484,7 @@ class IngestProcess:
             re.sub(r"\d+", "N", ln.split(" ", 2)[-1])[:160] for ln in lines
             if " WARNING " in ln or " ERROR " in ln)
         return {"alive": self.proc.poll() is None, "log_lines": len(lines),
+                "subscribed_times": sum("subscribed to" in ln for ln in lines),
                 "warnings": sum(kinds.values()), "warning_kinds": dict(kinds.most_common(6)),
                 "log_tail": lines[-5:]}
 

@@ -50,6 +50,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import random
 import re
 import shutil
@@ -920,6 +921,10 @@ def main() -> None:
                 pg_url = pg.create_database("fleet")
             try:
                 runs.append(run_one(spec, args, pg_url))
+            except (RuntimeError, OSError, queue.Empty) as exc:  # the next size still runs
+                say(f"{spec.label}: FAILED: {exc!r}")
+                runs.append({"label": spec.label, "lockers": spec.lockers,
+                             "skipped": f"failed: {str(exc).splitlines()[0][:200]}"})
             finally:
                 if pg is not None:
                     pg.stop()

@@ -74,7 +74,7 @@ from broker.bulk import add_lockers, ids_from_count  # noqa: E402
 from broker.fleet import FleetBroker  # noqa: E402
 from broker.registry import Registry  # noqa: E402
 from contract.messages import BoardHealth, CellSnapshot, EventsGone, Status  # noqa: E402
-from contract.topics import Topics  # noqa: E402
+from contract.topics import TopicKind, Topics  # noqa: E402
 from fleet_console.db.engine import make_engine  # noqa: E402
 from fleet_console.db.models import Cell, EventRow, Locker  # noqa: E402
 from fleet_io.mqtt_client import NODELAY  # noqa: E402
@@ -411,7 +411,7 @@ def _subscriber(host: str, port: int, username: str, password: str, ready: Any, 
                                           identifier="bench-plain-subscriber",
                                           clean_session=False, keepalive=30) as client:
                     if first:
-                        await client.subscribe(TOPICS.wildcard("events"), qos=1)
+                        await client.subscribe(TOPICS.wildcard(TopicKind.EVENTS), qos=1)
                         first = False
                         ready.set()
 

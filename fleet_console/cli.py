@@ -16,6 +16,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,7 +46,7 @@ from contract.signing import (
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
 from fleet_console import fleet_status, operations
-from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
+from fleet_console.config import ConfigError, ConsoleConfig, ReplicaName, load_console_config
 from fleet_console.db import queries
 from fleet_console.db.engine import open_database
 from fleet_console.fleet_status import FleetStatus
@@ -192,11 +193,22 @@ def _add_ingest(subparsers: SubParsers) -> None:
         ),
     )
     defaults = IngestSettings()
-    p.add_argument("--client-id", default=defaults.client_id,
-                   help=f"stable MQTT client id of the persistent session ({defaults.client_id})")
+    p.add_argument("--client-id", default=None,
+                   help="stable MQTT client id of the persistent session "
+                        f"({defaults.client_id}; a replica: ingest-NAME)")
+    p.add_argument("--replica", default=None, metavar="NAME", type=_replica_name,
+                   help="run as one of several ingests sharing the database and the work "
+                        "(shared subscription; overrides [ingest] replica)")
     p.add_argument("--gap-timeout", type=float, default=defaults.gap_timeout_s, metavar="S",
                    help="seconds to wait for a missing event before acknowledging past it")
     p.set_defaults(handler=cmd_ingest)
+
+
+def _replica_name(value: str) -> str:
+    if not re.fullmatch(ReplicaName.pattern, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: letters, digits, '-' and '_' (at most 64, a letter or digit first)")
+    return value
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -211,8 +223,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"locker-console: cannot open the database {cfg.database.url}: {exc}",
                   file=sys.stderr)
             return EXIT_FAILED
-        settings = IngestSettings(client_id=args.client_id, gap_timeout_s=args.gap_timeout,
-                                  **cfg.ingest.model_dump())
+        limits = cfg.ingest.model_dump()
+        configured = limits.pop("replica")
+        replica = args.replica or configured
+        client_id = args.client_id or (
+            f"ingest-{replica}" if replica else IngestSettings.client_id)
+        settings = IngestSettings(client_id=client_id, gap_timeout_s=args.gap_timeout,
+                                  replica=replica, **limits)
         ingest = Ingest(cfg.mqtt, db, settings, notifier=ConsoleNotifier(cfg.notifier))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

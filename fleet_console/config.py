@@ -10,7 +10,7 @@ from pydantic import Field
 from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
 from contract.notifier_settings import NotifierSections
 
-__all__ = ["ConfigError", "ConsoleConfig", "load_console_config"]
+__all__ = ["ConfigError", "ConsoleConfig", "ReplicaName", "load_console_config"]
 
 
 class ConsoleMqtt(BrokerConnection):
@@ -42,6 +42,12 @@ class Notifier(NotifierSections):
     email: Literal["none", "smtp", "log"] = "none"
 
 
+class ReplicaName:
+    """An ingest replica's name: it goes into a client id (`ingest-NAME`) and the logs."""
+
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
 class IngestLimits(StrictSection):
     """What the ingest accepts from one locker (a hostile or broken one included)."""
 
@@ -55,6 +61,10 @@ class IngestLimits(StrictSection):
     #: a `flood` alarm.
     flood_rate_per_s: float = Field(50.0, gt=0)
     flood_window_s: float = Field(10.0, gt=0, le=3600)
+    #: This ingest's name among several sharing one database (docs/architecture.md,
+    #: "Ingest replicas"); unset: the only ingest. Each replica has its own name, client id
+    #: (`ingest-NAME` unless --client-id) and broker account ([mqtt] username).
+    replica: str | None = Field(None, pattern=ReplicaName.pattern)
 
 
 class ConsoleConfig(StrictSection):

@@ -48,8 +48,10 @@ memory: each batch locks its lockers' rows (`SELECT ... FOR UPDATE`, in id order
 never deadlock), reloads `acked_seq`, `gap_since`, `gap_asked_at` and the seqs stored past a hole
 (whatever another replica stored), sequences, and writes them back in the same transaction. The
 replica that moves a watermark publishes the ack; the one that finds a hole due asks for it
-(locked rows: once). Events of one locker may reach two replicas out of order, so a locker never
-seen before starts at 0, not at its first seq: what is missing below is asked for like a hole.
+(locked rows: once). Events of one locker reach the replicas out of order all the time, so a
+`seq_gap` alarm is raised only for a hole that outlived `gap_timeout_s` (when it is first asked
+for: `expected` its first seq, `got` the seq after the range asked for), and a locker never seen
+before starts at 0, not at its first seq: what is missing below is asked for like a hole.
 Without a replica name, one ingest per database is assumed: the state is kept in memory too.
 
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
@@ -116,7 +118,7 @@ from fleet_console.quarantine import (
     bounded_text,
     excerpt,
 )
-from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
+from fleet_console.sequencing import AckPacer, ResendRequest, SeqGap, Sequencer
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
@@ -989,7 +991,13 @@ class Ingest:
                          "type": ev.type, "data": ev.data, "received_at": now})
         self.stats.events_new += done.new
         alarms: list[dict[str, Any]] = []
-        for gap in done.gaps:
+        gaps = done.gaps
+        if self.settings.replica is not None:
+            # Replicas see a locker's events out of order all the time: a hole is worth an
+            # alarm only once it outlived the gap timeout (its first resend request).
+            gaps = [SeqGap(a.locker, a.from_seq, a.to_seq + 1) for a in done.resend
+                    if not a.again]
+        for gap in gaps:
             alarms.append(self._alarm(gap.locker, "seq_gap",
                                       {"expected": gap.expected, "got": gap.got}, now))
             log.warning("locker %s: seq gap, expected %d, got %d",

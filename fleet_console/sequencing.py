@@ -72,6 +72,8 @@ class ResendRequest:
     locker: str
     from_seq: int
     to_seq: int
+    #: This hole was asked for before (False: the first request since it opened).
+    again: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -170,6 +172,8 @@ class Sequencer:
                     if st.above:
                         st.absorb()
                         st.gap_since = now if st.above else None
+                        if st.gap_since is None:
+                            st.asked_at = None
                 else:
                     top = max(st.acked, max(st.above, default=0))
                     if seq > top + 1:
@@ -188,7 +192,8 @@ class Sequencer:
                 continue
             first_missing = st.acked + 1
             last_missing = min(min(st.above) - 1, first_missing + self.max_resend - 1)
-            out.resend.append(ResendRequest(lk, first_missing, last_missing))
+            out.resend.append(ResendRequest(lk, first_missing, last_missing,
+                                            again=st.asked_at is not None))
             st.asked_at = now
             out.changed.add(lk)
         return out

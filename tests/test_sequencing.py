@@ -90,6 +90,28 @@ def test_a_resent_range_fills_the_hole_and_is_acknowledged() -> None:
     assert done.acks == {"a": 5} and done.new == 3 and seq.states["a"].gap_since is None
 
 
+def test_for_replicas_a_new_locker_starts_at_zero_and_a_hole_knows_it_was_asked_before() -> None:
+    """Replicas see a locker's events out of order: its first seen is not its baseline, and
+    the time a hole was asked for is stored (restored here as another replica would)."""
+    seq = Sequencer(GAP_MS, baseline_from_first=False)
+    seq.gapped_restored = True
+    seq.restore("a", None, None)
+    first = seq.sequence([("a", 3)], now=0)
+    assert first.acks == {"a": 0} and first.gaps == [SeqGap("a", 1, 3)]  # 1, 2 not yet seen
+    asked = seq.sequence([], now=GAP_MS)
+    assert asked.resend == [ResendRequest("a", 1, 2)] and not asked.resend[0].again
+    assert "a" in asked.changed and seq.states["a"].asked_at == GAP_MS
+    st = seq.states["a"]
+    other = Sequencer(GAP_MS, baseline_from_first=False)
+    other.gapped_restored = True
+    other.restore("a", st.acked, st.gap_since, st.above, st.asked_at)
+    assert other.sequence([], now=GAP_MS + 1).resend == []  # asked already, by the first
+    again = other.sequence([], now=2 * GAP_MS)
+    assert again.resend == [ResendRequest("a", 1, 2)] and again.resend[0].again
+    filled = other.sequence([("a", 2), ("a", 1)], now=2 * GAP_MS + 1)
+    assert filled.acks == {"a": 3} and other.states["a"].asked_at is None
+
+
 def test_a_long_hole_is_asked_for_in_bounded_ranges() -> None:
     seq = Sequencer(GAP_MS, max_resend=10)
     seq.gapped_restored = True

@@ -65,6 +65,9 @@ class IngestLimits(StrictSection):
     #: "Ingest replicas"); unset: the only ingest. Each replica has its own name, client id
     #: (`ingest-NAME` unless --client-id) and broker account ([mqtt] username).
     replica: str | None = Field(None, pattern=ReplicaName.pattern)
+    #: The replicas' shared subscription group ($share/GROUP/...), the same for all. On
+    #: Mosquitto, make it a secret (docs/broker.md, "Ingest replicas").
+    share_group: str = Field("ingest", pattern=ReplicaName.pattern)
 
 
 class ConsoleConfig(StrictSection):

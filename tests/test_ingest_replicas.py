@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import make_engine, open_database
 from fleet_console.db.models import EventRow, Locker
-from fleet_console.ingest import Ingest, IngestSettings
+from fleet_console.ingest import Ingest, IngestSettings, subscriptions
 from fleet_console.mqtt import make_client
 from tests.fixtures.console_ingest import alarms, db_query
 from tests.fixtures.mqtt_broker import MqttBroker, unique_id
@@ -247,3 +248,28 @@ async def test_a_replica_killed_mid_stream_loses_nothing_and_stores_nothing_twic
     counts = event_counts(url, [p.locker_id for p in ports])
     assert counts == {p.locker_id: (total, total, total) for p in ports}
     assert all(p.bad_acks == [] for p in ports), [p.bad_acks for p in ports]
+
+
+def test_a_locker_that_joins_a_shared_group_takes_nothing_from_the_replicas_group(
+    mqtt_broker: MqttBroker,
+) -> None:
+    """Mosquitto's ACL file does not check subscriptions, and a share that the read ACL then
+    denies is dropped for the whole group; so a locker joining the replicas' group would take
+    a share of every locker's events. Under another group name (`[ingest] share_group`, a
+    secret on Mosquitto) its guess takes nothing: every event reaches the replicas."""
+    thief_id, victim_id = unique_id(), unique_id()
+    group = f"ingest-{uuid.uuid4().hex}"
+    settings = IngestSettings(replica="a", share_group=group)
+    topics = subscriptions(Topics(), settings)
+    assert f"$share/{group}/lockers/+/events" in topics
+    assert "lockers/+/status" in topics  # retained kinds: every replica, not shared
+    with mqtt_broker.client(*mqtt_broker.add_locker(thief_id)) as thief, \
+            mqtt_broker.client(*mqtt_broker.add_locker(victim_id)) as victim, \
+            mqtt_broker.console_client() as console:
+        console.subscribe(f"$share/{group}/lockers/+/events")
+        thief.subscribe("$share/ingest/lockers/+/events")
+        for i in range(10):
+            victim.publish(f"lockers/{victim_id}/events", str(i).encode(), qos=1)
+        got = [console.expect(f"lockers/{victim_id}/events", 5.0).payload for _ in range(10)]
+        assert sorted(got) == [str(i).encode() for i in range(10)]
+        thief.assert_silent(0.2)

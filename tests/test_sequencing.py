@@ -202,6 +202,61 @@ def test_an_ack_never_covers_a_seq_not_stored_unless_the_locker_said_it_is_gone(
     )
 
 
+@settings(max_examples=300, deadline=None)
+@given(batches=_batches, gones=st.lists(_gone, max_size=25),
+       replicas=st.lists(st.integers(0, 1), max_size=25))
+def test_replicas_sharing_the_state_in_the_database_never_ack_a_seq_not_stored(
+    batches: list[tuple[list[tuple[str, int]], int]],
+    gones: list[list[tuple[str, int, int]]],
+    replicas: list[int],
+) -> None:
+    """Two ingest replicas take turns on batches in any order (one transaction at a time, as
+    the row locks make it); each reloads the state from the "database" before its batch and
+    writes back what changed: an ack covers only stored seqs and seqs said gone, every event is
+    counted new once across both, and a hole is never asked for twice within the gap timeout."""
+    seqs = [Sequencer(GAP_MS, baseline_from_first=False) for _ in range(2)]
+    rows: dict[str, tuple[int | None, int | None, int | None]] = {}  # acked, gap_since, asked
+    stored: dict[str, set[int]] = {"a": set(), "b": set()}
+    said_gone: dict[str, set[int]] = {"a": set(), "b": set()}
+    given_up: dict[str, set[int]] = {"a": set(), "b": set()}
+    late: dict[str, set[int]] = {"a": set(), "b": set()}
+    asked: dict[str, list[int]] = {"a": [], "b": []}
+    new = 0
+    now = 0
+    for n, (events, dt) in enumerate(batches):
+        now += dt
+        seq = seqs[replicas[n] if n < len(replicas) else n % 2]
+        seq.forget()
+        for lk in ("a", "b"):  # what lock_sequences reads
+            acked, gap_since, asked_at = rows.get(lk, (None, None, None))
+            above = {x for x in stored[lk] if acked is not None and x > acked} if gap_since else ()
+            seq.restore(lk, acked, gap_since, above, asked_at)
+        seq.gapped_restored = True
+        gone = [(lk, lo, lo + span) for lk, lo, span in (gones[n] if n < len(gones) else [])]
+        for lk, lo, hi in gone:
+            said_gone[lk] |= set(range(lo, hi + 1))
+        done = seq.sequence(events, now, gone)
+        for i in done.store:
+            lk, x = events[i]
+            if x in given_up[lk] and x not in stored[lk]:
+                late[lk].add(x)
+            stored[lk].add(x)
+        new += done.new
+        for lost in done.permanent:
+            given_up[lost.locker] |= set(range(lost.missing_from, lost.missing_to + 1))
+        for ask in done.resend:
+            assert not asked[ask.locker] or now - asked[ask.locker][-1] >= GAP_MS or (
+                rows[ask.locker][2] is None), "asked again before the gap timeout"
+            asked[ask.locker].append(now)
+        for lk in done.changed:  # written back in the same transaction
+            st_ = seq.states[lk]
+            rows[lk] = (st_.acked, st_.gap_since, st_.asked_at)
+        for lk, up_to in done.acks.items():
+            assert set(range(1, up_to + 1)) <= stored[lk] | given_up[lk], (
+                "an ack covers a seq not stored")
+    assert new == sum(len(stored[lk] - late[lk]) for lk in stored)
+
+
 # --- the two together --------------------------------------------------------------------------
 _net = st.lists(
     st.tuples(

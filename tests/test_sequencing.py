@@ -229,7 +229,8 @@ def test_replicas_sharing_the_state_in_the_database_never_ack_a_seq_not_stored(
         seq.forget()
         for lk in ("a", "b"):  # what lock_sequences reads
             acked, gap_since, asked_at = rows.get(lk, (None, None, None))
-            above = {x for x in stored[lk] if acked is not None and x > acked} if gap_since else ()
+            above = (() if gap_since is None or acked is None
+                     else {x for x in stored[lk] if x > acked})
             seq.restore(lk, acked, gap_since, above, asked_at)
         seq.gapped_restored = True
         gone = [(lk, lo, lo + span) for lk, lo, span in (gones[n] if n < len(gones) else [])]

@@ -273,3 +273,44 @@ def test_a_locker_that_joins_a_shared_group_takes_nothing_from_the_replicas_grou
         got = [console.expect(f"lockers/{victim_id}/events", 5.0).payload for _ in range(10)]
         assert sorted(got) == [str(i).encode() for i in range(10)]
         thief.assert_silent(0.2)
+
+
+async def test_a_replica_taken_out_for_good_ends_its_session_and_its_share_goes_to_the_others(
+    mqtt_broker: MqttBroker, lockers_factory: Any, request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """A stopped replica's persistent session keeps its turn in the shared group (Mosquitto
+    queues its share); `ingest --end-session` releases it: the other replica gets every event
+    at once, with no resend from the lockers."""
+    url = fresh_database(request, "sqlite", tmp_path)
+    run = uuid.uuid4().hex[:6]
+    mqtts = {name: replica_mqtt(mqtt_broker, name) for name in (f"a{run}", f"b{run}")}
+    replicas = {
+        name: Ingest(mqtt, open_database(url), IngestSettings(
+            client_id=f"ingest-{name}", replica=name, gap_timeout_s=300.0))
+        for name, mqtt in mqtts.items()
+    }
+    (a_name, a), (_, b) = replicas.items()
+    try:
+        await a.start()
+        await b.start()
+        await a.stop()  # its session and its place in the group stay on the broker
+        config = write_config(tmp_path / "a.toml", mqtts[a_name], url, a_name)
+        ended = await asyncio.to_thread(subprocess.run, [
+            CONSOLE, "--config", str(config), "ingest", "--end-session"],
+            capture_output=True, text=True, timeout=30)
+        assert ended.returncode == 0, ended.stderr
+        assert f"ingest-{a_name}" in ended.stdout
+        # resend_after and gap timeout far beyond the test: only b can store them, at once
+        ports = await lockers_factory(2, url, resend_after=300.0)
+        for port in ports:
+            port.add_events(20)
+        await until(lambda: all(p.acks and p.acks[-1] == 20 for p in ports), 10.0,
+                    "every event stored and acknowledged by the remaining replica")
+        assert b.stats.events_new == 40
+    finally:
+        for r in replicas.values():
+            await r.stop()
+            r.db.dispose()
+        for name, mqtt in mqtts.items():
+            await forget_session(mqtt, f"ingest-{name}")

@@ -11,6 +11,7 @@ them, one of them killed with SIGKILL mid-stream.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from fleet_console.db.engine import make_engine, open_database
 from fleet_console.db.models import EventRow, Locker
 from fleet_console.ingest import Ingest, IngestSettings, subscriptions
 from fleet_console.mqtt import make_client
-from tests.fixtures.console_ingest import alarms, db_query
+from tests.fixtures.console_ingest import SimLocker, alarms, db_query
 from tests.fixtures.mqtt_broker import MqttBroker, unique_id
 from tests.fixtures.postgres import PrivatePostgres
 from tests.test_fleet_link import FakePort, make_link, running, until
@@ -314,3 +315,46 @@ async def test_a_replica_taken_out_for_good_ends_its_session_and_its_share_goes_
             r.db.dispose()
         for name, mqtt in mqtts.items():
             await forget_session(mqtt, f"ingest-{name}")
+
+
+async def test_replicas_ask_for_a_hole_once_per_timeout_and_move_past_it_on_the_lockers_word(
+    mqtt_broker: MqttBroker, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    """The hole's timer is in the database: one `events/resend` per gap timeout for both
+    replicas together, one `seq_gap` alarm (when first asked), and the watermark moves past the
+    hole only on the locker's `events/gone`, whichever replica receives it."""
+    url = fresh_database(request, "postgresql", tmp_path)
+    replicas = [
+        Ingest(replica_mqtt(mqtt_broker, name), open_database(url), IngestSettings(
+            client_id=unique_id(f"ingest-{name}"), replica=name, gap_timeout_s=0.6))
+        for name in ("a", "b")
+    ]
+    locker = SimLocker(mqtt_broker, url)
+    try:
+        for r in replicas:
+            await r.start()
+        for seq in (1, 2, 4, 5):  # 3 never comes
+            locker.event(seq)
+        await asyncio.to_thread(locker.wait_ack, 2)
+        asked_at: list[float] = []  # when each request arrived
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(15):
+            while len(asked_at) < 4:
+                if len(locker.resends) > len(asked_at):
+                    asked_at.append(loop.time())
+                await asyncio.sleep(0.005)
+        assert set(locker.resends[:4]) == {(3, 3)}
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(asked_at)]
+        assert min(gaps) >= 0.5, f"asked again before the gap timeout (0.6 s): {gaps}"
+        assert max(a for a, _ in locker.acks) == 2  # never past the hole meanwhile
+        locker.gone(3, 3)
+        await asyncio.to_thread(locker.wait_ack, 5)
+    finally:
+        for r in replicas:
+            await r.stop()
+            r.db.dispose()
+            await forget_session(r.mqtt, r.settings.client_id)
+        locker.close()
+    kinds = [k for k, _ in alarms(url, locker.id)]
+    assert kinds == ["seq_gap", "seq_gap_permanent"], alarms(url, locker.id)
+    locker.check_acks_were_committed(given_up=(3,))

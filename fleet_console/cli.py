@@ -49,7 +49,7 @@ from contract.signing import (
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
 from fleet_console import directory_publish, fleet_status, operations, recipients_import
-from fleet_console.config import ConfigError, ConsoleConfig, load_console_config
+from fleet_console.config import ConfigError, ConsoleConfig, ReplicaName, load_console_config
 from fleet_console.db import directory, queries
 from fleet_console.db.engine import Database, open_database
 from fleet_console.fleet_status import FleetStatus
@@ -201,11 +201,47 @@ def _add_ingest(subparsers: SubParsers) -> None:
         ),
     )
     defaults = IngestSettings()
-    p.add_argument("--client-id", default=defaults.client_id,
-                   help=f"stable MQTT client id of the persistent session ({defaults.client_id})")
+    p.add_argument("--client-id", default=None,
+                   help="stable MQTT client id of the persistent session "
+                        f"({defaults.client_id}; a replica: ingest-NAME)")
+    p.add_argument("--replica", default=None, metavar="NAME", type=_replica_name,
+                   help="run as one of several ingests sharing the database and the work "
+                        "(shared subscription; overrides [ingest] replica)")
+    p.add_argument("--end-session", action="store_true",
+                   help="end this ingest's persistent session on the broker and exit (a replica "
+                        "taken out for good: the broker stops queueing its share; the lockers "
+                        "send again what it held)")
     p.add_argument("--gap-timeout", type=float, default=defaults.gap_timeout_s, metavar="S",
                    help="seconds to wait for a missing event before acknowledging past it")
     p.set_defaults(handler=cmd_ingest)
+
+
+async def _end_session(cfg: ConsoleConfig, args: argparse.Namespace) -> int:
+    """Log in once with a clean start as the ingest's client id: the broker drops its session,
+    its subscriptions (its place in the shared group) and what is queued for it."""
+    _, client_id = _ingest_identity(cfg, args)
+    try:
+        async with make_client(cfg.mqtt, identifier=client_id):
+            pass
+    except aiomqtt.MqttError as exc:
+        return _broker_error(cfg, exc)
+    print(f"ended the broker session of {client_id}")
+    return EXIT_OK
+
+
+def _ingest_identity(cfg: ConsoleConfig, args: argparse.Namespace) -> tuple[str | None, str]:
+    """The replica name (--replica, else [ingest] replica) and the client id (--client-id,
+    else `ingest-NAME` for a replica, else the single ingest's)."""
+    replica = args.replica or cfg.ingest.replica
+    client_id = args.client_id or (f"ingest-{replica}" if replica else IngestSettings.client_id)
+    return replica, client_id
+
+
+def _replica_name(value: str) -> str:
+    if not re.fullmatch(ReplicaName.pattern, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: letters, digits, '-' and '_' (at most 64, a letter or digit first)")
+    return value
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -214,14 +250,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
 
     async def body(cfg: ConsoleConfig) -> int:
+        if args.end_session:
+            return await _end_session(cfg, args)
         try:
             db = await asyncio.to_thread(open_database, cfg.database.url)
         except SQLAlchemyError as exc:
             print(f"locker-console: cannot open the database {cfg.database.url}: {exc}",
                   file=sys.stderr)
             return EXIT_FAILED
-        settings = IngestSettings(client_id=args.client_id, gap_timeout_s=args.gap_timeout,
-                                  **cfg.ingest.model_dump())
+        limits = cfg.ingest.model_dump()
+        del limits["replica"]
+        replica, client_id = _ingest_identity(cfg, args)
+        settings = IngestSettings(client_id=client_id, gap_timeout_s=args.gap_timeout,
+                                  replica=replica, **limits)
         ingest = Ingest(cfg.mqtt, db, settings, notifier=ConsoleNotifier(cfg.notifier))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ from pydantic import Field
 from contract.config_file import BrokerConnection, ConfigError, StrictSection, load_toml_model
 from contract.notifier_settings import NotifierSections
 
-__all__ = ["ConfigError", "ConsoleConfig", "load_console_config"]
+__all__ = ["ConfigError", "ConsoleConfig", "ReplicaName", "load_console_config"]
 
 
 class ConsoleMqtt(BrokerConnection):
@@ -42,6 +42,12 @@ class Notifier(NotifierSections):
     email: Literal["none", "smtp", "log"] = "none"
 
 
+class ReplicaName:
+    """An ingest replica's name: it goes into a client id (`ingest-NAME`) and the logs."""
+
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
 class IngestLimits(StrictSection):
     """What the ingest accepts from one locker (a hostile or broken one included)."""
 
@@ -62,6 +68,13 @@ class IngestLimits(StrictSection):
     resync_rate_per_s: float = Field(50.0, gt=0, le=100_000)
     resync_grace_s: float = Field(10.0, ge=0, le=3600)
     resync_retry_s: float = Field(30.0, gt=0, le=86_400)
+    #: This ingest's name among several sharing one database (docs/architecture.md,
+    #: "Ingest replicas"); unset: the only ingest. Each replica has its own name, client id
+    #: (`ingest-NAME` unless --client-id) and broker account ([mqtt] username).
+    replica: str | None = Field(None, pattern=ReplicaName.pattern)
+    #: The replicas' shared subscription group ($share/GROUP/...), the same for all. On
+    #: Mosquitto, make it a secret (docs/broker.md, "Ingest replicas").
+    share_group: str = Field("ingest", pattern=ReplicaName.pattern)
 
 
 class ConsoleConfig(StrictSection):

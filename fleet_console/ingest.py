@@ -36,7 +36,23 @@ quarantined (`store_failed`).
 
 **Flood alarm** (fleet_console/flood.py): a locker whose messages exceed `flood_rate_per_s` over a
 window of `flood_window_s` raises one `flood` alarm per episode.
-A single ingest per database is assumed (its watermark state lives in memory and in `lockers`).
+
+**Replicas** (`[ingest] replica`, `locker-console ingest --replica NAME`). Several ingests may
+share one database (PostgreSQL; SQLite works but serialises them), each with its own client id
+(`ingest-NAME`) and broker account. Events, `events/gone`, command results and relayed
+notifications come on the shared subscription `$share/ingest/...` (`[ingest] share_group`): the
+broker hands each message to one replica. Status, cell snapshots and config/applied (retained, last
+one wins) come to every replica on a plain subscription, so each gets the retained ones when it
+subscribes and writes them in the locker's order. The watermark and the hole live in the database,
+not in memory: each batch locks its lockers' rows (`SELECT ... FOR UPDATE`, in id order, so two
+replicas never deadlock), reloads `acked_seq`, `gap_since`, `gap_asked_at` and the seqs stored past
+a hole (whatever another replica stored), sequences, and writes them back in the same transaction.
+The replica that moves a watermark publishes the ack; the one that finds a hole due asks for it
+(locked rows: once). Events of one locker reach the replicas out of order all the time, so a
+`seq_gap` alarm is raised only for a hole that outlived `gap_timeout_s` (when it is first asked
+for: `expected` its first seq, `got` the seq after the range asked for), and a locker never seen
+before starts at 0, not at its first seq: what is missing below is asked for like a hole. Without a
+replica name, one ingest per database is assumed: the state is kept in memory too.
 
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
 are taken out of the batch and handled beside it, a few at a time, so a slow gateway never holds
@@ -74,7 +90,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -111,7 +127,7 @@ from fleet_console.quarantine import (
     excerpt,
 )
 from fleet_console.resync import LockerView, ResyncAsk, ResyncPlanner
-from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
+from fleet_console.sequencing import AckPacer, ResendRequest, SeqGap, Sequencer
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
@@ -126,6 +142,12 @@ _SUBSCRIBED_KINDS = (
     TopicKind.EVENTS_GONE,
 )
 _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
+#: The kinds replicas take turns on (`$share/SHARE_GROUP/...`): each message to one replica.
+#: The retained kinds are not among them: every replica gets each one (and the retained ones at
+#: subscribe time, which a broker need not send on a shared subscription).
+_SHARED_KINDS = (TopicKind.EVENTS, TopicKind.EVENTS_GONE, TopicKind.CMD_RESULT, TopicKind.NOTIFY)
+#: The shared subscription group of the ingest replicas (`[ingest] share_group`).
+SHARE_GROUP = "ingest"
 
 
 @dataclass(frozen=True)
@@ -134,6 +156,13 @@ class IngestSettings:
 
     #: Stable MQTT client id: the broker keeps this session's messages while we are away.
     client_id: str = "locker-console-ingest"
+    #: This ingest's name among several sharing the work (None: the only ingest of its
+    #: database): shared subscriptions, sequencing state reloaded from the database per batch.
+    replica: str | None = None
+    #: The replicas' shared subscription group: the same for all of them. On Mosquitto, whose
+    #: ACL file does not check subscriptions, an account that joins it takes a share of every
+    #: locker's events (and drops it): make it a secret there (docs/broker.md).
+    share_group: str = SHARE_GROUP
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     batch_max: int = 500
     batch_window_s: float = 0.005
@@ -235,23 +264,75 @@ def _restore_sequences(seq: Sequencer, session: Session, lockers: Iterable[str])
         seq.gapped_restored = True
     missing = seq.missing(missing)
     for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
+        rows = session.execute(_sequence_rows().where(Locker.id.in_(chunk))).all()
+        _restore_rows(seq, session, chunk, rows)
+
+
+def _sequence_rows() -> Select[str, int | None, int | None, int | None]:
+    return select(Locker.id, Locker.acked_seq, Locker.gap_since, Locker.gap_asked_at)
+
+
+def _restore_rows(seq: Sequencer, session: Session, lockers: Sequence[str], rows: Any) -> None:
+    """Restore these lockers from their `lockers` rows (absent: never seen), with the seqs
+    stored past each one's hole."""
+    found = {r.id: r for r in rows}
+    above: dict[str, set[int]] = {}
+    gapped = [lk for lk in lockers if lk in found and found[lk].gap_since is not None]
+    for chunk in (gapped[i : i + 500] for i in range(0, len(gapped), 500)):
+        for lk, s in session.execute(
+            select(EventRow.locker, EventRow.seq)
+            .join(Locker, Locker.id == EventRow.locker)
+            .where(EventRow.locker.in_(chunk), EventRow.seq > Locker.acked_seq)
+        ):
+            above.setdefault(lk, set()).add(s)
+    for lk in lockers:
+        r = found.get(lk)
+        if r is None:
+            seq.restore(lk, None, None)
+        else:
+            seq.restore(lk, r.acked_seq, r.gap_since, above.get(lk, ()), r.gap_asked_at)
+
+
+def lock_sequences(
+    seq: Sequencer, session: Session, lockers: Iterable[str], now: int, *, due: bool = True
+) -> None:
+    """A replica's batch: lock the rows of its lockers (in id order: two replicas never wait
+    for each other in a circle) and reload their sequence state, whatever another replica
+    stored; then (`due`) take the lockers whose hole is due to be asked for again and that no
+    other replica holds (SKIP LOCKED: never waits). SQLite has no row locks: its writers take
+    turns on the whole database, which is as safe."""
+    seq.forget()
+    wanted = sorted(set(lockers))
+    for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
         rows = session.execute(
-            select(Locker.id, Locker.acked_seq, Locker.gap_since).where(Locker.id.in_(chunk))
+            _sequence_rows().where(Locker.id.in_(chunk)).order_by(Locker.id).with_for_update()
         ).all()
-        found = {r.id: r for r in rows}
-        above: dict[str, set[int]] = {}
-        gapped = [lk for lk in chunk if lk in found and found[lk].gap_since is not None]
-        if gapped:
-            for lk, s in session.execute(
-                select(EventRow.locker, EventRow.seq)
-                .join(Locker, Locker.id == EventRow.locker)
-                .where(EventRow.locker.in_(gapped), EventRow.seq > Locker.acked_seq)
-            ):
-                above.setdefault(lk, set()).add(s)
-        for lk in chunk:
-            r = found.get(lk)
-            seq.restore(lk, r.acked_seq if r else None, r.gap_since if r else None,
-                        above.get(lk, ()))
+        _restore_rows(seq, session, chunk, rows)
+    seq.gapped_restored = True
+    if not due:
+        return
+    limit = now - seq.gap_timeout_ms
+    rows = [
+        r for r in session.execute(
+            _sequence_rows()
+            .where(Locker.gap_since.is_not(None), Locker.gap_since <= limit,
+                   or_(Locker.gap_asked_at.is_(None), Locker.gap_asked_at <= limit))
+            .order_by(Locker.id).limit(500).with_for_update(skip_locked=True)
+        ).all()
+        if r.id not in seq.states
+    ]
+    _restore_rows(seq, session, [r.id for r in rows], rows)
+
+
+def subscriptions(topics: Topics, settings: IngestSettings) -> list[str]:
+    """The ingest's topic filters: a replica takes the shared form of the kinds replicas
+    share."""
+    shared = _SHARED_KINDS if settings.replica is not None else ()
+    return [
+        f"$share/{settings.share_group}/{topics.wildcard(kind)}" if kind in shared
+        else topics.wildcard(kind)
+        for kind in _SUBSCRIBED_KINDS
+    ]
 
 
 class Ingest:
@@ -274,7 +355,10 @@ class Ingest:
         self.topics = Topics(mqtt.prefix)
         self.stats = IngestStats()
         self._clock = clock
-        self._seq = Sequencer(int(self.settings.gap_timeout_s * 1000))
+        self._seq = Sequencer(int(self.settings.gap_timeout_s * 1000),
+                              baseline_from_first=self.settings.replica is None)
+        #: When this replica last looked for holes due in the database (epoch ms).
+        self._holes_looked_at = 0
         self._stop = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -357,13 +441,13 @@ class Ingest:
             )
             try:
                 async with client:
-                    await client.subscribe(
-                        [(self.topics.wildcard(kind), 1) for kind in _SUBSCRIBED_KINDS]
-                    )
+                    await client.subscribe([(topic, 1) for topic in self.subscriptions()])
                     self.stats.connects += 1
                     log.info(
-                        "connected to %s:%s as %s; subscribed to %s/+/...",
+                        "connected to %s:%s as %s; subscribed to %s/+/...%s",
                         self.mqtt.host, self.mqtt.port, s.client_id, self.mqtt.prefix,
+                        f" as replica {s.replica} (a shared subscription)"
+                        if s.replica else "",
                     )
                     client.pending_calls_threshold = 100_000  # acks are many by design
                     self._resume_acks(client)
@@ -381,6 +465,9 @@ class Ingest:
                 delay = min(delay * 2, s.reconnect_max_s)
         self._subscribed.clear()
         log.info("stopped")
+
+    def subscriptions(self) -> list[str]:
+        return subscriptions(self.topics, self.settings)
 
     # -- consuming ----------------------------------------------------------------------------
     async def _consume(self, client: aiomqtt.Client) -> None:
@@ -679,7 +766,15 @@ class Ingest:
         return int(self._clock() * 1000)
 
     def _gap_due(self) -> bool:
+        if self.settings.replica is not None:  # the holes are in the database
+            return self._holes_due(self._now_ms())
         return self._seq.gap_due(self._now_ms())
+
+    def _holes_due(self, now: int) -> bool:
+        """A replica looks for holes due to be asked for again (in the database) at most
+        every second, or every half gap timeout if shorter."""
+        period = min(1000, self._seq.gap_timeout_ms // 2)
+        return now - self._holes_looked_at >= period
 
     def _parse(self, batch: list[aiomqtt.Message]) -> _Parsed:
         out = _Parsed()
@@ -853,6 +948,10 @@ class Ingest:
                     | {lk for lk, _ in p.events} | {lk for lk, _ in p.results.values()}
                 )
                 upsert(s, Locker, [{"id": lk} for lk in sorted(touched)], ["id"], [])
+                looked = self.settings.replica is not None and self._holes_due(now)
+                if self.settings.replica is not None:
+                    lock_sequences(self._seq, s, touched | {lk for lk, _, _ in p.gone}, now,
+                                   due=looked)
                 self._keep_declared_cells(s, p)
                 self._store_presence(s, p, now)
                 acks, alarms, changed = self._sequence_events(s, p, now)
@@ -864,10 +963,13 @@ class Ingest:
                     s.execute(
                         update(Locker),
                         [
-                            {"id": lk, "acked_seq": st.acked, "gap_since": st.gap_since}
+                            {"id": lk, "acked_seq": st.acked, "gap_since": st.gap_since,
+                             "gap_asked_at": st.asked_at}
                             for lk, st in ((lk, self._seq.states[lk]) for lk in sorted(changed))
                         ],
                     )
+            if looked:
+                self._holes_looked_at = now
             return acks
         except BaseException:
             self._seq.forget()  # the in-memory watermarks may be ahead of the rolled-back rows
@@ -997,7 +1099,13 @@ class Ingest:
                          "type": ev.type, "data": ev.data, "received_at": now})
         self.stats.events_new += done.new
         alarms: list[dict[str, Any]] = []
-        for gap in done.gaps:
+        gaps = done.gaps
+        if self.settings.replica is not None:
+            # Replicas see a locker's events out of order all the time: a hole is worth an
+            # alarm only once it outlived the gap timeout (its first resend request).
+            gaps = [SeqGap(a.locker, a.from_seq, a.to_seq + 1) for a in done.resend
+                    if not a.again]
+        for gap in gaps:
             alarms.append(self._alarm(gap.locker, "seq_gap",
                                       {"expected": gap.expected, "got": gap.got}, now))
             log.warning("locker %s: seq gap, expected %d, got %d",

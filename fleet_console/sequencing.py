@@ -4,7 +4,10 @@ report; sans I/O (time in epoch milliseconds is passed in, the ingest reads and 
 The rules (README, "Ack and gap policy"):
 - events are stored once per (locker, seq): a duplicate is not counted again (the database's
   unique key drops it) but is acknowledged;
-- the first event ever seen from a locker sets its baseline (watermark = its seq - 1);
+- the first event ever seen from a locker sets its baseline (watermark = its seq - 1); with
+  several ingest replicas (`baseline_from_first=False`) the first one seen may not be the
+  locker's first (another replica may hold an earlier one): the watermark starts at 0 and
+  whatever is missing below is asked for like any hole;
 - the ack watermark is the end of the contiguous prefix: an ack never covers a seq not stored,
   so the locker keeps everything after a hole and sends it again;
 - an event past the next expected one is stored at once and reported as a gap (`expected`,
@@ -32,8 +35,8 @@ class SeqState:
     acked: int | None
     above: set[int] = field(default_factory=set)
     gap_since: int | None = None
-    #: When the current hole was last asked for again (memory only: after a restart the hole
-    #: is asked for once `gap_since` is old enough).
+    #: When the current hole was last asked for again (stored with the watermark, so a restart
+    #: or another replica does not ask again before the gap timeout).
     asked_at: int | None = None
 
     def absorb(self) -> None:
@@ -69,6 +72,8 @@ class ResendRequest:
     locker: str
     from_seq: int
     to_seq: int
+    #: This hole was asked for before (False: the first request since it opened).
+    again: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -86,7 +91,7 @@ class Sequenced:
     resend: list[ResendRequest] = field(default_factory=list)
     #: The ack watermark to publish per locker, once the batch is committed.
     acks: dict[str, int] = field(default_factory=dict)
-    #: Lockers whose stored watermark (`acked`, `gap_since`) changed.
+    #: Lockers whose stored watermark (`acked`, `gap_since`, `asked_at`) changed.
     changed: set[str] = field(default_factory=set)
 
 
@@ -97,11 +102,15 @@ class Sequencer:
     everything when a transaction fails (memory may be ahead of the rolled-back rows).
     """
 
-    def __init__(self, gap_timeout_ms: int, max_resend: int = 1000) -> None:
+    def __init__(
+        self, gap_timeout_ms: int, max_resend: int = 1000, *, baseline_from_first: bool = True
+    ) -> None:
         """`max_resend`: the longest range one resend request names (the contract's
-        MAX_RESEND_RANGE)."""
+        MAX_RESEND_RANGE). `baseline_from_first=False`: a locker never seen before starts at
+        0 (seqs start at 1), for when events may arrive out of order (several replicas)."""
         self.gap_timeout_ms = gap_timeout_ms
         self.max_resend = max_resend
+        self.baseline_from_first = baseline_from_first
         self.states: dict[str, SeqState] = {}
         #: The lockers left with a hole by a previous run were restored (they need a timer).
         self.gapped_restored = False
@@ -116,10 +125,11 @@ class Sequencer:
         return [lk for lk in set(lockers) if lk not in self.states]
 
     def restore(
-        self, locker: str, acked: int | None, gap_since: int | None, above: Iterable[int] = ()
+        self, locker: str, acked: int | None, gap_since: int | None, above: Iterable[int] = (),
+        asked_at: int | None = None,
     ) -> None:
         """A locker's stored watermark, and the seqs stored past it (when it has a hole)."""
-        self.states[locker] = SeqState(acked, set(above), gap_since)
+        self.states[locker] = SeqState(acked, set(above), gap_since, asked_at)
 
     def gap_due(self, now: int) -> bool:
         """A batch is worth running even when empty: a hole may have timed out."""
@@ -149,7 +159,7 @@ class Sequencer:
                 continue
             seen.add((lk, seq))
             if st.acked is None:  # first event ever seen from this locker: the baseline
-                st.acked = seq - 1
+                st.acked = seq - 1 if self.baseline_from_first else 0
                 out.changed.add(lk)
             if seq <= st.acked:
                 out.store.append(index)  # a duplicate (the unique key drops it) or a late fill
@@ -162,6 +172,8 @@ class Sequencer:
                     if st.above:
                         st.absorb()
                         st.gap_since = now if st.above else None
+                        if st.gap_since is None:
+                            st.asked_at = None
                 else:
                     top = max(st.acked, max(st.above, default=0))
                     if seq > top + 1:
@@ -180,8 +192,10 @@ class Sequencer:
                 continue
             first_missing = st.acked + 1
             last_missing = min(min(st.above) - 1, first_missing + self.max_resend - 1)
-            out.resend.append(ResendRequest(lk, first_missing, last_missing))
+            out.resend.append(ResendRequest(lk, first_missing, last_missing,
+                                            again=st.asked_at is not None))
             st.asked_at = now
+            out.changed.add(lk)
         return out
 
     def _gone(self, lk: str, from_seq: int, to_seq: int, now: int, out: Sequenced) -> None:

@@ -90,6 +90,28 @@ def test_a_resent_range_fills_the_hole_and_is_acknowledged() -> None:
     assert done.acks == {"a": 5} and done.new == 3 and seq.states["a"].gap_since is None
 
 
+def test_for_replicas_a_new_locker_starts_at_zero_and_a_hole_knows_it_was_asked_before() -> None:
+    """Replicas see a locker's events out of order: its first seen is not its baseline, and
+    the time a hole was asked for is stored (restored here as another replica would)."""
+    seq = Sequencer(GAP_MS, baseline_from_first=False)
+    seq.gapped_restored = True
+    seq.restore("a", None, None)
+    first = seq.sequence([("a", 3)], now=0)
+    assert first.acks == {"a": 0} and first.gaps == [SeqGap("a", 1, 3)]  # 1, 2 not yet seen
+    asked = seq.sequence([], now=GAP_MS)
+    assert asked.resend == [ResendRequest("a", 1, 2)] and not asked.resend[0].again
+    assert "a" in asked.changed and seq.states["a"].asked_at == GAP_MS
+    st = seq.states["a"]
+    other = Sequencer(GAP_MS, baseline_from_first=False)
+    other.gapped_restored = True
+    other.restore("a", st.acked, st.gap_since, st.above, st.asked_at)
+    assert other.sequence([], now=GAP_MS + 1).resend == []  # asked already, by the first
+    again = other.sequence([], now=2 * GAP_MS)
+    assert again.resend == [ResendRequest("a", 1, 2)] and again.resend[0].again
+    filled = other.sequence([("a", 2), ("a", 1)], now=2 * GAP_MS + 1)
+    assert filled.acks == {"a": 3} and other.states["a"].asked_at is None
+
+
 def test_a_long_hole_is_asked_for_in_bounded_ranges() -> None:
     seq = Sequencer(GAP_MS, max_resend=10)
     seq.gapped_restored = True
@@ -178,6 +200,62 @@ def test_an_ack_never_covers_a_seq_not_stored_unless_the_locker_said_it_is_gone(
     assert new == sum(
         len({s for s in stored[lk] - late[lk] if s >= baseline[lk]}) for lk in baseline
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=_batches, gones=st.lists(_gone, max_size=25),
+       replicas=st.lists(st.integers(0, 1), max_size=25))
+def test_replicas_sharing_the_state_in_the_database_never_ack_a_seq_not_stored(
+    batches: list[tuple[list[tuple[str, int]], int]],
+    gones: list[list[tuple[str, int, int]]],
+    replicas: list[int],
+) -> None:
+    """Two ingest replicas take turns on batches in any order (one transaction at a time, as
+    the row locks make it); each reloads the state from the "database" before its batch and
+    writes back what changed: an ack covers only stored seqs and seqs said gone, every event is
+    counted new once across both, and a hole is never asked for twice within the gap timeout."""
+    seqs = [Sequencer(GAP_MS, baseline_from_first=False) for _ in range(2)]
+    rows: dict[str, tuple[int | None, int | None, int | None]] = {}  # acked, gap_since, asked
+    stored: dict[str, set[int]] = {"a": set(), "b": set()}
+    said_gone: dict[str, set[int]] = {"a": set(), "b": set()}
+    given_up: dict[str, set[int]] = {"a": set(), "b": set()}
+    late: dict[str, set[int]] = {"a": set(), "b": set()}
+    asked: dict[str, list[int]] = {"a": [], "b": []}
+    new = 0
+    now = 0
+    for n, (events, dt) in enumerate(batches):
+        now += dt
+        seq = seqs[replicas[n] if n < len(replicas) else n % 2]
+        seq.forget()
+        for lk in ("a", "b"):  # what lock_sequences reads
+            acked, gap_since, asked_at = rows.get(lk, (None, None, None))
+            above = (() if gap_since is None or acked is None
+                     else {x for x in stored[lk] if x > acked})
+            seq.restore(lk, acked, gap_since, above, asked_at)
+        seq.gapped_restored = True
+        gone = [(lk, lo, lo + span) for lk, lo, span in (gones[n] if n < len(gones) else [])]
+        for lk, lo, hi in gone:
+            said_gone[lk] |= set(range(lo, hi + 1))
+        done = seq.sequence(events, now, gone)
+        for i in done.store:
+            lk, x = events[i]
+            if x in given_up[lk] and x not in stored[lk]:
+                late[lk].add(x)
+            stored[lk].add(x)
+        new += done.new
+        for lost in done.permanent:
+            given_up[lost.locker] |= set(range(lost.missing_from, lost.missing_to + 1))
+        for ask in done.resend:
+            assert not asked[ask.locker] or now - asked[ask.locker][-1] >= GAP_MS or (
+                rows[ask.locker][2] is None), "asked again before the gap timeout"
+            asked[ask.locker].append(now)
+        for lk in done.changed:  # written back in the same transaction
+            st_ = seq.states[lk]
+            rows[lk] = (st_.acked, st_.gap_since, st_.asked_at)
+        for lk, up_to in done.acks.items():
+            assert set(range(1, up_to + 1)) <= stored[lk] | given_up[lk], (
+                "an ack covers a seq not stored")
+    assert new == sum(len(stored[lk] - late[lk]) for lk in stored)
 
 
 # --- the two together --------------------------------------------------------------------------

@@ -49,7 +49,8 @@ class Base(DeclarativeBase):
 
 class Locker(Base):
     """One locker as last heard of. `acked_seq` is the ingest's ack watermark (None: no event
-    seen yet); `gap_since` is when the current gap in its events was first seen."""
+    seen yet); `gap_since` is when the current gap in its events was first seen. Ingest
+    replicas lock this row while they sequence the locker's events (fleet_console/ingest.py)."""
 
     __tablename__ = "lockers"
 
@@ -65,6 +66,9 @@ class Locker(Base):
     config_applied_at: Mapped[int | None]
     acked_seq: Mapped[int | None]
     gap_since: Mapped[int | None]
+    #: When the current gap was last asked for again on `events/resend` (None: not yet), so
+    #: a restarted ingest or another replica waits the gap timeout before asking again.
+    gap_asked_at: Mapped[int | None]
     #: The cell ids its last online status declared (None: it declares none, an older lockerd);
     #: the ingest stores snapshots of these cells only.
     declared_cells: Mapped[list[Any] | None]

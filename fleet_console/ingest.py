@@ -1043,11 +1043,13 @@ class Ingest:
 
 
 def _write_freshness(s: Session, beat: Beat) -> None:
-    """Each locker heard of: when, and its newest stored event (never moved backwards)."""
+    """Each locker heard of: when, and its newest stored event (never moved backwards). Core
+    statements, executed many: one round trip per kind of row, whatever the fleet's size."""
+    t = Locker.__table__.c
     heard = [{"b_id": lk, "b_heard": h.last_heard_at}
              for lk, h in sorted(beat.lockers.items()) if h.stored_seq is None]
     if heard:
-        s.execute(update(Locker).where(Locker.id == bindparam("b_id"))
+        s.execute(update(Locker.__table__).where(t.id == bindparam("b_id"))
                   .values(last_heard_at=bindparam("b_heard")), heard)
     stored = [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
                "b_seq": h.stored_seq}
@@ -1056,13 +1058,12 @@ def _write_freshness(s: Session, beat: Beat) -> None:
         at: BindParameter[int] = bindparam("b_at")
         seq: BindParameter[int] = bindparam("b_seq")
         s.execute(
-            update(Locker).where(Locker.id == bindparam("b_id")).values(
+            update(Locker.__table__).where(t.id == bindparam("b_id")).values(
                 last_heard_at=bindparam("b_heard"),
-                last_event_at=case((or_(Locker.last_event_at.is_(None),
-                                        Locker.last_event_at < at), at),
-                                   else_=Locker.last_event_at),
-                stored_seq=case((or_(Locker.stored_seq.is_(None), Locker.stored_seq < seq), seq),
-                                else_=Locker.stored_seq),
+                last_event_at=case((or_(t.last_event_at.is_(None), t.last_event_at < at), at),
+                                   else_=t.last_event_at),
+                stored_seq=case((or_(t.stored_seq.is_(None), t.stored_seq < seq), seq),
+                                else_=t.stored_seq),
             ),
             stored,
         )

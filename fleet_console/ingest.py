@@ -69,7 +69,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import BindParameter, bindparam, case, or_, select, update
+from sqlalchemy import BindParameter, Table, bindparam, case, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -1045,11 +1045,13 @@ class Ingest:
 def _write_freshness(s: Session, beat: Beat) -> None:
     """Each locker heard of: when, and its newest stored event (never moved backwards). Core
     statements, executed many: one round trip per kind of row, whatever the fleet's size."""
-    t = Locker.__table__.c
+    table = Locker.__table__
+    assert isinstance(table, Table)
+    t = table.c
     heard = [{"b_id": lk, "b_heard": h.last_heard_at}
              for lk, h in sorted(beat.lockers.items()) if h.stored_seq is None]
     if heard:
-        s.execute(update(Locker.__table__).where(t.id == bindparam("b_id"))
+        s.execute(update(table).where(t.id == bindparam("b_id"))
                   .values(last_heard_at=bindparam("b_heard")), heard)
     stored = [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
                "b_seq": h.stored_seq}
@@ -1058,7 +1060,7 @@ def _write_freshness(s: Session, beat: Beat) -> None:
         at: BindParameter[int] = bindparam("b_at")
         seq: BindParameter[int] = bindparam("b_seq")
         s.execute(
-            update(Locker.__table__).where(t.id == bindparam("b_id")).values(
+            update(table).where(t.id == bindparam("b_id")).values(
                 last_heard_at=bindparam("b_heard"),
                 last_event_at=case((or_(t.last_event_at.is_(None), t.last_event_at < at), at),
                                    else_=t.last_event_at),

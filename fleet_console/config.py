@@ -55,6 +55,12 @@ class IngestLimits(StrictSection):
     #: a `flood` alarm.
     flood_rate_per_s: float = Field(50.0, gt=0)
     flood_window_s: float = Field(10.0, gt=0, le=3600)
+    #: The ingest's heartbeat (its `ingest_replicas` row, the lockers' freshness) every this
+    #: many seconds; an `ingest_lag` alarm when the stored events' p50 age stays above
+    #: lag_alarm_s for lag_alarm_for_s (fleet_console/lag.py).
+    beat_interval_s: float = Field(5.0, ge=0.05, le=300)
+    lag_alarm_s: float = Field(60.0, gt=0)
+    lag_alarm_for_s: float = Field(60.0, ge=0)
 
 
 class ConsoleConfig(StrictSection):

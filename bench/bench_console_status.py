@@ -9,7 +9,8 @@ with alarms, freshness and outbox columns, one ingest replica). The real `locker
 process is timed `--runs` times per variant (text, the first page of 50; `--offline`; `--alarms`;
 `--json`, every locker and cell), and p50 / p99 of its wall time are printed beside the baseline
 measured in the same run: a process that opens the same database and runs a bare
-`SELECT count(*) FROM lockers` (the floor of any command: interpreter, imports, connection).
+`SELECT count(*) FROM lockers` (interpreter, SQLAlchemy, connection), and the floor of every
+`locker-console` command: a process that only imports fleet_console.cli.
 The same reads are also timed in-process (totals and one page, counted in SQL) against an
 in-process `SELECT count(*)`. The target is 2 s at 10,000 lockers.
 
@@ -170,6 +171,8 @@ def bench_database(label: str, url: str, root: Path, lockers: list[str], cells: 
     out: dict[str, Any] = {"fill_s": round(filled, 1)}
     out["baseline_select_count_process"] = timed_runs(
         [sys.executable, "-c", BASELINE, url], runs)
+    out["baseline_cli_import_process"] = timed_runs(
+        [sys.executable, "-c", "import fleet_console.cli"], runs)
     for name, extra in (("text_first_page", []), ("offline", ["--offline"]),
                         ("alarms", ["--alarms"]), ("json_all", ["--json"])):
         out[name] = timed_runs(status + extra, runs)
@@ -230,6 +233,9 @@ def main() -> None:
                   f"{r['fill_s']} s); process wall time p50 / p99 over {args.runs} runs")
             print(f"  baseline: SELECT count(*) in a process   {base['p50_s']:>6} / "
                   f"{base['p99_s']:>6} s")
+            imp = r["baseline_cli_import_process"]
+            print(f"  floor: a process importing the CLI only  {imp['p50_s']:>6} / "
+                  f"{imp['p99_s']:>6} s")
             for name in ("text_first_page", "offline", "alarms", "json_all"):
                 t = r[name]
                 print(f"  status {name:<32} {t['p50_s']:>6} / {t['p99_s']:>6} s  "

@@ -38,6 +38,10 @@ quarantined (`store_failed`).
 window of `flood_window_s` raises one `flood` alarm per episode.
 A single ingest per database is assumed (its watermark state lives in memory and in `lockers`).
 
+**Heartbeat and lag** (fleet_console/lag.py): every `beat_interval_s` the ingest writes its row in
+`ingest_replicas` (inbox depth, lag of the stored events, rates) and the freshness of each locker
+heard of; an `ingest_lag` alarm is raised once per episode of falling behind and ended after.
+
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
 are taken out of the batch and handled beside it, a few at a time, so a slow gateway never holds
 up events: unless a row for (locker, id) exists already (a QoS 1 duplicate: not sent again), the

@@ -73,7 +73,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import BindParameter, Table, bindparam, case, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Table,
+    and_,
+    bindparam,
+    case,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -1047,32 +1057,29 @@ class Ingest:
 
 
 def _write_freshness(s: Session, beat: Beat) -> None:
-    """Each locker heard of: when, and its newest stored event (never moved backwards). Core
-    statements, executed many: one round trip per kind of row, whatever the fleet's size."""
+    """Each locker heard of: when, and its newest stored event (never moved backwards). One
+    Core statement executed many, in id order (the batch's upserts lock rows in that order
+    too, so a heartbeat and a batch in two threads cannot deadlock on PostgreSQL)."""
+    if not beat.lockers:
+        return
     table = Locker.__table__
     assert isinstance(table, Table)
     t = table.c
-    heard = [{"b_id": lk, "b_heard": h.last_heard_at}
-             for lk, h in sorted(beat.lockers.items()) if h.stored_seq is None]
-    if heard:
-        s.execute(update(table).where(t.id == bindparam("b_id"))
-                  .values(last_heard_at=bindparam("b_heard")), heard)
-    stored = [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
-               "b_seq": h.stored_seq}
-              for lk, h in sorted(beat.lockers.items()) if h.stored_seq is not None]
-    if stored:
-        at: BindParameter[int] = bindparam("b_at")
-        seq: BindParameter[int] = bindparam("b_seq")
-        s.execute(
-            update(table).where(t.id == bindparam("b_id")).values(
-                last_heard_at=bindparam("b_heard"),
-                last_event_at=case((or_(t.last_event_at.is_(None), t.last_event_at < at), at),
-                                   else_=t.last_event_at),
-                stored_seq=case((or_(t.stored_seq.is_(None), t.stored_seq < seq), seq),
-                                else_=t.stored_seq),
-            ),
-            stored,
-        )
+    at: BindParameter[int] = bindparam("b_at", type_=BigInteger)
+    seq: BindParameter[int] = bindparam("b_seq", type_=BigInteger)
+    s.execute(
+        update(table).where(t.id == bindparam("b_id")).values(
+            last_heard_at=bindparam("b_heard", type_=BigInteger),
+            last_event_at=case((and_(at.is_not(None), or_(t.last_event_at.is_(None),
+                                                          t.last_event_at < at)), at),
+                               else_=t.last_event_at),
+            stored_seq=case((and_(seq.is_not(None), or_(t.stored_seq.is_(None),
+                                                         t.stored_seq < seq)), seq),
+                            else_=t.stored_seq),
+        ),
+        [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
+          "b_seq": h.stored_seq} for lk, h in sorted(beat.lockers.items())],
+    )
 
 
 def _may_pass(exc: BaseException) -> bool:

@@ -251,6 +251,27 @@ async def test_an_ingest_held_back_raises_one_lag_alarm_until_it_catches_up(
         [ended] = await sending(0, lambda a: all(x.ended_at is not None for x in a))
         assert ended.id == raised.id
         assert "alarm ingest_lag" not in (await _status(config)).stdout
+
+        # A hole filled late never moves the locker's stored seq or newest event backwards.
+        def fresh() -> Any:
+            return db_query(fresh_url, lambda c: c.execute(select(
+                Locker.stored_seq, Locker.last_event_at, Locker.last_heard_at)
+                .where(Locker.id == lk.id)).one())
+
+        top = seq + 2
+        seq += 1  # skipped: sent after the next one
+        send(0)  # seq + 2
+        newest = (await _wait("the newest seq stored", lambda: (f := fresh()).stored_seq == top
+                              and f)).last_event_at
+        late = top - 1
+        lk.client.publish(TOPICS.events(lk.id), json.dumps({
+            "seq": late, "id": str(uuid.uuid4()), "at": newest - 5000, "type": "door_opened",
+            "data": {}}), qos=1)
+        await asyncio.to_thread(lk.wait_ack, top)
+        heard = fresh().last_heard_at
+        after = await _wait("a heartbeat after the late event", lambda: (f := fresh())
+                            .last_heard_at > heard and f)
+        assert (after.stored_seq, after.last_event_at) == (top, newest)
     finally:
         lk.close()
     # An ingest that stopped beating shows STALE after three intervals (0.6 s here).

@@ -565,6 +565,9 @@ def _print_fleet_header(report: FleetStatus, now: int) -> list[str]:
         if r["stale"]:
             out.append(head + f"STALE, last heartbeat {beat}")
             continue
+        if r["stopped_at"] is not None:
+            out.append(head + f"stopped {fleet_status.ago(r['stopped_at'], now)}")
+            continue
         lag = ("no events" if r["lag_p50_ms"] is None else
                f"lag p50 {r['lag_p50_ms'] / 1000:.1f} s max {r['lag_max_ms'] / 1000:.1f} s")
         line = (head + f"heartbeat {beat}, inbox {r['inbox_depth']}, {lag}, "

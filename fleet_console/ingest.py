@@ -363,6 +363,10 @@ class Ingest:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
+        try:  # a clean stop (not a crash or a cancel): `status` says stopped, not STALE
+            await self._in_store_thread(self._write_stopped, self._now_ms())
+        except Exception as exc:
+            log.error("could not record the stop in ingest_replicas (%s)", _first_line(exc))
 
     async def _connect_loop(self) -> None:
         s = self.settings
@@ -541,6 +545,12 @@ class Ingest:
             if await self._pause(self.settings.beat_interval_s):
                 return
 
+    def _write_stopped(self, now: int) -> None:
+        with self.db.transaction() as s:
+            s.execute(update(IngestReplica)
+                      .where(IngestReplica.client_id == self.settings.client_id)
+                      .values(stopped_at=now, last_beat_at=now))
+
     def _write_beat(self, beat: Beat) -> None:
         """The replica's row, the lockers' freshness and the lag alarm, in one transaction."""
         s_ = self.settings
@@ -556,6 +566,7 @@ class Ingest:
             row.lag_p50_ms, row.lag_max_ms = beat.lag_p50_ms, beat.lag_max_ms
             row.events_per_s, row.batches_per_s = beat.events_per_s, beat.batches_per_s
             row.lagging_since = beat.lagging_since
+            row.stopped_at = None
             if row.lag_alarm_id is not None and not self._lag.alarm_open:
                 # Back under, or an episode a previous run of this replica left open.
                 s.execute(update(Alarm).where(Alarm.id == row.lag_alarm_id)

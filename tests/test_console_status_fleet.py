@@ -274,8 +274,13 @@ async def test_an_ingest_held_back_raises_one_lag_alarm_until_it_catches_up(
         assert (after.stored_seq, after.last_event_at) == (top, newest)
     finally:
         lk.close()
-    # An ingest that stopped beating shows STALE after three intervals (0.6 s here).
-    await ingest.stop()
+    # An ingest that died (no clean stop) shows STALE after three intervals (0.6 s here).
+    task = ingest._task
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    ingest._task = None
     def stale() -> Any:
         o = subprocess.run([CONSOLE, "--config", str(config), "status"], capture_output=True,
                            text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -283,3 +288,20 @@ async def test_an_ingest_held_back_raises_one_lag_alarm_until_it_catches_up(
     out = await _wait("STALE in status", stale)
     assert f"ingest {ingest.settings.client_id} " in out.stdout
     assert "has not written its heartbeat" in out.stderr
+
+
+async def test_an_ingest_stopped_cleanly_shows_stopped_not_stale(
+    ingest: Ingest, fresh_url: str, mqtt_broker: MqttBroker, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, mqtt_broker, fresh_url)
+    db = open_database(fresh_url)
+    with db.transaction() as s:  # a fleet of one, so that status reads the database
+        s.add(Locker(id="L1", online=True))
+    db.dispose()
+    await _wait("the first heartbeat", lambda: db_query(
+        fresh_url, lambda c: c.scalar(select(IngestReplica.client_id))))
+    await ingest.stop()
+    await asyncio.sleep(0.7)  # past three heartbeat intervals: it would be STALE had it died
+    out = await _status(config)
+    assert re.search(rf"ingest {ingest.settings.client_id} \(.*\): stopped \d+ s ago", out.stdout)
+    assert "STALE" not in out.stdout and "heartbeat" not in out.stderr

@@ -143,6 +143,8 @@ class IngestReplica(Base):
     batches_per_s: Mapped[float] = mapped_column(Float)
     lagging_since: Mapped[int | None]
     lag_alarm_id: Mapped[int | None]
+    #: When it stopped cleanly (None: running, or it died without stopping: then stale).
+    stopped_at: Mapped[int | None]
 
 
 class QuarantineRow(Base):

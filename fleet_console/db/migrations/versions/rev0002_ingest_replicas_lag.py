@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("batches_per_s", sa.Float, nullable=False),
         sa.Column("lagging_since", sa.BigInteger, nullable=True),
         sa.Column("lag_alarm_id", sa.BigInteger, nullable=True),
+        sa.Column("stopped_at", sa.BigInteger, nullable=True),
     )
     with op.batch_alter_table("lockers") as batch:
         for name in _LOCKER_COLUMNS:

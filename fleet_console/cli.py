@@ -677,8 +677,9 @@ def cmd_alarms(args: argparse.Namespace) -> int:
                 print(f"{_when(r['at'])}  {r['locker']}  {r['reason']}  {r['topic']}  "
                       f"{r['size']} bytes: {r['detail']}  {r['excerpt']!r}")
             else:
-                print(f"{_when(r['at'])}  {r['locker']}  {r['kind']}  "
-                      f"{json.dumps(r['data'], sort_keys=True)}")
+                ended = f"  (ended {_when(r['ended_at'])})" if r["ended_at"] else ""
+                print(f"{_when(r['at'])}  {r['locker'] or '(console)'}  {r['kind']}  "
+                      f"{json.dumps(r['data'], sort_keys=True)}{ended}")
         return EXIT_OK
 
     return _run(args, body)
@@ -698,7 +699,8 @@ def _read_alarms(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                              "detail": r.detail, "size": r.size, "at": r.at,
                              "excerpt": text if r.excerpt is not None else None})
             else:
-                rows.append({"locker": r.locker, "kind": r.kind, "data": r.data, "at": r.at})
+                rows.append({"locker": r.locker, "kind": r.kind, "data": r.data, "at": r.at,
+                             "ended_at": r.ended_at})
         return rows
     finally:
         db.dispose()

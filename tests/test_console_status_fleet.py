@@ -251,6 +251,11 @@ async def test_an_ingest_held_back_raises_one_lag_alarm_until_it_catches_up(
         [ended] = await sending(0, lambda a: all(x.ended_at is not None for x in a))
         assert ended.id == raised.id
         assert "alarm ingest_lag" not in (await _status(config)).stdout
+        listed = await asyncio.to_thread(subprocess.run, [
+            CONSOLE, "--config", str(config), "alarms"], capture_output=True, text=True,
+            timeout=30, stdin=subprocess.DEVNULL)
+        [line] = [ln for ln in listed.stdout.splitlines() if "ingest_lag" in ln]
+        assert "(console)  ingest_lag" in line and "(ended " in line, line
 
         # A hole filled late never moves the locker's stored seq or newest event backwards.
         def fresh() -> Any:

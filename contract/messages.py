@@ -270,6 +270,15 @@ class BoardHealth(Message):
     failures: Count = 0
 
 
+class OutboxSummary(Message):
+    """A locker's durable outbox as its status reports it: how many events wait for the
+    console's ack, and the `at` of the oldest (None when empty). Events wait here, not in a
+    broker queue, when the console falls behind."""
+
+    depth: Count
+    oldest_at: EpochMs | None = None
+
+
 class Status(Message):
     """Retained presence of a locker; the last will is `Status.offline()` = `{"online": false}`."""
 
@@ -282,6 +291,9 @@ class Status(Message):
     #: The cell ids of the locker's configuration: the console stores snapshots of these cells
     #: only. Optional (lockers before it send none; the console then caps how many it keeps).
     cells: Annotated[list[CellId], Field(max_length=MAX_CELL_ID)] | None = None
+    #: Its outbox (optional: lockers before it send none); refreshed at most every 60 s while
+    #: events wait in it, so a console sees a backlog without asking.
+    outbox: OutboxSummary | None = None
 
     @model_validator(mode="after")
     def _online_needs_details(self) -> Status:

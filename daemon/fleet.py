@@ -138,6 +138,9 @@ class FleetSide:
     def cell_snapshots(self) -> list[dict]:
         return [c for c in self.daemon.machine.cells() if c.get("since") is not None]
 
+    def outbox_summary(self) -> dict:
+        return self.daemon.store.outbox_summary()
+
     def unacked_events(self, after_seq: int, limit: int) -> list[dict]:
         return self.daemon.store.outbox(after_seq, limit)
 

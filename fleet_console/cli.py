@@ -430,21 +430,46 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
 LIVE_MAX_WAIT_S = 5.0
 
 
+#: Lockers per page of `status` in text mode (--json lists all unless --limit).
+STATUS_PAGE = 50
+
+
 def _add_status(subparsers: SubParsers) -> None:
     p = subparsers.add_parser(
         "status",
-        help="lockers online/offline and their cells, from what the ingest stored",
+        help="lockers online/offline, how fresh, their cells, and how the ingest keeps up",
         description=(
-            "Read the lockers and cells the ingest stored in the database ([database] url). "
+            "Read the lockers and cells the ingest stored in the database ([database] url): "
+            "first the whole fleet's totals (lockers, online, offline, incomplete, with alarms), "
+            "each ingest replica (heartbeat age, inbox depth, lag of the events it stores; STALE "
+            "when its heartbeat is older than three intervals) and the console's open "
+            "ingest_lag alarms; then one page of lockers, each with when it was last heard of, "
+            "the age of its status, cells stored/declared, its outbox (events not yet "
+            "acknowledged, and the oldest one's age) and its open alarms. Filters narrow the "
+            "page, never the totals. "
             "With --live, or when the configuration has no [database] (or the database has no "
             "locker yet), read the broker's retained status and cell topics instead (works "
             "without the ingest, but collects for at most --max-wait seconds). Declared cells "
             "that are missing are named on stderr. Exit 0 listed; 1 the database or the broker "
-            "failed; 2 bad configuration or a refused login; 3 (--live) the listing may be "
-            "incomplete."
+            "failed; 2 bad configuration, bad arguments or a refused login; 3 (--live) the "
+            "listing may be incomplete."
         ),
     )
     p.add_argument("--locker", metavar="ID", help="only this locker")
+    p.add_argument("--offline", action="store_true", help="only lockers offline (or never "
+                   "online)")
+    p.add_argument("--alarms", action="store_true",
+                   help="only lockers with open alarms (raised in the last 24 h, not ended)")
+    p.add_argument("--incomplete", action="store_true",
+                   help="only lockers with fewer cells stored than they declare")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help=f"lockers per page (default {STATUS_PAGE} in text, all with --json; "
+                        "0: all)")
+    paging = p.add_mutually_exclusive_group()
+    paging.add_argument("--page", type=int, metavar="K", help="the K-th page (from 1)")
+    paging.add_argument("--after", metavar="ID",
+                        help="the page of lockers after this id (the next page of a listing "
+                             "that ended at ID; stable while lockers are added)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--live", action="store_true",
                    help="read the broker's retained messages, not the database")
@@ -464,11 +489,35 @@ def _database_is_configured(cfg: ConsoleConfig) -> str | None:
     return None
 
 
-def _read_fleet_status(url: str, locker: str | None) -> FleetStatus:
+def _status_limit(args: argparse.Namespace) -> int | None:
+    """Lockers per page: --limit (0: all), else 50 in text and all with --json."""
+    if args.limit is not None:
+        return args.limit or None
+    return None if args.json else STATUS_PAGE
+
+
+def _read_fleet_status(url: str, args: argparse.Namespace) -> FleetStatus:
+    """Totals counted by the database; one page of lockers and their cells loaded."""
+    which = queries.FleetFilter(locker=args.locker, offline=args.offline, alarms=args.alarms,
+                                incomplete=args.incomplete)
+    limit = _status_limit(args)
+    offset = (args.page - 1) * (limit or 0) if args.page else 0
+    now = int(time.time() * 1000)
     db = open_database(url)
     try:
         with db.transaction() as s:
-            return fleet_status.from_rows(*queries.fleet_rows(s, locker))
+            totals = queries.fleet_totals(s, now)
+            rows, matching = queries.fleet_page(s, now, which, limit=limit, after=args.after,
+                                                offset=offset)
+            cells = queries.cells_of(s, [r.id for r in rows])
+            replicas = queries.ingest_replicas(s)
+            alarms = queries.open_console_alarms(s)
+            first = offset + 1 if args.after is None else None
+            page = {"matching": matching, "listed": len(rows), "first": first,
+                    "limit": limit,
+                    "next_after": rows[-1].id if limit and len(rows) == limit else None}
+            return fleet_status.from_page(rows, cells, now=now, totals=totals,
+                                          replicas=replicas, console_alarms=alarms, page=page)
     finally:
         db.dispose()
 
@@ -498,6 +547,10 @@ async def _live_fleet_status(cfg: ConsoleConfig, args: argparse.Namespace) -> Fl
 def cmd_status(args: argparse.Namespace) -> int:
     if args.max_wait <= 0:
         return _error("--max-wait must be more than 0")
+    if args.limit is not None and args.limit < 0:
+        return _error("--limit must be 0 (all) or more")
+    if args.page is not None and args.page < 1:
+        return _error("--page counts from 1")
 
     async def body(cfg: ConsoleConfig) -> int:
         why_live = None if args.live else _database_is_configured(cfg)
@@ -511,13 +564,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return _broker_error(cfg, exc)
         else:
             try:
-                report = await asyncio.to_thread(_read_fleet_status, cfg.database.url,
-                                                 args.locker)
+                report = await asyncio.to_thread(_read_fleet_status, cfg.database.url, args)
             except SQLAlchemyError as exc:
                 print(f"locker-console: cannot read the database {cfg.database.url}: {exc}",
                       file=sys.stderr)
                 return EXIT_FAILED
-            if not report.lockers:  # the ingest has stored no (such) locker: ask the broker
+            nothing = not (report.totals or {}).get("lockers") or (
+                args.locker and not report.lockers)
+            if nothing:  # the ingest has stored no (such) locker: ask the broker
                 what = f"no locker {args.locker}" if args.locker else "no lockers"
                 print(f"locker-console: the database has {what} (is `locker-console ingest` "
                       "running?): reading the broker's retained messages (as --live)",
@@ -529,6 +583,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_fleet_status(report, args)
         for line in report.skipped:
             print(f"locker-console: {line}", file=sys.stderr)
+        for client_id in report.stale_replicas:
+            print(f"locker-console: warning: ingest {client_id} has not written its heartbeat "
+                  "for more than three intervals (stopped, hung or cut off from the database)",
+                  file=sys.stderr)
         problems = report.problems
         for line in problems:
             print(f"locker-console: warning: {line}", file=sys.stderr)
@@ -541,15 +599,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _print_fleet_header(report: FleetStatus, now: int) -> list[str]:
+    """The whole fleet's totals, the ingest replicas and the console's open alarms."""
+    t = report.totals or {}
+    out = [f"fleet: {t.get('lockers', 0)} lockers, {t.get('online', 0)} online, "
+           f"{t.get('offline', 0)} offline, {t.get('unknown', 0)} unknown, "
+           f"{t.get('incomplete', 0)} incomplete, {t.get('with_alarms', 0)} with alarms"]
+    if not report.ingest:
+        out.append("ingest: no replica has written a heartbeat (is `locker-console ingest` "
+                   "running?)")
+    for r in report.ingest or ():
+        head = f"ingest {r['client_id']} ({r['host']} pid {r['pid']}): "
+        beat = fleet_status.ago(r["last_beat_at"], now)
+        if r["stale"]:
+            out.append(head + f"STALE, last heartbeat {beat}")
+            continue
+        if r["stopped_at"] is not None:
+            out.append(head + f"stopped {fleet_status.ago(r['stopped_at'], now)}")
+            continue
+        lag = ("no events" if r["lag_p50_ms"] is None else
+               f"lag p50 {r['lag_p50_ms'] / 1000:.1f} s max {r['lag_max_ms'] / 1000:.1f} s")
+        line = (head + f"heartbeat {beat}, inbox {r['inbox_depth']}, {lag}, "
+                f"{r['events_per_s']:g} events/s")
+        if r["lagging_since"] is not None:
+            line += f", BEHIND since {fleet_status.ago(r['lagging_since'], now)}"
+        out.append(line)
+    for a in report.console_alarms or ():
+        data = a["data"] or {}
+        out.append(f"alarm {a['kind']} since {_when(a['at'])}: replica {data.get('replica')}, "
+                   f"events {(data.get('lag_p50_ms') or 0) / 1000:.0f} s old (p50), above "
+                   f"{data.get('threshold_s')} s for {data.get('for_s')} s")
+    return out
+
+
+def _freshness(d: dict[str, Any], now: int) -> str:
+    """`heard 12 s ago  status 1 min ago  cells 16/16  outbox 3 (oldest 2 min ago)  alarms 1`"""
+    parts = [f"heard {fleet_status.ago(d.get('last_heard_at'), now)}",
+             f"status {fleet_status.ago(d.get('last_status_at'), now)}"]
+    declared = d.get("cells_declared")
+    parts.append(f"cells {d.get('cells_known', 0)}/{'?' if declared is None else declared}")
+    box = d.get("outbox")
+    if box is not None:
+        parts.append(f"outbox {box['depth']}" + (
+            f" (oldest {fleet_status.ago(box['oldest_at'], now)})" if box["depth"] else ""))
+    stored, acked = d.get("stored_seq"), d.get("acked_seq")
+    if stored is not None and acked is not None and stored > acked:
+        parts.append(f"acked {acked} of {stored} (a hole)")
+    if d.get("alarms_open"):
+        parts.append(f"alarms {d['alarms_open']}")
+    return "  ".join(parts)
+
+
 def _print_fleet_status(report: FleetStatus, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(report.to_dict())
         return
+    now = int(time.time() * 1000)
     entries = sorted(report.lockers, key=lambda e: e.id)
+    out: list[str] = []
+    if report.totals is not None:
+        out += _print_fleet_header(report, now)
     if not entries:
         where = "in the database" if report.source == "database" else "on the broker"
-        print("no lockers" + (f" named {args.locker}" if args.locker else "") + f" {where}")
-    out: list[str] = []
+        filtered = report.totals is not None and (args.offline or args.alarms or args.incomplete)
+        out.append(("no lockers match" if filtered else "no lockers")
+                   + (f" named {args.locker}" if args.locker else "") + f" {where}")
     for entry in entries:
         d = entry.details
         online = {True: "online", False: "offline", None: "unknown"}[entry.online]
@@ -563,10 +677,18 @@ def _print_fleet_status(report: FleetStatus, args: argparse.Namespace) -> None:
                 f"{b['name']} {'ok' if b['online'] else 'OFFLINE'}" for b in boards)
         if d.get("last_status_at"):
             line += f"  as of {_when(d['last_status_at'])}"
+        if report.totals is not None:
+            line += "  " + _freshness(d, now)
         out.append(line)
         for c in sorted(entry.cells, key=lambda c: c["cell"]):
             out.append(f"  cell {c['cell']:>3}  {c['state']:<9} door {c['door']:<8} "
                        f"size {c['size']}")
+    page = report.page
+    if page and entries and page["listed"] < page["matching"]:
+        span = (f"lockers {page['first']}-{page['first'] + page['listed'] - 1}"
+                if page["first"] else f"{page['listed']} lockers")
+        more = (f"; next page: --after {page['next_after']}" if page["next_after"] else "")
+        out.append(f"page: {span} of {page['matching']}{more}")
     if out:
         sys.stdout.write("\n".join(out) + "\n")
 
@@ -604,8 +726,9 @@ def cmd_alarms(args: argparse.Namespace) -> int:
                 print(f"{_when(r['at'])}  {r['locker']}  {r['reason']}  {r['topic']}  "
                       f"{r['size']} bytes: {r['detail']}  {r['excerpt']!r}")
             else:
-                print(f"{_when(r['at'])}  {r['locker']}  {r['kind']}  "
-                      f"{json.dumps(r['data'], sort_keys=True)}")
+                ended = f"  (ended {_when(r['ended_at'])})" if r["ended_at"] else ""
+                print(f"{_when(r['at'])}  {r['locker'] or '(console)'}  {r['kind']}  "
+                      f"{json.dumps(r['data'], sort_keys=True)}{ended}")
         return EXIT_OK
 
     return _run(args, body)
@@ -625,7 +748,8 @@ def _read_alarms(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                              "detail": r.detail, "size": r.size, "at": r.at,
                              "excerpt": text if r.excerpt is not None else None})
             else:
-                rows.append({"locker": r.locker, "kind": r.kind, "data": r.data, "at": r.at})
+                rows.append({"locker": r.locker, "kind": r.kind, "data": r.data, "at": r.at,
+                             "ended_at": r.ended_at})
         return rows
     finally:
         db.dispose()

@@ -75,6 +75,12 @@ class IngestLimits(StrictSection):
     #: The replicas' shared subscription group ($share/GROUP/...), the same for all. On
     #: Mosquitto, make it a secret (docs/broker.md, "Ingest replicas").
     share_group: str = Field("ingest", pattern=ReplicaName.pattern)
+    #: The ingest's heartbeat (its `ingest_replicas` row, the lockers' freshness) every this
+    #: many seconds; an `ingest_lag` alarm when the stored events' p50 age stays above
+    #: lag_alarm_s for lag_alarm_for_s (fleet_console/lag.py).
+    beat_interval_s: float = Field(5.0, ge=0.05, le=300)
+    lag_alarm_s: float = Field(60.0, gt=0)
+    lag_alarm_for_s: float = Field(60.0, ge=0)
 
 
 class ConsoleConfig(StrictSection):

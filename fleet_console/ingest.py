@@ -54,6 +54,10 @@ for: `expected` its first seq, `got` the seq after the range asked for), and a l
 before starts at 0, not at its first seq: what is missing below is asked for like a hole. Without a
 replica name, one ingest per database is assumed: the state is kept in memory too.
 
+**Heartbeat and lag** (fleet_console/lag.py): every `beat_interval_s` the ingest writes its row in
+`ingest_replicas` (inbox depth, lag of the stored events, rates) and the freshness of each locker
+heard of; an `ingest_lag` alarm is raised once per episode of falling behind and ended after.
+
 **Relayed notifications** (`notify`: SMS / e-mail a locker without its own provider hands over)
 are taken out of the batch and handled beside it, a few at a time, so a slow gateway never holds
 up events: unless a row for (locker, id) exists already (a QoS 1 duplicate: not sent again), the
@@ -83,14 +87,28 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -113,9 +131,18 @@ from contract.messages import (
 from contract.topics import TopicKind, Topics, locker_of
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import Database
-from fleet_console.db.models import Alarm, Cell, EventRow, Locker, NotificationRow, QuarantineRow
+from fleet_console.db.models import (
+    Alarm,
+    Cell,
+    EventRow,
+    IngestReplica,
+    Locker,
+    NotificationRow,
+    QuarantineRow,
+)
 from fleet_console.db.writes import insert_for, record_command_results, upsert
 from fleet_console.flood import FloodMeter
+from fleet_console.lag import Beat, LagMeter
 from fleet_console.mqtt import ack, login_hint, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
 from fleet_console.quarantine import (
@@ -193,6 +220,13 @@ class IngestSettings:
     resync_rate_per_s: float = 50.0
     resync_grace_s: float = 10.0
     resync_retry_s: float = 30.0
+    #: Heartbeat: every `beat_interval_s` the ingest writes its `ingest_replicas` row (lag,
+    #: inbox depth, rates) and each locker's freshness (fleet_console/lag.py). An `ingest_lag`
+    #: alarm is raised when the stored events' p50 age stays above `lag_alarm_s` for
+    #: `lag_alarm_for_s`, and ended when it is back under.
+    beat_interval_s: float = 5.0
+    lag_alarm_s: float = 60.0
+    lag_alarm_for_s: float = 60.0
 
 
 @dataclass
@@ -386,6 +420,10 @@ class Ingest:
         )
         #: When the next resync check is due (the loop's monotonic clock).
         self._resync_next = 0.0
+        self._lag = LagMeter(alarm_ms=int(s.lag_alarm_s * 1000),
+                             alarm_for_ms=int(s.lag_alarm_for_s * 1000),
+                             started_at=self._now_ms())
+        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -427,7 +465,20 @@ class Ingest:
                     await task
 
     async def run(self) -> None:
-        """Connect, consume, reconnect with backoff, until `stop()`."""
+        """Connect, consume, reconnect with backoff, until `stop()`; beat meanwhile."""
+        beats = asyncio.create_task(self._beat_loop(), name="ingest-heartbeat")
+        try:
+            await self._connect_loop()
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+        try:  # a clean stop (not a crash or a cancel): `status` says stopped, not STALE
+            await self._in_store_thread(self._write_stopped, self._now_ms())
+        except Exception as exc:
+            log.error("could not record the stop in ingest_replicas (%s)", _first_line(exc))
+
+    async def _connect_loop(self) -> None:
         s = self.settings
         delay = s.reconnect_min_s
         while not self._stop.is_set():
@@ -473,6 +524,7 @@ class Ingest:
     async def _consume(self, client: aiomqtt.Client) -> None:
         """Batch messages from this connection until stop or disconnect."""
         inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._inbox = inbox
 
         async def pump() -> None:
             # aiomqtt's iterator may drop a message when cancelled; this task is only
@@ -561,6 +613,7 @@ class Ingest:
                 delay = min(delay * 2, self.settings.reconnect_max_s)
         for message in batch:
             ack(client, message)
+        self._lag_fed(parsed)
         resends, self._resends = self._resends, []
         for ask in resends:
             self._send_resend(client, ask)
@@ -576,6 +629,81 @@ class Ingest:
             for locker, seq in acks.items():
                 if self._acks.watermark(locker, seq):
                     self._send_ack(client, locker)
+
+    # -- lag and heartbeat (fleet_console/lag.py) ---------------------------------------------
+    def _lag_fed(self, p: _Parsed) -> None:
+        """Tell the lag meter what a committed batch held."""
+        now = self._now_ms()
+        self._lag.stored(now, [ev.at for _, ev in p.events])
+        newest: dict[str, tuple[int, int]] = {}
+        for lk, ev in p.events:
+            at, seq = newest.get(lk, (ev.at, ev.seq))
+            newest[lk] = (max(at, ev.at), max(seq, ev.seq))
+        for lk, (at, seq) in newest.items():
+            self._lag.heard(lk, now, at, seq)
+        for lk in (set(p.statuses) | set(p.applied) | {lk for lk, _ in p.cells}
+                   | {lk for lk, _ in p.results.values()}) - newest.keys():
+            self._lag.heard(lk, now)
+
+    async def _beat_loop(self) -> None:
+        """Write the heartbeat every `beat_interval_s`, the first at once; a failed write is
+        logged and its content kept for the next one (it never stops the ingest)."""
+        while True:
+            inbox = self._inbox
+            self._lag.waiting(inbox.qsize() if inbox is not None else 0)
+            beat = self._lag.beat(self._now_ms())
+            try:
+                await self._in_store_thread(self._write_beat, beat)
+            except Exception as exc:
+                self._lag.unbeat(beat)
+                log.error("heartbeat not written (%s); trying again in %.1f s",
+                          _first_line(exc), self.settings.beat_interval_s)
+            if await self._pause(self.settings.beat_interval_s):
+                return
+
+    def _write_stopped(self, now: int) -> None:
+        with self.db.transaction() as s:
+            s.execute(update(IngestReplica)
+                      .where(IngestReplica.client_id == self.settings.client_id)
+                      .values(stopped_at=now, last_beat_at=now))
+
+    def _write_beat(self, beat: Beat) -> None:
+        """The replica's row, the lockers' freshness and the lag alarm, in one transaction."""
+        s_ = self.settings
+        with self.db.transaction() as s:
+            row = s.get(IngestReplica, s_.client_id)
+            if row is None:
+                row = IngestReplica(client_id=s_.client_id, lag_alarm_id=None)
+                s.add(row)
+            row.host, row.pid = socket.gethostname(), os.getpid()
+            row.started_at = self._lag.started_at
+            row.last_beat_at, row.beat_interval_ms = beat.at, int(s_.beat_interval_s * 1000)
+            row.inbox_depth = beat.inbox_depth
+            row.lag_p50_ms, row.lag_max_ms = beat.lag_p50_ms, beat.lag_max_ms
+            row.events_per_s, row.batches_per_s = beat.events_per_s, beat.batches_per_s
+            row.lagging_since = beat.lagging_since
+            row.stopped_at = None
+            if row.lag_alarm_id is not None and not self._lag.alarm_open:
+                # Back under, or an episode a previous run of this replica left open.
+                s.execute(update(Alarm).where(Alarm.id == row.lag_alarm_id)
+                          .values(ended_at=beat.at))
+                log.info("ingest lag back under %.0f s: alarm ended", s_.lag_alarm_s)
+                row.lag_alarm_id = None
+            if beat.alarm_starts:
+                alarm = Alarm(**self._alarm("", "ingest_lag", {
+                    "replica": s_.client_id, "lag_p50_ms": beat.lag_p50_ms,
+                    "lag_max_ms": beat.lag_max_ms, "inbox_depth": beat.inbox_depth,
+                    "threshold_s": s_.lag_alarm_s, "for_s": s_.lag_alarm_for_s,
+                    "since": beat.lagging_since}, beat.at))
+                s.add(alarm)
+                s.flush()
+                row.lag_alarm_id = alarm.id
+                self.stats.alarms += 1
+                log.warning("ingest falls behind: stored events are %.0f s old (p50) since "
+                            "%.0f s, %d messages waiting", (beat.lag_p50_ms or 0) / 1000,
+                            (beat.at - (beat.lagging_since or beat.at)) / 1000,
+                            beat.inbox_depth)
+            _write_freshness(s, beat)
 
     def _send_delivered(
         self, client: aiomqtt.Client, locker: str, *, results: Sequence[ResultKey] = (),
@@ -1047,6 +1175,8 @@ class Ingest:
                 "started_at": st.started_at, "last_status_at": now,
                 "boards": [b.model_dump(mode="json") for b in st.boards or []],
                 "declared_cells": st.cells,
+                "outbox_depth": st.outbox.depth if st.outbox else None,
+                "outbox_oldest_at": st.outbox.oldest_at if st.outbox else None,
             }
             for lk, st in p.statuses.items() if st.online
         ]
@@ -1128,6 +1258,32 @@ class Ingest:
     @staticmethod
     def _alarm(locker: str, kind: str, data: dict[str, Any], now: int) -> dict[str, Any]:
         return {"locker": locker, "kind": kind, "data": data, "at": now, "received_at": now}
+
+
+def _write_freshness(s: Session, beat: Beat) -> None:
+    """Each locker heard of: when, and its newest stored event (never moved backwards). One
+    Core statement executed many, in id order (the batch's upserts lock rows in that order
+    too, so a heartbeat and a batch in two threads cannot deadlock on PostgreSQL)."""
+    if not beat.lockers:
+        return
+    table = Locker.__table__
+    assert isinstance(table, Table)
+    t = table.c
+    at: BindParameter[int] = bindparam("b_at", type_=BigInteger)
+    seq: BindParameter[int] = bindparam("b_seq", type_=BigInteger)
+    s.execute(
+        update(table).where(t.id == bindparam("b_id")).values(
+            last_heard_at=bindparam("b_heard", type_=BigInteger),
+            last_event_at=case((and_(at.is_not(None), or_(t.last_event_at.is_(None),
+                                                          t.last_event_at < at)), at),
+                               else_=t.last_event_at),
+            stored_seq=case((and_(seq.is_not(None), or_(t.stored_seq.is_(None),
+                                                         t.stored_seq < seq)), seq),
+                            else_=t.stored_seq),
+        ),
+        [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
+          "b_seq": h.stored_seq} for lk, h in sorted(beat.lockers.items())],
+    )
 
 
 def _may_pass(exc: BaseException) -> bool:

@@ -122,6 +122,11 @@ class LockerPort(Protocol):
         """The console stored every event up to `up_to_seq`: drop them from the outbox."""
         ...
 
+    def outbox_summary(self) -> dict:
+        """OutboxSummary dict: {"depth", "oldest_at"}. Optional: a port without it reports
+        no outbox in the status."""
+        ...
+
     async def command_received(self, payload: bytes, topic_locker: str) -> None:
         """Verify and execute a command; answer through `FleetLink.send_result`."""
         ...
@@ -202,6 +207,7 @@ class FleetLink:
         reconnect_spread: float = 5.0,
         resync_min_interval: float = 10.0,
         rng: random.Random | None = None,
+        status_refresh_s: float = 60.0,
     ) -> None:
         """`protocol` None: MQTT 5, falling back to 3.1.1 for good if the broker refuses 5;
         `ProtocolVersion.V311` or `.V5` forces one. `resend_after`: re-send the unacknowledged
@@ -209,7 +215,9 @@ class FleetLink:
         MQTT 5 message expiry of command results (None: none). `deliver_for_s`: how long a
         result or notification is offered to a console that never confirms it.
         `reconnect_spread`: the first reconnect after a lost connection waits a random delay up
-        to this long. `resync_min_interval`: the least time between two answers to `resync`."""
+        to this long. `resync_min_interval`: the least time between two answers to `resync`.
+        `status_refresh_s`: while the last status reported events waiting in the outbox, the
+        status is published again this often (so the console sees the backlog shrink)."""
         self.port = port
         self.settings = settings
         self.locker_id = port.locker_id
@@ -256,6 +264,10 @@ class FleetLink:
         self._wake = asyncio.Event()
         # What the publisher owes the broker; survives reconnects.
         self._status_due = False
+        self._status_refresh_s = status_refresh_s
+        #: When the last status reporting a non-empty outbox went out (monotonic; None: the
+        #: last one reported none or an empty one).
+        self._backlog_said_at: float | None = None
         self._dirty_cells: set[int] = set()
         #: The outbox's events: window, acks and resends (the policy; this class does the I/O).
         self._window = OutboxWindow(max_in_flight, resend_after, time.monotonic())
@@ -498,6 +510,12 @@ class FleetLink:
                 self._log("resend", after_seq=resend.after_seq, unacked=resend.unacked)
                 continue
             wait = self._window.timeout()
+            if self._backlog_said_at is not None:
+                due = self._backlog_said_at + self._status_refresh_s - time.monotonic()
+                if due <= 0:
+                    self._status_due = True
+                    continue
+                wait = due if wait is None else min(wait, due)
             now = time.monotonic()
             for other in (self._pending.timeout(now), self._resync.timeout(now)):
                 if other is not None:
@@ -613,6 +631,12 @@ class FleetLink:
 
     def _status_payload(self) -> bytes:
         obj = self._safe(self.port.status, None) or {"online": True}
+        summary = getattr(self.port, "outbox_summary", None)
+        outbox = self._safe(summary, None) if summary is not None else None
+        if outbox is not None:
+            obj = {**obj, "outbox": outbox}
+        depth = outbox.get("depth") if isinstance(outbox, dict) else None
+        self._backlog_said_at = time.monotonic() if depth else None
         return _encode(Status, obj, "status", self._log)
 
     def _result_properties(self) -> Properties | None:

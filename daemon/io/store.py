@@ -241,6 +241,13 @@ class LockerStore:
         )
         return rows[:limit] if limit is not None else rows
 
+    def outbox_summary(self) -> dict:
+        """How many events wait for the console's ack, and the `at` of the oldest (the status
+        reports it, so the console sees a backlog)."""
+        rows = self._outbox.all()
+        oldest = min(rows, key=lambda r: r["seq"]) if rows else None
+        return {"depth": len(rows), "oldest_at": oldest["at"] if oldest else None}
+
     def meta(self, key: str, default: Any = None) -> Any:
         return self._meta_doc.get(key, default)
 

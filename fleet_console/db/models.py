@@ -2,7 +2,8 @@
 
 Times are Unix epoch milliseconds (BIGINT), as on the wire. Tables: `lockers` (presence, applied
 config, the event ack watermark), `cells` (latest snapshot), `events` (UNIQUE (locker, seq)),
-`alarms` (raised by the console itself, e.g. `seq_gap`), `commands` (the audit trail of every
+`alarms` (raised by the console itself, e.g. `seq_gap`), `ingest_replicas` (each ingest's
+heartbeat and lag), `commands` (the audit trail of every
 remote command issued and its results), `notifications` (each SMS / e-mail relayed by a locker and
 sent by the console: UNIQUE (locker, notification_id), masked recipient, outcome; never the text)
 `quarantine` (messages the ingest could not store: locker, topic, reason, a bounded excerpt;
@@ -24,6 +25,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -72,6 +74,14 @@ class Locker(Base):
     #: The cell ids its last online status declared (None: it declares none, an older lockerd);
     #: the ingest stores snapshots of these cells only.
     declared_cells: Mapped[list[Any] | None]
+    #: Freshness, written by the ingest's heartbeat (fleet_console/lag.py): when a committed
+    #: batch last held a message of it, the newest `at` and highest seq of its stored events.
+    last_heard_at: Mapped[int | None]
+    last_event_at: Mapped[int | None]
+    stored_seq: Mapped[int | None]
+    #: Its outbox as its last status reported it (None: not reported, an older lockerd).
+    outbox_depth: Mapped[int | None]
+    outbox_oldest_at: Mapped[int | None]
 
 
 class Cell(Base):
@@ -116,6 +126,33 @@ class Alarm(Base):
     data: Mapped[dict[str, Any]]
     at: Mapped[int]
     received_at: Mapped[int]
+    #: When the condition ended (an `ingest_lag` episode); None: not ended, or a one-off.
+    ended_at: Mapped[int | None]
+
+
+class IngestReplica(Base):
+    """One ingest process's heartbeat (fleet_console/lag.py): what `status` shows of the ingest.
+
+    A row whose `last_beat_at` is older than three `beat_interval_ms` is a stale replica (stopped,
+    hung, or cut from the database). `lag_alarm_id` is its open `ingest_lag` alarm, if any."""
+
+    __tablename__ = "ingest_replicas"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int]
+    started_at: Mapped[int]
+    last_beat_at: Mapped[int]
+    beat_interval_ms: Mapped[int]
+    inbox_depth: Mapped[int]
+    lag_p50_ms: Mapped[int | None]
+    lag_max_ms: Mapped[int | None]
+    events_per_s: Mapped[float] = mapped_column(Float)
+    batches_per_s: Mapped[float] = mapped_column(Float)
+    lagging_since: Mapped[int | None]
+    lag_alarm_id: Mapped[int | None]
+    #: When it stopped cleanly (None: running, or it died without stopping: then stale).
+    stopped_at: Mapped[int | None]
 
 
 class QuarantineRow(Base):

@@ -14,11 +14,12 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contract.messages import MalformedPayload
+from contract.recipients import EMAIL_PATTERN, RecipientId
 
 
 class CommandType(StrEnum):
@@ -30,6 +31,9 @@ class CommandType(StrEnum):
     WAIVE = "waive"
     REVEAL_PIN = "reveal-pin"
     EVICT = "evict"
+    EXPECT_PARCEL = "expect-parcel"
+    CREATE_RETURN = "create-return"
+    REPORT_CELLS = "report-cells"
 
 
 class CommandArgs(BaseModel):
@@ -57,6 +61,33 @@ class EvictArgs(CellArgs):
         return note
 
 
+#: Ids the console makes up for parcels and returns (a UUID fits; so does a courier's own id).
+PARCEL_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: What a scanner may type: printable ASCII without spaces (as daemon.parcels reads barcodes).
+BARCODE_PATTERN = r"^[!-~]{1,64}$"
+
+
+class ExpectParcelArgs(CommandArgs):
+    """`{"parcel_id", "barcode", "recipient_id"}`: the parcel a courier will scan (announced)."""
+
+    parcel_id: Annotated[str, Field(pattern=PARCEL_ID_PATTERN)]
+    barcode: Annotated[str, Field(pattern=BARCODE_PATTERN)]
+    recipient_id: RecipientId
+
+
+class CreateReturnArgs(CommandArgs):
+    """`{"return_id", "recipient_id"}`: issue a return code (in the `done` result, once)."""
+
+    return_id: Annotated[str, Field(pattern=PARCEL_ID_PATTERN)]
+    recipient_id: RecipientId | None
+
+
+class ReportCellsArgs(CommandArgs):
+    """`{"email"}`: e-mail the locker's cell report (free and occupied by size) there."""
+
+    email: Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=320)]
+
+
 class Executor(StrEnum):
     """Who carries a command out on the locker."""
 
@@ -64,6 +95,8 @@ class Executor(StrEnum):
     CELL = "cell"
     #: The business holding the cell's tenancy answers it at once; no lock moves.
     BUSINESS = "business"
+    #: The parcel business of the locker (no cell named: the locker picks or reports).
+    PARCELS = "parcels"
 
 
 @dataclass(frozen=True)
@@ -72,7 +105,7 @@ class CommandSpec:
 
     type: CommandType
     # `builtins.type`: the field `type` above shadows the builtin in the class body.
-    args: builtins.type[CellArgs]
+    args: builtins.type[CommandArgs]
     executor: Executor
     #: `done` only once the door sensor saw the door open (else `done` follows `accepted`).
     settled_by_door: bool
@@ -95,6 +128,12 @@ COMMANDS: dict[CommandType, CommandSpec] = {
         CommandSpec(CommandType.REVEAL_PIN, CellArgs, Executor.BUSINESS, False, True,
                     ("cell", "tenancy_id", "pin")),
         CommandSpec(CommandType.EVICT, EvictArgs, Executor.CELL, True, True, ("cell", "door")),
+        CommandSpec(CommandType.EXPECT_PARCEL, ExpectParcelArgs, Executor.PARCELS, False, False,
+                    ("parcel_id",)),
+        CommandSpec(CommandType.CREATE_RETURN, CreateReturnArgs, Executor.PARCELS, False, False,
+                    ("return_id", "return_code")),
+        CommandSpec(CommandType.REPORT_CELLS, ReportCellsArgs, Executor.PARCELS, False, False,
+                    ()),
     )
 }
 
@@ -111,7 +150,7 @@ def command_spec(type_: str) -> CommandSpec:
         raise UnknownCommand(type_) from None
 
 
-def parse_args(type_: str, args: Any) -> CellArgs:
+def parse_args(type_: str, args: Any) -> CommandArgs:
     """The validated `args` of a command of `type_`.
 
     Raises UnknownCommand for a type not in the table and MalformedPayload for args that do

@@ -118,7 +118,9 @@ class RemoteCommands:
         except MalformedPayload:
             return self._refuse(command, now_ms, Reason.MALFORMED)
         kind = CELL_COMMANDS.get(command.type, command.type)
-        cell = args.cell
+        cell = getattr(args, "cell", None)
+        if not isinstance(cell, int):  # a parcel command: until a business here carries it out
+            return self._refuse(command, now_ms, Reason.UNSUPPORTED)
         if cell not in self.cell_ids:
             return self._refuse(command, now_ms, Reason.UNKNOWN_CELL)
         return Execute(command, kind, cell, self.record(command, [], now_ms))

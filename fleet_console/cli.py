@@ -4,8 +4,9 @@ Each subcommand registers itself with `_add_<name>(subparsers)` and sets `handle
 taking the parsed arguments and returning the exit code. Exit codes: 0 success, 1 the operation
 failed, 2 the request was unusable (bad arguments, refusing to overwrite, bad configuration),
 3 the outcome is unknown (no answer in time). The fleet subcommands (ingest, open, block,
-unblock, waive, reveal-pin, evict, status, alarms, watch, publish-config, recipients, couriers)
-read `--config`; the remote ones go through fleet_console.remote, the API benchmarks time.
+unblock, waive, reveal-pin, evict, status, alarms, watch, publish-config, recipients, couriers,
+parcels, returns, report) read `--config`; the remote ones go through fleet_console.remote,
+the API benchmarks time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -1266,6 +1268,10 @@ def cmd_couriers_disable(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+#: The commands of the contract's table about one cell: each is a subcommand of its own (the
+#: parcel business's commands are sent by `parcels expect`, `returns create`, `report cells`).
+CELL_COMMANDS = tuple(t for t, spec in COMMANDS.items() if "cell" in spec.args.model_fields)
+
 #: Each command of the contract's table as `locker-console` offers it: (help, what done shows).
 _COMMAND_HELP: dict[CommandType, tuple[str, str]] = {
     CommandType.OPEN: ("open a cell of a locker", ""),
@@ -1278,6 +1284,207 @@ _COMMAND_HELP: dict[CommandType, tuple[str, str]] = {
     CommandType.EVICT: ("force majeure: open an abandoned cell and close its tenancy as seized",
                         " (done: the sensor saw the door open)"),
 }
+
+
+# -- parcels, returns, cell reports (parcel lockers) ------------------------------------------
+#: Parcels per page of `parcels` in text mode (--json lists all unless --limit).
+PARCELS_PAGE = 50
+PARCEL_STATUSES = ("announced", "deposited", "expired", "picked_up", "returned_to_sender",
+                   "cancelled")
+
+
+def _add_parcel_command_options(p: argparse.ArgumentParser, type_: str) -> None:
+    p.add_argument("--reason", metavar="TEXT", default="",
+                   help="why (kept in the audit trail; default: says what is asked)")
+    p.add_argument("--operator", default=_login_name(), metavar="NAME",
+                   help="who asks (default: the login name)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the locker's answer (default 10)")
+    p.add_argument("--json", action="store_true", help="print the final result as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="send it even to a locker the console has never seen (exit 2 without)")
+    p.set_defaults(handler=cmd_parcel_command, command_type=type_)
+
+
+_PARCEL_EXITS = ("Exit 0 done, 1 failed or rejected (`unsupported`: the locker has no parcel "
+                 "business), 2 unusable request, 3 no answer in time (outcome unknown).")
+
+
+def _add_parcels(subparsers: SubParsers) -> None:
+    p = subparsers.add_parser(
+        "parcels", help="a parcel locker's parcels as their events told; `expect` announces one",
+        description=(
+            "List the parcels the ingest stored from parcel lockers' events (status, cell, "
+            "size, barcode, recipient and courier ids, when deposited, picked up, due), by "
+            "locker and parcel id, one page at a time (--limit, --after). "
+            "`parcels expect` tells a locker to expect a barcode for a recipient."),
+    )
+    p.add_argument("--locker", metavar="ID", help="only this locker")
+    p.add_argument("--status", choices=PARCEL_STATUSES, help="only parcels in this status")
+    p.add_argument("--barcode", metavar="B", help="only parcels with this barcode")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help=f"parcels per page (default {PARCELS_PAGE} in text, all with --json; "
+                        "0: all)")
+    p.add_argument("--after", metavar="LOCKER/PARCEL",
+                   help="the page after this parcel (what the previous page's `next_after` "
+                        "says; stable while parcels are added)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_parcels)
+    sub = p.add_subparsers(dest="parcels_command", metavar="ACTION")
+    e = sub.add_parser(
+        "expect", help="announce a parcel: the courier's scan of its barcode fills the "
+                       "recipient in (signed `expect-parcel`)",
+        description="Send a signed `expect-parcel` command: the locker records the parcel as "
+                    "announced for the recipient. " + _PARCEL_EXITS)
+    e.add_argument("--locker", required=True, metavar="ID")
+    e.add_argument("--barcode", required=True, metavar="B")
+    e.add_argument("--recipient", required=True, metavar="RID", help="the recipient's id")
+    e.add_argument("--parcel-id", metavar="P", help="the parcel's id (default: a new UUID)")
+    _add_parcel_command_options(e, "expect-parcel")
+
+
+def _add_returns(subparsers: SubParsers) -> None:
+    group = subparsers.add_parser(
+        "returns", help="issue a return code at a parcel locker",
+        description="Returns: a code that lets a person drop an item for return at the kiosk.")
+    sub = group.add_subparsers(dest="returns_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "create", help="issue a return code (signed `create-return`); shown once",
+        description="Send a signed `create-return` command and print the return code the "
+                    "locker issued. The code is shown here once and never stored by the "
+                    "console (its audit trail keeps `redacted`): give it to the person "
+                    "returning the item. " + _PARCEL_EXITS)
+    p.add_argument("--locker", required=True, metavar="ID")
+    p.add_argument("--recipient", metavar="RID", help="the recipient the return is for")
+    p.add_argument("--return-id", metavar="R", help="the return's id (default: a new UUID)")
+    _add_parcel_command_options(p, "create-return")
+
+
+def _add_report(subparsers: SubParsers) -> None:
+    group = subparsers.add_parser("report", help="e-mail reports of a parcel locker",
+                                  description="Reports a locker e-mails on demand.")
+    sub = group.add_subparsers(dest="report_command", metavar="REPORT", required=True)
+    p = sub.add_parser(
+        "cells", help="e-mail the locker's cell report (signed `report-cells`)",
+        description="Send a signed `report-cells` command: the locker e-mails its cell report "
+                    "(free and occupied cells by size, parcels waiting, expired ones) to "
+                    "--email. " + _PARCEL_EXITS)
+    p.add_argument("--locker", required=True, metavar="ID")
+    p.add_argument("--email", required=True, metavar="ADDR")
+    _add_parcel_command_options(p, "report-cells")
+
+
+def _parcel_after(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    locker, slash, parcel = value.partition("/")
+    if not slash or not locker or not parcel:
+        raise _Usage(f"invalid --after {value!r}: give LOCKER/PARCEL_ID (a page's next_after)")
+    return locker, parcel
+
+
+def cmd_parcels(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 0:
+        return _error("--limit must be 0 (all) or more")
+    limit = (args.limit or None) if args.limit is not None else (
+        None if args.json else PARCELS_PAGE)
+
+    async def body(cfg: ConsoleConfig) -> int:
+        after = _parcel_after(args.after)
+        db = await _open_db(cfg)
+        try:
+            with db.transaction() as s:
+                rows, matching = queries.parcels_page(
+                    s, locker=args.locker, status=args.status, barcode=args.barcode,
+                    limit=limit, after=after)
+                out = [{c: getattr(r, c) for c in _PARCEL_FIELDS} for r in rows]
+        finally:
+            db.dispose()
+        next_after = (f"{out[-1]['locker']}/{out[-1]['parcel_id']}"
+                      if limit and len(out) == limit and matching > len(out) else None)
+        if args.json:
+            _print_json({"parcels": out, "page": {"matching": matching, "listed": len(out),
+                                                  "limit": limit, "next_after": next_after}})
+            return EXIT_OK
+        for r in out:
+            print(f"{r['locker']:<12} {r['parcel_id']:<36} {r['status']:<18} "
+                  f"cell {r['cell'] if r['cell'] is not None else '-':<4} {r['size'] or '-':<2} "
+                  f"{r['barcode'] or '-':<16} to {r['recipient_id'] or '-':<12} "
+                  f"by {r['courier_id'] or '-':<10} deposited {_when(r['deposited_at'])}  "
+                  f"due {_when(r['expires_at'])}  picked up {_when(r['picked_up_at'])}")
+        more = f"; next page: --after {next_after}" if next_after else ""
+        print(f"{len(out)} of {matching} parcels{more}")
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+_PARCEL_FIELDS = ("locker", "parcel_id", "status", "cell", "size", "barcode", "recipient_id",
+                  "courier_id", "announced_at", "deposited_at", "picked_up_at", "expires_at",
+                  "updated_at")
+
+
+def _parcel_command(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
+    """The command's args, its default reason and what `done` prints."""
+    t = args.command_type
+    if t == "expect-parcel":
+        pid = args.parcel_id or str(uuid.uuid4())
+        return ({"parcel_id": pid, "barcode": args.barcode, "recipient_id": args.recipient},
+                f"expect parcel {args.barcode}",
+                f"done: {args.locker} expects parcel {pid} (barcode {args.barcode}) for "
+                f"recipient {args.recipient}")
+    if t == "create-return":
+        rid = args.return_id or str(uuid.uuid4())
+        return ({"return_id": rid, "recipient_id": args.recipient}, "create a return code",
+                f"return {rid} at {args.locker}")
+    return ({"email": args.email}, "cell report by e-mail",
+            f"done: {args.locker} e-mails its cell report to {args.email}")
+
+
+def cmd_parcel_command(args: argparse.Namespace) -> int:
+    if not is_valid_locker_id(args.locker):
+        return _error(f"invalid --locker {args.locker!r}")
+    values, default_reason, done_line = _parcel_command(args)
+    try:
+        command_args = operations.parcel_command_args(args.command_type, values)
+    except operations.Unusable as exc:
+        return _error(str(exc))
+
+    async def body(cfg: ConsoleConfig) -> int:
+        sign = _signing(cfg, args.config)
+        run = await operations.run_command(
+            cfg, sign, args.locker, args.command_type, command_args, operator=args.operator,
+            reason=args.reason or default_reason, timeout=args.timeout, force=args.force,
+            warn=_warning,
+        )
+        if run.broker is not None:
+            return _broker_failure(cfg, run.broker)
+        if run.lost is not None:
+            print(f"unknown: lost the broker after sending the command ({run.lost}); it may "
+                  "still execute until it expires", file=sys.stderr)
+            return run.exit_code
+        outcome = run.outcome
+        assert outcome is not None
+        if args.json:  # the return code too: shown once, here, never stored
+            _print_json(outcome.to_dict())
+        elif outcome.status == "done" and args.command_type == "create-return":
+            code = outcome.data.get("return_code")
+            if not isinstance(code, str) or not code:
+                print(f"done: {done_line}, but the locker's answer has no return code")
+                return EXIT_FAILED
+            print(f"return code: {code}  ({done_line}; shown once: the console does not "
+                  "keep it)")
+        elif outcome.status == "done":
+            print(done_line)
+        elif outcome.status == "timeout":
+            print(f"unknown: no answer to {args.command_type} from {args.locker} within "
+                  f"{args.timeout:g} s; it may still execute until it expires at "
+                  f"{_when(outcome.expires_at)} (cmd_id {outcome.cmd_id})")
+        else:
+            print(f"{outcome.status}: {outcome.reason}")
+        return run.exit_code
+
+    return _run(args, body)
 
 
 # -- wiring -----------------------------------------------------------------------------------
@@ -1296,7 +1503,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_keygen(subparsers)
     _add_ingest(subparsers)
-    for command in COMMANDS:  # every command of the contract, and only those
+    for command in CELL_COMMANDS:  # every cell command of the contract, and only those
         help_text, done = _COMMAND_HELP[command]
         _add_cell_command(subparsers, command, help_text, done=done,
                           note="note" in COMMANDS[command].args.model_fields)
@@ -1306,6 +1513,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish_config(subparsers)
     _add_recipients(subparsers)
     _add_couriers(subparsers)
+    _add_parcels(subparsers)
+    _add_returns(subparsers)
+    _add_report(subparsers)
     return parser
 
 

@@ -140,6 +140,7 @@ from fleet_console.db.models import (
     NotificationRow,
     QuarantineRow,
 )
+from fleet_console.db.parcel_facts import store_parcel_facts
 from fleet_console.db.writes import insert_for, record_command_results, upsert
 from fleet_console.flood import FloodMeter
 from fleet_console.lag import Beat, LagMeter
@@ -1253,6 +1254,7 @@ class Ingest:
                 insert_for(s, EventRow).on_conflict_do_nothing(index_elements=["locker", "seq"]),
                 rows,
             )
+            store_parcel_facts(s, rows)  # parcels, returns, kiosk logins (parcel_records.py)
         return done.acks, alarms, done.changed
 
     @staticmethod

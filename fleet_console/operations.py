@@ -20,8 +20,8 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import SQLAlchemyError
 
-from contract.commands import COMMANDS, CommandType
-from contract.messages import CommandResult
+from contract.commands import COMMANDS, CommandType, parse_args
+from contract.messages import CommandResult, MalformedPayload
 from contract.signing import KeyFormatError, load_private_key_file
 from contract.topics import Topics
 from fleet_console.config import ConsoleConfig
@@ -81,6 +81,16 @@ def command_args(type_: str, cell: int, reason: str, note: str | None = None) ->
             raise Unusable("--note must not be blank: say what is in the cell and who witnessed it")
         out["note"] = note
     return out
+
+
+def parcel_command_args(type_: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The `args` of a parcel business command (expect-parcel, create-return, report-cells),
+    checked against the contract's model; Unusable for what the locker would refuse."""
+    try:
+        parse_args(type_, dict(args))
+    except MalformedPayload as exc:
+        raise Unusable(str(exc)) from None
+    return dict(args)
 
 
 class Audit:

@@ -7,6 +7,7 @@ test here fails when a name exists in one of them and not in the others.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 from pathlib import Path
@@ -37,7 +38,10 @@ def test_dispatcher_console_and_document_know_the_same_commands() -> None:
     console = {str(n) for n, sub in subparsers.choices.items()
                if sub.get_default("handler") is cmd_cell_command}
     table = {str(t) for t in COMMANDS}
-    assert console == table
+    cell_commands = {str(t) for t, s in COMMANDS.items() if "cell" in s.args.model_fields}
+    assert console == cell_commands
+    # The others (the parcel business's) are sent by a sub-subcommand: parcels expect, ...
+    assert _sent_by_subcommands(parser) == table - cell_commands
     assert set(COMMAND_ARGS) == table
     assert set(SCHEMAS["SignedCommand"]["properties"]["type"]["examples"]) == table
     documented = SCHEMAS["SignedCommand"]["x-commands"]
@@ -50,6 +54,37 @@ def test_dispatcher_console_and_document_know_the_same_commands() -> None:
         assert row["done"] == list(spec.done_data), t
         assert (str(t) in DOOR_COMMANDS) == spec.settled_by_door
         assert (str(t) in SERVICE_COMMANDS) == (spec.executor == "business")
+
+
+def _sent_by_subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    """The command types set as `command_type` by subcommands of subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for inner in sub._actions:
+                    if isinstance(inner, argparse._SubParsersAction):
+                        found.update(str(p.get_default("command_type"))
+                                     for p in inner.choices.values()
+                                     if p.get_default("command_type"))
+    return found
+
+
+def test_parcel_command_args_are_strict() -> None:
+    assert parse_args("create-return", {"return_id": "R1", "recipient_id": None})
+    for type_, bad in (
+        ("expect-parcel", {"parcel_id": "p", "barcode": "has space", "recipient_id": "r"}),
+        ("expect-parcel", {"parcel_id": "p", "barcode": "B1"}),
+        ("create-return", {"return_id": "R1"}),
+        ("create-return", {"return_id": "R1", "recipient_id": None, "return_code": "1"}),
+        ("report-cells", {"email": "not-an-address"}),
+        ("report-cells", {"email": 5}),
+    ):
+        try:
+            parse_args(type_, bad)
+        except MalformedPayload:
+            continue
+        raise AssertionError(f"{type_} accepted {bad}")
 
 
 def test_argument_models_refuse_what_the_locker_refused_before() -> None:

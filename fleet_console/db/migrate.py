@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The newest revision (tests/test_console_migrations.py checks it is Alembic's only head).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"

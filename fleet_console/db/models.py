@@ -10,7 +10,9 @@ sent by the console: UNIQUE (locker, notification_id), masked recipient, outcome
 see fleet_console/quarantine.py); for parcel lockers `parcel_recipients` and `parcel_staff` (the
 directory the console publishes in each locker's `parcels` section: personal data and PIN
 hashes, never PINs) and `config_bodies` (the body of the configuration last published to each
-locker, so one section can be replaced while the others are kept).
+locker, so one section can be replaced while the others are kept); and what parcel lockers'
+events tell (fleet_console/parcel_records.py): `parcels`, `parcel_returns`, `kiosk_recipients`
+(added at a kiosk: no phone or e-mail) and `staff_logins` (never a code, PIN or return code).
 
 A change here needs a migration in fleet_console/db/migrations/versions/ (see docs/architecture.md,
 "Console database"): tests/test_console_migrations.py fails when the migrated schema and these
@@ -268,3 +270,96 @@ class ConfigBodyRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]]
     published_at: Mapped[int]
+
+
+class ParcelRow(Base):
+    """A parcel at a locker as its events told (fleet_console/parcel_records.py): ids, where,
+    for whom, its status and the times of its steps. Never its code, nor a phone or e-mail."""
+
+    __tablename__ = "parcels"
+    __table_args__ = (
+        UniqueConstraint("locker", "parcel_id", name="uq_parcels_locker_parcel"),
+        Index("ix_parcels_barcode", "barcode"),
+        Index("ix_parcels_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    parcel_id: Mapped[str] = mapped_column(String(64))
+    barcode: Mapped[str | None] = mapped_column(String(64))
+    cell: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[str | None] = mapped_column(String(4))
+    recipient_id: Mapped[str | None] = mapped_column(String(64))
+    courier_id: Mapped[str | None] = mapped_column(String(64))
+    #: announced, deposited, expired, picked_up, returned_to_sender, cancelled.
+    status: Mapped[str] = mapped_column(String(24))
+    announced_at: Mapped[int | None]
+    deposited_at: Mapped[int | None]
+    picked_up_at: Mapped[int | None]
+    expires_at: Mapped[int | None]
+    #: When the step now shown happened (the event's `at`), and the seq of that event.
+    updated_at: Mapped[int]
+    updated_seq: Mapped[int]
+
+
+class ParcelReturnRow(Base):
+    """An item dropped at a locker for return, and its collection (never the return code)."""
+
+    __tablename__ = "parcel_returns"
+    __table_args__ = (UniqueConstraint("locker", "return_id", name="uq_parcel_returns_locker_id"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    return_id: Mapped[str] = mapped_column(String(64))
+    cell: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[str | None] = mapped_column(String(4))
+    recipient_id: Mapped[str | None] = mapped_column(String(64))
+    #: deposited, collected.
+    status: Mapped[str] = mapped_column(String(24))
+    deposited_at: Mapped[int | None]
+    collected_at: Mapped[int | None]
+    collected_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[int]
+    updated_seq: Mapped[int]
+
+
+class KioskRecipientRow(Base):
+    """A recipient a courier added at a locker's kiosk (`recipient_added`): id, name and
+    whether a phone / e-mail was given; the phone and e-mail themselves stay on the locker."""
+
+    __tablename__ = "kiosk_recipients"
+    __table_args__ = (
+        UniqueConstraint("locker", "recipient_id", name="uq_kiosk_recipients_locker_id"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    recipient_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(Text)
+    department: Mapped[str | None] = mapped_column(Text)
+    courier_id: Mapped[str | None] = mapped_column(String(64))
+    has_phone: Mapped[bool | None]
+    has_email: Mapped[bool | None]
+    added_at: Mapped[int]
+
+
+class StaffLoginRow(Base):
+    """A kiosk login of a courier or staff member (`staff_login`: ok) or its lockout after
+    wrong PINs (`staff_login_locked`: locked, with the failures and until when); one row per
+    event (UNIQUE (locker, seq)), never a code or PIN."""
+
+    __tablename__ = "staff_logins"
+    __table_args__ = (
+        UniqueConstraint("locker", "seq", name="uq_staff_logins_locker_seq"),
+        Index("ix_staff_logins_locker_at", "locker", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    locker: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int]
+    staff_id: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(16))
+    #: ok (logged in) or locked (PIN entry refused after wrong PINs).
+    outcome: Mapped[str] = mapped_column(String(8))
+    failures: Mapped[int | None]
+    locked_until: Mapped[int | None]
+    at: Mapped[int]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
-from fleet_console.db.models import Alarm, Cell, IngestReplica, Locker, QuarantineRow
+from fleet_console.db.models import Alarm, Cell, IngestReplica, Locker, ParcelRow, QuarantineRow
 
 #: Alarms count as open on a locker for this long after they were raised, unless ended.
 OPEN_ALARM_MS = 24 * 3600 * 1000
@@ -166,3 +166,34 @@ def open_console_alarms(session: Session) -> list[Alarm]:
         select(Alarm).where(Alarm.kind == "ingest_lag", Alarm.ended_at.is_(None))
         .order_by(Alarm.id)
     ).all())
+
+
+# -- `parcels`: what parcel lockers' events told (fleet_console/parcel_records.py) -------------
+def parcels_page(
+    session: Session,
+    *,
+    locker: str | None = None,
+    status: str | None = None,
+    barcode: str | None = None,
+    limit: int | None = None,
+    after: tuple[str, str] | None = None,
+) -> tuple[list[ParcelRow], int]:
+    """One page of parcels by (locker, parcel_id), after the one named (a stable cursor while
+    parcels are added), and how many match the filters in all."""
+    where: list[ColumnElement[bool]] = []
+    if locker:
+        where.append(ParcelRow.locker == locker)
+    if status:
+        where.append(ParcelRow.status == status)
+    if barcode:
+        where.append(ParcelRow.barcode == barcode)
+    matching = int(session.scalar(select(func.count()).select_from(ParcelRow).where(*where))
+                   or 0)
+    query = select(ParcelRow).where(*where).order_by(ParcelRow.locker, ParcelRow.parcel_id)
+    if after is not None:
+        lk, pid = after
+        query = query.where(or_(ParcelRow.locker > lk,
+                                and_(ParcelRow.locker == lk, ParcelRow.parcel_id > pid)))
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query).all()), matching

@@ -16,9 +16,10 @@ from fleet_console.db.models import Base, CommandRow
 #: Final command statuses: a late `accepted` never overwrites one of these.
 FINAL_STATUSES = ("done", "failed", "rejected")
 
-#: Result data fields that are secrets (the PIN of a `reveal-pin`): the audit trail keeps that
-#: the act happened, who asked and why, never the secret itself.
-SECRET_RESULT_FIELDS = ("pin",)
+#: Result data fields that are secrets (the PIN of a `reveal-pin`, the return code of a
+#: `create-return`): the audit trail keeps that the act happened, who asked and why, never the
+#: secret itself.
+SECRET_RESULT_FIELDS = ("pin", "return_code")
 REDACTED = "redacted"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -192,3 +193,22 @@ def test_every_topic_has_an_access_rule() -> None:
         assert f"pattern {access} lockers/%u/{suffix}\n" in acl, kind
     assert set(TOPIC_SPECS) == set(TopicKind)
 
+
+
+def test_a_locker_without_a_parcel_business_refuses_its_commands_unsupported() -> None:
+    """A parcel command names no cell: until a business carries it out, the dispatcher answers
+    `unsupported` (before, reading its cell raised)."""
+    from contract.signing import generate_private_key, make_command, public_key_b64
+    from daemon.remote_commands import Answer, RemoteCommands
+
+    key = generate_private_key()
+    remote = RemoteCommands("L1", {"k1": public_key_b64(key)}, [1])
+    for type_, args in (("expect-parcel", {"parcel_id": "p", "barcode": "B", "recipient_id": "r"}),
+                        ("create-return", {"return_id": "R", "recipient_id": None}),
+                        ("report-cells", {"email": "a@example.org"})):
+        cmd = make_command("L1", type_, args, operator="o", reason="r", key_id="k1",
+                           private_key=key, now_ms=1_800_000_000_000)
+        answer = remote.check(json.dumps(cmd).encode(), "L1", 1_800_000_000_000, lambda _: None)
+        assert isinstance(answer, Answer), type_
+        assert [(r["status"], r["reason"]) for r in answer.results] == [
+            ("rejected", "unsupported")], type_

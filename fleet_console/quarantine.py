@@ -12,7 +12,10 @@ message of another kind).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+from fleet_console.db.writes import SECRET_RESULT_FIELDS
 
 #: How much of a quarantined payload is kept (enough to see what it was, never all of it).
 EXCERPT_BYTES = 512
@@ -37,10 +40,21 @@ class QuarantineReason:
     STORE_FAILED = "store_failed"
 
 
+#: A secret field of a command result (db/writes.SECRET_RESULT_FIELDS: a `reveal-pin`'s PIN,
+#: a `create-return`'s return code) and its value, even cut short, in a payload's bytes.
+_SECRET_VALUE = re.compile(
+    rb'("(?:' + b"|".join(f.encode() for f in SECRET_RESULT_FIELDS) + rb')"\s*:\s*)'
+    rb'(?:"(?:[^"\\]|\\.)*"?|-?[0-9]+)')
+
+
 def excerpt(payload: bytes, *, secret: bool = False) -> bytes | None:
-    """The bounded part of a payload that is kept; None for payloads that carry secrets (the
-    text of a relayed SMS holds codes and PINs)."""
-    return None if secret else bytes(payload[:EXCERPT_BYTES])
+    """The bounded part of a payload that is kept, with the values of secret result fields
+    replaced by `"redacted"` (a malformed `create-return` result must not keep its code);
+    None for payloads that carry secrets throughout (the text of a relayed SMS holds codes and
+    PINs)."""
+    if secret:
+        return None
+    return _SECRET_VALUE.sub(rb'\1"redacted"', bytes(payload))[:EXCERPT_BYTES]
 
 
 def bounded_text(text: str, limit: int) -> str:

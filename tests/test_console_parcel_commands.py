@@ -21,7 +21,7 @@ from sqlalchemy import inspect, select, text
 from contract.messages import Delivered
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import make_engine
-from fleet_console.db.models import CommandRow
+from fleet_console.db.models import CommandRow, QuarantineRow
 from tests.fixtures.console_ingest import IngestRunner
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
 from tests.test_console_cli import TOPICS, write_config
@@ -153,6 +153,13 @@ async def test_a_return_code_is_shown_once_and_stored_nowhere(
         # so to the locker on `delivered` after its commit
         cmd_ids = {c["cmd_id"] for _, c in lk.verdicts}
         await asyncio.to_thread(_wait_delivered, delivered, cmd_ids)
+        # A result the ingest cannot read (a bad status) is quarantined: its excerpt, not the code
+        bad = {"cmd_id": cmd["cmd_id"], "status": "bogus",
+               "data": {"return_id": "R-77", "return_code": RETURN_CODE}}
+        await asyncio.to_thread(lk.client.publish, TOPICS.cmd_result(lk.locker),
+                                json.dumps(bad).encode(), 1)
+        excerpt = await _quarantined_excerpt(url, lk.locker)
+        assert b'"return_code": "redacted"' in excerpt and b"R-77" in excerpt
     finally:
         delivered.close()
         await ingest.stop()
@@ -162,6 +169,23 @@ async def test_a_return_code_is_shown_once_and_stored_nowhere(
     assert _tables_holding(url, RETURN_CODE) == []
     for file in tmp_path.glob("console.db*"):
         assert RETURN_CODE.encode() not in file.read_bytes(), file
+
+
+async def _quarantined_excerpt(url: str, locker: str, timeout: float = 10.0) -> bytes:
+    """The excerpt of the locker's first quarantined message, once there is one."""
+    engine = make_engine(url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with engine.connect() as conn:
+                found = conn.execute(select(QuarantineRow.excerpt).where(
+                    QuarantineRow.locker == locker)).scalars().first()
+            if found is not None:
+                return bytes(found)
+            assert asyncio.get_running_loop().time() < deadline, "nothing quarantined"
+            await asyncio.sleep(0.05)
+    finally:
+        engine.dispose()
 
 
 def _wait_delivered(client: MqttTestClient, cmd_ids: set[str]) -> None:

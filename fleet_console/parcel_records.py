@@ -47,7 +47,9 @@ LOGIN_OUTCOMES = {"staff_login": "ok", "staff_login_locked": "locked"}
 PROJECTED_TYPES = frozenset(
     {*PARCEL_STEPS, *RETURN_STEPS, *LOGIN_OUTCOMES, "recipient_added"})
 
-#: Column widths (fleet_console/db/models.py): a longer value is left out, never truncated.
+#: Column widths (fleet_console/db/models.py): a longer value is left out, never truncated,
+#: so that a hostile locker's values never make the database refuse the batch (its events with
+#: it: the ingest would quarantine them as `store_failed`).
 ID_MAX = 64
 SIZE_MAX = 4
 
@@ -81,12 +83,20 @@ class Changes:
         return not (self.parcels or self.returns or self.kiosk_recipients or self.staff_logins)
 
 
+#: The largest BIGINT (times, counts) and INTEGER (cell ids) the columns hold.
+BIGINT_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
 def _text(value: Any, limit: int = ID_MAX) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+    """A string that fits its column (PostgreSQL text holds no NUL), else None."""
+    ok = isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+    return value if ok else None
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _int(value: Any, limit: int = BIGINT_MAX) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    return value if ok else None
 
 
 def _read(ev: StoredEvent) -> Any:
@@ -147,7 +157,7 @@ def fold_parcel(row: Mapping[str, Any] | None, ev: StoredEvent, data: ParcelData
         "deposited_at": None, "picked_up_at": None, "expires_at": None, "updated_at": ev.at,
         "updated_seq": ev.seq}
     newer = row is None or ev.seq > int(row["updated_seq"])
-    found = {"barcode": _text(data.barcode), "cell": _int(data.cell),
+    found = {"barcode": _text(data.barcode), "cell": _int(data.cell, INT_MAX),
              "size": _text(data.size, SIZE_MAX), "recipient_id": _text(data.recipient_id),
              "courier_id": _text(data.courier_id),
              "announced_at": _int(data.announced_at) or (
@@ -203,7 +213,7 @@ def _fold_return(ev: StoredEvent, data: ParcelData, current: Mapping[ParcelKey, 
         "recipient_id": None, "status": status, "deposited_at": None, "collected_at": None,
         "collected_by": None, "updated_at": ev.at, "updated_seq": ev.seq}
     newer = row is None or ev.seq > int(row["updated_seq"])
-    found = {"cell": _int(data.cell), "size": _text(data.size, SIZE_MAX),
+    found = {"cell": _int(data.cell, INT_MAX), "size": _text(data.size, SIZE_MAX),
              "recipient_id": _text(data.recipient_id),
              "deposited_at": _int(data.deposited_at) or (
                  ev.at if status == "deposited" else None),

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from fleet_console.cli import main
 from fleet_console.db.models import KioskRecipientRow, ParcelReturnRow, ParcelRow, StaffLoginRow
-from tests.fixtures.console_ingest import IngestRunner, SimLocker, db_query
+from tests.fixtures.console_ingest import IngestRunner, SimLocker, db_query, seqs
 from tests.fixtures.mqtt_broker import MqttBroker
 from tests.test_console_directory import console
 
@@ -67,8 +67,14 @@ async def test_parcel_events_become_parcels_returns_recipients_and_logins(
     for seq, type_, data in sends:
         await asyncio.to_thread(lk.event, seq, type_, **data)
     await asyncio.to_thread(lk.event, 8, "staff_logout", staff_id="c1")
-    await asyncio.to_thread(lk.wait_ack, 8)
-    assert _rows(db_url, ParcelRow, lk.id) == before
+    # What no column holds (a NUL, a cell past INTEGER) is left out; the event is still stored.
+    await asyncio.to_thread(lk.event, 9, "parcel_deposited", parcel_id="p9",
+                            barcode="46\x0000", cell=2**40)
+    await asyncio.to_thread(lk.wait_ack, 9)
+    assert seqs(db_url, lk.id) == list(range(1, 10))
+    p9 = _rows(db_url, ParcelRow, lk.id)[-1]
+    assert (p9["parcel_id"], p9["barcode"], p9["cell"]) == ("p9", None, None)
+    assert _rows(db_url, ParcelRow, lk.id)[:-1] == before
     assert len(_rows(db_url, StaffLoginRow, lk.id)) == 2
 
     # `locker-console parcels` lists them (filters, JSON, paging)
@@ -80,7 +86,7 @@ async def test_parcel_events_become_parcels_returns_recipients_and_logins(
     out = await asyncio.to_thread(console, cfg, "parcels", "--locker", lk.id, "--json")
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
-    assert [p["parcel_id"] for p in listed["parcels"]] == ["p1", "p2"]
+    assert [p["parcel_id"] for p in listed["parcels"]] == ["p1", "p2", "p9"]
     assert listed["parcels"][0]["status"] == "picked_up"
     out = await asyncio.to_thread(console, cfg, "parcels", "--locker", lk.id, "--status",
                                   "deposited")
@@ -93,5 +99,7 @@ async def test_parcel_events_become_parcels_returns_recipients_and_logins(
     assert [p["parcel_id"] for p in page["parcels"]] == ["p1"]
     out = await asyncio.to_thread(console, cfg, "parcels", "--locker", lk.id, "--limit", "1",
                                   "--after", page["page"]["next_after"], "--json")
-    assert [p["parcel_id"] for p in json.loads(out.stdout)["parcels"]] == ["p2"]
+    page = json.loads(out.stdout)
+    assert [p["parcel_id"] for p in page["parcels"]] == ["p2"]
+    assert page["page"]["matching"] == 3 and page["page"]["next_after"] == f"{lk.id}/p2"
     assert main(["--config", str(cfg), "parcels", "--status", "lost"]) == 2

@@ -122,7 +122,14 @@ def test_what_does_not_fit_is_left_out_never_raised() -> None:
         ev(3, "parcel_deposited", parcel_id="p4", barcode="B" * 200, size="HUGEST", cell=3),
         ev(4, "recipient_added", name="no id"),
         ev(5, "parcel_picked_up"),
+        ev(6, "parcel_deposited", parcel_id="p5", barcode="A\x00B", cell=2**40, due_at=2**70),
+        ev(7, "parcel_deposited", parcel_id="p\x006"),
+        ev(8, "staff_login_locked", staff_id="s\x00", failures=-1, until=2**64),
     ])
-    assert list(changes.parcels) == [(L, "p4")]
+    assert list(changes.parcels) == [(L, "p4"), (L, "p5")]
     row = changes.parcels[(L, "p4")]
     assert (row["barcode"], row["size"], row["cell"]) == (None, None, 3)
+    row = changes.parcels[(L, "p5")]
+    assert (row["barcode"], row["cell"], row["expires_at"]) == (None, None, None)
+    assert [(r["staff_id"], r["failures"], r["locked_until"]) for r in changes.staff_logins] == [
+        (None, None, None)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,6 +68,14 @@ class StoredEvent:
     type: str
     data: Mapping[str, Any]
 
+    @cached_property
+    def parsed(self) -> Any:
+        """`data` read through the contract's model of its type; None if it does not fit."""
+        try:
+            return event_data(self.type, dict(self.data))
+        except ValidationError:
+            return None
+
 
 @dataclass
 class Changes:
@@ -99,13 +108,6 @@ def _int(value: Any, limit: int = BIGINT_MAX) -> int | None:
     return value if ok else None
 
 
-def _read(ev: StoredEvent) -> Any:
-    try:
-        return event_data(ev.type, dict(ev.data))
-    except ValidationError:
-        return None
-
-
 def keys_needed(events: Iterable[StoredEvent]) -> tuple[set[ParcelKey], set[ParcelKey]]:
     """The (locker, parcel_id) and (locker, return_id) rows the batch may change: read them
     before `project`."""
@@ -113,7 +115,7 @@ def keys_needed(events: Iterable[StoredEvent]) -> tuple[set[ParcelKey], set[Parc
     returns: set[ParcelKey] = set()
     for ev in events:
         if ev.type in PARCEL_STEPS or ev.type in RETURN_STEPS:
-            data = _read(ev)
+            data = ev.parsed
             if isinstance(data, ParcelData):
                 if ev.type in PARCEL_STEPS and _text(data.parcel_id):
                     parcels.add((ev.locker, str(data.parcel_id)))
@@ -133,7 +135,7 @@ def project(
     for ev in sorted(events, key=lambda e: (e.locker, e.seq)):
         if ev.type not in PROJECTED_TYPES:
             continue
-        data = _read(ev)
+        data = ev.parsed
         if isinstance(data, ParcelData) and ev.type in PARCEL_STEPS:
             _fold_parcel(ev, data, parcels, out)
         elif isinstance(data, ParcelData) and ev.type in RETURN_STEPS:

@@ -279,6 +279,8 @@ class ParcelRow(Base):
     __tablename__ = "parcels"
     __table_args__ = (
         UniqueConstraint("locker", "parcel_id", name="uq_parcels_locker_parcel"),
+        #: The ingest finds a batch's parcels by id (fleet_console/db/parcel_facts.py).
+        Index("ix_parcels_parcel_id", "parcel_id"),
         Index("ix_parcels_barcode", "barcode"),
         Index("ix_parcels_status", "status"),
     )
@@ -306,7 +308,10 @@ class ParcelReturnRow(Base):
     """An item dropped at a locker for return, and its collection (never the return code)."""
 
     __tablename__ = "parcel_returns"
-    __table_args__ = (UniqueConstraint("locker", "return_id", name="uq_parcel_returns_locker_id"),)
+    __table_args__ = (
+        UniqueConstraint("locker", "return_id", name="uq_parcel_returns_locker_id"),
+        Index("ix_parcel_returns_return_id", "return_id"),
+    )
 
     id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
     locker: Mapped[str] = mapped_column(String(128))

@@ -47,6 +47,7 @@ def upgrade() -> None:
         _big("announced_at"), _big("deposited_at"), _big("picked_up_at"), _big("expires_at"),
         _big("updated_at", False), _big("updated_seq", False),
         sa.UniqueConstraint("locker", "parcel_id", name="uq_parcels_locker_parcel"),
+        sa.Index("ix_parcels_parcel_id", "parcel_id"),
         sa.Index("ix_parcels_barcode", "barcode"),
         sa.Index("ix_parcels_status", "status"),
     )
@@ -63,6 +64,7 @@ def upgrade() -> None:
         sa.Column("collected_by", sa.String(64), nullable=True),
         _big("updated_at", False), _big("updated_seq", False),
         sa.UniqueConstraint("locker", "return_id", name="uq_parcel_returns_locker_id"),
+        sa.Index("ix_parcel_returns_return_id", "return_id"),
     )
     op.create_table(
         "kiosk_recipients",

@@ -273,8 +273,10 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     try:
         procs, go, out_q = await asyncio.to_thread(
             _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True)
+        cpu = time.process_time()
         go.set()
         first, last = await asyncio.to_thread(_collect, procs, out_q)
+        cpu = time.process_time() - cpu
     finally:
         await ingest.stop()
     await _drop_session(mqtt, client_id)
@@ -284,6 +286,7 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     return {
         "database": label, "mode": "live", "events": total, **check,
         "seconds": round(last - first, 3), "events_per_s": round(total / (last - first)),
+        "cpu_ms_per_event": _per_event(cpu, total),
         "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
     }
 
@@ -305,7 +308,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     gen_first, gen_last = await asyncio.to_thread(_collect, procs, out_q)
     total = len(accounts) * events
     ingest = Ingest(mqtt, db, settings)
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     await ingest.start()
     try:
         deadline = started + RUN_LIMIT_S
@@ -313,7 +316,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
             if time.time() > deadline:
                 break
             await asyncio.sleep(0.002)
-        ended = time.time()
+        ended, cpu = time.time(), time.process_time() - cpu
     finally:
         await ingest.stop()
     await _drop_session(mqtt, client_id)
@@ -322,7 +325,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     return {
         "database": label, "mode": "drain", "events": total, **check,
         "seconds": round(ended - started, 3), "events_per_s": round(total / (ended - started)),
-        "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
+        "cpu_ms_per_event": _per_event(cpu, total), "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
         "preload_events_per_s": round(total / (gen_last - gen_first)),
     }
 
@@ -346,14 +349,16 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
         counter = asyncio.create_task(count())
         procs, go, out_q = await asyncio.to_thread(
             _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
+        cpu = time.process_time()
         go.set()
         started = time.time()
         await asyncio.wait_for(done.wait(), RUN_LIMIT_S)
-        ended = time.time()
+        ended, cpu = time.time(), time.process_time() - cpu
         first, _ = await asyncio.to_thread(_collect, procs, out_q)
         counter.cancel()
     return {"events": total, "received": received, "seconds": round(ended - min(first, started), 3),
-            "events_per_s": round(total / (ended - min(first, started)))}
+            "events_per_s": round(total / (ended - min(first, started))),
+            "cpu_ms_per_event": _per_event(cpu, total)}
 
 
 async def main() -> None:
@@ -401,7 +406,9 @@ async def main() -> None:
         if args.only in (None, "raw"):
             results["raw_mqtt"] = await run_raw(mqtt, sets["raw"], args.events, args.window)
             print(f"raw MQTT publish -> subscriber      : "
-                  f"{results['raw_mqtt']['events_per_s']:>7} events/s (baseline, no database)")
+                  f"{results['raw_mqtt']['events_per_s']:>7} events/s, "
+                  f"{results['raw_mqtt']['cpu_ms_per_event']:.3f} ms CPU/event "
+                  "(baseline, no database)")
         databases = [("sqlite", f"sqlite:///{root}/console.db")]
         bindir = find_pg_bin()
         if args.no_postgres or bindir is None or args.only == "raw":
@@ -441,12 +448,18 @@ async def main() -> None:
         sys.exit("FAILED: events lost, doubled or out of sequence (see above)")
 
 
+def _per_event(cpu_s: float, events: int) -> float:
+    """Milliseconds of this process's CPU (every thread) per event."""
+    return round(cpu_s * 1000 / events, 3)
+
+
 def _show(r: dict[str, Any]) -> None:
     verdict = "all stored once, in sequence" if r["complete"] and not r["alarms"] else "INCOMPLETE"
     extra = (f"; pre-load published at {r['preload_events_per_s']}/s"
              if "preload_events_per_s" in r else "")
     print(f"ingest {r['database']:<10} {r['mode']:<5} stored+acked: {r['events_per_s']:>7} "
-          f"events/s ({r['stored']}/{r['events']} in {r['seconds']} s, {r['batches']} batches, "
+          f"events/s, {r['cpu_ms_per_event']:.3f} ms CPU/event "
+          f"({r['stored']}/{r['events']} in {r['seconds']} s, {r['batches']} batches, "
           f"{r['acks_sent']} acks; {verdict}{extra})")
 
 

@@ -94,10 +94,11 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def _raw_locker(host: str, port: int, locker: str, password: str, events: int,
                       window: int, wait_acks: bool, ready: asyncio.Event,
-                      go: asyncio.Event) -> tuple[float, float]:
+                      go: asyncio.Event) -> tuple[float, float, list[float]]:
     """A lean locker: MQTT 3.1.1 over a plain asyncio stream (TCP_NODELAY), QoS 1 publishes
     pipelined with at most `window` awaiting the broker's PUBACK (and, with `wait_acks`, at most
-    `window` not yet covered by the console's events/ack, like a locker's outbox)."""
+    `window` not yet covered by the console's events/ack, like a locker's outbox). Returns
+    (first publish, last ack, ack latency of each event in ms: publish to its events/ack)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.get_extra_info("socket").setsockopt(*NODELAY[0])
     body = (_mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) +
@@ -107,6 +108,8 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     if first != 0x20 or data[1] != 0:
         raise RuntimeError(f"{locker}: CONNACK {first:#x} {data!r}")
     acked = pubacked = 0
+    sent_at = [0.0] * (events + 1)
+    latencies: list[float] = []
     progressed = asyncio.Event()
     if wait_acks:
         writer.write(_packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPICS.events_ack(locker))
@@ -128,7 +131,11 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
                 start = 2 + tlen + (2 if qos else 0)
                 if qos:
                     writer.write(_packet(0x40, data[2 + tlen:start]))
-                acked = max(acked, json.loads(data[start:])["up_to_seq"])
+                up_to = min(json.loads(data[start:])["up_to_seq"], events)
+                if up_to > acked:
+                    now = time.time()
+                    latencies.extend((now - sent_at[s]) * 1000 for s in range(acked + 1, up_to + 1))
+                    acked = up_to
             progressed.set()
 
     reader_task = asyncio.create_task(read())
@@ -144,6 +151,7 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
             await progressed.wait()
         payload = json.dumps({"seq": seq, "id": str(uuid.uuid4()), "at": int(time.time() * 1000),
                               "type": "door_opened", "data": {"cell": seq % 24 + 1}}).encode()
+        sent_at[seq] = time.time()
         writer.write(_packet(0x32, topic + struct.pack("!H", seq % 65535 + 1) + payload))
     while pubacked < events or (wait_acks and acked < events):
         if reader_task.done():
@@ -154,13 +162,13 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     reader_task.cancel()
     writer.write(b"\xe0\x00")  # DISCONNECT
     writer.close()
-    return first_at, last
+    return first_at, last, latencies
 
 
 async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, events: int,
                           window: int, wait_acks: bool, ready: asyncio.Event,
-                          go: asyncio.Event) -> tuple[float, float]:
-    """The previous generator: one aiomqtt (paho) client per locker."""
+                          go: asyncio.Event) -> tuple[float, float, list[float]]:
+    """The previous generator: one aiomqtt (paho) client per locker (no ack latencies)."""
     acked = 0
     progressed = asyncio.Event()
     async with aiomqtt.Client(host, port, username=locker, password=password,
@@ -192,7 +200,7 @@ async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, even
             await progressed.wait()
         last = time.time()
         reader.cancel()
-        return first, last
+        return first, last, []
 
 
 GENERATORS = {"raw": _raw_locker, "aiomqtt": _aiomqtt_locker}
@@ -215,7 +223,8 @@ def _worker(host: str, port: int, accounts: list[tuple[str, str]], events: int, 
         await asyncio.to_thread(go_ev.wait)
         go.set()
         spans = await asyncio.wait_for(asyncio.gather(*tasks), RUN_LIMIT_S)
-        out_q.put((min(s[0] for s in spans), max(s[1] for s in spans)))
+        out_q.put((min(s[0] for s in spans), max(s[1] for s in spans),
+                   [ms for s in spans for ms in s[2]]))
 
     asyncio.run(main())
 
@@ -236,11 +245,18 @@ def _run_lockers(host: str, port: int, accounts: list[tuple[str, str]], events: 
     return procs, go_ev, out_q
 
 
-def _collect(procs: list[Any], out_q: Any) -> tuple[float, float]:
+def _collect(procs: list[Any], out_q: Any) -> tuple[float, float, list[float]]:
     spans = [out_q.get(timeout=RUN_LIMIT_S) for _ in procs]
     for p in procs:
         p.join(10)
-    return min(s[0] for s in spans), max(s[1] for s in spans)
+    return (min(s[0] for s in spans), max(s[1] for s in spans),
+            sorted(ms for s in spans for ms in s[2]))
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    return round(sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))], 1)
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -275,7 +291,7 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
             _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True)
         cpu = time.process_time()
         go.set()
-        first, last = await asyncio.to_thread(_collect, procs, out_q)
+        first, last, latencies = await asyncio.to_thread(_collect, procs, out_q)
         cpu = time.process_time() - cpu
     finally:
         await ingest.stop()
@@ -287,6 +303,7 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
         "database": label, "mode": "live", "events": total, **check,
         "seconds": round(last - first, 3), "events_per_s": round(total / (last - first)),
         "cpu_ms_per_event": _per_event(cpu, total),
+        "ack_ms_p50": _percentile(latencies, 0.50), "ack_ms_p99": _percentile(latencies, 0.99),
         "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
     }
 
@@ -305,7 +322,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     procs, go, out_q = await asyncio.to_thread(
         _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
     go.set()
-    gen_first, gen_last = await asyncio.to_thread(_collect, procs, out_q)
+    gen_first, gen_last, _ = await asyncio.to_thread(_collect, procs, out_q)
     total = len(accounts) * events
     ingest = Ingest(mqtt, db, settings)
     started, cpu = time.time(), time.process_time()
@@ -325,7 +342,8 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     return {
         "database": label, "mode": "drain", "events": total, **check,
         "seconds": round(ended - started, 3), "events_per_s": round(total / (ended - started)),
-        "cpu_ms_per_event": _per_event(cpu, total), "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
+        "cpu_ms_per_event": _per_event(cpu, total), "batches": ingest.stats.batches,
+        "acks_sent": ingest.stats.acks_sent,
         "preload_events_per_s": round(total / (gen_last - gen_first)),
     }
 
@@ -354,7 +372,7 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
         started = time.time()
         await asyncio.wait_for(done.wait(), RUN_LIMIT_S)
         ended, cpu = time.time(), time.process_time() - cpu
-        first, _ = await asyncio.to_thread(_collect, procs, out_q)
+        first, _, _ = await asyncio.to_thread(_collect, procs, out_q)
         counter.cancel()
     return {"events": total, "received": received, "seconds": round(ended - min(first, started), 3),
             "events_per_s": round(total / (ended - min(first, started))),
@@ -457,6 +475,8 @@ def _show(r: dict[str, Any]) -> None:
     verdict = "all stored once, in sequence" if r["complete"] and not r["alarms"] else "INCOMPLETE"
     extra = (f"; pre-load published at {r['preload_events_per_s']}/s"
              if "preload_events_per_s" in r else "")
+    if r.get("ack_ms_p99") is not None:
+        extra += f"; ack p50 {r['ack_ms_p50']} ms, p99 {r['ack_ms_p99']} ms"
     print(f"ingest {r['database']:<10} {r['mode']:<5} stored+acked: {r['events_per_s']:>7} "
           f"events/s, {r['cpu_ms_per_event']:.3f} ms CPU/event "
           f"({r['stored']}/{r['events']} in {r['seconds']} s, {r['batches']} batches, "

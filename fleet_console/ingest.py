@@ -103,6 +103,7 @@ from fleet_console.quarantine import (
     excerpt,
 )
 from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
+from fleet_io.inbox import MessageInbox
 from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
 
 log = logging.getLogger("fleet_console.ingest")
@@ -323,6 +324,7 @@ class Ingest:
         s = self.settings
         delay = s.reconnect_min_s
         while not self._stop.is_set():
+            inbox = MessageInbox()
             client = make_client(
                 self.mqtt,
                 identifier=s.client_id,
@@ -330,6 +332,7 @@ class Ingest:
                 receive_maximum=s.batch_max * 4,
                 max_inflight=1000,
                 manual_ack=True,
+                inbox=inbox,
             )
             try:
                 async with client:
@@ -345,7 +348,7 @@ class Ingest:
                     self._resume_acks(client)
                     self._subscribed.set()
                     delay = s.reconnect_min_s
-                    await self._consume(client)
+                    await self._consume(client, inbox)
             except aiomqtt.MqttError as exc:
                 self._subscribed.clear()
                 if self._stop.is_set():
@@ -359,54 +362,50 @@ class Ingest:
         log.info("stopped")
 
     # -- consuming ----------------------------------------------------------------------------
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, inbox: MessageInbox) -> None:
         """Batch messages from this connection until stop or disconnect."""
-        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
 
-        async def pump() -> None:
-            # aiomqtt's iterator may drop a message when cancelled; this task is only
-            # cancelled with its connection, whose unacknowledged messages come again.
-            async for message in client.messages:
-                inbox.put_nowait(message)
+        async def watch() -> None:
+            # Messages go to the inbox; aiomqtt's iterator only ends with the connection.
+            async for _ in client.messages:
+                pass
 
-        pump_task = asyncio.create_task(pump(), name="ingest-pump")
+        watch_task = asyncio.create_task(watch(), name="ingest-watch")
         stop_task = asyncio.create_task(self._stop.wait())
         loop = asyncio.get_running_loop()
+        batch_max = self.settings.batch_max
         try:
             while not self._stop.is_set():
-                getter = asyncio.create_task(inbox.get())
-                done, _ = await asyncio.wait(
-                    {getter, pump_task, stop_task}, timeout=1.0, return_when="FIRST_COMPLETED"
-                )
-                if getter not in done:
-                    getter.cancel()  # asyncio.Queue.get loses nothing when cancelled
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                if getter.done() and not getter.cancelled():
-                    batch = [getter.result()]
-                elif pump_task in done:
-                    pump_task.result()  # raises the MqttError that ended the connection
-                    raise aiomqtt.MqttError("message stream ended")
-                else:
-                    batch = []
+                if not inbox.qsize():
+                    waiter = asyncio.create_task(inbox.wait())
+                    done, _ = await asyncio.wait(
+                        {waiter, watch_task, stop_task}, timeout=1.0,
+                        return_when="FIRST_COMPLETED",
+                    )
+                    if waiter not in done:
+                        waiter.cancel()
+                    if watch_task in done and not inbox.qsize():
+                        watch_task.result()  # raises the MqttError that ended the connection
+                        raise aiomqtt.MqttError("message stream ended")
+                batch = inbox.take(batch_max)
                 if batch:
                     deadline = loop.time() + self.settings.batch_window_s
-                    while len(batch) < self.settings.batch_max:
-                        if inbox.empty():
+                    while len(batch) < batch_max:
+                        if not inbox.qsize():
                             left = deadline - loop.time()
-                            if left <= 0 or pump_task.done():
+                            if left <= 0 or watch_task.done():
                                 break
                             await asyncio.sleep(min(left, 0.001))
                             continue
-                        batch.append(inbox.get_nowait())
+                        batch += inbox.take(batch_max - len(batch))
                 await self._handle(client, batch)
         finally:
             if self._notify_tasks:  # let them finish, so their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
             stop_task.cancel()
-            pump_task.cancel()
+            watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump_task
+                await watch_task
 
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""

@@ -9,9 +9,10 @@ project that reaches into aiomqtt's private `_client`.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -21,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config_file import BrokerConnection
+from fleet_io.inbox import MessageInbox
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -51,6 +53,7 @@ def make_client(
     will: aiomqtt.Will | None = None,
     manual_ack: bool = False,
     timeout: float = 10.0,
+    inbox: MessageInbox | None = None,
 ) -> aiomqtt.Client:
     """An unentered aiomqtt client for `broker`'s `[mqtt]` keys, with TCP_NODELAY.
 
@@ -62,7 +65,8 @@ def make_client(
     `max_inflight` how many of our own QoS 1 publishes may await their PUBACK at once (paho's
     default is 20). `manual_ack`: received QoS 1 messages are acknowledged only by `ack()`, so a
     message the process dies with is delivered again (set before CONNECT, since a resumed
-    session's queued messages arrive right after the CONNACK).
+    session's queued messages arrive right after the CONNACK). `inbox`: received messages go
+    there, to be taken in batches, instead of to `client.messages` (fleet_io.inbox).
     """
     persistent = session_expiry_s is not None
     version: dict[str, Any]
@@ -90,6 +94,9 @@ def make_client(
         socket_options=NODELAY,
         tls_context=ssl.create_default_context() if broker.tls else None,
         max_inflight_messages=max_inflight,
+        # aiomqtt only calls it (`queue_type(maxsize=...)`); the type names the default class.
+        queue_type=None if inbox is None else cast("type[asyncio.Queue[aiomqtt.Message]]",
+                                                   inbox.queue_type),
     )
     if pending_calls_threshold is not None:
         client.pending_calls_threshold = pending_calls_threshold

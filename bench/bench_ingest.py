@@ -329,7 +329,7 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     await ingest.start()
     try:
         deadline = started + RUN_LIMIT_S
-        while ingest.stats.events_new < total or ingest._ack_tasks:
+        while ingest.stats.events_new < total or ingest._ack_tasks or ingest._acks.due:
             if time.time() > deadline:
                 break
             await asyncio.sleep(0.002)

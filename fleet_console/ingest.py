@@ -129,6 +129,9 @@ class IngestSettings:
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     batch_max: int = 500
     batch_window_s: float = 0.005
+    #: Event acks go out together at most this often: a locker whose events arrive in several
+    #: batches within it gets one `events/ack` (0: one after every batch, as soon as possible).
+    ack_interval_s: float = 0.05
     gap_timeout_s: float = 30.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -264,7 +267,8 @@ class Ingest:
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
-        self._acks = AckPacer()
+        self._acks = AckPacer(int(self.settings.ack_interval_s * 1000))
+        self._ack_flush: asyncio.TimerHandle | None = None
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         #: Holes to ask the lockers for again, from the last committed batch.
@@ -400,6 +404,9 @@ class Ingest:
                         batch += inbox.take(batch_max - len(batch))
                 await self._handle(client, batch)
         finally:
+            if self._ack_flush is not None:  # what is due goes out before the connection ends
+                self._ack_flush.cancel()
+                self._flush_acks(client)
             if self._notify_tasks:  # let them finish, so their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
             stop_task.cancel()
@@ -456,11 +463,12 @@ class Ingest:
         if acks:
             # Not awaited: waiting for the broker's PUBACKs would stall the next batch. At most
             # one ack per locker is in flight; a newer watermark waits for it and then goes out
-            # alone (under load, one ack covers several batches). A lost ack is harmless: the
-            # locker sends again and its duplicate is acknowledged.
+            # alone (under load, one ack covers several batches); acks go out together at most
+            # every `ack_interval_s`. A lost ack is harmless: the locker sends again and its
+            # duplicate is acknowledged.
             for locker, seq in acks.items():
-                if self._acks.watermark(locker, seq):
-                    self._send_ack(client, locker)
+                self._acks.watermark(locker, seq)
+            self._pace_acks(client)
 
     def _send_delivered(
         self, client: aiomqtt.Client, locker: str, *, results: Sequence[ResultKey] = (),
@@ -540,6 +548,24 @@ class Ingest:
                     "rate_per_s": flood.rate_per_s}, now))
         return alarms
 
+    def _pace_acks(self, client: aiomqtt.Client) -> None:
+        """Publish the due acks now, or once the pacing interval has passed."""
+        if self._ack_flush is not None or not self._acks.due:
+            return
+        loop = asyncio.get_running_loop()
+        wait_ms = self._acks.wait_ms(int(loop.time() * 1000))
+        if wait_ms <= 0:
+            self._flush_acks(client)
+        else:
+            self._ack_flush = loop.call_later(wait_ms / 1000, self._flush_acks, client)
+
+    def _flush_acks(self, client: aiomqtt.Client) -> None:
+        self._ack_flush = None
+        if client is not self._client:
+            return  # a connection that is gone; the new one sends what is due
+        for locker in self._acks.flush(int(asyncio.get_running_loop().time() * 1000)):
+            self._send_ack(client, locker)
+
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
         seq = self._acks.take(locker)
         task = asyncio.create_task(client.publish(
@@ -581,11 +607,14 @@ class Ingest:
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
         if self._acks.finished(locker) and not failed:
-            self._send_ack(client, locker)
+            self._pace_acks(client)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
         """On a new connection: forget acks in flight on the old one, send every due one."""
         self._client = client
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
         for task in list(self._ack_tasks):
             task.cancel()
         for locker in self._acks.reconnected():

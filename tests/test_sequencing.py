@@ -276,3 +276,17 @@ def test_any_interleaving_of_sends_acks_reconnects_and_duplicates_loses_and_doub
     assert db == set(range(1, next_seq)), "an event was lost"
     assert new == next_seq - 1, "an event was counted twice"
     assert seq.states["lk"].acked == next_seq - 1
+
+
+def test_paced_acks_go_out_together_at_most_once_per_interval() -> None:
+    acks = AckPacer(interval_ms=50)
+    assert acks.wait_ms(now=1000) == 0  # the first flush goes at once
+    acks.watermark("a", 3)
+    assert acks.flush(now=1000) == ["a"] and acks.take("a") == 3
+    acks.watermark("b", 7)
+    assert acks.wait_ms(now=1020) == 30  # b waits for the interval
+    acks.watermark("b", 9)  # a later batch: still one ack for b
+    acks.watermark("a", 5)  # a still has one in flight
+    assert acks.wait_ms(now=1050) == 0 and acks.flush(now=1050) == ["b"]
+    assert acks.take("b") == 9 and acks.due == {"a": 5}
+    assert acks.finished("a") is True and acks.wait_ms(now=1060) == 40

@@ -606,7 +606,8 @@ class Ingest:
                 log.warning("event ack not confirmed by the broker: %s", task.exception())
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
-        if self._acks.finished(locker) and not failed:
+        self._acks.finished(locker)
+        if not failed:  # a newer watermark of this locker, or others waiting for room
             self._pace_acks(client)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:

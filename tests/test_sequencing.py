@@ -290,3 +290,14 @@ def test_paced_acks_go_out_together_at_most_once_per_interval() -> None:
     assert acks.wait_ms(now=1050) == 0 and acks.flush(now=1050) == ["b"]
     assert acks.take("b") == 9 and acks.due == {"a": 5}
     assert acks.finished("a") is True and acks.wait_ms(now=1060) == 40
+
+
+def test_at_most_max_in_flight_acks_await_the_broker_the_rest_follow() -> None:
+    acks = AckPacer(interval_ms=0, max_in_flight=2)
+    for lk in ("a", "b", "c"):
+        acks.watermark(lk, 1)
+    sent = acks.flush(now=0)
+    assert sent == ["a", "b"] and [acks.take(lk) for lk in sent] == [1, 1]
+    assert acks.flush(now=1) == []  # no room until one finishes
+    acks.finished("a")
+    assert acks.flush(now=2) == ["c"]

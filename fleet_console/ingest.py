@@ -129,6 +129,13 @@ class IngestSettings:
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     batch_max: int = 500
     batch_window_s: float = 0.005
+    #: With more than `batch_max` messages waiting (a backlog), batches of up to this many: one
+    #: commit and one round of acks for more events.
+    batch_max_backlog: int = 2000
+    #: Messages the broker may have in flight to us unacknowledged (MQTT 5 Receive Maximum, at
+    #: most 65535): room for thousands of lockers' windows, so that they wait in our inbox
+    #: rather than in the broker's queue for us (whose limit drops what arrives past it).
+    receive_maximum: int = 10_000
     #: Event acks go out together at most this often: a locker whose events arrive in several
     #: batches within it gets one `events/ack` (0: one after every batch, as soon as possible).
     ack_interval_s: float = 0.05
@@ -333,7 +340,8 @@ class Ingest:
                 self.mqtt,
                 identifier=s.client_id,
                 session_expiry_s=s.session_expiry_s,
-                receive_maximum=s.batch_max * 4,
+                receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
+                                                s.batch_max * 2)),
                 max_inflight=1000,
                 manual_ack=True,
                 inbox=inbox,
@@ -378,6 +386,7 @@ class Ingest:
         stop_task = asyncio.create_task(self._stop.wait())
         loop = asyncio.get_running_loop()
         batch_max = self.settings.batch_max
+        batch_max_backlog = max(batch_max, self.settings.batch_max_backlog)
         try:
             while not self._stop.is_set():
                 if not inbox.qsize():
@@ -391,17 +400,19 @@ class Ingest:
                     if watch_task in done and not inbox.qsize():
                         watch_task.result()  # raises the MqttError that ended the connection
                         raise aiomqtt.MqttError("message stream ended")
-                batch = inbox.take(batch_max)
+                # A backlog: bigger batches (fewer commits and acks per event).
+                limit = batch_max if inbox.qsize() <= batch_max else batch_max_backlog
+                batch = inbox.take(limit)
                 if batch:
                     deadline = loop.time() + self.settings.batch_window_s
-                    while len(batch) < batch_max:
+                    while len(batch) < limit:
                         if not inbox.qsize():
                             left = deadline - loop.time()
                             if left <= 0 or watch_task.done():
                                 break
                             await asyncio.sleep(min(left, 0.001))
                             continue
-                        batch += inbox.take(batch_max - len(batch))
+                        batch += inbox.take(limit - len(batch))
                 await self._handle(client, batch)
         finally:
             if self._ack_flush is not None:  # what is due goes out before the connection ends

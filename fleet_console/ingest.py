@@ -118,6 +118,8 @@ _SUBSCRIBED_KINDS = (
     TopicKind.EVENTS_GONE,
 )
 _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
+#: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
+ACKS_IN_FLIGHT = 1000
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ class Ingest:
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
-        self._acks = AckPacer(int(self.settings.ack_interval_s * 1000))
+        self._acks = AckPacer(int(self.settings.ack_interval_s * 1000), ACKS_IN_FLIGHT)
         self._ack_flush: asyncio.TimerHandle | None = None
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
@@ -342,7 +344,7 @@ class Ingest:
                 session_expiry_s=s.session_expiry_s,
                 receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
                                                 s.batch_max * 2)),
-                max_inflight=1000,
+                max_inflight=ACKS_IN_FLIGHT,  # paho queues none of the paced acks
                 manual_ack=True,
                 inbox=inbox,
             )

@@ -213,7 +213,7 @@ class AckPacer:
     the MQTT client's cost per publish grows with the publishes pending, and those queued
     behind its own in-flight window would time out; the rest go out as earlier ones finish."""
 
-    def __init__(self, interval_ms: int = 0, max_in_flight: int = 256) -> None:
+    def __init__(self, interval_ms: int = 0, max_in_flight: int = 1000) -> None:
         self.interval_ms = interval_ms
         self.max_in_flight = max_in_flight
         #: Watermarks not yet published, and lockers with an ack in flight.

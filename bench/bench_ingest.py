@@ -1,7 +1,7 @@
 """Benchmark (not a test): events per second the console's ingest stores AND acknowledges.
 
 Run:  .venv/bin/python bench/bench_ingest.py [--lockers 200] [--events 100] [--window 20]
-      [--generator raw|aiomqtt] [--no-postgres] [--only raw|live|drain]
+      [--generator raw|aiomqtt] [--rate EV_PER_S] [--no-postgres] [--only raw|live|drain]
 
 A private Mosquitto (broker.fleet.FleetBroker, loopback, its own registry with one account per
 locker) and simulated lockers in 2 worker processes, each locker its own connection and
@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import shutil
 import struct
 import sys
@@ -61,6 +62,8 @@ RESULTS = ROOT / "bench" / "results" / "ingest.json"
 TOPICS = Topics()
 WORKERS = 2
 GENERATOR = "raw"
+#: Events per second the whole fleet offers in live runs (0: as fast as the window allows).
+RATE = 0.0
 TARGET_EVENTS_PER_S = 3000
 RUN_LIMIT_S = 120.0
 
@@ -94,10 +97,11 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def _raw_locker(host: str, port: int, locker: str, password: str, events: int,
                       window: int, wait_acks: bool, ready: asyncio.Event,
-                      go: asyncio.Event) -> tuple[float, float, list[float]]:
+                      go: asyncio.Event, pace_s: float = 0.0) -> tuple[float, float, list[float]]:
     """A lean locker: MQTT 3.1.1 over a plain asyncio stream (TCP_NODELAY), QoS 1 publishes
     pipelined with at most `window` awaiting the broker's PUBACK (and, with `wait_acks`, at most
-    `window` not yet covered by the console's events/ack, like a locker's outbox). Returns
+    `window` not yet covered by the console's events/ack, like a locker's outbox); with
+    `pace_s`, one event every `pace_s` seconds (from a phase of its own) at most. Returns
     (first publish, last ack, ack latency of each event in ms: publish to its events/ack)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.get_extra_info("socket").setsockopt(*NODELAY[0])
@@ -142,8 +146,11 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     ready.set()
     await go.wait()
     first_at = time.time()
+    phase = random.Random(locker).random() * pace_s
     topic = _mqtt_str(TOPICS.events(locker))
     for seq in range(1, events + 1):
+        if pace_s and (delay := first_at + phase + (seq - 1) * pace_s - time.time()) > 0:
+            await asyncio.sleep(delay)
         while seq - 1 - pubacked >= window or (wait_acks and seq - acked > window):
             if reader_task.done():
                 reader_task.result()
@@ -167,8 +174,10 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
 
 async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, events: int,
                           window: int, wait_acks: bool, ready: asyncio.Event,
-                          go: asyncio.Event) -> tuple[float, float, list[float]]:
-    """The previous generator: one aiomqtt (paho) client per locker (no ack latencies)."""
+                          go: asyncio.Event, pace_s: float = 0.0
+                          ) -> tuple[float, float, list[float]]:
+    """The previous generator: one aiomqtt (paho) client per locker (no ack latencies, no
+    pacing)."""
     acked = 0
     progressed = asyncio.Event()
     async with aiomqtt.Client(host, port, username=locker, password=password,
@@ -209,14 +218,15 @@ LOCKER_PORT = 0
 
 
 def _worker(host: str, port: int, accounts: list[tuple[str, str]], events: int, window: int,
-            wait_acks: bool, ready_q: Any, go_ev: Any, out_q: Any, generator: str) -> None:
+            wait_acks: bool, ready_q: Any, go_ev: Any, out_q: Any, generator: str,
+            pace_s: float) -> None:
     locker_fn = GENERATORS[generator]
 
     async def main() -> None:
         readies = [asyncio.Event() for _ in accounts]
         go = asyncio.Event()
         tasks = [asyncio.create_task(locker_fn(host, port, lk, pw, events, window, wait_acks, r,
-                                               go))
+                                               go, pace_s))
                  for (lk, pw), r in zip(accounts, readies, strict=True)]
         await asyncio.gather(*(r.wait() for r in readies))
         ready_q.put(len(accounts))
@@ -230,14 +240,15 @@ def _worker(host: str, port: int, accounts: list[tuple[str, str]], events: int, 
 
 
 def _run_lockers(host: str, port: int, accounts: list[tuple[str, str]], events: int, window: int,
-                 wait_acks: bool) -> tuple[list[Any], Any, Any]:
+                 wait_acks: bool, pace_s: float = 0.0) -> tuple[list[Any], Any, Any]:
     ctx = mp.get_context("spawn")
     ready_q, out_q, go_ev = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = []
     for i in range(WORKERS):
         part = accounts[i::WORKERS]
         p = ctx.Process(target=_worker, args=(host, port, part, events, window, wait_acks,
-                                              ready_q, go_ev, out_q, GENERATOR), daemon=True)
+                                              ready_q, go_ev, out_q, GENERATOR, pace_s),
+                        daemon=True)
         p.start()
         procs.append(p)
     for _ in procs:
@@ -288,7 +299,8 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     await ingest.start()
     try:
         procs, go, out_q = await asyncio.to_thread(
-            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True)
+            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True,
+            len(accounts) / RATE if RATE else 0.0)
         cpu = time.process_time()
         go.set()
         first, last, latencies = await asyncio.to_thread(_collect, procs, out_q)
@@ -301,6 +313,7 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     total = len(accounts) * events
     return {
         "database": label, "mode": "live", "events": total, **check,
+        "offered_events_per_s": RATE or None,
         "seconds": round(last - first, 3), "events_per_s": round(total / (last - first)),
         "cpu_ms_per_event": _per_event(cpu, total),
         "ack_ms_p50": _percentile(latencies, 0.50), "ack_ms_p99": _percentile(latencies, 0.99),
@@ -383,18 +396,23 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
 
 
 async def main() -> None:
-    global GENERATOR, LOCKER_PORT
+    global GENERATOR, LOCKER_PORT, RATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lockers", type=int, default=200)
     parser.add_argument("--events", type=int, default=100, help="events per locker")
     parser.add_argument("--window", type=int, default=20, help="unacknowledged events per locker")
     parser.add_argument("--generator", choices=sorted(GENERATORS), default="raw",
                         help="simulated lockers: raw MQTT over asyncio streams, or aiomqtt")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="EV_PER_S",
+                        help="live runs: the fleet offers this many events/s in all (each "
+                             "locker paced), for the ack latency at a given load; results go "
+                             "to bench/results/ingest_paced.json")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("raw", "live", "drain"), default=None,
                         help="run only this kind of measurement (e.g. to profile it)")
     args = parser.parse_args()
     GENERATOR = args.generator
+    RATE = args.rate
 
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     fleet = FleetBroker(root / "registry.json", root / "data")
@@ -416,6 +434,7 @@ async def main() -> None:
     results: dict[str, Any] = {
         "lockers": args.lockers, "events_per_locker": args.events, "window": args.window,
         "generator": f"{args.generator}: {WORKERS} worker processes",
+        "offered_events_per_s": args.rate or None,
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
     }
@@ -458,9 +477,10 @@ async def main() -> None:
     keys = ("sqlite", "sqlite_drain", "postgresql", "postgresql_drain")
     ok = all(results[k]["complete"] and not results[k]["alarms"] for k in keys if k in results)
     if args.only is None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+        out = RESULTS.with_name("ingest_paced.json") if RATE else RESULTS
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
         target = TARGET_EVENTS_PER_S
         live = results["sqlite"]["events_per_s"]
         print(f"target: >= {target} events/s stored and acknowledged, SQLite, live: {live} -> "

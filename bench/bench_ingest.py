@@ -342,7 +342,8 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     await ingest.start()
     try:
         deadline, stored = started + RUN_LIMIT_S, None
-        while ingest.stats.events_new < total or ingest._ack_tasks or ingest._acks.due:
+        while (ingest.stats.events_new < total or ingest._ack_tasks or ingest._acks.due
+               or ingest._acks.busy):
             if time.time() > deadline:
                 break
             if stored is None and ingest.stats.events_new >= total:

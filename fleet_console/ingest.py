@@ -104,7 +104,7 @@ from fleet_console.quarantine import (
 )
 from fleet_console.sequencing import AckPacer, ResendRequest, Sequencer
 from fleet_io.inbox import MessageInbox
-from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
+from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S, ConfirmedPublisher
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -120,6 +120,8 @@ _SUBSCRIBED_KINDS = (
 _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 #: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
 ACKS_IN_FLIGHT = 1000
+#: An event ack not confirmed by the broker within this many seconds is sent again.
+ACK_CONFIRM_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,8 @@ class Ingest:
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
         self._acks = AckPacer(int(self.settings.ack_interval_s * 1000), ACKS_IN_FLIGHT)
         self._ack_flush: asyncio.TimerHandle | None = None
+        #: Sends the event acks of the current connection.
+        self._publisher: ConfirmedPublisher | None = None
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         #: Holes to ask the lockers for again, from the last committed batch.
@@ -574,20 +578,27 @@ class Ingest:
 
     def _flush_acks(self, client: aiomqtt.Client) -> None:
         self._ack_flush = None
-        if client is not self._client:
+        if client is not self._client or self._publisher is None:
             return  # a connection that is gone; the new one sends what is due
-        for locker in self._acks.flush(int(asyncio.get_running_loop().time() * 1000)):
+        now = asyncio.get_running_loop().time()
+        waiting = len(self._publisher)
+        self._publisher.expire(now - ACK_CONFIRM_S)  # due again, sent below
+        if len(self._publisher) < waiting:
+            log.warning("%d event acks not confirmed by the broker within %.0f s; sending them "
+                        "again", waiting - len(self._publisher), ACK_CONFIRM_S)
+        for locker in self._acks.flush(int(now * 1000)):
             self._send_ack(client, locker)
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
+        """Publish a locker's due watermark (paho directly: thousands a second, not awaited)."""
+        assert self._publisher is not None
         seq = self._acks.take(locker)
-        task = asyncio.create_task(client.publish(
-            self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
-            timeout=10,
-        ))
-        self._ack_tasks.add(task)
-        task.add_done_callback(functools.partial(self._ack_done, client, locker, seq))
         self.stats.acks_sent += 1
+        self._publisher.publish(
+            self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(),
+            functools.partial(self._ack_done, client, locker, seq),
+            asyncio.get_running_loop().time(),
+        )
 
     def _send_resend(self, client: aiomqtt.Client, ask: ResendRequest) -> None:
         """Ask a locker for a hole again; not awaited (a lost request is asked again after
@@ -606,29 +617,26 @@ class Ingest:
         if not task.cancelled() and task.exception() is not None:
             log.warning("resend request not confirmed by the broker: %s", task.exception())
 
-    def _ack_done(
-        self, client: aiomqtt.Client, locker: str, seq: int, task: asyncio.Task[None]
-    ) -> None:
-        self._ack_tasks.discard(task)
-        failed = task.cancelled() or task.exception() is not None
-        if failed:
-            # Keep the watermark due: it goes out again on this connection's next ack for the
-            # locker, or with the next connection (a locker's outbox must never stall).
+    def _ack_done(self, client: aiomqtt.Client, locker: str, seq: int, confirmed: bool) -> None:
+        if not confirmed:
+            # Keep the watermark due: it goes out again with this connection's next acks, or
+            # with the next connection (a locker's outbox must never stall).
             self._acks.failed(locker, seq)
-            if not task.cancelled():
-                log.warning("event ack not confirmed by the broker: %s", task.exception())
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
         self._acks.finished(locker)
-        if not failed:  # a newer watermark of this locker, or others waiting for room
+        if confirmed:  # a newer watermark of this locker, or others waiting for room
             self._pace_acks(client)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
         """On a new connection: forget acks in flight on the old one, send every due one."""
+        old, self._publisher = self._publisher, ConfirmedPublisher(client)
         self._client = client
         if self._ack_flush is not None:
             self._ack_flush.cancel()
             self._ack_flush = None
+        if old is not None:
+            old.abandon()
         for task in list(self._ack_tasks):
             task.cancel()
         for locker in self._acks.reconnected():

@@ -348,7 +348,9 @@ class Ingest:
                 session_expiry_s=s.session_expiry_s,
                 receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
                                                 s.batch_max * 2)),
-                max_inflight=ACKS_IN_FLIGHT,  # paho queues none of the paced acks
+                # Unlimited in paho: the AckPacer keeps the acks in flight to ACKS_IN_FLIGHT, and
+                # a limit makes paho scan every message in flight on each PUBACK.
+                max_inflight=0,
                 manual_ack=True,
                 inbox=inbox,
             )

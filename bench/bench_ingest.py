@@ -350,6 +350,8 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
                 stored = time.time()
             await asyncio.sleep(0.002)
         ended, cpu = time.time(), time.process_time() - cpu
+        if stored is None and ingest.stats.events_new >= total:
+            stored = ended  # stored and acknowledged within the same poll
     finally:
         await ingest.stop()
     await _drop_session(mqtt, client_id)

@@ -18,6 +18,11 @@ locker, ~3,000 events/s here, which capped every figure below). Measurements:
 Each on SQLite (WAL, synchronous=NORMAL) and PostgreSQL (a private cluster, fsync on); then the
 database is checked: every locker has exactly seq 1..N once, and no alarm. Target: >= 3,000
 events/s stored and acknowledged (SQLite, live). Writes bench/results/ingest.json.
+Beside each figure: the CPU milliseconds per event of the ingest's process (all its threads),
+and for live runs the ack latency p50/p99 (an event's publish to the events/ack covering it).
+Unpaced, a live run keeps every locker's window full, so its latency is the queue that makes
+(lockers x window / events/s); `--rate 3000` paces the lockers to that many events/s in all and
+measures the latency at that load (target p99 <= 200 ms), into bench/results/ingest_paced.json.
 Bounded: at most lockers x events events per run, and a 120 s limit per run.
 """
 
@@ -65,6 +70,7 @@ GENERATOR = "raw"
 #: Events per second the whole fleet offers in live runs (0: as fast as the window allows).
 RATE = 0.0
 TARGET_EVENTS_PER_S = 3000
+TARGET_ACK_P99_MS = 200
 RUN_LIMIT_S = 120.0
 
 
@@ -486,8 +492,15 @@ async def main() -> None:
         print(f"wrote {out.relative_to(ROOT)}")
         target = TARGET_EVENTS_PER_S
         live = results["sqlite"]["events_per_s"]
-        print(f"target: >= {target} events/s stored and acknowledged, SQLite, live: {live} -> "
-              f"{'MET' if live >= target and ok else 'NOT MET'}")
+        if RATE:  # the lockers offer RATE events/s: does the ingest keep up, acks in time?
+            p99 = results["sqlite"]["ack_ms_p99"]
+            met = live >= 0.95 * RATE and p99 is not None and p99 <= TARGET_ACK_P99_MS
+            print(f"target: SQLite live keeps up with {RATE:.0f} events/s offered, ack p99 <= "
+                  f"{TARGET_ACK_P99_MS} ms: {live} events/s, p99 {p99} ms -> "
+                  f"{'MET' if met and ok else 'NOT MET'}")
+        else:
+            print(f"target: >= {target} events/s stored and acknowledged, SQLite, live: {live} "
+                  f"-> {'MET' if live >= target and ok else 'NOT MET'}")
     if not ok:
         sys.exit("FAILED: events lost, doubled or out of sequence (see above)")
 

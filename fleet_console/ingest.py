@@ -6,8 +6,9 @@ and notify.
 QoS 1 messages are acknowledged to the broker (PUBACK) only after the transaction holding them
 committed, so a message the ingest dies with is delivered again: with the persistent session,
 nothing published while the ingest is away or crashing is lost. Messages are batched (a few ms or
-up to a few hundred, one transaction); after the commit, each locker with events in the batch gets
-one `events/ack` with its ack watermark.
+up to a few hundred, a few thousand under a backlog, one transaction); after the commit, each
+locker with events in the batch gets one `events/ack` with its ack watermark (acks go out
+together at most every `ack_interval_s`, so one covers all of a locker's batches within it).
 
 **Ack and gap policy** (the pure `Sequencer` and `AckPacer` of fleet_console/sequencing.py;
 this module restores their state from the database and publishes the acks).

@@ -240,3 +240,27 @@ async def test_a_refused_login_is_an_error_with_the_hint(
     assert len(refused) >= 2, caplog.text  # it went on trying
     assert all(r.levelno == logging.ERROR for r in refused), caplog.text
     assert "username and password" in refused[0].getMessage()
+
+
+async def test_acks_are_paced_one_per_locker_per_interval(
+    console_mqtt: ConsoleMqtt, make_locker: Any, db_url: str
+) -> None:
+    """Events arriving in many small batches get one ack per locker per `ack_interval_s`, each
+    after the commit of what it covers, and none waits much longer than the interval."""
+    r = IngestRunner(console_mqtt, db_url, batch_window_s=0.0, ack_interval_s=0.4)
+    await r.start()
+    try:
+        lk: SimLocker = make_locker()
+        await asyncio.to_thread(lk.event, 1)
+        await asyncio.to_thread(lk.wait_ack, 1)
+        started = time.monotonic()
+        for seq in range(2, 11):  # each its own batch (no batch window)
+            await asyncio.to_thread(lk.event, seq)
+        await asyncio.to_thread(lk.wait_ack, 10)
+        assert time.monotonic() - started < 0.4 + 1.0
+        assert len(lk.acks) <= 3, lk.acks  # without pacing: about one per batch
+        assert seqs(db_url, lk.id) == list(range(1, 11))
+        lk.check_acks_were_committed()
+    finally:
+        await r.stop()
+        await r.forget_session()

@@ -33,7 +33,8 @@ it is acknowledged.
 Broker loss: reconnect with backoff, for ever. Database errors that may pass (connection lost,
 locked, disk full) retry the batch with backoff, unacknowledged meanwhile; any other error (the
 database refuses a value) stores the batch again message by message, and the one it refuses is
-quarantined (`store_failed`).
+quarantined (`store_failed`); a refused event counts as stored for the ack watermark (its
+quarantine row is what is kept), or the locker would re-send it for ever behind a hole.
 
 **Flood alarm** (fleet_console/flood.py): a locker whose messages exceed `flood_rate_per_s` over a
 window of `flood_window_s` raises one `flood` alarm per episode.
@@ -296,6 +297,9 @@ class _Parsed:
     #: Topic and payload of each cell snapshot (quarantined if the cell is not declared).
     cell_sources: dict[tuple[str, int], tuple[str, bytes]] = field(default_factory=dict)
     quarantine: list[_Quarantine] = field(default_factory=list)
+    #: Events the database refused, kept in quarantine: sequenced as stored (no `events` row),
+    #: or the locker's outbox would stall behind them for ever.
+    refused_events: list[tuple[str, int]] = field(default_factory=list)
     #: Alarms raised while reading the batch (`flood`).
     alarms: list[dict[str, Any]] = field(default_factory=list)
 
@@ -777,7 +781,8 @@ class Ingest:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 q = _Quarantine(locker, str(message.topic), QuarantineReason.STORE_FAILED,
                                 _first_line(exc), payload)
-                refused = _Parsed(quarantine=[q], alarms=unit.alarms)
+                refused = _Parsed(quarantine=[q], alarms=unit.alarms,
+                                  refused_events=[(lk, ev.seq) for lk, ev in unit.events])
                 try:
                     done = await self._in_store_thread(self._store, refused, self._now_ms())
                 except Exception as lost:
@@ -1126,6 +1131,7 @@ class Ingest:
                 touched = (
                     set(p.statuses) | set(p.applied) | {lk for lk, _ in p.cells}
                     | {lk for lk, _ in p.events} | {lk for lk, _ in p.results.values()}
+                    | {lk for lk, _ in p.refused_events}
                 )
                 upsert(s, Locker, [{"id": lk} for lk in sorted(touched)], ["id"], [])
                 looked = self.settings.replica is not None and self._holes_due(now)
@@ -1270,12 +1276,18 @@ class Ingest:
     ) -> tuple[dict[str, int], list[dict[str, Any]], set[str]]:
         """Insert new events, move watermarks, raise gap alarms; (acks, alarms, changed)."""
         _restore_sequences(
-            self._seq, s, [lk for lk, _ in p.events] + [lk for lk, _, _ in p.gone]
+            self._seq, s,
+            [lk for lk, _ in p.events] + [lk for lk, _ in p.refused_events]
+            + [lk for lk, _, _ in p.gone],
         )
-        done = self._seq.sequence([(lk, ev.seq) for lk, ev in p.events], now, p.gone)
+        done = self._seq.sequence(
+            [(lk, ev.seq) for lk, ev in p.events] + p.refused_events, now, p.gone
+        )
         self._resends = done.resend
         rows = []
         for i in done.store:
+            if i >= len(p.events):
+                continue  # refused by the database: its quarantine row is what is kept
             lk, ev = p.events[i]
             rows.append({"locker": lk, "seq": ev.seq, "event_id": ev.id, "at": ev.at,
                          "type": ev.type, "data": ev.data, "received_at": now})

@@ -1,7 +1,7 @@
 """Benchmark (not a test): events per second the console's ingest stores AND acknowledges.
 
 Run:  .venv/bin/python bench/bench_ingest.py [--lockers 200] [--events 100] [--window 20]
-      [--generator raw|aiomqtt] [--no-postgres] [--only raw|live|drain]
+      [--generator raw|aiomqtt] [--rate EV_PER_S] [--no-postgres] [--only raw|live|drain]
 
 A private Mosquitto (broker.fleet.FleetBroker, loopback, its own registry with one account per
 locker) and simulated lockers in 2 worker processes, each locker its own connection and
@@ -18,6 +18,11 @@ locker, ~3,000 events/s here, which capped every figure below). Measurements:
 Each on SQLite (WAL, synchronous=NORMAL) and PostgreSQL (a private cluster, fsync on); then the
 database is checked: every locker has exactly seq 1..N once, and no alarm. Target: >= 3,000
 events/s stored and acknowledged (SQLite, live). Writes bench/results/ingest.json.
+Beside each figure: the CPU milliseconds per event of the ingest's process (all its threads),
+and for live runs the ack latency p50/p99 (an event's publish to the events/ack covering it).
+Unpaced, a live run keeps every locker's window full, so its latency is the queue that makes
+(lockers x window / events/s); `--rate 3000` paces the lockers to that many events/s in all and
+measures the latency at that load (target p99 <= 200 ms), into bench/results/ingest_paced.json.
 Bounded: at most lockers x events events per run, and a 120 s limit per run.
 """
 
@@ -30,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import shutil
 import struct
 import sys
@@ -61,7 +67,10 @@ RESULTS = ROOT / "bench" / "results" / "ingest.json"
 TOPICS = Topics()
 WORKERS = 2
 GENERATOR = "raw"
+#: Events per second the whole fleet offers in live runs (0: as fast as the window allows).
+RATE = 0.0
 TARGET_EVENTS_PER_S = 3000
+TARGET_ACK_P99_MS = 200
 RUN_LIMIT_S = 120.0
 
 
@@ -94,10 +103,12 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def _raw_locker(host: str, port: int, locker: str, password: str, events: int,
                       window: int, wait_acks: bool, ready: asyncio.Event,
-                      go: asyncio.Event) -> tuple[float, float]:
+                      go: asyncio.Event, pace_s: float = 0.0) -> tuple[float, float, list[float]]:
     """A lean locker: MQTT 3.1.1 over a plain asyncio stream (TCP_NODELAY), QoS 1 publishes
     pipelined with at most `window` awaiting the broker's PUBACK (and, with `wait_acks`, at most
-    `window` not yet covered by the console's events/ack, like a locker's outbox)."""
+    `window` not yet covered by the console's events/ack, like a locker's outbox); with
+    `pace_s`, one event every `pace_s` seconds (from a phase of its own) at most. Returns
+    (first publish, last ack, ack latency of each event in ms: publish to its events/ack)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.get_extra_info("socket").setsockopt(*NODELAY[0])
     body = (_mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) +
@@ -107,6 +118,8 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     if first != 0x20 or data[1] != 0:
         raise RuntimeError(f"{locker}: CONNACK {first:#x} {data!r}")
     acked = pubacked = 0
+    sent_at = [0.0] * (events + 1)
+    latencies: list[float] = []
     progressed = asyncio.Event()
     if wait_acks:
         writer.write(_packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPICS.events_ack(locker))
@@ -128,15 +141,22 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
                 start = 2 + tlen + (2 if qos else 0)
                 if qos:
                     writer.write(_packet(0x40, data[2 + tlen:start]))
-                acked = max(acked, json.loads(data[start:])["up_to_seq"])
+                up_to = min(json.loads(data[start:])["up_to_seq"], events)
+                if up_to > acked:
+                    now = time.time()
+                    latencies.extend((now - sent_at[s]) * 1000 for s in range(acked + 1, up_to + 1))
+                    acked = up_to
             progressed.set()
 
     reader_task = asyncio.create_task(read())
     ready.set()
     await go.wait()
     first_at = time.time()
+    phase = random.Random(locker).random() * pace_s
     topic = _mqtt_str(TOPICS.events(locker))
     for seq in range(1, events + 1):
+        if pace_s and (delay := first_at + phase + (seq - 1) * pace_s - time.time()) > 0:
+            await asyncio.sleep(delay)
         while seq - 1 - pubacked >= window or (wait_acks and seq - acked > window):
             if reader_task.done():
                 reader_task.result()
@@ -144,6 +164,7 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
             await progressed.wait()
         payload = json.dumps({"seq": seq, "id": str(uuid.uuid4()), "at": int(time.time() * 1000),
                               "type": "door_opened", "data": {"cell": seq % 24 + 1}}).encode()
+        sent_at[seq] = time.time()
         writer.write(_packet(0x32, topic + struct.pack("!H", seq % 65535 + 1) + payload))
     while pubacked < events or (wait_acks and acked < events):
         if reader_task.done():
@@ -154,13 +175,15 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     reader_task.cancel()
     writer.write(b"\xe0\x00")  # DISCONNECT
     writer.close()
-    return first_at, last
+    return first_at, last, latencies
 
 
 async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, events: int,
                           window: int, wait_acks: bool, ready: asyncio.Event,
-                          go: asyncio.Event) -> tuple[float, float]:
-    """The previous generator: one aiomqtt (paho) client per locker."""
+                          go: asyncio.Event, pace_s: float = 0.0
+                          ) -> tuple[float, float, list[float]]:
+    """The previous generator: one aiomqtt (paho) client per locker (no ack latencies, no
+    pacing)."""
     acked = 0
     progressed = asyncio.Event()
     async with aiomqtt.Client(host, port, username=locker, password=password,
@@ -192,7 +215,7 @@ async def _aiomqtt_locker(host: str, port: int, locker: str, password: str, even
             await progressed.wait()
         last = time.time()
         reader.cancel()
-        return first, last
+        return first, last, []
 
 
 GENERATORS = {"raw": _raw_locker, "aiomqtt": _aiomqtt_locker}
@@ -201,34 +224,37 @@ LOCKER_PORT = 0
 
 
 def _worker(host: str, port: int, accounts: list[tuple[str, str]], events: int, window: int,
-            wait_acks: bool, ready_q: Any, go_ev: Any, out_q: Any, generator: str) -> None:
+            wait_acks: bool, ready_q: Any, go_ev: Any, out_q: Any, generator: str,
+            pace_s: float) -> None:
     locker_fn = GENERATORS[generator]
 
     async def main() -> None:
         readies = [asyncio.Event() for _ in accounts]
         go = asyncio.Event()
         tasks = [asyncio.create_task(locker_fn(host, port, lk, pw, events, window, wait_acks, r,
-                                               go))
+                                               go, pace_s))
                  for (lk, pw), r in zip(accounts, readies, strict=True)]
         await asyncio.gather(*(r.wait() for r in readies))
         ready_q.put(len(accounts))
         await asyncio.to_thread(go_ev.wait)
         go.set()
         spans = await asyncio.wait_for(asyncio.gather(*tasks), RUN_LIMIT_S)
-        out_q.put((min(s[0] for s in spans), max(s[1] for s in spans)))
+        out_q.put((min(s[0] for s in spans), max(s[1] for s in spans),
+                   [ms for s in spans for ms in s[2]]))
 
     asyncio.run(main())
 
 
 def _run_lockers(host: str, port: int, accounts: list[tuple[str, str]], events: int, window: int,
-                 wait_acks: bool) -> tuple[list[Any], Any, Any]:
+                 wait_acks: bool, pace_s: float = 0.0) -> tuple[list[Any], Any, Any]:
     ctx = mp.get_context("spawn")
     ready_q, out_q, go_ev = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = []
     for i in range(WORKERS):
         part = accounts[i::WORKERS]
         p = ctx.Process(target=_worker, args=(host, port, part, events, window, wait_acks,
-                                              ready_q, go_ev, out_q, GENERATOR), daemon=True)
+                                              ready_q, go_ev, out_q, GENERATOR, pace_s),
+                        daemon=True)
         p.start()
         procs.append(p)
     for _ in procs:
@@ -236,11 +262,18 @@ def _run_lockers(host: str, port: int, accounts: list[tuple[str, str]], events: 
     return procs, go_ev, out_q
 
 
-def _collect(procs: list[Any], out_q: Any) -> tuple[float, float]:
+def _collect(procs: list[Any], out_q: Any) -> tuple[float, float, list[float]]:
     spans = [out_q.get(timeout=RUN_LIMIT_S) for _ in procs]
     for p in procs:
         p.join(10)
-    return min(s[0] for s in spans), max(s[1] for s in spans)
+    return (min(s[0] for s in spans), max(s[1] for s in spans),
+            sorted(ms for s in spans for ms in s[2]))
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    return round(sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))], 1)
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -272,9 +305,12 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     await ingest.start()
     try:
         procs, go, out_q = await asyncio.to_thread(
-            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True)
+            _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, True,
+            len(accounts) / RATE if RATE else 0.0)
+        cpu = time.process_time()
         go.set()
-        first, last = await asyncio.to_thread(_collect, procs, out_q)
+        first, last, latencies = await asyncio.to_thread(_collect, procs, out_q)
+        cpu = time.process_time() - cpu
     finally:
         await ingest.stop()
     await _drop_session(mqtt, client_id)
@@ -283,7 +319,10 @@ async def run_ingest(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tup
     total = len(accounts) * events
     return {
         "database": label, "mode": "live", "events": total, **check,
+        "offered_events_per_s": RATE or None,
         "seconds": round(last - first, 3), "events_per_s": round(total / (last - first)),
+        "cpu_ms_per_event": _per_event(cpu, total),
+        "ack_ms_p50": _percentile(latencies, 0.50), "ack_ms_p99": _percentile(latencies, 0.99),
         "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
     }
 
@@ -302,18 +341,23 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     procs, go, out_q = await asyncio.to_thread(
         _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
     go.set()
-    gen_first, gen_last = await asyncio.to_thread(_collect, procs, out_q)
+    gen_first, gen_last, _ = await asyncio.to_thread(_collect, procs, out_q)
     total = len(accounts) * events
     ingest = Ingest(mqtt, db, settings)
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     await ingest.start()
     try:
-        deadline = started + RUN_LIMIT_S
-        while ingest.stats.events_new < total or ingest._ack_tasks:
+        deadline, stored = started + RUN_LIMIT_S, None
+        while (ingest.stats.events_new < total or ingest._ack_tasks or ingest._acks.due
+               or ingest._acks.busy):
             if time.time() > deadline:
                 break
+            if stored is None and ingest.stats.events_new >= total:
+                stored = time.time()
             await asyncio.sleep(0.002)
-        ended = time.time()
+        ended, cpu = time.time(), time.process_time() - cpu
+        if stored is None and ingest.stats.events_new >= total:
+            stored = ended  # stored and acknowledged within the same poll
     finally:
         await ingest.stop()
     await _drop_session(mqtt, client_id)
@@ -322,8 +366,10 @@ async def run_drain(mqtt: ConsoleMqtt, url: str, label: str, accounts: list[tupl
     return {
         "database": label, "mode": "drain", "events": total, **check,
         "seconds": round(ended - started, 3), "events_per_s": round(total / (ended - started)),
-        "batches": ingest.stats.batches, "acks_sent": ingest.stats.acks_sent,
+        "cpu_ms_per_event": _per_event(cpu, total), "batches": ingest.stats.batches,
+        "acks_sent": ingest.stats.acks_sent,
         "preload_events_per_s": round(total / (gen_last - gen_first)),
+        "all_stored_s": None if stored is None else round(stored - started, 3),
     }
 
 
@@ -346,29 +392,36 @@ async def run_raw(mqtt: ConsoleMqtt, accounts: list[tuple[str, str]], events: in
         counter = asyncio.create_task(count())
         procs, go, out_q = await asyncio.to_thread(
             _run_lockers, mqtt.host, LOCKER_PORT, accounts, events, window, False)
+        cpu = time.process_time()
         go.set()
         started = time.time()
         await asyncio.wait_for(done.wait(), RUN_LIMIT_S)
-        ended = time.time()
-        first, _ = await asyncio.to_thread(_collect, procs, out_q)
+        ended, cpu = time.time(), time.process_time() - cpu
+        first, _, _ = await asyncio.to_thread(_collect, procs, out_q)
         counter.cancel()
     return {"events": total, "received": received, "seconds": round(ended - min(first, started), 3),
-            "events_per_s": round(total / (ended - min(first, started)))}
+            "events_per_s": round(total / (ended - min(first, started))),
+            "cpu_ms_per_event": _per_event(cpu, total)}
 
 
 async def main() -> None:
-    global GENERATOR, LOCKER_PORT
+    global GENERATOR, LOCKER_PORT, RATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lockers", type=int, default=200)
     parser.add_argument("--events", type=int, default=100, help="events per locker")
     parser.add_argument("--window", type=int, default=20, help="unacknowledged events per locker")
     parser.add_argument("--generator", choices=sorted(GENERATORS), default="raw",
                         help="simulated lockers: raw MQTT over asyncio streams, or aiomqtt")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="EV_PER_S",
+                        help="live runs: the fleet offers this many events/s in all (each "
+                             "locker paced), for the ack latency at a given load; results go "
+                             "to bench/results/ingest_paced.json")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("raw", "live", "drain"), default=None,
                         help="run only this kind of measurement (e.g. to profile it)")
     args = parser.parse_args()
     GENERATOR = args.generator
+    RATE = args.rate
 
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     fleet = FleetBroker(root / "registry.json", root / "data")
@@ -390,6 +443,7 @@ async def main() -> None:
     results: dict[str, Any] = {
         "lockers": args.lockers, "events_per_locker": args.events, "window": args.window,
         "generator": f"{args.generator}: {WORKERS} worker processes",
+        "offered_events_per_s": args.rate or None,
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
     }
@@ -401,7 +455,9 @@ async def main() -> None:
         if args.only in (None, "raw"):
             results["raw_mqtt"] = await run_raw(mqtt, sets["raw"], args.events, args.window)
             print(f"raw MQTT publish -> subscriber      : "
-                  f"{results['raw_mqtt']['events_per_s']:>7} events/s (baseline, no database)")
+                  f"{results['raw_mqtt']['events_per_s']:>7} events/s, "
+                  f"{results['raw_mqtt']['cpu_ms_per_event']:.3f} ms CPU/event "
+                  "(baseline, no database)")
         databases = [("sqlite", f"sqlite:///{root}/console.db")]
         bindir = find_pg_bin()
         if args.no_postgres or bindir is None or args.only == "raw":
@@ -430,23 +486,39 @@ async def main() -> None:
     keys = ("sqlite", "sqlite_drain", "postgresql", "postgresql_drain")
     ok = all(results[k]["complete"] and not results[k]["alarms"] for k in keys if k in results)
     if args.only is None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+        out = RESULTS.with_name("ingest_paced.json") if RATE else RESULTS
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
         target = TARGET_EVENTS_PER_S
         live = results["sqlite"]["events_per_s"]
-        print(f"target: >= {target} events/s stored and acknowledged, SQLite, live: {live} -> "
-              f"{'MET' if live >= target and ok else 'NOT MET'}")
+        if RATE:  # the lockers offer RATE events/s: does the ingest keep up, acks in time?
+            p99 = results["sqlite"]["ack_ms_p99"]
+            met = live >= 0.95 * RATE and p99 is not None and p99 <= TARGET_ACK_P99_MS
+            print(f"target: SQLite live keeps up with {RATE:.0f} events/s offered, ack p99 <= "
+                  f"{TARGET_ACK_P99_MS} ms: {live} events/s, p99 {p99} ms -> "
+                  f"{'MET' if met and ok else 'NOT MET'}")
+        else:
+            print(f"target: >= {target} events/s stored and acknowledged, SQLite, live: {live} "
+                  f"-> {'MET' if live >= target and ok else 'NOT MET'}")
     if not ok:
         sys.exit("FAILED: events lost, doubled or out of sequence (see above)")
 
 
+def _per_event(cpu_s: float, events: int) -> float:
+    """Milliseconds of this process's CPU (every thread) per event."""
+    return round(cpu_s * 1000 / events, 3)
+
+
 def _show(r: dict[str, Any]) -> None:
     verdict = "all stored once, in sequence" if r["complete"] and not r["alarms"] else "INCOMPLETE"
-    extra = (f"; pre-load published at {r['preload_events_per_s']}/s"
-             if "preload_events_per_s" in r else "")
+    extra = (f"; pre-load published at {r['preload_events_per_s']}/s, all stored after "
+             f"{r['all_stored_s']} s" if "preload_events_per_s" in r else "")
+    if r.get("ack_ms_p99") is not None:
+        extra += f"; ack p50 {r['ack_ms_p50']} ms, p99 {r['ack_ms_p99']} ms"
     print(f"ingest {r['database']:<10} {r['mode']:<5} stored+acked: {r['events_per_s']:>7} "
-          f"events/s ({r['stored']}/{r['events']} in {r['seconds']} s, {r['batches']} batches, "
+          f"events/s, {r['cpu_ms_per_event']:.3f} ms CPU/event "
+          f"({r['stored']}/{r['events']} in {r['seconds']} s, {r['batches']} batches, "
           f"{r['acks_sent']} acks; {verdict}{extra})")
 
 

@@ -140,40 +140,46 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Token = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN)]
 
 
-def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
-    """Decode a payload into a JSON object, refusing what other parsers might read differently."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in obj:
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)  # in C; only a payload with a duplicate key pays for finding which
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
                 raise MalformedPayload(f"duplicate key {key!r}")
-            obj[key] = value
-        return obj
+            seen.add(key)
+    return obj
 
-    def no_constants(name: str) -> Any:
-        raise MalformedPayload(f"{name} is not valid JSON")
 
-    def bounded_int(text: str) -> int:
-        if len(text) > MAX_NUMBER_CHARS:
-            raise MalformedPayload(
-                f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})"
-            )
-        value = int(text)
-        if not MIN_INT64 <= value <= MAX_INT64:
-            raise MalformedPayload(f"integer {text} out of range (signed 64-bit)")
-        return value
+def _no_constants(name: str) -> Any:
+    raise MalformedPayload(f"{name} is not valid JSON")
 
-    def finite_float(text: str) -> float:
-        if len(text) > MAX_NUMBER_CHARS:
-            raise MalformedPayload(
-                f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})"
-            )
-        value = float(text)
-        if not math.isfinite(value):
-            raise MalformedPayload(f"number {text} out of range")
-        return value
 
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MalformedPayload(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = int(text)
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise MalformedPayload(f"integer {text} out of range (signed 64-bit)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MalformedPayload(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedPayload(f"number {text} out of range")
+    return value
+
+
+def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
+    """Decode a payload into a JSON object, refusing what other parsers might read differently.
+
+    The console decodes thousands of these a second, so the checks that need a walk over the
+    result run only when the text could fail them: nesting only when it has more than MAX_DEPTH
+    brackets, lone surrogates only when it has a \\u escape (UTF-8 input holds none otherwise).
+    """
     if not isinstance(data, bytes | bytearray | str):
         raise MalformedPayload(f"payload must be bytes, not {type(data).__name__}")
     try:
@@ -182,8 +188,8 @@ def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
         raise MalformedPayload("payload is not UTF-8 text") from None
     try:
         obj = json.loads(
-            text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
-            parse_int=bounded_int, parse_float=finite_float,
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+            parse_int=_bounded_int, parse_float=_finite_float,
         )
     except MalformedPayload:
         raise
@@ -196,12 +202,14 @@ def decode_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
         raise MalformedPayload(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
         raise MalformedPayload(f"expected a JSON object, got {type(obj).__name__}")
-    if _depth(obj) > MAX_DEPTH:
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
         raise MalformedPayload(f"JSON nested deeper than {MAX_DEPTH} levels")
-    try:  # a \ud800 escape decodes to a lone surrogate that no UTF-8 writer can send on
-        json.dumps(obj, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise MalformedPayload("text contains an unpaired surrogate escape (\\udXXX)") from None
+    if "\\u" in text or (isinstance(data, str) and not text.isascii()):
+        try:  # a \ud800 escape decodes to a lone surrogate that no UTF-8 writer can send on
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise MalformedPayload(
+                "text contains an unpaired surrogate escape (\\udXXX)") from None
     return obj
 
 

@@ -6,8 +6,9 @@ and notify.
 QoS 1 messages are acknowledged to the broker (PUBACK) only after the transaction holding them
 committed, so a message the ingest dies with is delivered again: with the persistent session,
 nothing published while the ingest is away or crashing is lost. Messages are batched (a few ms or
-up to a few hundred, one transaction); after the commit, each locker with events in the batch gets
-one `events/ack` with its ack watermark.
+up to a few hundred, a few thousand under a backlog, one transaction); after the commit, each
+locker with events in the batch gets one `events/ack` with its ack watermark (acks go out
+together at most every `ack_interval_s`, so one covers all of a locker's batches within it).
 
 **Ack and gap policy** (the pure `Sequencer` and `AckPacer` of fleet_console/sequencing.py;
 this module restores their state from the database and publishes the acks).
@@ -32,7 +33,8 @@ it is acknowledged.
 Broker loss: reconnect with backoff, for ever. Database errors that may pass (connection lost,
 locked, disk full) retry the batch with backoff, unacknowledged meanwhile; any other error (the
 database refuses a value) stores the batch again message by message, and the one it refuses is
-quarantined (`store_failed`).
+quarantined (`store_failed`); a refused event counts as stored for the ack watermark (its
+quarantine row is what is kept), or the locker would re-send it for ever behind a hole.
 
 **Flood alarm** (fleet_console/flood.py): a locker whose messages exceed `flood_rate_per_s` over a
 window of `flood_window_s` raises one `flood` alarm per episode.
@@ -156,7 +158,8 @@ from fleet_console.quarantine import (
 )
 from fleet_console.resync import LockerView, ResyncAsk, ResyncPlanner
 from fleet_console.sequencing import AckPacer, ResendRequest, SeqGap, Sequencer
-from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S
+from fleet_io.inbox import MessageInbox
+from fleet_io.mqtt_client import DEFAULT_SESSION_EXPIRY_S, ConfirmedPublisher
 
 log = logging.getLogger("fleet_console.ingest")
 
@@ -176,6 +179,10 @@ _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 _SHARED_KINDS = (TopicKind.EVENTS, TopicKind.EVENTS_GONE, TopicKind.CMD_RESULT, TopicKind.NOTIFY)
 #: The shared subscription group of the ingest replicas (`[ingest] share_group`).
 SHARE_GROUP = "ingest"
+#: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
+ACKS_IN_FLIGHT = 1000
+#: An event ack not confirmed by the broker within this many seconds is sent again.
+ACK_CONFIRM_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,16 @@ class IngestSettings:
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     batch_max: int = 500
     batch_window_s: float = 0.005
+    #: With more than `batch_max` messages waiting (a backlog), batches of up to this many: one
+    #: commit and one round of acks for more events.
+    batch_max_backlog: int = 2000
+    #: Messages the broker may have in flight to us unacknowledged (MQTT 5 Receive Maximum, at
+    #: most 65535): room for thousands of lockers' windows, so that they wait in our inbox
+    #: rather than in the broker's queue for us (whose limit drops what arrives past it).
+    receive_maximum: int = 10_000
+    #: Event acks go out together at most this often: a locker whose events arrive in several
+    #: batches within it gets one `events/ack` (0: one after every batch, as soon as possible).
+    ack_interval_s: float = 0.05
     gap_timeout_s: float = 30.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -281,6 +298,9 @@ class _Parsed:
     #: Topic and payload of each cell snapshot (quarantined if the cell is not declared).
     cell_sources: dict[tuple[str, int], tuple[str, bytes]] = field(default_factory=dict)
     quarantine: list[_Quarantine] = field(default_factory=list)
+    #: Events the database refused, kept in quarantine: sequenced as stored (no `events` row),
+    #: or the locker's outbox would stall behind them for ever.
+    refused_events: list[tuple[str, int]] = field(default_factory=list)
     #: Alarms raised while reading the batch (`flood`).
     alarms: list[dict[str, Any]] = field(default_factory=list)
 
@@ -400,7 +420,10 @@ class Ingest:
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._delivered_tasks: set[asyncio.Task[None]] = set()
         #: Event ack watermarks not yet published, and lockers with an ack in flight.
-        self._acks = AckPacer()
+        self._acks = AckPacer(int(self.settings.ack_interval_s * 1000), ACKS_IN_FLIGHT)
+        self._ack_flush: asyncio.TimerHandle | None = None
+        #: Sends the event acks of the current connection.
+        self._publisher: ConfirmedPublisher | None = None
         self._client: aiomqtt.Client | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         #: Holes to ask the lockers for again, from the last committed batch.
@@ -424,7 +447,7 @@ class Ingest:
         self._lag = LagMeter(alarm_ms=int(s.lag_alarm_s * 1000),
                              alarm_for_ms=int(s.lag_alarm_for_s * 1000),
                              started_at=self._now_ms())
-        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
+        self._inbox: MessageInbox | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -483,13 +506,18 @@ class Ingest:
         s = self.settings
         delay = s.reconnect_min_s
         while not self._stop.is_set():
+            inbox = MessageInbox()
             client = make_client(
                 self.mqtt,
                 identifier=s.client_id,
                 session_expiry_s=s.session_expiry_s,
-                receive_maximum=s.batch_max * 4,
-                max_inflight=1000,
+                receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
+                                                s.batch_max * 2)),
+                # Unlimited in paho: the AckPacer keeps the acks in flight to ACKS_IN_FLIGHT, and
+                # a limit makes paho scan every message in flight on each PUBACK.
+                max_inflight=0,
                 manual_ack=True,
+                inbox=inbox,
             )
             try:
                 async with client:
@@ -505,7 +533,7 @@ class Ingest:
                     self._resume_acks(client)
                     self._subscribed.set()
                     delay = s.reconnect_min_s
-                    await self._consume(client)
+                    await self._consume(client, inbox)
             except aiomqtt.MqttError as exc:
                 self._subscribed.clear()
                 if self._stop.is_set():
@@ -522,56 +550,58 @@ class Ingest:
         return subscriptions(self.topics, self.settings)
 
     # -- consuming ----------------------------------------------------------------------------
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, inbox: MessageInbox) -> None:
         """Batch messages from this connection until stop or disconnect."""
-        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
         self._inbox = inbox
 
-        async def pump() -> None:
-            # aiomqtt's iterator may drop a message when cancelled; this task is only
-            # cancelled with its connection, whose unacknowledged messages come again.
-            async for message in client.messages:
-                inbox.put_nowait(message)
+        async def watch() -> None:
+            # Messages go to the inbox; aiomqtt's iterator only ends with the connection.
+            async for _ in client.messages:
+                pass
 
-        pump_task = asyncio.create_task(pump(), name="ingest-pump")
+        watch_task = asyncio.create_task(watch(), name="ingest-watch")
         stop_task = asyncio.create_task(self._stop.wait())
         loop = asyncio.get_running_loop()
+        batch_max = self.settings.batch_max
+        batch_max_backlog = max(batch_max, self.settings.batch_max_backlog)
         try:
             while not self._stop.is_set():
-                getter = asyncio.create_task(inbox.get())
-                done, _ = await asyncio.wait(
-                    {getter, pump_task, stop_task}, timeout=1.0, return_when="FIRST_COMPLETED"
-                )
-                if getter not in done:
-                    getter.cancel()  # asyncio.Queue.get loses nothing when cancelled
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                if getter.done() and not getter.cancelled():
-                    batch = [getter.result()]
-                elif pump_task in done:
-                    pump_task.result()  # raises the MqttError that ended the connection
-                    raise aiomqtt.MqttError("message stream ended")
-                else:
-                    batch = []
+                if not inbox.qsize():
+                    waiter = asyncio.create_task(inbox.wait())
+                    done, _ = await asyncio.wait(
+                        {waiter, watch_task, stop_task}, timeout=1.0,
+                        return_when="FIRST_COMPLETED",
+                    )
+                    if waiter not in done:
+                        waiter.cancel()
+                    if watch_task in done and not inbox.qsize():
+                        watch_task.result()  # raises the MqttError that ended the connection
+                        raise aiomqtt.MqttError("message stream ended")
+                # A backlog: bigger batches (fewer commits and acks per event).
+                limit = batch_max if inbox.qsize() <= batch_max else batch_max_backlog
+                batch = inbox.take(limit)
                 if batch:
                     deadline = loop.time() + self.settings.batch_window_s
-                    while len(batch) < self.settings.batch_max:
-                        if inbox.empty():
+                    while len(batch) < limit:
+                        if not inbox.qsize():
                             left = deadline - loop.time()
-                            if left <= 0 or pump_task.done():
+                            if left <= 0 or watch_task.done():
                                 break
                             await asyncio.sleep(min(left, 0.001))
                             continue
-                        batch.append(inbox.get_nowait())
+                        batch += inbox.take(limit - len(batch))
                 await self._handle(client, batch)
                 await self._resync_tick(client, backlog=inbox.qsize())
         finally:
+            if self._ack_flush is not None:  # what is due goes out before the connection ends
+                self._ack_flush.cancel()
+                self._flush_acks(client)
             if self._notify_tasks:  # let them finish, so their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
             stop_task.cancel()
-            pump_task.cancel()
+            watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump_task
+                await watch_task
 
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
@@ -625,11 +655,12 @@ class Ingest:
         if acks:
             # Not awaited: waiting for the broker's PUBACKs would stall the next batch. At most
             # one ack per locker is in flight; a newer watermark waits for it and then goes out
-            # alone (under load, one ack covers several batches). A lost ack is harmless: the
-            # locker sends again and its duplicate is acknowledged.
+            # alone (under load, one ack covers several batches); acks go out together at most
+            # every `ack_interval_s`. A lost ack is harmless: the locker sends again and its
+            # duplicate is acknowledged.
             for locker, seq in acks.items():
-                if self._acks.watermark(locker, seq):
-                    self._send_ack(client, locker)
+                self._acks.watermark(locker, seq)
+            self._pace_acks(client)
 
     # -- lag and heartbeat (fleet_console/lag.py) ---------------------------------------------
     def _lag_fed(self, p: _Parsed) -> None:
@@ -751,7 +782,8 @@ class Ingest:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 q = _Quarantine(locker, str(message.topic), QuarantineReason.STORE_FAILED,
                                 _first_line(exc), payload)
-                refused = _Parsed(quarantine=[q], alarms=unit.alarms)
+                refused = _Parsed(quarantine=[q], alarms=unit.alarms,
+                                  refused_events=[(lk, ev.seq) for lk, ev in unit.events])
                 try:
                     done = await self._in_store_thread(self._store, refused, self._now_ms())
                 except Exception as lost:
@@ -839,16 +871,40 @@ class Ingest:
         self._ack_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("resync request not confirmed by the broker: %s", task.exception())
+    def _pace_acks(self, client: aiomqtt.Client) -> None:
+        """Publish the due acks now, or once the pacing interval has passed."""
+        if self._ack_flush is not None or not self._acks.due:
+            return
+        loop = asyncio.get_running_loop()
+        wait_ms = self._acks.wait_ms(int(loop.time() * 1000))
+        if wait_ms <= 0:
+            self._flush_acks(client)
+        else:
+            self._ack_flush = loop.call_later(wait_ms / 1000, self._flush_acks, client)
+
+    def _flush_acks(self, client: aiomqtt.Client) -> None:
+        self._ack_flush = None
+        if client is not self._client or self._publisher is None:
+            return  # a connection that is gone; the new one sends what is due
+        now = asyncio.get_running_loop().time()
+        waiting = len(self._publisher)
+        self._publisher.expire(now - ACK_CONFIRM_S)  # due again, sent below
+        if len(self._publisher) < waiting:
+            log.warning("%d event acks not confirmed by the broker within %.0f s; sending them "
+                        "again", waiting - len(self._publisher), ACK_CONFIRM_S)
+        for locker in self._acks.flush(int(now * 1000)):
+            self._send_ack(client, locker)
 
     def _send_ack(self, client: aiomqtt.Client, locker: str) -> None:
+        """Publish a locker's due watermark (paho directly: thousands a second, not awaited)."""
+        assert self._publisher is not None
         seq = self._acks.take(locker)
-        task = asyncio.create_task(client.publish(
-            self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(), qos=1,
-            timeout=10,
-        ))
-        self._ack_tasks.add(task)
-        task.add_done_callback(functools.partial(self._ack_done, client, locker, seq))
         self.stats.acks_sent += 1
+        self._publisher.publish(
+            self.topics.events_ack(locker), EventAck(up_to_seq=seq).to_payload(),
+            functools.partial(self._ack_done, client, locker, seq),
+            asyncio.get_running_loop().time(),
+        )
 
     def _send_resend(self, client: aiomqtt.Client, ask: ResendRequest) -> None:
         """Ask a locker for a hole again; not awaited (a lost request is asked again after
@@ -867,25 +923,26 @@ class Ingest:
         if not task.cancelled() and task.exception() is not None:
             log.warning("resend request not confirmed by the broker: %s", task.exception())
 
-    def _ack_done(
-        self, client: aiomqtt.Client, locker: str, seq: int, task: asyncio.Task[None]
-    ) -> None:
-        self._ack_tasks.discard(task)
-        failed = task.cancelled() or task.exception() is not None
-        if failed:
-            # Keep the watermark due: it goes out again on this connection's next ack for the
-            # locker, or with the next connection (a locker's outbox must never stall).
+    def _ack_done(self, client: aiomqtt.Client, locker: str, seq: int, confirmed: bool) -> None:
+        if not confirmed:
+            # Keep the watermark due: it goes out again with this connection's next acks, or
+            # with the next connection (a locker's outbox must never stall).
             self._acks.failed(locker, seq)
-            if not task.cancelled():
-                log.warning("event ack not confirmed by the broker: %s", task.exception())
         if client is not self._client:
             return  # an ack of a connection that is gone; the new one re-sends what is due
-        if self._acks.finished(locker) and not failed:
-            self._send_ack(client, locker)
+        self._acks.finished(locker)
+        if confirmed:  # a newer watermark of this locker, or others waiting for room
+            self._pace_acks(client)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
         """On a new connection: forget acks in flight on the old one, send every due one."""
+        old, self._publisher = self._publisher, ConfirmedPublisher(client)
         self._client = client
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
+        if old is not None:
+            old.abandon()
         for task in list(self._ack_tasks):
             task.cancel()
         for locker in self._acks.reconnected():
@@ -1075,6 +1132,7 @@ class Ingest:
                 touched = (
                     set(p.statuses) | set(p.applied) | {lk for lk, _ in p.cells}
                     | {lk for lk, _ in p.events} | {lk for lk, _ in p.results.values()}
+                    | {lk for lk, _ in p.refused_events}
                 )
                 upsert(s, Locker, [{"id": lk} for lk in sorted(touched)], ["id"], [])
                 looked = self.settings.replica is not None and self._holes_due(now)
@@ -1219,12 +1277,18 @@ class Ingest:
     ) -> tuple[dict[str, int], list[dict[str, Any]], set[str]]:
         """Insert new events, move watermarks, raise gap alarms; (acks, alarms, changed)."""
         _restore_sequences(
-            self._seq, s, [lk for lk, _ in p.events] + [lk for lk, _, _ in p.gone]
+            self._seq, s,
+            [lk for lk, _ in p.events] + [lk for lk, _ in p.refused_events]
+            + [lk for lk, _, _ in p.gone],
         )
-        done = self._seq.sequence([(lk, ev.seq) for lk, ev in p.events], now, p.gone)
+        done = self._seq.sequence(
+            [(lk, ev.seq) for lk, ev in p.events] + p.refused_events, now, p.gone
+        )
         self._resends = done.resend
         rows = []
         for i in done.store:
+            if i >= len(p.events):
+                continue  # refused by the database: its quarantine row is what is kept
             lk, ev = p.events[i]
             rows.append({"locker": lk, "seq": ev.seq, "event_id": ev.id, "at": ev.at,
                          "type": ev.type, "data": ev.data, "received_at": now})

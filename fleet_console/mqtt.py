@@ -15,6 +15,7 @@ from aiomqtt import ProtocolVersion
 
 from fleet_console.config import ConsoleMqtt
 from fleet_io import mqtt_client
+from fleet_io.inbox import MessageInbox
 from fleet_io.mqtt_client import LOGIN_REFUSED, code_value
 
 
@@ -50,6 +51,7 @@ def make_client(
     max_inflight: int | None = None,
     manual_ack: bool = False,
     timeout: float = 10.0,
+    inbox: MessageInbox | None = None,
 ) -> aiomqtt.Client:
     """An unentered client for the console's `[mqtt]` (see `fleet_io.mqtt_client.make_client`).
 
@@ -67,6 +69,7 @@ def make_client(
         max_inflight=max_inflight,
         manual_ack=manual_ack,
         timeout=timeout,
+        inbox=inbox,
     )
 
 

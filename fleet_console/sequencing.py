@@ -218,12 +218,43 @@ class AckPacer:
     """When to publish each locker's ack watermark: at most one `events/ack` per locker in
     flight; a newer watermark waits for it and then goes out alone (under load, one ack covers
     several batches). A failed one stays due for the next try or the next connection: a
-    locker's outbox must never stall. A lost ack is harmless (the locker sends again)."""
+    locker's outbox must never stall. A lost ack is harmless (the locker sends again).
 
-    def __init__(self) -> None:
+    Paced (`interval_ms` > 0): due acks go out together (`flush`) at most once per interval, so
+    a locker whose events arrive over several batches within it gets one ack, not one per batch
+    (each publish costs the ingest more CPU than storing an event); an ack waits at most
+    `interval_ms` for it. At most `max_in_flight` acks (all lockers) await the broker at once:
+    the MQTT client's cost per publish grows with the publishes pending, and those queued
+    behind its own in-flight window would time out; the rest go out as earlier ones finish."""
+
+    def __init__(self, interval_ms: int = 0, max_in_flight: int = 1000) -> None:
+        self.interval_ms = interval_ms
+        self.max_in_flight = max_in_flight
         #: Watermarks not yet published, and lockers with an ack in flight.
         self.due: dict[str, int] = {}
         self.busy: set[str] = set()
+        #: When (ms, any monotonic clock) the last flush went out.
+        self.flushed_at: int | None = None
+
+    def wait_ms(self, now: int) -> int:
+        """How long the due acks wait before the next `flush` (0: flush now)."""
+        if self.flushed_at is None:
+            return 0
+        return max(0, self.flushed_at + self.interval_ms - now)
+
+    def flush(self, now: int) -> list[str]:
+        """The lockers whose due watermark goes out now (each then `take`n): the due ones
+        without an ack in flight, oldest due first, as many as `max_in_flight` leaves room for.
+        Starts the next interval."""
+        self.flushed_at = now
+        room = self.max_in_flight - len(self.busy)
+        ready: list[str] = []
+        for lk in self.due:
+            if len(ready) >= room:
+                break
+            if lk not in self.busy:
+                ready.append(lk)
+        return ready
 
     def watermark(self, locker: str, up_to_seq: int) -> bool:
         """A committed batch moved this watermark; True: publish now (`take`)."""

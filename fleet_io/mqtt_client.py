@@ -9,9 +9,11 @@ project that reaches into aiomqtt's private `_client`.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -21,6 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config_file import BrokerConnection
+from fleet_io.inbox import MessageInbox
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -51,6 +54,7 @@ def make_client(
     will: aiomqtt.Will | None = None,
     manual_ack: bool = False,
     timeout: float = 10.0,
+    inbox: MessageInbox | None = None,
 ) -> aiomqtt.Client:
     """An unentered aiomqtt client for `broker`'s `[mqtt]` keys, with TCP_NODELAY.
 
@@ -62,7 +66,8 @@ def make_client(
     `max_inflight` how many of our own QoS 1 publishes may await their PUBACK at once (paho's
     default is 20). `manual_ack`: received QoS 1 messages are acknowledged only by `ack()`, so a
     message the process dies with is delivered again (set before CONNECT, since a resumed
-    session's queued messages arrive right after the CONNACK).
+    session's queued messages arrive right after the CONNACK). `inbox`: received messages go
+    there, to be taken in batches, instead of to `client.messages` (fleet_io.inbox).
     """
     persistent = session_expiry_s is not None
     version: dict[str, Any]
@@ -90,6 +95,9 @@ def make_client(
         socket_options=NODELAY,
         tls_context=ssl.create_default_context() if broker.tls else None,
         max_inflight_messages=max_inflight,
+        # aiomqtt only calls it (`queue_type(maxsize=...)`); the type names the default class.
+        queue_type=None if inbox is None else cast("type[asyncio.Queue[aiomqtt.Message]]",
+                                                   inbox.queue_type),
     )
     if pending_calls_threshold is not None:
         client.pending_calls_threshold = pending_calls_threshold
@@ -102,6 +110,60 @@ def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Send the PUBACK of a QoS 1 message received with `manual_ack` (no-op for QoS 0)."""
     if qos > 0:
         _paho(client).ack(mid, qos)
+
+
+class ConfirmedPublisher:
+    """QoS 1 publishes straight through paho, each confirmed by a callback, for a sender of
+    thousands a second that need not wait for each (the ingest's event acks).
+
+    aiomqtt's `publish()` costs a task, an Event, a `wait_for` and two scans of every pending
+    call per publish: with a thousand acks in flight, more than storing the events they cover.
+    Here a publish is paho's `publish()` plus a dict entry; `done(True)` runs when the broker's
+    PUBACK arrives (its reason code not looked at, as aiomqtt does not), `done(False)` when the
+    publish could not be sent, was not confirmed within `expire`'s limit, or the connection is
+    `abandon`ed. One publisher per connection; aiomqtt's own publishes still work beside it.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho = _paho(client)
+        #: mid -> (done, when sent).
+        self._pending: dict[int, tuple[Callable[[bool], None], float]] = {}
+        inner = self._paho.on_publish
+
+        def on_publish(c: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+            if inner is not None:
+                inner(c, userdata, mid, *rest)
+            entry = self._pending.pop(mid, None)
+            if entry is not None:
+                entry[0](True)
+
+        self._paho.on_publish = on_publish
+
+    def publish(self, topic: str, payload: bytes, done: Callable[[bool], None],
+                now: float) -> None:
+        """Publish QoS 1; `done` is called exactly once (at once with False if not sent)."""
+        info = self._paho.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            done(False)
+            return
+        stale = self._pending.pop(info.mid, None)  # its mid came round again: long lost
+        self._pending[info.mid] = (done, now)
+        if stale is not None:
+            stale[0](False)
+
+    def expire(self, sent_before: float) -> None:
+        """Give up on publishes sent before this time and still unconfirmed."""
+        for mid in [m for m, (_, at) in self._pending.items() if at < sent_before]:
+            self._pending.pop(mid)[0](False)
+
+    def abandon(self) -> None:
+        """The connection is gone: every unconfirmed publish failed."""
+        pending, self._pending = self._pending, {}
+        for done, _ in pending.values():
+            done(False)
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from contract.topics import Topics
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import open_database
-from fleet_console.db.models import Cell, CommandRow, Locker
+from fleet_console.db.models import Cell, CommandRow, Locker, QuarantineRow
 from fleet_console.ingest import Ingest, IngestSettings
 from tests.fixtures.console_ingest import (
     IngestRunner,
@@ -240,3 +240,50 @@ async def test_a_refused_login_is_an_error_with_the_hint(
     assert len(refused) >= 2, caplog.text  # it went on trying
     assert all(r.levelno == logging.ERROR for r in refused), caplog.text
     assert "username and password" in refused[0].getMessage()
+
+
+async def test_acks_are_paced_one_per_locker_per_interval(
+    console_mqtt: ConsoleMqtt, make_locker: Any, db_url: str
+) -> None:
+    """Events arriving in many small batches get one ack per locker per `ack_interval_s`, each
+    after the commit of what it covers, and none waits much longer than the interval."""
+    r = IngestRunner(console_mqtt, db_url, batch_window_s=0.0, ack_interval_s=0.4)
+    await r.start()
+    try:
+        lk: SimLocker = make_locker()
+        await asyncio.to_thread(lk.event, 1)
+        await asyncio.to_thread(lk.wait_ack, 1)
+        started = time.monotonic()
+        for seq in range(2, 11):  # each its own batch (no batch window)
+            await asyncio.to_thread(lk.event, seq)
+        await asyncio.to_thread(lk.wait_ack, 10)
+        assert time.monotonic() - started < 0.4 + 1.0
+        assert len(lk.acks) <= 3, lk.acks  # without pacing: about one per batch
+        assert seqs(db_url, lk.id) == list(range(1, 11))
+        lk.check_acks_were_committed()
+    finally:
+        await r.stop()
+        await r.forget_session()
+
+
+async def test_an_event_the_database_refuses_is_quarantined_and_acknowledged_past(
+    runner: IngestRunner, make_locker: Any, db_url: str
+) -> None:
+    """An event the contract accepts but the database cannot hold (PostgreSQL refuses a NUL in
+    a text column) is kept in quarantine and counts as stored: the locker's outbox must not
+    stall behind it for ever, re-sending it to a console that refuses it each time."""
+    lk: SimLocker = make_locker()
+    await asyncio.to_thread(lk.event, 1)
+    await asyncio.to_thread(lk.event, 2, type="door\u0000opened")
+    await asyncio.to_thread(lk.event, 3)
+    await asyncio.to_thread(lk.wait_ack, 3, 10.0)
+    stored = seqs(db_url, lk.id)
+    quarantined = db_query(db_url, lambda c: c.execute(
+        select(QuarantineRow.reason).where(QuarantineRow.locker == lk.id)).scalars().all())
+    if db_url.startswith("sqlite"):
+        assert (stored, quarantined) == ([1, 2, 3], [])  # SQLite holds a NUL
+    else:
+        assert (stored, quarantined) == ([1, 3], ["store_failed"])
+    await asyncio.to_thread(lk.event, 4)
+    await asyncio.to_thread(lk.wait_ack, 4)
+    lk.check_acks_were_committed(given_up=(2,) if not db_url.startswith("sqlite") else ())

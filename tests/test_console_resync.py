@@ -123,10 +123,11 @@ async def test_state_dropped_by_the_broker_is_resynced(
     mqtt = ConsoleMqtt(host=tiny_broker.host, port=tiny_broker.console_port, username="ops",
                        password=password)
     url = db_url
-    # batch_max 2: the ingest's Receive Maximum is 8, so the broker keeps about 8 + 5 of them
+    # Receive Maximum 8: the broker keeps about 8 in flight + 5 queued of the 54 messages
     fast = {"resync_check_s": 0.2, "resync_grace_s": 0.5, "resync_retry_s": 1.0, "batch_max": 2,
-            "resync_rate_per_s": 10}
-    without = IngestRunner(mqtt, url, resync_check_s=0, batch_max=2)
+            "resync_rate_per_s": 10, "receive_maximum": 8, "batch_max_backlog": 2}
+    without = IngestRunner(mqtt, url, resync_check_s=0, batch_max=2,
+                           receive_maximum=8, batch_max_backlog=2)
     await without.start()  # the persistent session and its subscriptions exist from now on
     await without.stop()   # ... and the ingest is away while the fleet connects
 

@@ -26,6 +26,7 @@ from contract.messages import (
     SignedCommand,
     SignedConfig,
     Status,
+    decode_json_object,
     peek_cmd_id,
 )
 from contract.topics import TopicKind
@@ -273,6 +274,27 @@ def test_the_decoder_refuses_numbers_and_nesting_no_database_holds(
 ) -> None:
     with pytest.raises(MalformedPayload, match=why):
         Event.from_payload(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b'{"seq": 1, "data": {"a": 1, "a": 2}}', "duplicate key 'a'"),
+        (b'{"seq": 1, "data": {"k": "\\ud800x"}}', "surrogate"),
+        ('{"seq": 1, "data": {"k": "\ud800"}}', "surrogate"),  # a str may hold one raw
+        (b'{"n": {"a": [[[' + b"[" * 30 + b"]" * 30 + b"]]]}}", "nested deeper"),
+    ],
+)
+def test_the_decoders_shortcuts_keep_every_check(payload: bytes | str, why: str) -> None:
+    """The decoder skips walks the text shows it cannot need; these need them."""
+    with pytest.raises(MalformedPayload, match=why):
+        decode_json_object(payload)
+
+
+def test_brackets_and_escapes_inside_strings_are_only_text() -> None:
+    text = '{"note": "' + "[{" * 40 + '", "esc": "\\u00e9 \\ud83d\\ude00", "deep": [[1]]}'
+    assert decode_json_object(text.encode()) == {
+        "note": "[{" * 40, "esc": "\u00e9 \U0001f600", "deep": [[1]]}
 
 
 @pytest.mark.parametrize(

@@ -354,3 +354,28 @@ def test_any_interleaving_of_sends_acks_reconnects_and_duplicates_loses_and_doub
     assert db == set(range(1, next_seq)), "an event was lost"
     assert new == next_seq - 1, "an event was counted twice"
     assert seq.states["lk"].acked == next_seq - 1
+
+
+def test_paced_acks_go_out_together_at_most_once_per_interval() -> None:
+    acks = AckPacer(interval_ms=50)
+    assert acks.wait_ms(now=1000) == 0  # the first flush goes at once
+    acks.watermark("a", 3)
+    assert acks.flush(now=1000) == ["a"] and acks.take("a") == 3
+    acks.watermark("b", 7)
+    assert acks.wait_ms(now=1020) == 30  # b waits for the interval
+    acks.watermark("b", 9)  # a later batch: still one ack for b
+    acks.watermark("a", 5)  # a still has one in flight
+    assert acks.wait_ms(now=1050) == 0 and acks.flush(now=1050) == ["b"]
+    assert acks.take("b") == 9 and acks.due == {"a": 5}
+    assert acks.finished("a") is True and acks.wait_ms(now=1060) == 40
+
+
+def test_at_most_max_in_flight_acks_await_the_broker_the_rest_follow() -> None:
+    acks = AckPacer(interval_ms=0, max_in_flight=2)
+    for lk in ("a", "b", "c"):
+        acks.watermark(lk, 1)
+    sent = acks.flush(now=0)
+    assert sent == ["a", "b"] and [acks.take(lk) for lk in sent] == [1, 1]
+    assert acks.flush(now=1) == []  # no room until one finishes
+    acks.finished("a")
+    assert acks.flush(now=2) == ["c"]

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from fleet_console.cli import main
+from fleet_console.db.engine import open_database
 from fleet_console.db.models import KioskRecipientRow, ParcelReturnRow, ParcelRow, StaffLoginRow
+from fleet_console.ingest import Ingest, IngestSettings
 from tests.fixtures.console_ingest import IngestRunner, SimLocker, db_query, seqs
-from tests.fixtures.mqtt_broker import MqttBroker
+from tests.fixtures.mqtt_broker import MqttBroker, unique_id
+from tests.fixtures.postgres import PrivatePostgres
 from tests.test_console_directory import console
+from tests.test_ingest_replicas import forget_session, replica_mqtt
 
 
 def _rows(url: str, model: Any, locker: str) -> list[dict[str, Any]]:
@@ -103,3 +108,41 @@ async def test_parcel_events_become_parcels_returns_recipients_and_logins(
     assert [p["parcel_id"] for p in page["parcels"]] == ["p2"]
     assert page["page"]["matching"] == 3 and page["page"]["next_after"] == f"{lk.id}/p2"
     assert main(["--config", str(cfg), "parcels", "--status", "lost"]) == 2
+
+
+async def test_two_replicas_sharing_a_lockers_events_end_in_the_same_rows(
+    mqtt_broker: MqttBroker, postgres_cluster: PrivatePostgres,
+) -> None:
+    """Each replica gets part of every locker's events, out of order; each batch folds its own
+    under the locker's row lock: every parcel ends picked up, with its deposit's fields."""
+    url = postgres_cluster.create_database(f"parcels_{uuid.uuid4().hex[:8]}")
+    replicas = [Ingest(replica_mqtt(mqtt_broker, name), open_database(url),
+                       IngestSettings(client_id=unique_id(f"ingest-{name}"), replica=name,
+                                      gap_timeout_s=3.0))
+                for name in ("a", "b")]
+    lk = SimLocker(mqtt_broker, url)
+    try:
+        for r in replicas:
+            await r.start()
+        for n in range(1, 41):
+            await asyncio.to_thread(lk.event, 2 * n - 1, "parcel_deposited",
+                                    parcel_id=f"p{n}", barcode=f"46{n:05d}", cell=n % 8 + 1,
+                                    size="S", courier_id="c1", recipient_id=f"r{n}",
+                                    due_at=10**12 + n)
+            await asyncio.to_thread(lk.event, 2 * n, "parcel_picked_up", parcel_id=f"p{n}",
+                                    cell=n % 8 + 1)
+        await asyncio.to_thread(lk.wait_ack, 80, 20.0)
+    finally:
+        lk.close()
+        for r in replicas:
+            await r.stop()
+            r.db.dispose()
+            await forget_session(r.mqtt, r.settings.client_id)
+    assert all(r.stats.events_new > 0 for r in replicas), [r.stats.events_new for r in replicas]
+    rows = {r["parcel_id"]: r for r in _rows(url, ParcelRow, lk.id)}
+    assert len(rows) == 40
+    for n in range(1, 41):
+        row = rows[f"p{n}"]
+        assert (row["status"], row["barcode"], row["cell"], row["recipient_id"],
+                row["expires_at"], row["updated_seq"]) == (
+            "picked_up", f"46{n:05d}", n % 8 + 1, f"r{n}", 10**12 + n, 2 * n), row

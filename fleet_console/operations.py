@@ -18,10 +18,11 @@ from typing import Any
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from contract.commands import COMMANDS, CommandType, parse_args
-from contract.messages import CommandResult, MalformedPayload
+from contract.commands import COMMANDS, CommandType
+from contract.messages import CommandResult
 from contract.signing import KeyFormatError, load_private_key_file
 from contract.topics import Topics
 from fleet_console.config import ConsoleConfig
@@ -87,9 +88,11 @@ def parcel_command_args(type_: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """The `args` of a parcel business command (expect-parcel, create-return, report-cells),
     checked against the contract's model; Unusable for what the locker would refuse."""
     try:
-        parse_args(type_, dict(args))
-    except MalformedPayload as exc:
-        raise Unusable(str(exc)) from None
+        COMMANDS[CommandType(type_)].args.model_validate(dict(args))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "args"
+        raise Unusable(f"{type_}: {where}: {error['msg']}") from None
     return dict(args)
 
 

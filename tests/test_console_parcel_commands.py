@@ -92,7 +92,7 @@ def test_expect_makes_up_a_parcel_id_and_refuses_what_the_locker_would(
     lk = locker(done({}))
     out = console(config, "parcels", "expect", "--locker", lk.locker, "--barcode", "B 1",
                   "--recipient", "r1")
-    assert out.returncode == 2 and "args of 'expect-parcel'" in out.stderr
+    assert out.returncode == 2 and "expect-parcel: barcode: String should match" in out.stderr
     out = console(config, "report", "cells", "--locker", lk.locker, "--email", "nobody")
     assert out.returncode == 2
     assert lk.verdicts == []  # nothing was sent

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from fleet_console.cli import main
@@ -146,3 +148,31 @@ async def test_two_replicas_sharing_a_lockers_events_end_in_the_same_rows(
         assert (row["status"], row["barcode"], row["cell"], row["recipient_id"],
                 row["expires_at"], row["updated_seq"]) == (
             "picked_up", f"46{n:05d}", n % 8 + 1, f"r{n}", 10**12 + n, 2 * n), row
+
+
+async def test_a_failing_projection_never_costs_an_event(
+    runner: IngestRunner, make_locker: Any, db_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The events are what must be stored: a fault in the parcel tables' update (a bug, a
+    value the database refuses) leaves those tables as they were and the events stored and
+    acknowledged, with the failure logged."""
+    from fleet_console.db import parcel_facts
+
+    def broken(*args: Any) -> Any:
+        raise ValueError("a bug in the projection")
+
+    monkeypatch.setattr(parcel_facts, "project", broken)
+    lk: SimLocker = make_locker()
+    with caplog.at_level(logging.ERROR, logger="fleet_console.parcel_facts"):
+        for seq in (1, 2):
+            await asyncio.to_thread(lk.event, seq, "parcel_deposited", parcel_id=f"p{seq}",
+                                    cell=seq)
+        await asyncio.to_thread(lk.wait_ack, 2)
+    assert seqs(db_url, lk.id) == [1, 2]
+    assert _rows(db_url, ParcelRow, lk.id) == []
+    assert "parcel tables not updated" in caplog.text
+    monkeypatch.undo()
+    await asyncio.to_thread(lk.event, 3, "parcel_deposited", parcel_id="p3", cell=3)
+    await asyncio.to_thread(lk.wait_ack, 3)
+    assert [r["parcel_id"] for r in _rows(db_url, ParcelRow, lk.id)] == ["p3"]

@@ -8,11 +8,13 @@ parcel's row cannot race another replica's batch of the same locker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from fleet_console.db.models import (
@@ -30,17 +32,35 @@ from fleet_console.parcel_records import (
     project,
 )
 
+log = logging.getLogger("fleet_console.parcel_facts")
+
 _PARCEL_COLUMNS = tuple(c.name for c in ParcelRow.__table__.columns if c.name != "id")
 _RETURN_COLUMNS = tuple(c.name for c in ParcelReturnRow.__table__.columns if c.name != "id")
 
 
 def store_parcel_facts(session: Session, events: Sequence[Mapping[str, Any]]) -> None:
     """Fold these event rows (`events` columns: locker, seq, at, type, data) into the parcel
-    tables; events of other types pass by at the cost of one look at their type."""
+    tables; events of other types pass by at the cost of one look at their type.
+
+    In a savepoint: the events are what must be stored (the parcel tables can be rebuilt from
+    them), so a failure here is logged and leaves the parcel tables as they were, never the
+    batch unstored. A database error that may pass (connection lost, locked) is raised: the
+    ingest retries the whole batch."""
     facts = [StoredEvent(e["locker"], e["seq"], e["at"], e["type"], e["data"])
              for e in events if e["type"] in PROJECTED_TYPES]
     if not facts:
         return
+    try:
+        with session.begin_nested():
+            _fold(session, facts)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.exception("parcel tables not updated for %d events (%s); the events are stored",
+                      len(facts), ", ".join(sorted({f.locker for f in facts}))[:200])
+
+
+def _fold(session: Session, facts: list[StoredEvent]) -> None:
     parcel_keys, return_keys = keys_needed(facts)
     changes = project(
         facts,

@@ -30,7 +30,14 @@ snapshot of a cell its status does not declare (a locker that declares none: pas
 nothing of a relayed notification's text), a `quarantined` alarm is raised (one per locker per
 minute and reason, at most `quarantine_keep_per_min` rows per locker and reason per minute), and
 it is acknowledged.
-Broker loss: reconnect with backoff, for ever. Database errors that may pass (connection lost,
+**Broker loss and restart** (issue 16). Reconnect with backoff, for ever. A connection gone, the
+messages still in the inbox are left alone (never acknowledged: the session hands them over again
+on the next connection, and storing them meanwhile only kept the ingest away longer with every
+ack failing). Event acks in flight on the old connection are due again, and on the new one the
+due acks (after a broker restart: every locker's at once) go out as the pacer allows, at most
+`ACKS_IN_FLIGHT` awaiting the broker: the broker's PUBACKs queue behind the backlog it redelivers
+to us, and thousands of unconfirmed publishes once made paho read that many packets per wake-up
+while the ingest's own batches starved. Database errors that may pass (connection lost,
 locked, disk full) retry the batch with backoff, unacknowledged meanwhile; any other error (the
 database refuses a value) stores the batch again message by message, and the one it refuses is
 quarantined (`store_failed`); a refused event counts as stored for the ack watermark (its

@@ -572,12 +572,6 @@ class Ingest:
         batch_max_backlog = max(batch_max, self.settings.batch_max_backlog)
         try:
             while not self._stop.is_set():
-                if watch_task.done():
-                    # The connection is gone: what the inbox still holds was never acknowledged,
-                    # and the session hands it over again on the next one. Storing it now would
-                    # only keep the ingest away longer, its acks failing (issue 16).
-                    watch_task.result()  # raises the MqttError that ended the connection
-                    raise aiomqtt.MqttError("message stream ended")
                 if not inbox.qsize():
                     waiter = asyncio.create_task(inbox.wait())
                     done, _ = await asyncio.wait(
@@ -947,8 +941,7 @@ class Ingest:
             self._pace_acks(client)
 
     def _resume_acks(self, client: aiomqtt.Client) -> None:
-        """On a new connection: forget acks in flight on the old one (due again), send the due
-        ones as the pacer allows (after a restart, every locker's is due at once)."""
+        """On a new connection: forget acks in flight on the old one, send every due one."""
         old, self._publisher = self._publisher, ConfirmedPublisher(client)
         self._client = client
         if self._ack_flush is not None:
@@ -958,8 +951,8 @@ class Ingest:
             old.abandon()
         for task in list(self._ack_tasks):
             task.cancel()
-        self._acks.reconnected()
-        self._pace_acks(client)  # no more than ACKS_IN_FLIGHT at once, the rest as they finish
+        for locker in self._acks.reconnected():
+            self._send_ack(client, locker)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -16,7 +16,8 @@ connection a locker publishes its retained QoS 1 `status` (declaring cells 1..16
 and 16 retained `cells/N`, subscribes to `events/ack`, `events/resend` and `resync`, and resends
 its unacknowledged events. It makes one event a second (QoS 1) into a durable outbox (at most 100
 in flight beyond the console's ack watermark), answers `events/resend` from the outbox and with
-`events/gone` for what it no longer holds, answers `resync` after random(0, spread_ms) by
+`events/gone` for what it no longer holds, sends everything unacknowledged again when acks
+stalled for 30 s (lockerd's `resend_after_s`), answers `resync` after random(0, spread_ms) by
 republishing status and cells, and reconnects with full-jitter exponential backoff.
 
 Baseline in the same run: a plain aiomqtt subscriber (console account) on `<prefix>/+/events`.
@@ -84,6 +85,9 @@ RESULTS = ROOT / "bench" / "results" / "fleet_scale.json"
 TOPICS = Topics()
 CELLS = 16
 WINDOW = 100  # events in flight beyond the ack watermark (a locker's outbox window)
+#: lockerd's `[mqtt] resend_after_s` (FleetLink's OutboxWindow): acks stalled this long, the
+#: locker sends everything unacknowledged again.
+RESEND_AFTER_S = 30.0
 KEEPALIVE_S = 60
 BACKOFF_FIRST_S = 3.0  # full jitter: the first reconnect waits random(0, 3 s)
 BACKOFF_CAP_S = 30.0
@@ -156,6 +160,8 @@ class SimLocker:
         self.outbox: dict[int, tuple[bytes, float | None]] = {}  # seq -> (payload, 1st publish)
         self.never_published: set[int] = set()
         self.published_up_to = 0  # highest seq published on this connection
+        self.last_progress = time.monotonic()  # the ack watermark last moved (or resent)
+        self.stall_resends = 0
         self.latencies_ms: list[float] = []
         self.writer: asyncio.StreamWriter | None = None
         self.pid = 0
@@ -199,7 +205,20 @@ class SimLocker:
             _, first = self.outbox.pop(seq, (b"", None))
             if first is not None:
                 self.latencies_ms.append((now - first) * 1000)
+        if up_to > self.acked:
+            self.last_progress = time.monotonic()
         self.acked = max(self.acked, up_to)
+        self.flush()
+
+    def check_stall(self, now: float) -> None:
+        """FleetLink's OutboxWindow: no ack progress for RESEND_AFTER_S while events are in
+        flight: back to the watermark, everything unacknowledged again."""
+        if (self.writer is None or self.published_up_to <= self.acked
+                or now - self.last_progress < RESEND_AFTER_S):
+            return
+        self.last_progress = now
+        self.stall_resends += 1
+        self.published_up_to = self.acked
         self.flush()
 
     def on_resend(self, from_seq: int, to_seq: int) -> None:
@@ -336,7 +355,8 @@ class SimLocker:
                 "disconnects": self.disconnects, "refusals": self.refusals,
                 "first_connected_at": self.first_connected_at, "resyncs": self.resyncs,
                 "resend_asks": self.resend_asks, "resent": self.resent,
-                "gone_sent": self.gone_sent, "sub_codes": self.sub_codes}
+                "gone_sent": self.gone_sent, "sub_codes": self.sub_codes,
+                "stall_resends": self.stall_resends}
 
 
 async def _load(lockers: list[SimLocker], stop_load: asyncio.Event) -> None:
@@ -355,12 +375,19 @@ async def _load(lockers: list[SimLocker], stop_load: asyncio.Event) -> None:
 
 
 async def _ping(lockers: list[SimLocker]) -> None:
-    """PINGREQ on every open connection each half keepalive."""
+    """PINGREQ on every open connection each half keepalive; every second, FleetLink's stall
+    timer (acks stalled for RESEND_AFTER_S: send again)."""
+    last_ping = time.monotonic()
     while True:
-        await asyncio.sleep(KEEPALIVE_S / 2)
+        await asyncio.sleep(1.0)
+        now = time.monotonic()
+        ping = now - last_ping >= KEEPALIVE_S / 2
+        if ping:
+            last_ping = now
         for lk in lockers:
-            if lk.writer is not None:
+            if ping and lk.writer is not None:
                 lk.writer.write(b"\xc0\x00")
+            lk.check_stall(now)
 
 
 def _worker(index: int, host: str, port: int, accounts: list[tuple[str, str]], shared: Shared,
@@ -790,6 +817,7 @@ def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int,
         "resend_asks": sum(lk["resend_asks"] for lk in lockers),
         "events_resent": sum(lk["resent"] for lk in lockers),
         "gone_sent": sum(lk["gone_sent"] for lk in lockers),
+        "stall_resends": sum(lk.get("stall_resends", 0) for lk in lockers),
         "subscriptions_refused": sum(c == 0x80 for c in sub_codes),
         "generator_cpu_ms": round(sum(r["cpu_ms"] for r in reports)),
     }
@@ -846,6 +874,7 @@ def detail(r: dict[str, Any]) -> str:
             f"{r['broker_cpu_ms_per_event']} | {r['events_never_published']:,} / "
             f"{r['unacked_at_end']:,} | {extra}{r['connects']:,} connects, "
             f"{r['resend_asks']} resend asks, {r['gone_sent']} gone, "
+            f"{r.get('stall_resends', 0)} stall resends, "
             f"{r['resyncs_received']} resyncs, drain {r['drain_s']} s, load processes "
             f"{r['generator_cpu_ms'] / 1000 / (r['load_s'] + r['drain_s']):.0%} of a core |")
 

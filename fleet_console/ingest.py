@@ -30,11 +30,17 @@ snapshot of a cell its status does not declare (a locker that declares none: pas
 nothing of a relayed notification's text), a `quarantined` alarm is raised (one per locker per
 minute and reason, at most `quarantine_keep_per_min` rows per locker and reason per minute), and
 it is acknowledged.
-Broker loss: reconnect with backoff, for ever. Database errors that may pass (connection lost,
-locked, disk full) retry the batch with backoff, unacknowledged meanwhile; any other error (the
-database refuses a value) stores the batch again message by message, and the one it refuses is
-quarantined (`store_failed`); a refused event counts as stored for the ack watermark (its
-quarantine row is what is kept), or the locker would re-send it for ever behind a hole.
+**Broker loss and restart** (issue 16). Reconnect with backoff, for ever. After a broker restart
+the session's whole backlog comes at once and the broker's PUBACKs for our acks queue behind it:
+acks in flight on the old connection are due again, and an ack unconfirmed for `ACK_CONFIRM_S`
+is sent again. (Before the batch inbox and the capped acks, thousands of unconfirmed acks made
+paho read that many packets per wake-up while aiomqtt's iterator took one message per few: the
+ingest stored next to nothing after a restart; tests/test_ingest_broker_restart.py.)
+Database errors that may pass (connection lost, locked, disk full) retry the batch with backoff,
+unacknowledged meanwhile; any other error (the database refuses a value) stores the batch again
+message by message, and the one it refuses is quarantined (`store_failed`); a refused event
+counts as stored for the ack watermark (its quarantine row is what is kept), or the locker would
+re-send it for ever behind a hole.
 
 **Flood alarm** (fleet_console/flood.py): a locker whose messages exceed `flood_rate_per_s` over a
 window of `flood_window_s` raises one `flood` alarm per episode.

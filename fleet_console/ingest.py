@@ -185,6 +185,9 @@ _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 _SHARED_KINDS = (TopicKind.EVENTS, TopicKind.EVENTS_GONE, TopicKind.CMD_RESULT, TopicKind.NOTIFY)
 #: The shared subscription group of the ingest replicas (`[ingest] share_group`).
 SHARE_GROUP = "ingest"
+#: Resync checks wait while this many messages (or a batch's worth) are waiting to be stored:
+#: what looks lost may be among them.
+RESYNC_BACKLOG = 500
 #: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
 ACKS_IN_FLIGHT = 1000
 #: An event ack not confirmed by the broker within this many seconds is sent again.
@@ -828,7 +831,8 @@ class Ingest:
         answers would only add to the load."""
         period = self.settings.resync_check_s
         now = asyncio.get_running_loop().time()
-        if period <= 0 or now < self._resync_next or backlog >= self.settings.batch_max:
+        if period <= 0 or now < self._resync_next or backlog >= max(self.settings.batch_max,
+                                                                        RESYNC_BACKLOG):
             return
         self._resync_next = now + period
         try:

@@ -208,6 +208,11 @@ class IngestSettings:
     #: locker's events (and drops it): make it a secret there (docs/broker.md).
     share_group: str = SHARE_GROUP
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
+    #: A replica's session ends with its connection: Mosquitto keeps handing a share of the
+    #: group's messages to an offline member with a session, so a replica that died would take
+    #: half the events into a queue nobody reads until it came back. Nothing needs the session:
+    #: the lockers keep every event, result and notification until the console confirms it.
+    replica_session_expiry_s: int = 0
     batch_max: int = 500
     batch_window_s: float = 0.005
     #: With more than `batch_max` messages waiting (a backlog), batches of up to this many: one
@@ -519,7 +524,8 @@ class Ingest:
             client = make_client(
                 self.mqtt,
                 identifier=s.client_id,
-                session_expiry_s=s.session_expiry_s,
+                session_expiry_s=(s.session_expiry_s if s.replica is None
+                                  else s.replica_session_expiry_s),
                 receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
                                                 s.batch_max * 2)),
                 # Unlimited in paho: the AckPacer keeps the acks in flight to ACKS_IN_FLIGHT, and

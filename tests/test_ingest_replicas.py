@@ -276,19 +276,56 @@ def test_a_locker_that_joins_a_shared_group_takes_nothing_from_the_replicas_grou
         thief.assert_silent(0.2)
 
 
+async def test_a_replica_that_dies_leaves_the_group_at_once(
+    mqtt_broker: MqttBroker, lockers_factory: Any, replica_processes: Any,
+    request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    """kill -9 of one replica: Mosquitto hands an offline member with a session its share of
+    the group's messages, so with persistent sessions half of every locker's new events waited
+    for a replica that was gone (bench/fleet_scale.py: 5,366 still unacknowledged after a
+    120 s drain). A replica's session ends with its connection: the survivor gets every event
+    published after the kill at once, with no resend from the lockers."""
+    url = fresh_database(request, "sqlite", tmp_path)
+    open_database(url).dispose()
+    run = uuid.uuid4().hex[:6]
+    a_name, b_name = f"a{run}", f"b{run}"
+    a_mqtt, b_mqtt = replica_mqtt(mqtt_broker, a_name), replica_mqtt(mqtt_broker, b_name)
+    a = replica_processes(write_config(tmp_path / "a.toml", a_mqtt, url, a_name))
+    b = Ingest(b_mqtt, open_database(url), IngestSettings(
+        client_id=f"ingest-{b_name}", replica=b_name, gap_timeout_s=300.0))
+    try:
+        await asyncio.to_thread(a.wait_connected)
+        await b.start()
+        a.kill()
+        await asyncio.sleep(0.5)  # the broker sees the connection reset
+        # resend_after and gap timeout far beyond the test: only b can store them, at once
+        ports = await lockers_factory(2, url, resend_after=300.0)
+        for port in ports:
+            port.add_events(20)
+        await until(lambda: all(p.acks and p.acks[-1] == 20 for p in ports), 10.0,
+                    "every event stored and acknowledged by the surviving replica")
+        assert b.stats.events_new == 40
+    finally:
+        await b.stop()
+        b.db.dispose()
+        for name, mqtt in ((a_name, a_mqtt), (b_name, b_mqtt)):
+            await forget_session(mqtt, f"ingest-{name}")
+
+
 async def test_a_replica_taken_out_for_good_ends_its_session_and_its_share_goes_to_the_others(
     mqtt_broker: MqttBroker, lockers_factory: Any, request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    """A stopped replica's persistent session keeps its turn in the shared group (Mosquitto
-    queues its share); `ingest --end-session` releases it: the other replica gets every event
-    at once, with no resend from the lockers."""
+    """A replica given a persistent session (`replica_session_expiry_s`) keeps its turn in
+    the shared group when stopped (Mosquitto queues its share); `ingest --end-session` releases
+    it: the other replica gets every event at once, with no resend from the lockers."""
     url = fresh_database(request, "sqlite", tmp_path)
     run = uuid.uuid4().hex[:6]
     mqtts = {name: replica_mqtt(mqtt_broker, name) for name in (f"a{run}", f"b{run}")}
     replicas = {
         name: Ingest(mqtt, open_database(url), IngestSettings(
-            client_id=f"ingest-{name}", replica=name, gap_timeout_s=300.0))
+            client_id=f"ingest-{name}", replica=name, gap_timeout_s=300.0,
+            replica_session_expiry_s=3600))
         for name, mqtt in mqtts.items()
     }
     (a_name, a), (_, b) = replicas.items()

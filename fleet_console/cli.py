@@ -1044,6 +1044,18 @@ async def _read_db(cfg: ConsoleConfig, read: Callable[[Session], _T]) -> _T:
         db.dispose()
 
 
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], what: str,
+                line: Callable[[dict[str, Any]], str]) -> int:
+    """A listing: the rows as one JSON array (--json), else a line each and their count."""
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        print(line(r))
+    print(f"{len(rows)} {what}")
+    return EXIT_OK
+
+
 async def _change_directory(cfg: ConsoleConfig, args: argparse.Namespace,
                             report: dict[str, Any],
                             change: Callable[[Session], str] | None = None) -> int:
@@ -1156,15 +1168,9 @@ def cmd_recipients_list(args: argparse.Namespace) -> int:
              "language": r.language, "phone": masked_phone(r.phone) if r.phone else None,
              "email": masked_email(r.email) if r.email else None}
             for r in directory.recipient_rows(s, args.locker)])
-        if args.json:
-            _print_json(out)
-            return EXIT_OK
-        for r in out:
-            contact = " ".join(c for c in (r["phone"], r["email"]) if c)
-            print(f"{r['id']:<12} {r['name']:<32} {r['department'] or '-':<20} "
-                  f"{r['number'] or '-':<8} {contact}")
-        print(f"{len(out)} recipients")
-        return EXIT_OK
+        return _print_rows(args, out, "recipients", lambda r: (
+            f"{r['id']:<12} {r['name']:<32} {r['department'] or '-':<20} "
+            f"{r['number'] or '-':<8} {' '.join(c for c in (r['phone'], r['email']) if c)}"))
 
     return _run(args, body)
 
@@ -1224,15 +1230,9 @@ def cmd_couriers_list(args: argparse.Namespace) -> int:
         out = await _read_db(cfg, lambda s: [
             {"locker": r.locker, "id": r.id, "name": r.name, "role": r.role, "code": r.code,
              "disabled": r.disabled} for r in directory.staff_rows(s, args.locker)])
-        if args.json:
-            _print_json(out)
-            return EXIT_OK
-        for r in out:
-            state = "disabled" if r["disabled"] else "active"
-            print(f"{r['locker']:<12} {r['id']:<12} {r['role']:<13} {r['code']:<12} "
-                  f"{state:<8} {r['name']}")
-        print(f"{len(out)} logins")
-        return EXIT_OK
+        return _print_rows(args, out, "logins", lambda r: (
+            f"{r['locker']:<12} {r['id']:<12} {r['role']:<13} {r['code']:<12} "
+            f"{'disabled' if r['disabled'] else 'active':<8} {r['name']}"))
 
     return _run(args, body)
 

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -61,6 +60,16 @@ from fleet_console.db.models import Alarm, EventRow  # noqa: E402
 from fleet_console.ingest import Ingest, IngestSettings  # noqa: E402
 from fleet_console.mqtt import make_client  # noqa: E402
 from fleet_io.mqtt_client import NODELAY  # noqa: E402
+from tests.fixtures.lean_mqtt import (  # noqa: E402
+    connack_accepted,
+    connect_packet,
+    mqtt_str,
+    puback_packet,
+    publish_packet,
+    read_packet,
+    split_publish,
+    subscribe_packet,
+)
 from tests.fixtures.postgres import PrivatePostgres, find_pg_bin  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
@@ -75,32 +84,6 @@ RUN_LIMIT_S = 120.0
 
 
 # -- simulated lockers (worker processes) -----------------------------------------------------
-def _mqtt_str(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([first]) + bytes(length) + body
-
-
-async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first = (await reader.readexactly(1))[0]
-    n, shift = 0, 0
-    while True:
-        byte = (await reader.readexactly(1))[0]
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, await reader.readexactly(n) if n else b""
-
-
 async def _raw_locker(host: str, port: int, locker: str, password: str, events: int,
                       window: int, wait_acks: bool, ready: asyncio.Event,
                       go: asyncio.Event, pace_s: float = 0.0) -> tuple[float, float, list[float]]:
@@ -111,37 +94,32 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     (first publish, last ack, ack latency of each event in ms: publish to its events/ack)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.get_extra_info("socket").setsockopt(*NODELAY[0])
-    body = (_mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) +
-            _mqtt_str(f"bench-{locker}") + _mqtt_str(locker) + _mqtt_str(password))
-    writer.write(_packet(0x10, body))
-    first, data = await _read_packet(reader)
-    if first != 0x20 or data[1] != 0:
+    writer.write(connect_packet(f"bench-{locker}", locker, password))
+    first, data = await read_packet(reader)
+    if not connack_accepted(first, data):
         raise RuntimeError(f"{locker}: CONNACK {first:#x} {data!r}")
     acked = pubacked = 0
     sent_at = [0.0] * (events + 1)
     latencies: list[float] = []
     progressed = asyncio.Event()
     if wait_acks:
-        writer.write(_packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPICS.events_ack(locker))
-                             + b"\x01"))
-        first, _ = await _read_packet(reader)
+        writer.write(subscribe_packet([TOPICS.events_ack(locker)]))
+        first, _ = await read_packet(reader)
         if first != 0x90:
             raise RuntimeError(f"{locker}: no SUBACK")
 
     async def read() -> None:
         nonlocal acked, pubacked
         while True:
-            first, data = await _read_packet(reader)
+            first, data = await read_packet(reader)
             kind = first & 0xF0
             if kind == 0x40:  # PUBACK of one of our events
                 pubacked += 1
             elif kind == 0x30:  # events/ack
-                tlen = struct.unpack_from("!H", data)[0]
-                qos = (first >> 1) & 3
-                start = 2 + tlen + (2 if qos else 0)
-                if qos:
-                    writer.write(_packet(0x40, data[2 + tlen:start]))
-                up_to = min(json.loads(data[start:])["up_to_seq"], events)
+                _, packet_id, payload = split_publish(first, data)
+                if packet_id:
+                    writer.write(puback_packet(packet_id))
+                up_to = min(json.loads(payload)["up_to_seq"], events)
                 if up_to > acked:
                     now = time.time()
                     latencies.extend((now - sent_at[s]) * 1000 for s in range(acked + 1, up_to + 1))
@@ -153,7 +131,7 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
     await go.wait()
     first_at = time.time()
     phase = random.Random(locker).random() * pace_s
-    topic = _mqtt_str(TOPICS.events(locker))
+    topic = mqtt_str(TOPICS.events(locker))
     for seq in range(1, events + 1):
         if pace_s and (delay := first_at + phase + (seq - 1) * pace_s - time.time()) > 0:
             await asyncio.sleep(delay)
@@ -165,7 +143,7 @@ async def _raw_locker(host: str, port: int, locker: str, password: str, events: 
         payload = json.dumps({"seq": seq, "id": str(uuid.uuid4()), "at": int(time.time() * 1000),
                               "type": "door_opened", "data": {"cell": seq % 24 + 1}}).encode()
         sent_at[seq] = time.time()
-        writer.write(_packet(0x32, topic + struct.pack("!H", seq % 65535 + 1) + payload))
+        writer.write(publish_packet(topic, payload, mid=seq % 65535 + 1))
     while pubacked < events or (wait_acks and acked < events):
         if reader_task.done():
             reader_task.result()

@@ -45,39 +45,10 @@ from fleet_console.config import ConsoleMqtt  # noqa: E402
 from fleet_console.db.engine import make_engine, open_database  # noqa: E402
 from fleet_console.db.models import Cell, Locker  # noqa: E402
 from fleet_console.ingest import Ingest, IngestSettings  # noqa: E402
+from tests.fixtures.quiet_locker import QuietLockerPort  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "resync_storm.json"
 LIMIT_S = 120.0
-
-
-class BenchPort:
-    """A locker core with `cells` cells, declared in its status; no events."""
-
-    def __init__(self, locker_id: str, cells: int) -> None:
-        self.locker_id = locker_id
-        self.cells = cells
-        self.boot_id = uuid.uuid4().hex
-
-    def status(self) -> dict:
-        return {"online": True, "version": "bench", "boot_id": self.boot_id,
-                "started_at": int(time.time() * 1000), "boards": [],
-                "cells": list(range(1, self.cells + 1))}
-
-    def cell_snapshots(self) -> list[dict]:
-        return [{"cell": n, "state": "free", "door": "closed", "size": "M", "since": 1000 + n}
-                for n in range(1, self.cells + 1)]
-
-    def unacked_events(self, after_seq: int, limit: int) -> list[dict]:
-        return []
-
-    def events_acknowledged(self, up_to_seq: int) -> None:
-        pass
-
-    async def command_received(self, payload: bytes, topic_locker: str) -> None:
-        pass
-
-    async def config_received(self, payload: bytes) -> None:
-        pass
 
 
 def stored(url: str) -> tuple[int, int]:
@@ -134,7 +105,7 @@ class Storm:
         for lid, pw in self.accounts:
             settings = MqttSettings(host=self.broker.host, port=self.broker.port, username=lid,
                                     password=pw, keepalive=30)
-            link = FleetLink(BenchPort(lid, self.cells), settings, log=lambda *a, **k: None,
+            link = FleetLink(QuietLockerPort(lid, self.cells), settings, log=lambda *a, **k: None,
                              reconnect_spread=1.0)
             self.links.append(link)
             self.tasks.append(asyncio.create_task(link.run()))

@@ -56,7 +56,6 @@ import random
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -79,6 +78,15 @@ from contract.topics import TopicKind, Topics  # noqa: E402
 from fleet_console.db.engine import make_engine  # noqa: E402
 from fleet_console.db.models import Cell, EventRow, Locker  # noqa: E402
 from fleet_io.mqtt_client import NODELAY  # noqa: E402
+from tests.fixtures.lean_mqtt import (  # noqa: E402
+    connack_accepted,
+    connect_packet,
+    puback_packet,
+    publish_packet,
+    read_packet,
+    split_publish,
+    subscribe_packet,
+)
 
 LOCKER_CONSOLE = str(Path(sys.executable).with_name("locker-console"))
 RESULTS = ROOT / "bench" / "results" / "fleet_scale.json"
@@ -105,33 +113,6 @@ BIG_FLEET_PER_WORKER = 2500
 def say(line: str) -> None:
     """A progress line on stderr (stdout is the table)."""
     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
-
-
-# -- MQTT 3.1.1 on asyncio streams (the simulated lockers) ------------------------------------
-def _mqtt_str(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([first]) + bytes(length) + body
-
-
-async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first = (await reader.readexactly(1))[0]
-    n, shift = 0, 0
-    while True:
-        byte = (await reader.readexactly(1))[0]
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, await reader.readexactly(n) if n else b""
 
 
 class Refused(RuntimeError):
@@ -265,8 +246,7 @@ class SimLocker:
     def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
         assert self.writer is not None
         self.pid = self.pid % 65535 + 1
-        self.writer.write(_packet(0x33 if retain else 0x32,
-                                  _mqtt_str(topic) + struct.pack("!H", self.pid) + payload))
+        self.writer.write(publish_packet(topic, payload, mid=self.pid, retain=retain))
 
     async def run(self) -> None:
         attempt = 0
@@ -290,17 +270,16 @@ class SimLocker:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
                                                 CONNECT_TIMEOUT_S)
         writer.get_extra_info("socket").setsockopt(*NODELAY[0])
-        will = _mqtt_str(TOPICS.status(self.id)) + _mqtt_str(Status.offline().to_payload())
-        # user, password, will retain, will QoS 1, will, persistent session (clean session 0)
-        body = (_mqtt_str("MQTT") + bytes([4, 0xEC]) + struct.pack("!H", KEEPALIVE_S) +
-                _mqtt_str(self.id) + will + _mqtt_str(self.id) + _mqtt_str(self.password))
-        writer.write(_packet(0x10, body))
+        # a persistent session; the retained offline status as the last will
+        writer.write(connect_packet(self.id, self.id, self.password, keepalive_s=KEEPALIVE_S,
+                                    clean=False,
+                                    will=(TOPICS.status(self.id), Status.offline().to_payload())))
         try:
-            first, data = await asyncio.wait_for(_read_packet(reader), CONNECT_TIMEOUT_S)
+            first, data = await asyncio.wait_for(read_packet(reader), CONNECT_TIMEOUT_S)
         except BaseException:
             writer.close()
             raise
-        if first != 0x20 or len(data) < 2 or data[1] != 0:
+        if not connack_accepted(first, data):
             writer.close()
             self.refusals += 1
             raise Refused(f"{self.id}: CONNACK {first:#x} {data!r}")
@@ -310,13 +289,11 @@ class SimLocker:
             self.first_connected_at = time.time()
         self.published_up_to = self.acked  # resend every unacknowledged event
         self.publish_presence()
-        subs = b"".join(_mqtt_str(t) + b"\x01" for t in (
-            TOPICS.events_ack(self.id), TOPICS.events_resend(self.id),
-            f"{TOPICS.prefix}/{self.id}/resync"))
-        writer.write(_packet(0x82, struct.pack("!H", 1) + subs))
+        writer.write(subscribe_packet([TOPICS.events_ack(self.id), TOPICS.events_resend(self.id),
+                                       f"{TOPICS.prefix}/{self.id}/resync"]))
         self.flush()
         while True:  # until the broker or hang_up() closes the connection (EOF)
-            self.on_packet(*await _read_packet(reader))
+            self.on_packet(*await read_packet(reader))
 
     def hang_up(self) -> None:
         """End the connection cleanly (DISCONNECT: no last will); the reader then sees EOF."""
@@ -330,13 +307,11 @@ class SimLocker:
         if kind == 0x90:  # SUBACK: 0x80 = refused (the ACL has no such topic for lockers)
             self.sub_codes = list(data[2:])
         elif kind == 0x30:
-            tlen = struct.unpack_from("!H", data)[0]
-            topic = data[2:2 + tlen].decode()
-            qos = (first >> 1) & 3
-            start = 2 + tlen + (2 if qos else 0)
-            if qos and self.writer is not None:
-                self.writer.write(_packet(0x40, data[2 + tlen:start]))
-            body = json.loads(data[start:]) if data[start:] else {}
+            raw_topic, packet_id, payload = split_publish(first, data)
+            topic = raw_topic.decode()
+            if packet_id and self.writer is not None:
+                self.writer.write(puback_packet(packet_id))
+            body = json.loads(payload) if payload else {}
             if topic.endswith("/events/ack"):
                 self.on_ack(int(body["up_to_seq"]))
             elif topic.endswith("/events/resend"):

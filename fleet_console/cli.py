@@ -25,11 +25,12 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import aiomqtt
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from contract.commands import COMMANDS, CommandType
 from contract.config_file import read_toml
@@ -120,6 +121,7 @@ EXIT_UNKNOWN = 3
 
 # A string: `_SubParsersAction` is generic only in the type stubs, not at run time.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_T = TypeVar("_T")
 
 
 class _Usage(Exception):
@@ -1032,6 +1034,54 @@ async def _open_db(cfg: ConsoleConfig) -> Database:
         raise operations.Unusable(f"cannot open the database {cfg.database.url}: {exc}") from None
 
 
+async def _read_db(cfg: ConsoleConfig, read: Callable[[Session], _T]) -> _T:
+    """`read` in one transaction of the console's database, opened for it and closed after."""
+    db = await _open_db(cfg)
+    try:
+        with db.transaction() as s:
+            return read(s)
+    finally:
+        db.dispose()
+
+
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], what: str,
+                line: Callable[[dict[str, Any]], str]) -> int:
+    """A listing: the rows as one JSON array (--json), else a line each and their count."""
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        print(line(r))
+    print(f"{len(rows)} {what}")
+    return EXIT_OK
+
+
+async def _change_directory(cfg: ConsoleConfig, args: argparse.Namespace,
+                            report: dict[str, Any],
+                            change: Callable[[Session], str] | None = None) -> int:
+    """Store `change` (it returns what to print) in one transaction, then publish the locker's
+    directory as stored; with --json, print `report` once it says how publishing ended."""
+    db = await _open_db(cfg)
+    try:
+        if change is not None:
+            def store() -> str:
+                with db.transaction() as s:
+                    return change(s)
+
+            try:
+                done = await asyncio.to_thread(store)
+            except directory.DirectoryError as exc:
+                raise _Usage(str(exc)) from None
+            if not args.json:
+                print(done)
+        code = await _publish_directory(cfg, args, db, report)
+    finally:
+        db.dispose()
+    if args.json:
+        _print_json(report)
+    return code
+
+
 async def _publish_directory(cfg: ConsoleConfig, args: argparse.Namespace, db: Database,
                              report: dict[str, Any]) -> int:
     """Publish the stored directory; say how it ended (in `report` for --json)."""
@@ -1098,24 +1148,14 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
                   "nothing applied)")
         return EXIT_OK
 
-    async def body(cfg: ConsoleConfig) -> int:
-        db = await _open_db(cfg)
-        try:
-            def store() -> int:
-                with db.transaction() as s:
-                    return directory.store_recipients(s, args.locker, result.recipients,
-                                                      args.mode, int(time.time() * 1000))
+    def store(s: Session) -> str:
+        total = directory.store_recipients(s, args.locker, result.recipients, args.mode,
+                                           int(time.time() * 1000))
+        report.update(applied=True, mode=args.mode, recipients=total)
+        return f"stored: {args.locker} has {total} recipients ({args.mode})"
 
-            total = await asyncio.to_thread(store)
-            report.update(applied=True, mode=args.mode, recipients=total)
-            if not args.json:
-                print(f"stored: {args.locker} has {total} recipients ({args.mode})")
-            code = await _publish_directory(cfg, args, db, report)
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(report)
-        return code
+    async def body(cfg: ConsoleConfig) -> int:
+        return await _change_directory(cfg, args, report, store)
 
     return _run(args, body)
 
@@ -1123,25 +1163,14 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
 def cmd_recipients_list(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         _check_locker(args)
-        db = await _open_db(cfg)
-        try:
-            with db.transaction() as s:
-                rows = directory.recipient_rows(s, args.locker)
-                out = [{"id": r.id, "name": r.name, "department": r.department,
-                        "number": r.number, "language": r.language,
-                        "phone": masked_phone(r.phone) if r.phone else None,
-                        "email": masked_email(r.email) if r.email else None} for r in rows]
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(out)
-            return EXIT_OK
-        for r in out:
-            contact = " ".join(c for c in (r["phone"], r["email"]) if c)
-            print(f"{r['id']:<12} {r['name']:<32} {r['department'] or '-':<20} "
-                  f"{r['number'] or '-':<8} {contact}")
-        print(f"{len(out)} recipients")
-        return EXIT_OK
+        out = await _read_db(cfg, lambda s: [
+            {"id": r.id, "name": r.name, "department": r.department, "number": r.number,
+             "language": r.language, "phone": masked_phone(r.phone) if r.phone else None,
+             "email": masked_email(r.email) if r.email else None}
+            for r in directory.recipient_rows(s, args.locker)])
+        return _print_rows(args, out, "recipients", lambda r: (
+            f"{r['id']:<12} {r['name']:<32} {r['department'] or '-':<20} "
+            f"{r['number'] or '-':<8} {' '.join(c for c in (r['phone'], r['email']) if c)}"))
 
     return _run(args, body)
 
@@ -1149,15 +1178,7 @@ def cmd_recipients_list(args: argparse.Namespace) -> int:
 def cmd_directory_publish(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         _check_locker(args)
-        db = await _open_db(cfg)
-        report: dict[str, Any] = {"locker": args.locker}
-        try:
-            code = await _publish_directory(cfg, args, db, report)
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(report)
-        return code
+        return await _change_directory(cfg, args, {"locker": args.locker})
 
     return _run(args, body)
 
@@ -1188,29 +1209,16 @@ def cmd_couriers_add(args: argparse.Namespace) -> int:
         if not name or len(name) > 200:
             raise _Usage("--name must be 1 to 200 characters")
         pin_hash = await asyncio.to_thread(hash_pin, _read_pin(args))
-        db = await _open_db(cfg)
-        report: dict[str, Any] = {"locker": args.locker, "id": args.staff_id,
-                                  "role": args.role, "code": args.code}
-        try:
-            def add() -> None:
-                with db.transaction() as s:
-                    directory.add_staff(s, args.locker, staff_id=args.staff_id, name=name,
-                                        role=args.role, code=args.code, pin_hash=pin_hash,
-                                        now_ms=int(time.time() * 1000))
 
-            try:
-                await asyncio.to_thread(add)
-            except directory.DirectoryError as exc:
-                raise _Usage(str(exc)) from None
-            if not args.json:
-                print(f"added: {args.role} {args.staff_id} ({name}) at {args.locker}, login "
-                      f"code {args.code}")
-            code = await _publish_directory(cfg, args, db, report)
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(report)
-        return code
+        def add(s: Session) -> str:
+            directory.add_staff(s, args.locker, staff_id=args.staff_id, name=name,
+                                role=args.role, code=args.code, pin_hash=pin_hash,
+                                now_ms=int(time.time() * 1000))
+            return (f"added: {args.role} {args.staff_id} ({name}) at {args.locker}, login "
+                    f"code {args.code}")
+
+        return await _change_directory(cfg, args, {"locker": args.locker, "id": args.staff_id,
+                                                   "role": args.role, "code": args.code}, add)
 
     return _run(args, body)
 
@@ -1219,23 +1227,12 @@ def cmd_couriers_list(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         if args.locker is not None:
             _check_locker(args)
-        db = await _open_db(cfg)
-        try:
-            with db.transaction() as s:
-                out = [{"locker": r.locker, "id": r.id, "name": r.name, "role": r.role,
-                        "code": r.code, "disabled": r.disabled}
-                       for r in directory.staff_rows(s, args.locker)]
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(out)
-            return EXIT_OK
-        for r in out:
-            state = "disabled" if r["disabled"] else "active"
-            print(f"{r['locker']:<12} {r['id']:<12} {r['role']:<13} {r['code']:<12} "
-                  f"{state:<8} {r['name']}")
-        print(f"{len(out)} logins")
-        return EXIT_OK
+        out = await _read_db(cfg, lambda s: [
+            {"locker": r.locker, "id": r.id, "name": r.name, "role": r.role, "code": r.code,
+             "disabled": r.disabled} for r in directory.staff_rows(s, args.locker)])
+        return _print_rows(args, out, "logins", lambda r: (
+            f"{r['locker']:<12} {r['id']:<12} {r['role']:<13} {r['code']:<12} "
+            f"{'disabled' if r['disabled'] else 'active':<8} {r['name']}"))
 
     return _run(args, body)
 
@@ -1243,27 +1240,13 @@ def cmd_couriers_list(args: argparse.Namespace) -> int:
 def cmd_couriers_disable(args: argparse.Namespace) -> int:
     async def body(cfg: ConsoleConfig) -> int:
         _check_locker(args)
-        db = await _open_db(cfg)
-        report: dict[str, Any] = {"locker": args.locker, "id": args.staff_id,
-                                  "disabled": True}
-        try:
-            def disable() -> None:
-                with db.transaction() as s:
-                    directory.disable_staff(s, args.locker, args.staff_id,
-                                            int(time.time() * 1000))
 
-            try:
-                await asyncio.to_thread(disable)
-            except directory.DirectoryError as exc:
-                raise _Usage(str(exc)) from None
-            if not args.json:
-                print(f"disabled: {args.staff_id} at {args.locker}")
-            code = await _publish_directory(cfg, args, db, report)
-        finally:
-            db.dispose()
-        if args.json:
-            _print_json(report)
-        return code
+        def disable(s: Session) -> str:
+            directory.disable_staff(s, args.locker, args.staff_id, int(time.time() * 1000))
+            return f"disabled: {args.staff_id} at {args.locker}"
+
+        return await _change_directory(cfg, args, {"locker": args.locker, "id": args.staff_id,
+                                                   "disabled": True}, disable)
 
     return _run(args, body)
 
@@ -1391,15 +1374,14 @@ def cmd_parcels(args: argparse.Namespace) -> int:
 
     async def body(cfg: ConsoleConfig) -> int:
         after = _parcel_after(args.after)
-        db = await _open_db(cfg)
-        try:
-            with db.transaction() as s:
-                rows, matching = queries.parcels_page(
-                    s, locker=args.locker, status=args.status, barcode=args.barcode,
-                    limit=limit, after=after)
-                out = [{c: getattr(r, c) for c in _PARCEL_FIELDS} for r in rows]
-        finally:
-            db.dispose()
+
+        def page(s: Session) -> tuple[list[dict[str, Any]], int]:
+            rows, matching = queries.parcels_page(s, locker=args.locker, status=args.status,
+                                                  barcode=args.barcode, limit=limit,
+                                                  after=after)
+            return [{c: getattr(r, c) for c in _PARCEL_FIELDS} for r in rows], matching
+
+        out, matching = await _read_db(cfg, page)
         next_after = (f"{out[-1]['locker']}/{out[-1]['parcel_id']}"
                       if limit and len(out) == limit and matching > len(out) else None)
         if args.json:

@@ -21,6 +21,7 @@ import pytest
 
 from broker.registry import InvalidNameError, Registry
 from broker.runner import MosquittoProcess, free_port, probe_login
+from tests.fixtures.lean_mqtt import connect_packet, publish_packet
 from tests.fixtures.mqtt_broker import (
     LockerCredentials,
     MqttBroker,
@@ -40,20 +41,6 @@ def other_locker(mqtt_broker: MqttBroker) -> LockerCredentials:
 # -- a raw MQTT 3.1.1 publisher: as fast as a hostile locker can write ---------------------------
 
 
-def _string(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([first_byte]) + bytes(length) + body
-
-
 class RawPublisher:
     """One MQTT 3.1.1 connection that writes PUBLISH packets without waiting for anything.
 
@@ -63,9 +50,7 @@ class RawPublisher:
     def __init__(self, host: str, port: int, username: str, password: str) -> None:
         self.sock = socket.create_connection((host, port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = (_string("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) + _string(username)
-                + _string(username) + _string(password))
-        self.sock.sendall(_packet(0x10, body))
+        self.sock.sendall(connect_packet(username, username, password))
         connack = self.sock.recv(4)
         assert connack[:2] == b"\x20\x02" and connack[3] == 0, f"login refused: {connack!r}"
         self.pubacks = 0
@@ -94,12 +79,6 @@ class RawPublisher:
             with self._acked:
                 self._acked.notify_all()
 
-    @staticmethod
-    def publish_packet(topic: str, payload: bytes, *, mid: int = 1, qos: int = 1,
-                       retain: bool = False) -> bytes:
-        head = 0x30 | (qos << 1) | int(retain)
-        return _packet(head, _string(topic) + (struct.pack("!H", mid) if qos else b"") + payload)
-
     def send(self, data: bytes) -> bool:
         """Write; False once the broker has closed the connection."""
         try:
@@ -127,9 +106,7 @@ def raw_drain(host: str, port: int, username: str, password: str, client_id: str
     each) until `quiet_s` passes without one: paho in Python takes ten times longer."""
     sock = socket.create_connection((host, port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = (_string("MQTT") + bytes([4, 0xC0]) + struct.pack("!H", 60) + _string(client_id)
-            + _string(username) + _string(password))
-    sock.sendall(_packet(0x10, body))
+    sock.sendall(connect_packet(client_id, username, password, clean=False))
     got: list[tuple[str, bytes]] = []
     buf = b""
     sock.settimeout(quiet_s)
@@ -291,8 +268,8 @@ def test_oversized_publishes_are_refused_and_broker_memory_stays_flat(
         before = rss_mb(pid)
         for cell in cells:  # 30 retained 1 MB+ cell snapshots, each on a fresh connection
             pub = RawPublisher(mqtt_broker.host, mqtt_broker.port, a.username, a.password)
-            pub.send(RawPublisher.publish_packet(f"lockers/{a.locker_id}/cells/{cell}", big,
-                                                 mid=cell, retain=True))
+            pub.send(publish_packet(f"lockers/{a.locker_id}/cells/{cell}", big, mid=cell,
+                                    retain=True))
             pub.wait_pubacks(1, 2.0)
             pub.close()
         with mqtt_broker.client(a.username, a.password, client_id=a.locker_id) as locker:
@@ -357,8 +334,8 @@ def test_a_flood_from_one_locker_does_not_drop_anothers_command_results(
         event = b'{"seq":%d,"id":"00000000-0000-4000-8000-000000000000","at":1,"type":"x"}'
         batch = bytearray()
         for i in range(flood_n):
-            batch += RawPublisher.publish_packet(f"lockers/{a.locker_id}/events", event % i,
-                                                 mid=i % 65535 + 1)
+            batch += publish_packet(f"lockers/{a.locker_id}/events", event % i,
+                                    mid=i % 65535 + 1)
             if len(batch) > 256 * 1024:
                 assert flooder.send(bytes(batch)), "the broker closed the flooding connection"
                 batch.clear()

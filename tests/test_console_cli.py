@@ -11,58 +11,30 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from sqlalchemy import select
 
 from contract.signing import (
     config_hash,
-    generate_private_key,
-    public_key_b64,
     verify,
     verify_config,
 )
-from contract.topics import Topics
-from fleet_console.db.engine import make_engine
-from fleet_console.db.models import CommandRow
-from fleet_console.keys import write_private_key
+from tests.fixtures.console_cli import (
+    CONSOLE,
+    KEY_ID,
+    TOPICS,
+    audit_row,
+    config,
+    signing_key,
+    write_config,
+)
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
 
-CONSOLE = str(Path(sys.executable).with_name("locker-console"))
-TOPICS = Topics()
-KEY_ID = "test-console"
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    key = generate_private_key()
-    path = write_private_key(tmp_path_factory.mktemp("keys") / "console.pem", key)
-    return Path(path), public_key_b64(key)
-
-
-def write_config(tmp_path: Path, broker: MqttBroker, key_file: Path | None) -> Path:
-    user, password = broker.console_credentials
-    text = (
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.console_port}\n'
-        f'username = "{user}"\npassword = "{password}"\n'
-        f'[database]\nurl = "sqlite:///{tmp_path}/console.db"\n'
-    )
-    if key_file is not None:
-        text += f'[signing]\nkey_file = "{key_file}"\nkey_id = "{KEY_ID}"\ncommand_ttl_s = 30\n'
-    path = tmp_path / "console.toml"
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def config(tmp_path: Path, mqtt_broker: MqttBroker, signing_key: tuple[Path, str]) -> Path:
-    mqtt_broker.ensure_running()
-    return write_config(tmp_path, mqtt_broker, signing_key[0])
+__all__ = ["config", "signing_key"]  # fixtures shared with the other console test modules
 
 
 def console(
@@ -160,10 +132,7 @@ def test_open_done_exits_0_and_is_audited(config: Path, responder: Any, tmp_path
     assert (cmd["type"], cmd["args"], cmd["operator"], cmd["reason"]) == (
         "open", {"cell": 3}, "alice", "stuck parcel")
     assert cmd["expires_at"] - cmd["issued_at"] == 30_000
-    engine = make_engine(f"sqlite:///{tmp_path}/console.db")
-    with engine.connect() as conn:
-        row = conn.execute(select(CommandRow).where(CommandRow.cmd_id == cmd["cmd_id"])).one()
-    engine.dispose()
+    row = audit_row(tmp_path, cmd["cmd_id"])
     assert (row.locker, row.type, row.operator, row.reason, row.status, row.result_data) == (
         r.locker, "open", "alice", "stuck parcel", "done", {"cell": 3})
 

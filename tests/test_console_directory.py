@@ -26,10 +26,10 @@ from contract.signing import config_hash, verify_config
 from fleet_console.cli import main
 from fleet_console.db.engine import make_engine
 from fleet_console.db.models import RecipientRow, StaffRow
+from tests.fixtures.console_cli import CONSOLE, KEY_ID, TOPICS, config, signing_key
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker
-from tests.test_console_cli import CONSOLE, KEY_ID, TOPICS, signing_key, write_config
 
-__all__ = ["signing_key"]  # the module-scoped key fixture, shared with test_console_cli
+__all__ = ["config", "signing_key"]
 
 BASE = {"profile": "storage", "tariff": {"steps": [[60, 100]]}}
 CSV = ("id;ФИО;Отдел;Номер;Телефон;Почта\n"
@@ -85,12 +85,6 @@ class Locker:
         with broker.console_client() as c:
             for topic in (TOPICS.config(self.locker), TOPICS.config_applied(self.locker)):
                 c.publish(topic, b"", retain=True)
-
-
-@pytest.fixture
-def config(tmp_path: Path, mqtt_broker: MqttBroker, signing_key: tuple[Path, str]) -> Path:
-    mqtt_broker.ensure_running()
-    return write_config(tmp_path, mqtt_broker, signing_key[0])
 
 
 @pytest.fixture

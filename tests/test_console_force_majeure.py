@@ -9,120 +9,27 @@ and answers with the results the test scripts for it (or none at all). Exit code
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from sqlalchemy import select
 
-from contract.signing import generate_private_key, public_key_b64, verify
-from fleet_console.db.engine import make_engine
-from fleet_console.db.models import CommandRow
-from fleet_console.keys import write_private_key
-from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
-from tests.test_console_cli import KEY_ID, TOPICS, console, write_config
+from tests.fixtures.console_cli import (
+    audit_row,
+    config,
+    done,
+    failed,
+    locker,
+    rejected,
+    signing_key,
+    silent,
+    the_command,
+)
+from tests.test_console_cli import console
 
-#: The results a scripted locker publishes for a (verified) command, in order.
-Script = Callable[[dict[str, Any]], list[dict[str, Any]]]
+__all__ = ["config", "locker", "signing_key"]
 
 TENANCY = "t-20260101-0042"
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    key = generate_private_key()
-    path = write_private_key(tmp_path_factory.mktemp("keys") / "console.pem", key)
-    return Path(path), public_key_b64(key)
-
-
-@pytest.fixture
-def config(tmp_path: Path, mqtt_broker: MqttBroker, signing_key: tuple[Path, str]) -> Path:
-    mqtt_broker.ensure_running()
-    return write_config(tmp_path, mqtt_broker, signing_key[0])
-
-
-class ScriptedLocker:
-    """Verifies every command on its cmd topic; a valid one gets `script(cmd)`'s results."""
-
-    def __init__(self, broker: MqttBroker, creds: LockerCredentials, public_key: str,
-                 script: Script) -> None:
-        self.locker = creds.locker_id
-        self.public_key = public_key
-        self.script = script
-        self.verdicts: list[tuple[str | None, dict[str, Any]]] = []
-        self.client: MqttTestClient = broker.client(creds.username, creds.password)
-        self.client.paho.on_message = self._on_message
-        self.client.subscribe(TOPICS.cmd(self.locker))
-        # Like lockerd: a retained status, so the console knows the locker exists.
-        self.client.publish(TOPICS.status(self.locker), json.dumps({
-            "online": True, "version": "test", "boot_id": "b1", "started_at": 1}), retain=True)
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        cmd = json.loads(msg.payload)
-        verdict = verify(msg.payload, trusted_keys={KEY_ID: self.public_key},
-                         locker_id=self.locker, now_ms=int(time.time() * 1000),
-                         topic_locker=self.locker)
-        self.verdicts.append((verdict, cmd))
-        if verdict is not None:
-            answers = [{"status": "rejected", "reason": verdict}]
-        else:
-            answers = self.script(cmd)
-        for answer in answers:
-            body = {"cmd_id": cmd["cmd_id"], **answer}
-            client.publish(TOPICS.cmd_result(self.locker), json.dumps(body), qos=1)
-
-    def close(self) -> None:
-        self.client.publish(TOPICS.status(self.locker), b"", retain=True)
-        self.client.close()
-
-
-@pytest.fixture
-def locker(mqtt_broker: MqttBroker, locker_credentials: LockerCredentials,
-           signing_key: tuple[Path, str]) -> Iterator[Callable[[Script], ScriptedLocker]]:
-    made: list[ScriptedLocker] = []
-
-    def make(script: Script) -> ScriptedLocker:
-        made.append(ScriptedLocker(mqtt_broker, locker_credentials, signing_key[1], script))
-        return made[-1]
-
-    yield make
-    for lk in made:
-        lk.close()
-
-
-def done(data: dict[str, Any]) -> Script:
-    return lambda cmd: [{"status": "accepted"}, {"status": "done", "data": data}]
-
-
-def rejected(reason: str) -> Script:
-    return lambda cmd: [{"status": "rejected", "reason": reason}]
-
-
-def failed(reason: str) -> Script:
-    return lambda cmd: [{"status": "accepted"}, {"status": "failed", "reason": reason}]
-
-
-def silent(cmd: dict[str, Any]) -> list[dict[str, Any]]:
-    return []
-
-
-def the_command(lk: ScriptedLocker) -> dict[str, Any]:
-    """The one command that reached the locker, after checking its signature held."""
-    [(verdict, cmd)] = lk.verdicts
-    assert verdict is None
-    return cmd
-
-
-def audit_row(tmp_path: Path, cmd_id: str) -> Any:
-    engine = make_engine(f"sqlite:///{tmp_path}/console.db")
-    try:
-        with engine.connect() as conn:
-            return conn.execute(select(CommandRow).where(CommandRow.cmd_id == cmd_id)).one()
-    finally:
-        engine.dispose()
 
 
 # -- waive ------------------------------------------------------------------------------------

@@ -11,62 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import inspect, select, text
 
 from contract.messages import Delivered
 from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import make_engine
-from fleet_console.db.models import CommandRow, QuarantineRow
+from fleet_console.db.models import QuarantineRow
+from tests.fixtures.console_cli import (
+    TOPICS,
+    audit_row,
+    config,
+    done,
+    locker,
+    rejected,
+    signing_key,
+    the_command,
+)
 from tests.fixtures.console_ingest import IngestRunner
-from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient
-from tests.test_console_cli import TOPICS, write_config
+from tests.fixtures.mqtt_broker import MqttBroker, MqttTestClient
 from tests.test_console_directory import console
-from tests.test_console_force_majeure import Script, ScriptedLocker, done, rejected, signing_key
 
-__all__ = ["signing_key"]
+__all__ = ["config", "locker", "signing_key"]
 
 #: What the stand-in locker issues: 8 digits, distinctive enough to search a database file for.
 RETURN_CODE = "90817263"
-
-
-@pytest.fixture
-def config(tmp_path: Path, mqtt_broker: MqttBroker, signing_key: tuple[Path, str]) -> Path:
-    mqtt_broker.ensure_running()
-    return write_config(tmp_path, mqtt_broker, signing_key[0])
-
-
-@pytest.fixture
-def locker(mqtt_broker: MqttBroker, locker_credentials: LockerCredentials,
-           signing_key: tuple[Path, str]) -> Iterator[Callable[[Script], ScriptedLocker]]:
-    made: list[ScriptedLocker] = []
-
-    def make(script: Script) -> ScriptedLocker:
-        made.append(ScriptedLocker(mqtt_broker, locker_credentials, signing_key[1], script))
-        return made[-1]
-
-    yield make
-    for lk in made:
-        lk.close()
-
-
-def the_command(lk: ScriptedLocker) -> dict[str, Any]:
-    [(verdict, cmd)] = lk.verdicts
-    assert verdict is None  # signed by the console's key, for this locker, in time
-    return cmd
-
-
-def audit(tmp_path: Path, cmd_id: str) -> Any:
-    engine = make_engine(f"sqlite:///{tmp_path}/console.db")
-    try:
-        with engine.connect() as conn:
-            return conn.execute(select(CommandRow).where(CommandRow.cmd_id == cmd_id)).one()
-    finally:
-        engine.dispose()
 
 
 def test_expect_sends_a_signed_expect_parcel(
@@ -83,7 +54,7 @@ def test_expect_sends_a_signed_expect_parcel(
     assert (cmd["type"], cmd["args"], cmd["operator"]) == (
         "expect-parcel", {"parcel_id": "P-1", "barcode": "4600123", "recipient_id": "r1"},
         "alice")
-    assert audit(tmp_path, cmd["cmd_id"]).status == "done"
+    assert audit_row(tmp_path, cmd["cmd_id"]).status == "done"
 
 
 def test_expect_makes_up_a_parcel_id_and_refuses_what_the_locker_would(
@@ -164,7 +135,7 @@ async def test_a_return_code_is_shown_once_and_stored_nowhere(
         delivered.close()
         await ingest.stop()
         await ingest.forget_session()
-    assert audit(tmp_path, cmd["cmd_id"]).result_data == {"return_id": "R-77",
+    assert audit_row(tmp_path, cmd["cmd_id"]).result_data == {"return_id": "R-77",
                                                          "return_code": "redacted"}
     assert _tables_holding(url, RETURN_CODE) == []
     for file in tmp_path.glob("console.db*"):

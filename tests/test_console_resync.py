@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,38 +29,10 @@ from fleet_console.config import ConsoleMqtt
 from fleet_console.db.models import Cell, Locker
 from tests.fixtures.console_ingest import IngestRunner, db_query
 from tests.fixtures.mqtt_broker import unique_id
+from tests.fixtures.quiet_locker import QuietLockerPort
 
 CELLS = 8
 LOCKERS = 6
-
-
-class TinyPort:
-    """A locker core with `CELLS` cells that declares them in its status."""
-
-    def __init__(self, locker_id: str) -> None:
-        self.locker_id = locker_id
-        self.boot_id = uuid.uuid4().hex
-
-    def status(self) -> dict:
-        return {"online": True, "version": "t", "boot_id": self.boot_id,
-                "started_at": 1_700_000_000_000, "boards": [],
-                "cells": list(range(1, CELLS + 1))}
-
-    def cell_snapshots(self) -> list[dict]:
-        return [{"cell": n, "state": "free", "door": "closed", "size": "S", "since": 1000 + n}
-                for n in range(1, CELLS + 1)]
-
-    def unacked_events(self, after_seq: int, limit: int) -> list[dict]:
-        return []
-
-    def events_acknowledged(self, up_to_seq: int) -> None:
-        pass
-
-    async def command_received(self, payload: bytes, topic_locker: str) -> None:
-        pass
-
-    async def config_received(self, payload: bytes) -> None:
-        pass
 
 
 @pytest.fixture
@@ -104,7 +75,7 @@ async def lockers(broker: FleetBroker) -> AsyncIterator[list[FleetLink]]:
         password = broker.add_locker(lid)
         settings = MqttSettings(host=broker.host, port=broker.port, username=lid,
                                 password=password, keepalive=10)
-        links.append(FleetLink(TinyPort(lid), settings, log=lambda *a, **k: None,
+        links.append(FleetLink(QuietLockerPort(lid, CELLS), settings, log=lambda *a, **k: None,
                                backoff_initial=0.05, backoff_max=0.2, reconnect_spread=0.1,
                                resync_min_interval=1.0))
     tasks = [asyncio.create_task(link.run()) for link in links]

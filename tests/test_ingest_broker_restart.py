@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
-import struct
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +35,16 @@ from fleet_console.config import ConsoleMqtt
 from fleet_console.db.engine import open_database
 from fleet_console.db.models import EventRow
 from fleet_console.ingest import Ingest, IngestSettings
+from tests.fixtures.lean_mqtt import (
+    PUBLISH,
+    connack_accepted,
+    connect_packet,
+    puback_packet,
+    publish_packet,
+    read_packet,
+    split_publish,
+    subscribe_packet,
+)
 from tests.fixtures.mqtt_broker import MqttBroker
 
 TOPICS = Topics()
@@ -49,32 +58,6 @@ RATE_PER_S = 3.0  # per locker, from the restart on (1,200 events/s for the flee
 #: How long the ingest may take to store and acknowledge everything once the load is over.
 CATCH_UP_S = 30.0
 RESEND_AFTER_S = 30.0  # FleetLink's default (resend_after_s)
-
-
-def _mqtt_str(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([first]) + bytes(length) + body
-
-
-async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first = (await reader.readexactly(1))[0]
-    n, shift = 0, 0
-    while True:
-        byte = (await reader.readexactly(1))[0]
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, await reader.readexactly(n) if n else b""
 
 
 class Locker:
@@ -99,8 +82,7 @@ class Locker:
             payload = json.dumps({"seq": seq, "id": str(uuid.uuid4()), "at": 1_700_000_000_000,
                                   "type": "door_opened", "data": {"cell": 1}}).encode()
             self.pid = self.pid % 65535 + 1
-            self.writer.write(_packet(0x32, _mqtt_str(TOPICS.events(self.id))
-                                      + struct.pack("!H", self.pid) + payload))
+            self.writer.write(publish_packet(TOPICS.events(self.id), payload, mid=self.pid))
         self.sent_up_to = max(self.sent_up_to, last)
 
     def stalled(self) -> None:
@@ -121,28 +103,24 @@ class Locker:
     async def session(self) -> None:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), 5)
-        body = (_mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60)
-                + _mqtt_str(self.id) + _mqtt_str(self.id) + _mqtt_str(self.password))
-        writer.write(_packet(0x10, body))
-        first, data = await asyncio.wait_for(_read_packet(reader), 5)
-        if first != 0x20 or data[1] != 0:
+        writer.write(connect_packet(self.id, self.id, self.password))
+        first, data = await asyncio.wait_for(read_packet(reader), 5)
+        if not connack_accepted(first, data):
             writer.close()
             raise OSError(f"CONNACK {data!r}")
-        writer.write(_packet(0x82, struct.pack("!H", 1) + _mqtt_str(TOPICS.events_ack(self.id))
-                             + b"\x01"))
+        writer.write(subscribe_packet([TOPICS.events_ack(self.id)]))
         self.writer = writer
         self.sent_up_to = self.acked  # everything unacknowledged again
         self.flush()
         try:
             while True:
-                first, data = await _read_packet(reader)
-                if first & 0xF0 != 0x30:
+                first, data = await read_packet(reader)
+                if first & 0xF0 != PUBLISH:
                     continue
-                tlen = struct.unpack_from("!H", data)[0]
-                start = 2 + tlen + (2 if first & 0x06 else 0)
-                if first & 0x06:
-                    writer.write(_packet(0x40, data[2 + tlen:start]))
-                up_to = int(json.loads(data[start:])["up_to_seq"])
+                _, packet_id, payload = split_publish(first, data)
+                if packet_id:
+                    writer.write(puback_packet(packet_id))
+                up_to = int(json.loads(payload)["up_to_seq"])
                 if up_to > self.acked:
                     self.acked, self.last_progress = up_to, time.monotonic()
                     self.flush()

@@ -32,6 +32,7 @@ from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
 from daemon.kiosk_limits import raise_fd_limit
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
+from daemon.parcels.wiring import build_parcels
 from daemon.storage.wiring import build_storage, simulator_control
 
 VERSION = "0.1.0"
@@ -118,8 +119,12 @@ class LockerDaemon:
         self._local_profile = load_profile_file(config.profile) if config.profile else None
         self._profile_cache: tuple[Any, Profile | None] = (None, None)
         self.storage = build_storage(self)
+        #: The parcel business, on the cells the profile's groups give to `parcels` (none: it
+        #: idles), with the storage business's notifier (one SMS gateway, one SMTP server).
+        self.parcels = build_parcels(self, self.storage.notifier)
         #: Every business on this locker; the commit path knows them only by the seam.
-        self.businesses: list[Business] = [self.storage, *(make(self) for make in businesses)]
+        self.businesses: list[Business] = [self.storage, self.parcels,
+                                           *(make(self) for make in businesses)]
         self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}

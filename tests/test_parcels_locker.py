@@ -156,3 +156,216 @@ async def test_refusals_come_with_codes_in_the_clients_language(storage_locker: 
     extra = await rig.http.post("/api/v1/parcels/staff/login",
                                 json={"code": "1001", "pin": "2468", "admin": True})
     assert extra.status_code == 400
+
+
+async def test_a_second_parcel_joins_the_recipients_cell_and_one_code_opens_both(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    first = await deposit(rig, session, "r2", "S", barcode="A-1")
+    code = code_in((await wait_mail(rig, "anna@example.org"))[0])
+    assert len(code) == 10  # no phone: a longer code, no phone digits asked
+    session = await login(rig)  # the door closing ended the session
+    mark = rig.mark
+    second = await deposit(rig, session, "r2", "S", barcode="A-2", cell=first["cell"])
+    added = await rig.wait_event("parcel_deposited", cell=first["cell"], since=mark)
+    assert added["data"]["added"] is True and len(added["data"]["parcels"]) == 2
+    notices = await wait_mail(rig, "anna@example.org", 2)
+    assert "added" in notices[1].get_body(preferencelist=("plain",)).get_content()
+    mark = rig.mark
+    opened = await rig.http.post("/api/v1/parcels/pickup", json={"code": code})
+    assert opened.status_code == 200, opened.text
+    assert set(opened.json()["parcels"]) == {first["parcel_id"], second["parcel_id"]}
+    await rig.door_cycle(first["cell"], "pickup_completed", since=mark)
+    await rig.wait_event("parcel_picked_up", parcel_id=second["parcel_id"], since=mark)
+
+
+async def test_no_free_cell_and_a_duplicate_barcode_are_refused_with_codes(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    await deposit(rig, session, "r1", "L", barcode="BIG-1")
+    session = await login(rig)
+    full = await rig.http.post("/api/v1/parcels/deposits", json={
+        "session": session, "recipient_id": "r2", "size": "L"})
+    assert full.status_code == 409 and full.json()["error"]["code"] == "no_cell"
+    assert "L" in full.json()["error"]["message"]
+    larger = await rig.http.post("/api/v1/parcels/deposits", params={"lang": "ru"}, json={
+        "session": session, "recipient_id": "r2", "size": "M", "barcode": "BIG-1"})
+    assert larger.status_code == 409
+    assert larger.json()["error"]["code"] == "duplicate_barcode"
+    assert larger.json()["error"]["message"] == "Посылка с этим штрихкодом уже в постамате."
+    # Nothing was opened or kept for the refused ones.
+    assert rig.types().count("deposit_started") == 1
+
+
+async def test_a_courier_pin_guessed_three_times_locks_the_login_with_an_alarm(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    answers = [await rig.http.post("/api/v1/parcels/staff/login",
+                                   json={"code": "1001", "pin": pin})
+               for pin in ("1111", "2222", "3333", "2468")]
+    assert [a.status_code for a in answers] == [403, 403, 423, 423]
+    assert answers[3].json()["error"]["code"] == "login_locked"
+    locked = await rig.wait_event("staff_login_locked")
+    assert locked["data"]["alarm"] is True and locked["data"]["staff_id"] == "c1"
+    rig.advance(16 * 60_000)
+    assert (await rig.http.post("/api/v1/parcels/staff/login",
+                                json={"code": "1001", "pin": "2468"})).status_code == 200
+
+
+async def test_code_guessing_is_slowed_then_paused_with_an_alarm_until_an_operator_resumes(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker, code_daily_cap=6)
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "S")
+    code = code_in((await wait_mail(rig, "ivan@example.org"))[0])
+
+    async def enter(typed: str, digits: str = "4567") -> Any:
+        return await rig.http.post("/api/v1/parcels/pickup",
+                                   json={"code": typed, "phone_digits": digits})
+
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(5):
+        assert (await enter(wrong)).status_code == 403
+    slowed = await enter(wrong)
+    assert slowed.status_code == 429 and slowed.json()["error"]["code"] == "code_wait"
+    assert (await enter(code)).status_code == 429  # not even checked
+    rig.advance(2_500)
+    assert (await enter(wrong)).status_code == 403  # the 6th wrong one: the daily cap
+    paused = await rig.wait_event("code_entry_paused")
+    assert paused["data"]["alarm"] is True
+    rig.advance(60_000)
+    refused = await enter(code)
+    assert refused.status_code == 423 and refused.json()["error"]["code"] == "code_paused"
+    operator = await login(rig, "2002", "1357")
+    resumed = await rig.http.post("/api/v1/parcels/codes/resume", json={"session": operator})
+    assert resumed.status_code == 200, resumed.text
+    await rig.wait_event("code_entry_resumed")
+    mark = rig.mark
+    assert (await enter(code)).status_code == 200
+    await rig.door_cycle(placed["cell"], "pickup_completed", since=mark)
+
+
+async def test_expiry_reminds_pauses_while_the_cell_is_faulted_and_the_courier_takes_it_back(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker, pickup_window_s=60, reminders_s="[30]")
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "M")
+    cell = placed["cell"]
+    await wait_mail(rig, "ivan@example.org")
+    rig.advance(31_000)
+    reminder = (await wait_mail(rig, "ivan@example.org", 2))[1]
+    assert "waits until" in reminder.get_body(preferencelist=("plain",)).get_content()
+    # Forced open: the cell is blocked by a fault and the window stops.
+    mark = rig.mark
+    rig.sim.open_door(0, cell)
+    await rig.wait_event("forced_open", cell=cell, since=mark)
+    await rig.wait_event("parcel_window_paused", cell=cell, since=mark)
+    rig.sim.close_door(0, cell)
+    await rig.wait_event("door_closed", cell=cell, since=mark)
+    rig.advance(120_000)
+    await rig.wait_event("parcel_window_paused", cell=cell, since=mark)
+    import asyncio
+    await asyncio.sleep(0.6)
+    assert "parcel_expired" not in rig.types(mark)
+    mark = rig.mark
+    rig.daemon.command(cell, "unblock")
+    await rig.wait_event("parcel_window_resumed", cell=cell, since=mark)
+    rig.advance(20_000)
+    await asyncio.sleep(0.6)
+    assert "parcel_expired" not in rig.types(mark)  # 51 s of 60 used
+    rig.advance(10_000)
+    await rig.wait_event("parcel_expired", cell=cell, since=mark)
+    await wait_mail(rig, "ivan@example.org", 3)
+    session = await login(rig)
+    listed = await rig.http.get("/api/v1/parcels/expired", params={"session": session})
+    assert [c["cell"] for c in listed.json()["cells"]] == [cell]
+    mark = rig.mark
+    taken = await rig.http.post("/api/v1/parcels/take-back",
+                                json={"session": session, "cell": cell})
+    assert taken.status_code == 200, taken.text
+    await rig.door_cycle(cell, "eviction_completed", since=mark)
+    await rig.wait_event("parcel_returned_to_sender", cell=cell, since=mark)
+    await rig.wait_cell(cell, state="free")
+
+
+async def test_a_return_is_dropped_with_its_code_and_collected(storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker, returns_enabled="true")
+    admin = await login(rig, "4004", "9753")
+    issued = await rig.http.post("/api/v1/parcels/admin/returns",
+                                 json={"session": admin, "recipient_id": "r3"})
+    assert issued.status_code == 201, issued.text
+    code = issued.json()["return_code"]
+    asked = await rig.http.post("/api/v1/parcels/pickup", json={"code": code})
+    assert asked.json()["state"] == "size_needed"
+    mark = rig.mark
+    dropped = await rig.http.post("/api/v1/parcels/pickup", json={"code": code, "size": "M"})
+    assert dropped.status_code == 200, dropped.text
+    cell = dropped.json()["cell"]
+    assert cell in PARCEL_CELLS
+    await rig.door_cycle(cell, "deposit_completed", since=mark)
+    await rig.wait_event("return_deposited", cell=cell, since=mark)
+    dead = await rig.http.post("/api/v1/parcels/pickup", json={"code": code, "size": "M"})
+    assert dead.status_code == 403
+    collector = await login(rig, "3003", "8642")
+    waiting = await rig.http.get("/api/v1/parcels/returns", params={"session": collector})
+    assert [r["cell"] for r in waiting.json()["returns"]] == [cell]
+    mark = rig.mark
+    collected = await rig.http.post("/api/v1/parcels/returns/collect",
+                                    json={"session": collector, "cell": cell})
+    assert collected.status_code == 200, collected.text
+    await rig.door_cycle(cell, "pickup_completed", since=mark)
+    await rig.wait_event("return_collected", cell=cell, since=mark)
+    await rig.wait_cell(cell, state="free")
+
+
+async def test_operator_and_collector_open_block_and_unblock_with_a_reason(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "S")
+    cell = placed["cell"]
+    operator = await login(rig, "2002", "1357")
+    no_reason = await rig.http.post(f"/api/v1/parcels/cells/{cell}/open",
+                                    json={"session": operator, "reason": ""})
+    assert no_reason.status_code == 400
+    courier = await login(rig)
+    forbidden = await rig.http.post(f"/api/v1/parcels/cells/{cell}/open",
+                                    json={"session": courier, "reason": "look"})
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    mark = rig.mark
+    opened = await rig.http.post(f"/api/v1/parcels/cells/{cell}/open",
+                                 json={"session": operator, "reason": "recipient has no phone"})
+    assert opened.status_code == 200, opened.text
+    event = await rig.wait_event("cell_opened_by_staff", cell=cell, since=mark)
+    assert event["data"]["holds"] == "parcel" and event["data"]["staff_id"] == "o1"
+    await rig.door_cycle(cell, "open_completed", since=mark)
+    collector = await login(rig, "3003", "8642")
+    blocked = await rig.http.post(f"/api/v1/parcels/cells/{cell}/block",
+                                  json={"session": collector, "reason": "dirty"})
+    assert blocked.status_code == 200, blocked.text
+    await rig.wait_cell(cell, state="blocked")
+    unblocked = await rig.http.post(f"/api/v1/parcels/cells/{cell}/unblock",
+                                    json={"session": collector, "reason": "cleaned"})
+    assert unblocked.status_code == 200, unblocked.text
+    await rig.wait_cell(cell, state="occupied")
+
+
+async def test_storage_rentals_and_parcels_share_the_locker_without_touching_each_others_cells(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "S")
+    assert placed["cell"] == 2  # the parcel group's S cell, never storage's 1
+    rental = await rig.rent("S")
+    assert rental["cell"] == 1
+    session = await login(rig)
+    full = await rig.http.post("/api/v1/parcels/deposits", json={
+        "session": session, "recipient_id": "r2", "size": "S"})
+    # S is full for parcels: the next size up (M) is offered and opened.
+    assert full.status_code == 201 and full.json()["larger"] is True
+    assert full.json()["cell"] in (3, 4)
+    # The rental's PIN does not open the parcel cell, nor does storage's pickup.
+    stolen = await rig.http.post("/api/v1/cells/2/pickup", json={"pin": rental["pin"]})
+    assert stolen.status_code in (403, 404, 409)

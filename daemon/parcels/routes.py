@@ -76,6 +76,11 @@ class LanguageBody(_Body):
     language: Annotated[str, Field(min_length=2, max_length=8)]
 
 
+class ReturnBody(_Body):
+    session: Session
+    recipient_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
 class ReportBody(_Body):
     session: Session
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -142,6 +147,10 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
     async def cells(session: str) -> dict[str, Any]:
         return {"cells": service.service_view(session)}
 
+    async def new_return(body: ReturnBody) -> dict[str, Any]:
+        """An administrator issues a return code: shown once, never stored in clear."""
+        return service.issue_return(body.session, body.recipient_id)
+
     async def report(body: ReportBody) -> dict[str, Any]:
         return service.report(body.session, body.email)
 
@@ -153,7 +162,6 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
         KioskRoute("GET", f"{base}/recipients", recipients, "parcels_recipients"),
         KioskRoute("POST", f"{base}/recipients", add_recipient, "parcels_add_recipient", 201),
         KioskRoute("POST", f"{base}/deposits", deposit, "parcels_deposit", 201),
-        KioskRoute("GET", f"{base}/{{parcel_id}}", parcel, "parcels_parcel"),
         KioskRoute("POST", f"{base}/pickup", pickup, "parcels_pickup"),
         KioskRoute("GET", f"{base}/expired", expired, "parcels_expired"),
         KioskRoute("POST", f"{base}/take-back", take_back, "parcels_take_back"),
@@ -166,4 +174,7 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
         KioskRoute("POST", f"{base}/admin/language", language, "parcels_language"),
         KioskRoute("GET", f"{base}/admin/cells", cells, "parcels_cells"),
         KioskRoute("POST", f"{base}/admin/report", report, "parcels_report"),
+        KioskRoute("POST", f"{base}/admin/returns", new_return, "parcels_new_return", 201),
+        # Last: a parcel id must not shadow the fixed paths above.
+        KioskRoute("GET", f"{base}/{{parcel_id}}", parcel, "parcels_parcel"),
     ]

@@ -472,6 +472,12 @@ class ParcelsService:
             raise refusal(exc.reason) from None
         return code[0]
 
+    def issue_return(self, session: str, recipient_id: str | None) -> dict[str, Any]:
+        self._authorize(session, "issue_return_code")
+        return_id = f"ret-{self.new_id()[:12]}"
+        return {"return_id": return_id, "return_code": self.create_return(return_id,
+                                                                          recipient_id)}
+
     def collect_return(self, session: str, cell: int) -> dict[str, Any]:
         s = self._authorize(session, "collect_returns")
         now = self.core.clock()

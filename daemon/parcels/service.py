@@ -669,9 +669,9 @@ class ParcelsService:
             elif record["type"] in ("lock_fault", "forced_open") or (
                     record["type"] == "blocked" and data.get("reason") in (
                         "lock_fault", "forced_open")):
-                todo.append(("fault_started", cell, data))
+                todo.append(("+fault", cell, data))
             elif record["type"] == "unblocked":
-                todo.append(("fault_ended", cell, data))
+                todo.append(("-fault", cell, data))
         if todo:
             asyncio.get_running_loop().call_soon(self._outcomes, todo)
 
@@ -681,12 +681,12 @@ class ParcelsService:
         before = self._state()
         try:
             for kind, cell, data in todo:
-                if kind == "fault_started":
+                if kind == "+fault":
                     if cell in self.book.loads:
                         self.book.fault_started(cell, now)
                         out.append(Event("parcel_window_paused", cell, {}))
                     continue
-                if kind == "fault_ended":
+                if kind == "-fault":
                     if cell in self.book.faults:
                         self.book.fault_ended(cell, now)
                         out.append(Event("parcel_window_resumed", cell,
@@ -803,7 +803,7 @@ class ParcelsService:
                     self.sent.append(key)
                     del self.sent[:-SENT_KEPT]
                     self._commit([Event("parcel_notice_sent", entry["cell"] or None, {
-                        "kind": entry["kind"], "parcels": entry["parcels"],
+                        "notice": entry["kind"], "parcels": entry["parcels"],
                         "channels": detail})])
                 else:
                     entry["tries"] = entry.get("tries", 0) + 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,6 +92,8 @@ class KioskRoute:
     handler: Callable[..., Awaitable[Any]]
     name: str
     status_code: int = 200
+    #: What it refuses with, by HTTP status: the codes, published in /openapi.json.
+    errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 class FleetHost(LockerCore, Protocol):

@@ -369,3 +369,59 @@ async def test_storage_rentals_and_parcels_share_the_locker_without_touching_eac
     # The rental's PIN does not open the parcel cell, nor does storage's pickup.
     stolen = await rig.http.post("/api/v1/cells/2/pickup", json={"pin": rental["pin"]})
     assert stolen.status_code in (403, 404, 409)
+
+
+async def test_the_parcel_routes_answer_only_what_the_openapi_document_declares(
+        storage_locker: Any) -> None:
+    from tests.test_kiosk_openapi import assert_declared
+
+    rig = await parcel_locker(storage_locker)
+    spec = (await rig.http.get("/openapi.json")).json()
+    assert "/api/v1/parcels/deposits" in spec["paths"]
+    seen = set()
+
+    async def call(method: str, url: str, **kw: Any) -> Any:
+        reply = await rig.http.request(method, url, **kw)
+        seen.add(assert_declared(spec, reply))
+        return reply
+
+    await call("POST", "/api/v1/parcels/staff/login", json={"code": "1001", "pin": "9"})
+    await call("POST", "/api/v1/parcels/staff/login", json={"code": 1})
+    session = (await call("POST", "/api/v1/parcels/staff/login",
+                          json={"code": "1001", "pin": "2468"})).json()["session"]
+    await call("GET", "/api/v1/parcels/staff/session", params={"session": "nope"})
+    await call("GET", "/api/v1/parcels/recipients", params={"session": session, "q": "a"})
+    await call("POST", "/api/v1/parcels/recipients", json={"session": session, "name": "X",
+                                                           "phone": "12"})
+    await call("POST", "/api/v1/parcels/recipients", json={"session": session,
+                                                           "name": "Newcomer Nina",
+                                                           "email": "nina@example.org"})
+    await call("POST", "/api/v1/parcels/deposits", json={"session": session, "size": "XL"})
+    await call("POST", "/api/v1/parcels/deposits", json={"session": session, "size": "S",
+                                                         "recipient_id": "ghost"})
+    await call("POST", "/api/v1/parcels/deposits", json={"session": session, "size": "S"})
+    await call("POST", "/api/v1/parcels/pickup", json={"code": "123456"})
+    await call("POST", "/api/v1/parcels/pickup", json={"code": "123456", "phone_digits": "1"})
+    await call("GET", "/api/v1/parcels/expired", params={"session": session})
+    await call("POST", "/api/v1/parcels/take-back", json={"session": session, "cell": 3})
+    await call("POST", "/api/v1/parcels/cells/3/open", json={"session": session,
+                                                             "reason": "x"})
+    await call("POST", "/api/v1/parcels/admin/returns", json={"session": session})
+    await call("GET", "/api/v1/parcels/nope")
+    admin = (await call("POST", "/api/v1/parcels/staff/login",
+                        json={"code": "4004", "pin": "9753"})).json()["session"]
+    await call("POST", "/api/v1/parcels/admin/language", json={"session": admin,
+                                                               "language": "de"})
+    ru = await call("POST", "/api/v1/parcels/admin/language", json={"session": admin,
+                                                                    "language": "ru"})
+    assert ru.json() == {"language": "ru"}
+    cells = await call("GET", "/api/v1/parcels/admin/cells", params={"session": admin})
+    assert {c["cell"] for c in cells.json()["cells"] if c["business"] == "parcels"} == {
+        2, 3, 4, 5}
+    report = await call("POST", "/api/v1/parcels/admin/report",
+                        json={"session": admin, "email": "boss@example.org"})
+    assert report.json()["free"] == {"S": 1, "M": 2, "L": 1}
+    mail = (await wait_mail(rig, "boss@example.org"))[0]
+    assert "free S:1 M:2 L:1" in mail.get_body(preferencelist=("plain",)).get_content()
+    await call("POST", "/api/v1/parcels/staff/logout", json={"session": admin})
+    assert len(seen) >= 15

@@ -86,6 +86,60 @@ class ReportBody(_Body):
     email: Annotated[str, Field(max_length=320)] | None = None
 
 
+Errors = dict[int, tuple[str, ...]]
+#: Every staff route: no session (or it timed out), a role that may not.
+_STAFF: Errors = {403: ("no_session", "forbidden")}
+#: The door cannot be opened now (the cell machine refused it).
+_DOOR: Errors = {409: ("busy", "blocked", "not_free", "not_occupied", "door_unknown",
+                       "door_open"),
+                 503: ("not_ready",), 404: ("unknown_cell",)}
+
+
+def _with(*tables: Errors) -> Errors:
+    out: dict[int, list[str]] = {}
+    for table in tables:
+        for status, codes in table.items():
+            out.setdefault(status, []).extend(c for c in codes if c not in out[status])
+    return {status: tuple(codes) for status, codes in out.items()}
+
+
+ERRORS: dict[str, Errors] = {
+    "parcels_login": {403: ("wrong_login",), 423: ("login_locked",)},
+    "parcels_logout": {},
+    "parcels_session": _STAFF,
+    "parcels_recipients": _STAFF,
+    "parcels_add_recipient": _with(_STAFF, {422: ("bad_recipient",),
+                                            409: ("duplicate_recipient",)}),
+    "parcels_deposit": _with(_STAFF, _DOOR, {
+        404: ("unknown_recipient", "not_parcel_cell"),
+        409: ("no_cell", "duplicate_barcode", "duplicate_parcel", "wrong_recipient",
+              "cell_taken", "illegal_transition"),
+        422: ("barcode_required", "bad_barcode", "no_recipient", "bad_size")}),
+    "parcels_pickup": _with(_DOOR, {
+        403: ("wrong_code",), 429: ("code_wait",), 423: ("code_paused",),
+        422: ("phone_digits_required",), 409: ("no_cell", "illegal_transition"),
+        404: ("no_parcel", "no_return")}),
+    "parcels_expired": _STAFF,
+    "parcels_take_back": _with(_STAFF, _DOOR, {404: ("no_parcel",)}),
+    "parcels_returns": _STAFF,
+    "parcels_collect_return": _with(_STAFF, _DOOR, {404: ("no_return",),
+                                                    409: ("illegal_transition",)}),
+    "parcels_block": _with(_STAFF, _DOOR, {422: ("reason_required",),
+                                           404: ("not_parcel_cell",)}),
+    "parcels_unblock": _with(_STAFF, _DOOR, {422: ("reason_required",),
+                                             404: ("not_parcel_cell",), 409: ("not_blocked",)}),
+    "parcels_open": _with(_STAFF, _DOOR, {422: ("reason_required",),
+                                          404: ("not_parcel_cell",)}),
+    "parcels_resume_codes": _STAFF,
+    "parcels_language": _with(_STAFF, {422: ("unknown_language",)}),
+    "parcels_cells": _STAFF,
+    "parcels_report": _STAFF,
+    "parcels_new_return": _with(_STAFF, {403: ("returns_disabled",),
+                                         409: ("duplicate_return",)}),
+    "parcels_parcel": {404: ("no_parcel",)},
+}
+
+
 def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
     """The parcel routes of the kiosk API, under /api/v1/parcels."""
 
@@ -155,7 +209,7 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
         return service.report(body.session, body.email)
 
     base = "/api/v1/parcels"
-    return [
+    routes = [
         KioskRoute("POST", f"{base}/staff/login", login, "parcels_login"),
         KioskRoute("POST", f"{base}/staff/logout", logout, "parcels_logout"),
         KioskRoute("GET", f"{base}/staff/session", session, "parcels_session"),
@@ -178,3 +232,5 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
         # Last: a parcel id must not shadow the fixed paths above.
         KioskRoute("GET", f"{base}/{{parcel_id}}", parcel, "parcels_parcel"),
     ]
+    return [KioskRoute(r.method, r.path, r.handler, r.name, r.status_code, ERRORS[r.name])
+            for r in routes]

@@ -69,7 +69,8 @@ _KINDS: dict[str, ErrorKind] = {
     "code_paused": ErrorKind.LOCKED, "phone_digits_required": ErrorKind.INVALID,
     "returns_disabled": ErrorKind.FORBIDDEN, "unknown_language": ErrorKind.INVALID,
     "bad_recipient": ErrorKind.INVALID, "no_parcels_section": ErrorKind.UNAVAILABLE,
-    "not_parcel_cell": ErrorKind.NOT_FOUND,
+    "not_parcel_cell": ErrorKind.NOT_FOUND, "not_ready": ErrorKind.UNAVAILABLE,
+    "unknown_cell": ErrorKind.NOT_FOUND, "storage_full": ErrorKind.NO_SPACE,
 }
 
 
@@ -79,7 +80,7 @@ class ParcelsError(BusinessError):
     def message(self, language: str) -> str:
         try:
             return texts.message(self.code, language, **self.params)
-        except (KeyError, IndexError):
+        except (KeyError, IndexError, TypeError):
             return texts.message(self.code, language)
 
 
@@ -562,7 +563,7 @@ class ParcelsService:
     def set_language(self, session: str, language: str) -> dict[str, Any]:
         self._authorize(session, "set_language")
         if language not in texts.NOTICES:
-            raise refusal("unknown_language", language=language)
+            raise refusal("unknown_language", wanted=language)
 
         def step() -> list[Any]:
             self.language = language

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contract.messages import MalformedPayload
 
@@ -97,6 +97,61 @@ COMMANDS: dict[CommandType, CommandSpec] = {
         CommandSpec(CommandType.EVICT, EvictArgs, Executor.CELL, True, True, ("cell", "door")),
     )
 }
+
+
+class ExpectParcelArgs(CommandArgs):
+    """`expect-parcel`: a parcel with this barcode is coming for this recipient."""
+
+    parcel_id: str = Field(min_length=1, max_length=64)
+    barcode: str = Field(min_length=1, max_length=64)
+    recipient_id: str = Field(min_length=1, max_length=64)
+
+
+class CreateReturnArgs(CommandArgs):
+    """`create-return`: issue a return code (it comes back once in the result, never stored)."""
+
+    return_id: str = Field(min_length=1, max_length=64)
+    recipient_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class ReportCellsArgs(CommandArgs):
+    """`report-cells`: e-mail the locker's parcel cell report to this address."""
+
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class LockerCommandSpec:
+    """A command on the locker as a whole (no cell): the parcel business answers it at once."""
+
+    type: str
+    args: builtins.type[CommandArgs]
+    #: The keys of `data` in its `done` result; `secret` ones are sent once and stored redacted.
+    done_data: tuple[str, ...]
+    secret: tuple[str, ...] = ()
+
+
+#: Commands on no cell (issue 12's parcel business); the console sends them like the others.
+LOCKER_COMMANDS: dict[str, LockerCommandSpec] = {
+    spec.type: spec
+    for spec in (
+        LockerCommandSpec("expect-parcel", ExpectParcelArgs, ("parcel_id", "state")),
+        LockerCommandSpec("create-return", CreateReturnArgs, ("return_id", "return_code"),
+                          secret=("return_code",)),
+        LockerCommandSpec("report-cells", ReportCellsArgs, ("queued",)),
+    )
+}
+
+
+def parse_locker_args(type_: str, args: Any) -> CommandArgs:
+    """The validated `args` of a locker command; MalformedPayload if they do not fit."""
+    spec = LOCKER_COMMANDS[type_]
+    if not isinstance(args, dict):
+        raise MalformedPayload(f"args: expected an object, got {type(args).__name__}")
+    try:
+        return spec.args.model_validate(args)
+    except ValidationError as exc:
+        raise MalformedPayload(f"args of {type_!r}: {exc.errors()[0]['msg']}") from None
 
 
 class UnknownCommand(LookupError):

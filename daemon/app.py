@@ -23,7 +23,7 @@ from typing import Any
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
-from daemon.core import Business, LockerCore, OperatorCommand
+from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
 from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
@@ -499,6 +499,16 @@ class LockerDaemon:
     def operator_commands(self) -> Mapping[str, OperatorCommand]:
         """Every business's operator acts by command type (taken afresh at each call)."""
         return {name: act for b in self.businesses for name, act in b.operator_commands().items()}
+
+    def locker_commands(self) -> Mapping[str, LockerCommand]:
+        """Commands on no cell (expect-parcel, create-return, report-cells) by type, from the
+        businesses that take them (a business without any offers none)."""
+        out: dict[str, LockerCommand] = {}
+        for business in self.businesses:
+            offered = getattr(business, "locker_commands", None)
+            if offered is not None:
+                out.update(offered())
+        return out
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

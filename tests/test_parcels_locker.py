@@ -425,3 +425,63 @@ async def test_the_parcel_routes_answer_only_what_the_openapi_document_declares(
     assert "free S:1 M:2 L:1" in mail.get_body(preferencelist=("plain",)).get_content()
     await call("POST", "/api/v1/parcels/staff/logout", json={"session": admin})
     assert len(seen) >= 15
+
+
+async def test_console_commands_announce_a_parcel_issue_a_return_code_and_ask_a_report(
+        storage_locker: Any, mqtt_broker: Any) -> None:
+    """The signed commands W2's console sends, received by lockerd's fleet side."""
+    import json
+    import uuid
+
+    from contract.signing import make_command, private_key_from_seed, public_key_b64
+
+    key = private_key_from_seed(b"\x07" * 32)
+    locker = f"P-{uuid.uuid4().hex[:8]}"
+    creds = mqtt_broker.add_locker(locker)
+    rig = await storage_locker(
+        PROFILE, parcels=parcels_toml(returns_enabled="true"), locker_id=locker,
+        mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port,
+              "username": creds.username, "password": creds.password},
+        trust={"console-1": public_key_b64(key)})
+    fleet = rig.daemon.fleet
+    assert fleet is not None
+    sent: list[dict] = []
+    fleet._send = sent.extend  # type: ignore[method-assign]
+
+    async def command(type_: str, args: dict[str, Any]) -> list[dict]:
+        before = len(sent)
+        signed = make_command(locker, type_, args, operator="olga", reason="", key_id="console-1",
+                              private_key=key, now_ms=rig.daemon.clock())
+        await fleet.command_received(json.dumps(signed).encode(), locker)
+        return sent[before:]
+
+    announced = await command("expect-parcel", {"parcel_id": "P-77", "barcode": "BC-77",
+                                                "recipient_id": "r1"})
+    assert [r["status"] for r in announced] == ["accepted", "done"], announced
+    await rig.wait_event("parcel_announced", parcel_id="P-77")
+    # The courier's scan fills the recipient in.
+    session = await login(rig)
+    placed = await deposit(rig, session, None, "S", barcode="BC-77")  # type: ignore[arg-type]
+    assert placed["parcel_id"] == "P-77"
+    malformed = await command("expect-parcel", {"parcel_id": "P-78"})
+    assert malformed[-1]["status"] == "rejected" and malformed[-1]["reason"] == "malformed"
+    duplicate = await command("expect-parcel", {"parcel_id": "P-79", "barcode": "BC-77",
+                                                "recipient_id": "r2"})
+    assert duplicate[-1]["reason"] == "duplicate_barcode"
+
+    issued = await command("create-return", {"return_id": "RET-1", "recipient_id": None})
+    assert issued[-1]["status"] == "done"
+    code = issued[-1]["data"]["return_code"]
+    assert len(code) == 10
+    stored = rig.daemon.store.command_record(issued[-1]["cmd_id"])
+    assert code not in json.dumps(stored)  # sent once, stored redacted
+    for path in rig.daemon.config.data_dir.iterdir():
+        if path.is_file():
+            assert code.encode() not in path.read_bytes(), path
+    asked = await rig.http.post("/api/v1/parcels/pickup", json={"code": code})
+    assert asked.json() == {"return_id": "RET-1", "state": "size_needed"}
+
+    report = await command("report-cells", {"email": "ops@example.org"})
+    assert report[-1]["status"] == "done"
+    mail = (await wait_mail(rig, "ops@example.org"))[0]
+    assert locker in mail["Subject"]

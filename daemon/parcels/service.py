@@ -41,7 +41,7 @@ from daemon.parcels.sizing import NoCell, offer_cell
 from daemon.parcels.staff import LoginPolicy, Session, StaffDesk, StaffError, staff_open_event
 
 if TYPE_CHECKING:
-    from daemon.core import KioskRoute, LockerCore, OperatorCommand
+    from daemon.core import KioskRoute, LockerCommand, LockerCore, OperatorCommand
     from daemon.io.notifier import Notifier
 
 #: Store meta key of the business's state (books, outbox): ids, states, keyed hashes; no code.
@@ -614,8 +614,7 @@ class ParcelsService:
                 "emailed": bool(email)}
 
     # ----------------------------------------------------------------- console commands
-    def _cmd_expect(self, cell: int, reason: str, operator: str, ref: str | None,
-                    args: dict[str, Any]) -> dict[str, Any]:
+    def _cmd_expect(self, args: dict[str, Any]) -> dict[str, Any]:
         now = self.core.clock()
 
         def step() -> list[Any]:
@@ -637,10 +636,10 @@ class ParcelsService:
         """The console's acts: none on one cell yet (parcel commands take named args)."""
         return {}
 
-    def parcel_commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-        """The console's parcel commands by type, each taking the command's args."""
+    def locker_commands(self) -> dict[str, LockerCommand]:
+        """The console's parcel commands (on no cell) by type, each taking the command's args."""
         return {
-            "expect-parcel": lambda a: self._cmd_expect(0, "", "", None, a),
+            "expect-parcel": self._cmd_expect,
             "create-return": lambda a: {"return_code": self.create_return(
                 str(a["return_id"]), a.get("recipient_id"))},
             "report-cells": self._cmd_report,

@@ -29,6 +29,7 @@ from contract.recipients import Recipient
 from daemon.core import BusinessError, ErrorKind
 from daemon.fsm import Event, Refused
 from daemon.fsm.allocation import Candidate
+from daemon.io.store import StoreCorrupt
 from daemon.parcels import texts
 from daemon.parcels.codes import CodeBook, Verdict, code_policy
 from daemon.parcels.directory import DEFAULT_LIMIT, RecipientDirectory
@@ -50,6 +51,8 @@ STATE_KEY = "parcels"
 NO_DUE_MS = 10 * 365 * 24 * 3600_000
 #: Notification keys remembered as sent (a key is never queued again).
 SENT_KEPT = 20_000
+#: Finished parcels stay in the book this long (their events are stored): bounded memory.
+FINISHED_KEPT_MS = 7 * 24 * 3600_000
 #: How often the periodic work (expiry, reminders, sessions, outbox) runs.
 TICK_S = 0.25
 #: Retry delays of a notification that failed, in seconds (then the last one again).
@@ -178,8 +181,8 @@ class ParcelsService:
             self.staff.restore(saved["staff"])
             self.returns.restore(saved["returns"])
         except (KeyError, ValueError) as exc:
-            self.core.journal.line("parcels_state_unreadable", level="error", error=str(exc))
-            raise
+            raise StoreCorrupt(f"{self.core.store.path}: the parcel business's state "
+                               f"({STATE_KEY}) is unreadable: {exc}") from exc
         self.outbox = {e["key"]: e for e in saved.get("outbox", [])}
         self.sent = list(saved.get("sent", []))
         self.newcomers = list(saved.get("newcomers", []))
@@ -190,15 +193,16 @@ class ParcelsService:
         """Carry out a step's output in one write: events, codes, outbox entries and the
         machine's actions, with the books' snapshots; then wake the sender."""
         actions: list[Any] = []
+        code: dict[str, Any] = {}
         for item in out:
             if isinstance(item, IssueCode):
-                self._issue(item)
+                code = self._issue(item)
             elif isinstance(item, RevokeCode):
                 self.codes.revoke(item.cell)
             elif isinstance(item, RevokeReturnCode):
                 self.codes.revoke_return(item.return_id)
             elif isinstance(item, Notify):
-                self._queue(item)
+                self._queue(item, code if item.kind == "parcel_arrived" else {})
             else:
                 actions.append(item)
         numbered = self.core.apply(actions, meta={STATE_KEY: self._state()})
@@ -225,22 +229,21 @@ class ParcelsService:
         self.newcomers = list(state["newcomers"])
         self.language = state["language"]
 
-    def _issue(self, effect: IssueCode) -> None:
+    def _issue(self, effect: IssueCode) -> dict[str, Any]:
+        """Issue the code; what the arrival's outbox entry keeps to derive it again."""
         recipient = self.recipient(effect.recipient_id)
         issued = self.codes.issue(effect.cell, recipient.phone if recipient else None,
                                   effect.seed)
-        self._pending_code = {"seed": issued.seed, "attempt": issued.attempt,
-                              "factor": issued.factor}
+        return {"seed": issued.seed, "attempt": issued.attempt, "factor": issued.factor}
 
-    def _queue(self, notify: Notify) -> None:
+    def _queue(self, notify: Notify, code: dict[str, Any]) -> None:
         if notify.key in self.outbox or notify.key in self.sent:
             return
         entry: dict[str, Any] = {"key": notify.key, "kind": notify.kind, "cell": notify.cell,
                                  "recipient_id": notify.recipient_id,
                                  "parcels": list(notify.parcels), "tries": 0, "next_at": 0,
                                  "at": self.core.clock()}
-        if notify.kind == "parcel_arrived":
-            entry.update(getattr(self, "_pending_code", {}))
+        entry.update(code)
         if notify.recipient_id is not None and notify.cell in self.book.loads:
             with contextlib.suppress(ParcelError):
                 entry["due"] = self.book.due_at(notify.cell)
@@ -772,6 +775,7 @@ class ParcelsService:
 
     def _periodic(self) -> None:
         now = self.core.clock()
+        self.book.forget_finished(now - FINISHED_KEPT_MS)  # stored with the next step
         out = [*self.book.tick(now), *self.staff.tick(now)]
         section = self.section()
         at, emails = section.notify.daily_report_at, section.notify.daily_report_emails

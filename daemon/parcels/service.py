@@ -50,9 +50,10 @@ STATE_KEY = "parcels"
 #: A parcel cell's tenancy never runs out for the cell machine: the book's window decides.
 NO_DUE_MS = 10 * 365 * 24 * 3600_000
 #: Notification keys remembered as sent (a key is never queued again).
-SENT_KEPT = 20_000
-#: Finished parcels stay in the book this long (their events are stored): bounded memory.
-FINISHED_KEPT_MS = 7 * 24 * 3600_000
+SENT_KEPT = 1_000
+#: Finished parcels stay in the book this long (their events are stored; a screen may still ask
+#: for one): each step writes the book, so it stays as small as the parcels at the locker.
+FINISHED_KEPT_MS = 3600_000
 #: How often the periodic work (expiry, reminders, sessions, outbox) runs.
 TICK_S = 0.25
 #: Retry delays of a notification that failed, in seconds (then the last one again).
@@ -664,6 +665,12 @@ class ParcelsService:
             data = record["data"]
             cell = data.get("cell")
             ref = data.get("ref") or ""
+            if record["type"] in ("board_offline", "board_online"):
+                # Its cells cannot be opened meanwhile: their windows stop, then run again.
+                mark = "+fault" if record["type"] == "board_offline" else "-fault"
+                todo.extend((mark, c.id, data) for c in self.core.config.cells
+                            if c.board == data.get("board"))
+                continue
             if cell is None:
                 continue
             if ref.startswith("parcels:") and record["type"].endswith(

@@ -26,13 +26,14 @@ PROFILE = profile_toml().replace(
 )
 
 
-def parcels_toml(**extra: Any) -> str:
+def parcels_toml(notify: str = "", **extra: Any) -> str:
     lines = [
         'address = "1 Test Street"',
         'opening_hours = "8-20"',
         *(f"{k} = {v}" for k, v in extra.items()),
         "[notify]",
         'pickup_emails = ["admin@example.org"]',
+        notify,
     ]
     staff = [("c1", "Carl", "courier", "1001", "2468"), ("o1", "Olga", "operator", "2002", "1357"),
              ("k1", "Kim", "collector", "3003", "8642"),
@@ -53,8 +54,8 @@ def parcels_toml(**extra: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def parcel_locker(storage_locker: Any, **extra: Any) -> StorageRig:
-    return await storage_locker(PROFILE, parcels=parcels_toml(**extra))
+async def parcel_locker(storage_locker: Any, notify: str = "", **extra: Any) -> StorageRig:
+    return await storage_locker(PROFILE, parcels=parcels_toml(notify, **extra))
 
 
 async def login(rig: StorageRig, code: str = "1001", pin: str = "2468") -> str:
@@ -485,3 +486,22 @@ async def test_console_commands_announce_a_parcel_issue_a_return_code_and_ask_a_
     assert report[-1]["status"] == "done"
     mail = (await wait_mail(rig, "ops@example.org"))[0]
     assert locker in mail["Subject"]
+
+
+async def test_the_daily_cell_report_leaves_at_its_hour(storage_locker: Any) -> None:
+    import asyncio
+
+    rig = await parcel_locker(
+        storage_locker,
+        notify='daily_report_at = "03:00"\ndaily_report_emails = ["boss@example.org"]')
+    session = await login(rig)
+    await deposit(rig, session, "r1", "M")
+    while rig.daemon.parcels.next_report_at is None:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)
+    assert not mail_to(rig, "boss@example.org")  # not before its hour
+    rig.advance(25 * 3600_000)
+    report = (await wait_mail(rig, "boss@example.org"))[0]
+    text = report.get_body(preferencelist=("plain",)).get_content()
+    assert "free S:1 M:1 L:1" in text and "occupied S:0 M:1 L:0" in text, text
+    await rig.wait_event("cell_report_queued", why="daily")

@@ -505,3 +505,23 @@ async def test_the_daily_cell_report_leaves_at_its_hour(storage_locker: Any) -> 
     text = report.get_body(preferencelist=("plain",)).get_content()
     assert "free S:1 M:1 L:1" in text and "occupied S:0 M:1 L:0" in text, text
     await rig.wait_event("cell_report_queued", why="daily")
+
+
+async def test_a_board_offline_stops_the_pickup_window_of_its_cells(storage_locker: Any) -> None:
+    import asyncio
+
+    rig = await parcel_locker(storage_locker, pickup_window_s=60, reminders_s="[30]")
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "M")
+    cell = placed["cell"]
+    mark = rig.mark
+    rig.sim.set_silent(True)
+    await rig.wait_event("board_offline", since=mark, timeout=10)
+    await rig.wait_event("parcel_window_paused", cell=cell, since=mark)
+    rig.advance(120_000)
+    await asyncio.sleep(0.6)
+    assert "parcel_expired" not in rig.types(mark)
+    mark = rig.mark
+    rig.sim.set_silent(False)
+    resumed = await rig.wait_event("parcel_window_resumed", cell=cell, since=mark, timeout=10)
+    assert resumed["data"]["due_at"] > rig.daemon.clock() + 50_000

@@ -692,7 +692,8 @@ class ParcelsService:
         try:
             for kind, cell, data in todo:
                 if kind == "+fault":
-                    if cell in self.book.loads:
+                    spans = self.book.faults.get(cell) or [(0, 0)]
+                    if cell in self.book.loads and spans[-1][1] is not None:
                         self.book.fault_started(cell, now)
                         out.append(Event("parcel_window_paused", cell, {}))
                     continue

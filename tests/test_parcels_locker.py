@@ -525,3 +525,28 @@ async def test_a_board_offline_stops_the_pickup_window_of_its_cells(storage_lock
     rig.sim.set_silent(False)
     resumed = await rig.wait_event("parcel_window_resumed", cell=cell, since=mark, timeout=10)
     assert resumed["data"]["due_at"] > rig.daemon.clock() + 50_000
+
+
+def test_lockerd_check_names_a_bad_key_of_the_parcels_file(tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.fixtures.lockerd import LOCKERD
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "config"
+    text = (root / "locker.example.toml").read_text()
+    text = text.replace('profile = "profile.example.toml"',
+                        f'profile = "{root}/profile.example.toml"')
+    text = text.replace('parcels = "parcels.example.toml"', 'parcels = "parcels.toml"')
+    (tmp_path / "parcels.toml").write_text(parcels_toml().replace('role = "courier"',
+                                                                   'role = "driver"', 1))
+    path = tmp_path / "locker.toml"
+    path.write_text(text)
+    out = subprocess.run([LOCKERD, "--config", str(path), "--check"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert "parcels.toml" in out.stderr and "staff" in out.stderr and "role" in out.stderr, (
+        out.stderr)
+    (tmp_path / "parcels.toml").write_text(parcels_toml())
+    good = subprocess.run([LOCKERD, "--config", str(path), "--check"], capture_output=True,
+                          text=True, timeout=30)
+    assert good.returncode == 0, good.stderr

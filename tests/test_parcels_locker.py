@@ -550,3 +550,23 @@ def test_lockerd_check_names_a_bad_key_of_the_parcels_file(tmp_path: Any) -> Non
     good = subprocess.run([LOCKERD, "--config", str(path), "--check"], capture_output=True,
                           text=True, timeout=30)
     assert good.returncode == 0, good.stderr
+
+
+async def test_the_administrators_language_is_the_notifications_language(
+        storage_locker: Any) -> None:
+    rig = await parcel_locker(storage_locker)
+    admin = await login(rig, "4004", "9753")
+    forbidden = await rig.http.post("/api/v1/parcels/admin/language",
+                                    json={"session": await login(rig), "language": "ru"})
+    assert forbidden.status_code == 403
+    chosen = await rig.http.post("/api/v1/parcels/admin/language",
+                                 json={"session": admin, "language": "ru"})
+    assert chosen.status_code == 200, chosen.text
+    await rig.wait_event("parcels_language_set", language="ru")
+    placed = await deposit(rig, await login(rig), "r2", "S")
+    mail = (await wait_mail(rig, "anna@example.org"))[0]
+    assert mail["Subject"] == "Вам пришла посылка"
+    mark = rig.mark
+    opened = await rig.http.post("/api/v1/parcels/pickup", json={"code": code_in(mail)})
+    assert opened.status_code == 200, opened.text
+    await rig.door_cycle(placed["cell"], "pickup_completed", since=mark)

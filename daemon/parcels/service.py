@@ -143,6 +143,8 @@ class ParcelsService:
         return self._section_cache[1] or ParcelsSection()
 
     def kiosk_language(self) -> str:
+        """The locker's language: the administrator's choice at the kiosk, else the section's;
+        notifications use it for recipients without a language of their own."""
         return self.language or self.section().language
 
     def recipient(self, recipient_id: str | None) -> Recipient | None:
@@ -733,6 +735,8 @@ class ParcelsService:
         self.codes.shift(delta_ms)
         self.staff.shift(delta_ms)
         self.returns.shift(delta_ms)
+        if self.next_report_at is not None:
+            self.next_report_at += delta_ms
         for entry in self.outbox.values():
             entry["next_at"] = entry.get("next_at", 0) + delta_ms
             if entry.get("due") is not None:
@@ -832,14 +836,14 @@ class ParcelsService:
         section = self.section()
         kind = entry["kind"]
         if kind in ("pickup_report", "cell_report"):
-            message = texts.notice(kind, section.language, **self._admin_params(entry))
+            message = texts.notice(kind, self.kiosk_language(), **self._admin_params(entry))
             results = [await self.notifier.send_email(to, message.subject, message.text)
                        for to in entry.get("to", [])]
             return all(r.ok for r in results), "email"
         recipient = self.recipient(entry.get("recipient_id"))
         if recipient is None:
             return True, "no recipient"
-        language = recipient.language or section.language
+        language = recipient.language or self.kiosk_language()
         params: dict[str, Any] = {"address": section.address,
                                   "opening_hours": section.opening_hours,
                                   "due": _local(entry.get("due"))}

@@ -423,7 +423,7 @@ async def test_the_parcel_routes_answer_only_what_the_openapi_document_declares(
                         json={"session": admin, "email": "boss@example.org"})
     assert report.json()["free"] == {"S": 1, "M": 2, "L": 1}
     mail = (await wait_mail(rig, "boss@example.org"))[0]
-    assert "free S:1 M:2 L:1" in mail.get_body(preferencelist=("plain",)).get_content()
+    assert "свободно S:1 M:2 L:1" in mail.get_body(preferencelist=("plain",)).get_content()
     await call("POST", "/api/v1/parcels/staff/logout", json={"session": admin})
     assert len(seen) >= 15
 

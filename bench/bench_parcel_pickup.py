@@ -1,6 +1,6 @@
 """Benchmark (not a test): a parcel pickup as the recipient feels it, and lockerd's memory.
 
-Run:  .venv/bin/python bench/bench_parcel_pickup.py [--pickups 40] [--recipients 10000]
+Run:  .venv/bin/python bench/bench_parcel_pickup.py [--pickups 100] [--recipients 10000]
 
 A real lockerd (kiosk API on, Modbus relay board on a pseudo-terminal, 30 ms polling, a real
 SMTP server for the recipients' e-mails) with both businesses: storage on cells 1 and 6, parcels
@@ -92,7 +92,7 @@ def code_for(mailbox: SmtpCollector, rid: str) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pickups", type=int, default=40)
+    ap.add_argument("--pickups", type=int, default=100)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--recipients", type=int, default=10_000)
     args = ap.parse_args()

@@ -113,6 +113,8 @@ class CommandSpec:
     audited: bool
     #: The keys of `data` in its `done` result.
     done_data: tuple[str, ...]
+    #: Keys of `done` data sent once and stored redacted, by the locker and the console.
+    secret: tuple[str, ...] = ()
 
 
 #: Every command a locker may be sent, in the order the console lists them.
@@ -129,13 +131,31 @@ COMMANDS: dict[CommandType, CommandSpec] = {
                     ("cell", "tenancy_id", "pin")),
         CommandSpec(CommandType.EVICT, EvictArgs, Executor.CELL, True, True, ("cell", "door")),
         CommandSpec(CommandType.EXPECT_PARCEL, ExpectParcelArgs, Executor.PARCELS, False, False,
-                    ("parcel_id",)),
+                    ("parcel_id", "state")),
         CommandSpec(CommandType.CREATE_RETURN, CreateReturnArgs, Executor.PARCELS, False, False,
-                    ("return_id", "return_code")),
+                    ("return_id", "return_code"), secret=("return_code",)),
         CommandSpec(CommandType.REPORT_CELLS, ReportCellsArgs, Executor.PARCELS, False, False,
-                    ()),
+                    ("queued",)),
     )
 }
+
+
+#: Commands on no cell (issue 12's parcel business): the locker's parcel business answers them
+#: at once; the console sends them like the others (`parcels expect`, `returns create`, ...).
+LOCKER_COMMANDS: dict[str, CommandSpec] = {
+    str(t): spec for t, spec in COMMANDS.items() if spec.executor is Executor.PARCELS
+}
+
+
+def parse_locker_args(type_: str, args: Any) -> CommandArgs:
+    """The validated `args` of a locker command; MalformedPayload if they do not fit."""
+    spec = LOCKER_COMMANDS[type_]
+    if not isinstance(args, dict):
+        raise MalformedPayload(f"args: expected an object, got {type(args).__name__}")
+    try:
+        return spec.args.model_validate(args)
+    except ValidationError as exc:
+        raise MalformedPayload(f"args of {type_!r}: {exc.errors()[0]['msg']}") from None
 
 
 class UnknownCommand(LookupError):

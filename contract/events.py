@@ -241,6 +241,26 @@ class StaffData(EventData):
     parcels: list[str] | None = None
 
 
+class NoticeData(EventData):
+    """A parcel notification that left the outbox, or a cell report queued (never its text,
+    code, phone or address)."""
+
+    #: parcel_arrived, parcel_added, parcel_reminder, parcel_expired, pickup_report, cell_report.
+    notice: str | None = None
+    parcels: list[str] | None = None
+    #: The channels it went through (`email,sms`).
+    channels: str | None = None
+    #: cell_report_queued: kiosk, console or daily; and to how many addresses.
+    why: str | None = None
+    emails: int | None = None
+
+
+class ParcelSettingData(EventData):
+    """An administrator changed a parcel setting at the kiosk."""
+
+    language: str | None = None
+
+
 class CodeGuardData(EventData):
     """The kiosk's one-time code entry was paused (guessing) or resumed."""
 
@@ -333,6 +353,16 @@ _ROWS: list[EventSpec] = [
     EventSpec("code_entry_paused", CodeGuardData, True,
               "too many wrong pickup codes: code entry paused"),
     EventSpec("code_entry_resumed", CodeGuardData, summary="pickup code entry works again"),
+    EventSpec("parcel_window_paused", ParcelData,
+              summary="a fault blocked a cell with parcels: their pickup window stopped"),
+    EventSpec("parcel_window_resumed", ParcelData,
+              summary="the fault cleared: the pickup window runs again (`due_at`)"),
+    EventSpec("return_issued", ParcelData, summary="a return code was issued (never the code)"),
+    EventSpec("parcel_notice_sent", NoticeData,
+              summary="a parcel notification left the outbox (once per parcel and kind)"),
+    EventSpec("cell_report_queued", NoticeData, summary="a cell report e-mail was queued"),
+    EventSpec("parcels_language_set", ParcelSettingData,
+              summary="an administrator set the parcel kiosk's language"),
 ]
 
 #: Every event type a locker records, with its data model.

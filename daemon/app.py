@@ -23,7 +23,7 @@ from typing import Any
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
-from daemon.core import Business, LockerCore, OperatorCommand
+from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
 from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
@@ -32,6 +32,7 @@ from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
 from daemon.kiosk_limits import raise_fd_limit
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
+from daemon.parcels.wiring import build_parcels
 from daemon.storage.wiring import build_storage, simulator_control
 
 VERSION = "0.1.0"
@@ -118,8 +119,12 @@ class LockerDaemon:
         self._local_profile = load_profile_file(config.profile) if config.profile else None
         self._profile_cache: tuple[Any, Profile | None] = (None, None)
         self.storage = build_storage(self)
+        #: The parcel business, on the cells the profile's groups give to `parcels` (none: it
+        #: idles), with the storage business's notifier (one SMS gateway, one SMTP server).
+        self.parcels = build_parcels(self, self.storage.notifier)
         #: Every business on this locker; the commit path knows them only by the seam.
-        self.businesses: list[Business] = [self.storage, *(make(self) for make in businesses)]
+        self.businesses: list[Business] = [self.storage, self.parcels,
+                                           *(make(self) for make in businesses)]
         self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
@@ -494,6 +499,16 @@ class LockerDaemon:
     def operator_commands(self) -> Mapping[str, OperatorCommand]:
         """Every business's operator acts by command type (taken afresh at each call)."""
         return {name: act for b in self.businesses for name, act in b.operator_commands().items()}
+
+    def locker_commands(self) -> Mapping[str, LockerCommand]:
+        """Commands on no cell (expect-parcel, create-return, report-cells) by type, from the
+        businesses that take them (a business without any offers none)."""
+        out: dict[str, LockerCommand] = {}
+        for business in self.businesses:
+            offered = getattr(business, "locker_commands", None)
+            if offered is not None:
+                out.update(offered())
+        return out
 
     @staticmethod
     def _event_data(event: Event) -> dict[str, Any]:

@@ -83,6 +83,10 @@ def _load(path: str | None) -> LockerConfig:
             raise ConfigError(
                 f"{config.profile}: no cell group covers cells {missing} of {path}"
             )
+    if config.parcels is not None:
+        from daemon.parcels.wiring import load_section
+
+        load_section(config.parcels)  # a bad key is named before anything starts
     return config
 
 

@@ -160,6 +160,9 @@ class LockerConfig(StrictSection):
     #: Storage profile (TOML) of a locker without a console; a signed fleet configuration
     #: replaces it once applied.
     profile: Path | None = None
+    #: The `parcels` section (TOML) of a locker without a console: couriers, recipients,
+    #: codes (docs/parcels.md); a signed fleet configuration's `parcels` replaces it.
+    parcels: Path | None = None
     kiosk: KioskSettings = Field(default_factory=KioskSettings)
     payment: PaymentSettings = Field(default_factory=PaymentSettings)
     printer: PrinterSettings = Field(default_factory=PrinterSettings)
@@ -262,6 +265,8 @@ def load_locker_config(path: str | Path) -> LockerConfig:
     if config.profile is not None and not config.profile.is_absolute():
         # A profile beside the configuration file is found wherever lockerd is started from.
         config = config.model_copy(update={"profile": Path(path).parent / config.profile})
+    if config.parcels is not None and not config.parcels.is_absolute():
+        config = config.model_copy(update={"parcels": Path(path).parent / config.parcels})
     return config
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,6 +82,11 @@ class LockerCore(Protocol):
 OperatorCommand = Callable[[int, str, str, "str | None"], dict[str, Any]]
 
 
+#: A business's act on the locker as a whole (a command on no cell): args -> the result's data.
+#: Raises daemon.fsm.Refused or BusinessError (with a reason code) when it cannot be done.
+LockerCommand = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class KioskRoute:
     """One route a business adds to the kiosk API; `handler` is a plain typed coroutine
@@ -92,6 +97,8 @@ class KioskRoute:
     handler: Callable[..., Awaitable[Any]]
     name: str
     status_code: int = 200
+    #: What it refuses with, by HTTP status: the codes, published in /openapi.json.
+    errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 class FleetHost(LockerCore, Protocol):
@@ -106,6 +113,9 @@ class FleetHost(LockerCore, Protocol):
         ...
 
     def operator_commands(self) -> Mapping[str, OperatorCommand]:
+        ...
+
+    def locker_commands(self) -> Mapping[str, LockerCommand]:
         ...
 
 
@@ -172,5 +182,5 @@ class BusinessError(Exception):
         return self.code.replace("_", " ")
 
 
-__all__ = ["Business", "BusinessError", "ErrorKind", "FleetHost", "KioskRoute", "LockerCore",
-           "OperatorCommand"]
+__all__ = ["Business", "BusinessError", "ErrorKind", "FleetHost", "KioskRoute", "LockerCommand",
+           "LockerCore", "OperatorCommand"]

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from contract.commands import LOCKER_COMMANDS
 from contract.messages import (
     MalformedPayload,
     Notification,
@@ -28,6 +29,7 @@ from contract.messages import (
 )
 from contract.profiles import ConfigBody, ProfileError
 from contract.signing import config_hash, verified_config
+from daemon.core import BusinessError
 from daemon.fsm import Event, Refused
 from daemon.remote_commands import (
     DOOR_COMMANDS,
@@ -292,6 +294,9 @@ class FleetSide:
         if cmd.type in SERVICE_COMMANDS:
             self._service_command(decision.cell, cmd, record, reason)
             return
+        if cmd.type in LOCKER_COMMANDS:
+            self._locker_command(cmd, record)
+            return
         try:
             actions = d.machine.command(
                 decision.cell,
@@ -367,6 +372,39 @@ class FleetSide:
         with contextlib.suppress(Refused):  # the act is committed; its result waits for space
             d.apply([], commands=[record])
         self._send(record["results"])
+
+    def _locker_command(self, cmd: SignedCommand, record: dict) -> None:
+        """expect-parcel, create-return, report-cells: answered at once by the business that
+        takes them. A secret in the result (a return code) is sent once and stored redacted, so
+        a redelivery gets the redacted answer and the store never holds the code."""
+        d = self.daemon
+        act = d.locker_commands().get(cmd.type)
+        accepted = result(cmd.cmd_id, "accepted")
+        try:
+            record["results"] = [accepted]
+            d.apply([], commands=[record])
+        except Refused as refused:
+            self._send([result(cmd.cmd_id, "rejected", refused.reason)])
+            return
+        try:
+            if act is None:
+                raise Refused("unsupported", f"no business here takes {cmd.type!r}")
+            data = act(dict(cmd.args))
+        except (Refused, BusinessError) as exc:
+            code = exc.reason if isinstance(exc, Refused) else exc.code
+            record["results"] = [accepted, result(cmd.cmd_id, "rejected", _reason_code(code))]
+            with contextlib.suppress(Refused):
+                d.apply([Event("command_rejected", None,
+                               {"cmd_id": cmd.cmd_id, "reason": code}, False)],
+                        commands=[record])
+            self._send(record["results"])
+            return
+        secret = LOCKER_COMMANDS[cmd.type].secret
+        stored = {k: ("<redacted>" if k in secret else v) for k, v in data.items()}
+        record["results"] = [accepted, result(cmd.cmd_id, "done", **stored)]
+        with contextlib.suppress(Refused):
+            d.apply([], commands=[record])
+        self._send([accepted, result(cmd.cmd_id, "done", **data)])
 
     async def config_received(self, payload: bytes) -> None:
         try:

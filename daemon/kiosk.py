@@ -28,7 +28,12 @@ from starlette.exceptions import HTTPException
 from daemon.core import BusinessError, ErrorKind, KioskRoute, LockerCore
 from daemon.fsm import Refused
 from daemon.journal import Journal
-from daemon.kiosk_errors import ROUTE_ERRORS, declared_responses, openapi_without_422
+from daemon.kiosk_errors import (
+    ROUTE_ERRORS,
+    business_errors,
+    declared_responses,
+    openapi_without_422,
+)
 from daemon.kiosk_limits import BodyLimit, ClientGate, gated_protocol, kiosk_connection_cap
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.storage.service import StorageError, StorageService
@@ -262,7 +267,8 @@ def create_app(
 
     for route in routes:  # other businesses' routes, their refusals mapped like ours
         app.add_api_route(route.path, route.handler, methods=[route.method], name=route.name,
-                          status_code=route.status_code, dependencies=[Ready])
+                          status_code=route.status_code, dependencies=[Ready],
+                          responses=declared_responses(business_errors(route.errors)))
     return app
 
 

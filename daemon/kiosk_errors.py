@@ -9,6 +9,7 @@ and checks that nothing undeclared comes back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -83,6 +84,12 @@ ROUTE_ERRORS: dict[str, Errors] = {
         422: ("bad_period", "beyond_limit"),
     }),
 }
+
+
+def business_errors(errors: Mapping[int, tuple[str, ...]]) -> Errors:
+    """A business route's own refusals plus what every route may answer (bad bodies, body
+    limits, not ready, a full disk)."""
+    return _merge(_BODY, _READY, _DISK, dict(errors))
 
 
 class ErrorDetail(BaseModel):

@@ -12,7 +12,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.commands import COMMANDS, Executor, UnknownCommand, parse_args
+from contract.commands import (
+    COMMANDS,
+    LOCKER_COMMANDS,
+    Executor,
+    UnknownCommand,
+    parse_args,
+    parse_locker_args,
+)
 from contract.messages import MalformedPayload, Reason, SignedCommand, peek_cmd_id
 from contract.signing import verify
 
@@ -111,6 +118,12 @@ class RemoteCommands:
                     previous.get("results") or [result(command.cmd_id, "rejected", Reason.REPLAYED)]
                 )
             )
+        if command.type in LOCKER_COMMANDS:  # on no cell: a business answers it at once
+            try:
+                parse_locker_args(command.type, command.args)
+            except MalformedPayload:
+                return self._refuse(command, now_ms, Reason.MALFORMED)
+            return Execute(command, command.type, 0, self.record(command, [], now_ms))
         try:
             args = parse_args(command.type, command.args)
         except UnknownCommand:

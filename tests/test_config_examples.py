@@ -24,8 +24,10 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from contract.config_file import ConfigError
+from contract.parcels import ParcelsSection
 from contract.profiles import Profile, load_profile_file
 from daemon.config import LockerConfig, load_locker_config
+from daemon.parcels.wiring import load_section
 from fleet_console.config import ConsoleConfig, load_console_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +119,7 @@ EXAMPLES = [
     ("locker.example.toml", LockerConfig, load_locker_config, LOCKER_DERIVED),
     ("console.example.toml", ConsoleConfig, load_console_config, {}),
     ("profile.example.toml", Profile, load_profile_file, {}),
+    ("parcels.example.toml", ParcelsSection, load_section, {}),
 ]
 
 

@@ -195,11 +195,11 @@ def test_every_topic_has_an_access_rule() -> None:
 
 
 
-def test_a_locker_without_a_parcel_business_refuses_its_commands_unsupported() -> None:
-    """A parcel command names no cell: until a business carries it out, the dispatcher answers
-    `unsupported` (before, reading its cell raised)."""
+def test_parcel_commands_go_to_the_business_with_no_cell() -> None:
+    """A parcel command names no cell: the dispatcher hands it on whole (before, reading its
+    cell raised); lockerd answers `unsupported` when no business takes it (daemon/fleet.py)."""
     from contract.signing import generate_private_key, make_command, public_key_b64
-    from daemon.remote_commands import Answer, RemoteCommands
+    from daemon.remote_commands import Execute, RemoteCommands
 
     key = generate_private_key()
     remote = RemoteCommands("L1", {"k1": public_key_b64(key)}, [1])
@@ -209,6 +209,5 @@ def test_a_locker_without_a_parcel_business_refuses_its_commands_unsupported() -
         cmd = make_command("L1", type_, args, operator="o", reason="r", key_id="k1",
                            private_key=key, now_ms=1_800_000_000_000)
         answer = remote.check(json.dumps(cmd).encode(), "L1", 1_800_000_000_000, lambda _: None)
-        assert isinstance(answer, Answer), type_
-        assert [(r["status"], r["reason"]) for r in answer.results] == [
-            ("rejected", "unsupported")], type_
+        assert isinstance(answer, Execute), type_
+        assert (answer.command.type, answer.command.args) == (type_, args)

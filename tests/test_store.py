@@ -200,3 +200,43 @@ def test_a_whole_last_line_that_fails_its_checksum_is_damage_not_a_torn_write(
     with pytest.raises(StoreCorrupt, match=r"line 3 is damaged \(checksum mismatch\)"):
         LockerStore(tmp_path)
     assert journal.read_bytes() == raw.replace(b'"n":12', b'"n":72', 1)  # nothing cut
+
+
+def test_a_big_meta_key_is_not_written_again_with_every_event(tmp_path) -> None:
+    """The fleet's configuration body (a parcel locker's directory: megabytes) and the parcel
+    state live in meta documents of their own: an event's commit (last_seq moves) writes a
+    short journal line, and every key is still there after a reopen."""
+    from daemon.io.store import LockerStore
+
+    store = LockerStore(tmp_path)
+    body = {"parcels": {"recipients": [{"id": f"r{i}", "name": "x" * 40} for i in range(5000)]}}
+    store.commit(None, [("config_applied", {"version": 1})], now_ms=1,
+                 meta={"fleet_config": {"version": 1, "body": body}, "parcels": {"v": 1}})
+    size = store._storage.journal_bytes
+    store.commit(None, [("door_opened", {"cell": 1})], now_ms=2)
+    grew = store._storage.journal_bytes - size
+    assert 0 < grew < 2_000, grew
+    store.commit(None, [], now_ms=3, meta={"parcels": {"v": 2}, "kiosk_limits": {"a": 1}})
+    store.close()
+    again = LockerStore(tmp_path)
+    assert again.meta("fleet_config")["body"] == body
+    assert again.meta("parcels") == {"v": 2} and again.meta("kiosk_limits") == {"a": 1}
+    assert again.last_seq == 2
+    again.close()
+
+
+def test_a_store_from_before_moves_its_big_meta_keys_out_at_its_first_commit(tmp_path) -> None:
+    from daemon.io.store import LockerStore
+
+    store = LockerStore(tmp_path)
+    store._write([("meta", 1, {"last_seq": 4, "fleet_config": {"version": 3}, "x": 1})])
+    store.close()
+    old = LockerStore(tmp_path)
+    assert old.meta("fleet_config") == {"version": 3} and old.last_seq == 4
+    old.commit(None, [("door_opened", {"cell": 1})], now_ms=2)
+    assert "fleet_config" not in old._meta.get(doc_id=1)
+    old.close()
+    moved = LockerStore(tmp_path)
+    assert moved.meta("fleet_config") == {"version": 3} and moved.meta("x") == 1
+    assert moved.last_seq == 5
+    moved.close()

@@ -184,6 +184,13 @@ class _MemoryMiddleware(CachingMiddleware):
         self._cache_modified_count = 0
 
 
+#: Meta keys kept in a document of their own: the fleet's configuration body (a parcel
+#: locker's, with 10,000 recipients, is megabytes) and the parcel business's state. A commit
+#: then writes only what changed, not them with every event's `last_seq`.
+OWN_META_DOCS: dict[str, int] = {"fleet_config": 2, "parcels": 3}
+_OWN_META_KEYS = {doc_id: key for key, doc_id in OWN_META_DOCS.items()}
+
+
 class LockerStore:
     """State, numbered events and the remote-command replay cache, committed together."""
 
@@ -204,6 +211,10 @@ class LockerStore:
             self._payments = self._db.table("payments")
             self._relayed = self._db.table("relayed")
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
+            for key, doc_id in OWN_META_DOCS.items():
+                own = self._meta.get(doc_id=doc_id)
+                if own is not None and "value" in own:
+                    self._meta_doc[key] = own["value"]
             self._cell_docs = {doc.doc_id: dict(doc) for doc in self._cells.all()}
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
             raise StoreCorrupt(f"{self.path}: store file is damaged: {exc}") from None
@@ -329,11 +340,27 @@ class LockerStore:
         changes.extend(self._upsert(self._commands, "cmd_id", r, new_ids) for r in commands)
         changes.extend(self._upsert(self._payments, "op_id", r, new_ids) for r in payments)
         changes.extend(self._upsert(self._relayed, "id", r, new_ids) for r in relayed)
-        new_meta = {**self._meta_doc, "last_seq": seq, **(meta or {})}
-        if new_meta != self._meta_doc:
-            changes.append((self._meta.name, 1, new_meta))
+        changes.extend(self._meta_changes(seq, meta or {}))
         self._write(changes)
         return numbered
+
+    def _meta_changes(self, seq: int, meta: Mapping[str, Any]) -> list[Change]:
+        """The meta documents that change: the small keys (last_seq moves with every event) in
+        document 1, each big key of OWN_META_DOCS in its own, written only when given anew.
+        A store from before (big keys in document 1) moves them out at its first commit."""
+        changes: list[Change] = []
+        legacy = any(k in (self._meta.get(doc_id=1) or {}) for k in OWN_META_DOCS)
+        small_old = {k: v for k, v in self._meta_doc.items() if k not in OWN_META_DOCS}
+        small_new = {**small_old, "last_seq": seq,
+                     **{k: v for k, v in meta.items() if k not in OWN_META_DOCS}}
+        if small_new != small_old or legacy:
+            changes.append((self._meta.name, 1, small_new))
+        for key, doc_id in OWN_META_DOCS.items():
+            if key in meta and meta[key] != self._meta_doc.get(key):
+                changes.append((self._meta.name, doc_id, {"value": meta[key]}))
+            elif legacy and key in self._meta_doc:
+                changes.append((self._meta.name, doc_id, {"value": self._meta_doc[key]}))
+        return changes
 
     def _machine_changes(self, machine_state: Mapping) -> list[Change]:
         """Only the cells whose stored form changed are written (a few of hundreds, usually)."""
@@ -393,7 +420,13 @@ class LockerStore:
                 else:
                     self._cell_docs[doc_id] = doc
             elif name == self._meta.name and doc_id == 1:
-                self._meta_doc = dict(doc or {})
+                own = {k: self._meta_doc[k] for k in OWN_META_DOCS if k in self._meta_doc}
+                self._meta_doc = {**(doc or {}), **own}
+            elif name == self._meta.name and doc_id in _OWN_META_KEYS:
+                if doc is None:
+                    self._meta_doc.pop(_OWN_META_KEYS[doc_id], None)
+                else:
+                    self._meta_doc[_OWN_META_KEYS[doc_id]] = doc["value"]
 
     def compact(self) -> None:
         """Rewrite the image with everything and empty the journal."""

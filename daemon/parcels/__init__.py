@@ -1,4 +1,4 @@
-"""The parcel-locker business (issue 12): its pure core first, wired into lockerd later.
+"""The parcel-locker business (issue 12): its pure core, and its wiring into lockerd (service).
 
 lifecycle (a parcel's states and what door events do to them), codes (one-time pickup codes and
 the guessing defence), expiry (the pickup window that pauses on faults), staff (kiosk logins,

@@ -114,6 +114,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "no_session": "Please log in.",
         "forbidden": "Your role does not allow this.",
         "reason_required": "Please give a reason.",
+        "phone_digits_required": "Please enter the last 4 digits of your phone number too.",
+        "unknown_recipient": "There is no such recipient.",
+        "bad_recipient": "Please check the recipient's details: {detail}",
+        "returns_disabled": "Returns are not taken at this locker.",
+        "not_parcel_cell": "This is not a parcel cell.",
+        "unknown_language": "The language {wanted} is not offered.",
     },
     "ru": {
         "duplicate_barcode": "Посылка с этим штрихкодом уже в постамате.",
@@ -140,6 +146,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "no_session": "Войдите в систему.",
         "forbidden": "Ваша роль этого не позволяет.",
         "reason_required": "Укажите причину.",
+        "phone_digits_required": "Введите также последние 4 цифры номера телефона.",
+        "unknown_recipient": "Такого получателя нет.",
+        "bad_recipient": "Проверьте данные получателя: {detail}",
+        "returns_disabled": "Этот постамат не принимает возвраты.",
+        "not_parcel_cell": "Это не ячейка для посылок.",
+        "unknown_language": "Язык {wanted} не поддерживается.",
     },
 }
 

@@ -1,0 +1,190 @@
+"""Benchmark (not a test): a parcel pickup as the recipient feels it, and lockerd's memory.
+
+Run:  .venv/bin/python bench/bench_parcel_pickup.py [--pickups 100] [--recipients 10000]
+
+A real lockerd (kiosk API on, Modbus relay board on a pseudo-terminal, 30 ms polling, a real
+SMTP server for the recipients' e-mails) with both businesses: storage on cells 1 and 6, parcels
+on 2-5, and a `parcels` section of 10,000 recipients. Measures, in the same run:
+- baseline: `GET /api/v1/health` round trip (uvicorn + FastAPI, no locker logic);
+- `POST /api/v1/parcels/pickup` with the code read from the e-mail, until the simulator sees the
+  door open (the unlock frame went out on the bus: the door springs at once);
+- lockerd's resident memory with both businesses and the 10,000-recipient section, beside a
+  lockerd with storage only (no parcels section) started the same way.
+Writes bench/results/parcel_pickup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from board_sim.simulator import PtySimulator  # noqa: E402
+from contract.pin_hash import hash_pin  # noqa: E402
+from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
+from tests.fixtures.messaging import SmtpCollector  # noqa: E402
+from tests.fixtures.storage_locker import CELLS, free_port, profile_toml  # noqa: E402
+from tests.test_parcels_locker import PROFILE  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def wait(check, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench_parcel_pickup: timed out waiting for {what}")
+        time.sleep(0.0005)
+
+
+def section(recipients: int) -> str:
+    lines = ['address = "1 Bench Street"', "[[staff]]", 'id = "c1"', 'name = "Carl"',
+             'role = "courier"', 'code = "1001"', f'pin_hash = "{hash_pin("2468", n=16)}"']
+    for i in range(recipients):
+        lines += ["[[recipients]]", f'id = "r{i}"', f'name = "Recipient {i:05d}"',
+                  f'department = "Dept {i % 40}"', f'email = "r{i}@example.org"']
+    return "\n".join(lines) + "\n"
+
+
+def start(root: Path, name: str, sim: PtySimulator, port: int, extra: str) -> LockerdProcess:
+    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
+    config = root / f"{name}.toml"
+    config.write_text(locker_toml(name, root / f"data-{name}", [board], CELLS,
+                                  extra=extra.replace("[notifier]", f"[kiosk]\nenabled = true\n"
+                                                      f"port = {port}\n[notifier]")
+                                  if "[notifier]" in extra else
+                                  extra + f"[kiosk]\nenabled = true\nport = {port}\n"))
+    return LockerdProcess(config).start()
+
+
+def code_for(mailbox: SmtpCollector, rid: str) -> str | None:
+    for m in mailbox.messages:
+        if f"{rid}@example.org" in m.recipients:
+            msg = email.message_from_bytes(m.content, policy=email.policy.default)
+            body = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore
+            found = re.search(r"code: (\d+)", body)
+            if found:
+                return found.group(1)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pickups", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--recipients", type=int, default=10_000)
+    args = ap.parse_args()
+    mailbox = SmtpCollector()
+    with tempfile.TemporaryDirectory() as tmp, PtySimulator("modbus-relay", 1, 6) as sim:
+        root = Path(tmp)
+        (root / "storage.toml").write_text(profile_toml(mode="prepaid"))
+        (root / "both.toml").write_text(PROFILE)
+        (root / "parcels.toml").write_text(section(args.recipients))
+        # Baseline memory: the same lockerd with storage only.
+        port = free_port()
+        d = start(root, "S1", sim, port, f'profile = "{root / "storage.toml"}"\n')
+        try:
+            http = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10)
+            wait(lambda: http.get("/health").json()["ready"], "the kiosk API")
+            assert d.proc is not None
+            rss_storage = rss_mb(d.proc.pid)
+        finally:
+            d.terminate()
+
+        port = free_port()
+        notifier = (f'[notifier]\nemail = "smtp"\n[notifier.smtp]\nhost = "127.0.0.1"\n'
+                    f'port = {mailbox.port}\nsender = "locker@example.org"\nstarttls = false\n')
+        d = start(root, "P1", sim, port, f'profile = "{root / "both.toml"}"\n'
+                  f'parcels = "{root / "parcels.toml"}"\n' + notifier)
+        try:
+            http = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10)
+            wait(lambda: http.get("/health").json()["ready"], "the kiosk API")
+            assert d.proc is not None
+            rss_idle = rss_mb(d.proc.pid)
+            health = []
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                http.get("/health")
+                health.append((time.perf_counter() - started) * 1000)
+            to_door = []
+            for i in range(args.pickups):
+                rid = f"r{i * 97 % args.recipients}"
+                session = http.post("/parcels/staff/login",
+                                    json={"code": "1001", "pin": "2468"}).json()["session"]
+                mark = d.mark
+                placed = http.post("/parcels/deposits", json={
+                    "session": session, "recipient_id": rid, "size": "S"})
+                placed.raise_for_status()
+                cell = placed.json()["cell"]
+                wait(lambda c=cell: sim.door_open(0, c), "the deposit door")
+                d.wait_event("door_opened", cell=cell, since=mark)
+                sim.close_door(0, cell)
+                wait(lambda r=rid: code_for(mailbox, r) is not None, "the arrival e-mail")
+                code = code_for(mailbox, rid)
+                mark = d.mark
+                started = time.perf_counter()
+                http.post("/parcels/pickup", json={"code": code}).raise_for_status()
+                wait(lambda c=cell: sim.door_open(0, c), "the pickup door")
+                to_door.append((time.perf_counter() - started) * 1000)
+                d.wait_event("door_opened", cell=cell, since=mark)
+                sim.close_door(0, cell)
+                d.wait_event("parcel_picked_up", since=mark)
+            rss_after = rss_mb(d.proc.pid)
+        except BaseException:
+            for line in d.lines[-12:]:
+                print(line)
+            raise
+        finally:
+            d.terminate()
+            mailbox.close()
+
+    def fig(values: list[float]) -> dict[str, float]:
+        return {"p50_ms": round(statistics.median(values), 2), "p99_ms": round(pct(values, 99), 2)}
+
+    results = {
+        "health_baseline": fig(health),
+        "code_to_door_open": fig(to_door),
+        "rss_mb_storage_only": round(rss_storage, 1),
+        "rss_mb_both_businesses_idle": round(rss_idle, 1),
+        "rss_mb_both_businesses_after_pickups": round(rss_after, 1),
+        "recipients": args.recipients,
+        "pickups": args.pickups,
+        "targets": {"code_to_door_open_p99_ms": 50, "rss_mb": 60},
+    }
+    print(f"GET /health (baseline)              p50 {results['health_baseline']['p50_ms']} ms  "
+          f"p99 {results['health_baseline']['p99_ms']} ms")
+    print(f"pickup code -> door open (bus)      p50 {results['code_to_door_open']['p50_ms']} ms  "
+          f"p99 {results['code_to_door_open']['p99_ms']} ms  (target p99 <= 50 ms)")
+    print(f"lockerd RSS, storage only           {results['rss_mb_storage_only']} MB")
+    print(f"lockerd RSS, both, {args.recipients} recipients  "
+          f"{results['rss_mb_both_businesses_idle']} MB idle, "
+          f"{results['rss_mb_both_businesses_after_pickups']} MB after the pickups "
+          "(target <= 60 MB)")
+    out = ROOT / "bench" / "results" / "parcel_pickup.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""kill -9 of lockerd at random instants of parcel deposit and pickup cycles (issue 12).
+
+A real lockerd process, its kiosk API over HTTP, a pty relay board and a real SMTP server. Each
+cycle leaves a parcel for its own recipient and picks it up with the code from the e-mail, while a
+timer kills lockerd at a random instant. Then: no parcel is lost (each one deposited is picked up
+with the code its recipient received), no code is lost or replaced (every arrival e-mail to a
+recipient carries the same code: it is derived again, never drawn anew, after a crash), and every
+cell is true to its door (all free, closed, with no parcel left in the books).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from daemon.control import ControlError
+from tests.fixtures.messaging import SmtpCollector
+from tests.fixtures.storage_locker import CELLS, free_port
+from tests.test_parcels_locker import PROFILE
+
+CYCLES = 6
+RECIPIENTS = [f"r{i}" for i in range(CYCLES)]
+PARCEL_CELLS = (2, 3, 4, 5)
+
+
+def _parcels_toml() -> str:
+    from contract.pin_hash import hash_pin
+
+    lines = ['address = "1 Crash Street"', "[[staff]]", 'id = "c1"', 'name = "Carl"',
+             'role = "courier"', 'code = "1001"', f'pin_hash = "{hash_pin("2468", n=16)}"',
+             "[[staff]]", 'id = "a1"', 'name = "Ann"', 'role = "administrator"',
+             'code = "4004"', f'pin_hash = "{hash_pin("9753", n=16)}"']
+    for rid in RECIPIENTS:
+        lines += ["[[recipients]]", f'id = "{rid}"', f'name = "Person {rid}"',
+                  f'email = "{rid}@example.org"']
+    return "\n".join(lines) + "\n"
+
+
+def _codes(mailbox: SmtpCollector, rid: str) -> list[str]:
+    out = []
+    for m in mailbox.messages:
+        if f"{rid}@example.org" not in m.recipients:
+            continue
+        msg = email.message_from_bytes(m.content, policy=email.policy.default)
+        body = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        found = re.search(r"code: (\d+)", body)
+        if found:
+            out.append(found.group(1))
+    return out
+
+
+def _wait(check: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError, OSError, KeyError, ControlError):
+            got = check()
+            if got:
+                return got
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.03)
+
+
+def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
+        board_sim: Any, lockerd: Any, tmp_path: Path) -> None:
+    rng = random.Random(12)
+    sim = board_sim("modbus-relay", boards=1, locks=6)
+    mailbox = SmtpCollector()
+    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
+    profile.write_text(PROFILE)
+    parcels.write_text(_parcels_toml())
+    port = free_port()
+    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
+             f"[kiosk]\nenabled = true\nport = {port}\n"
+             f'[notifier]\nemail = "smtp"\n[notifier.smtp]\nhost = "127.0.0.1"\n'
+             f'port = {mailbox.port}\nsender = "locker@example.org"\nstarttls = false\n')
+    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
+    d = lockerd([board], CELLS, extra=extra)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    kills = 0
+
+    def ready() -> bool:
+        return bool(http.get("/api/v1/health").json()["ready"])
+
+    def settle() -> None:
+        """After a kill: lockerd back, every door closed, no open pending."""
+        nonlocal kills
+        if d.proc.poll() is not None:
+            kills += 1
+            d.start()
+        for cell in PARCEL_CELLS:
+            sim.close_door(0, cell)
+        _wait(ready)
+        _wait(lambda: all(c["pending"] is None and c["door"] == "closed"
+                          for c in d.ctl("cells")["cells"]))
+
+    def killer(after: float) -> threading.Timer:
+        timer = threading.Timer(after, lambda: d.proc.poll() is None and d.kill9())
+        timer.start()
+        return timer
+
+    def door_cycle(cell: int) -> None:
+        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        sim.close_door(0, cell)
+
+    _wait(ready)
+    for rid in RECIPIENTS:
+        timer = killer(rng.uniform(0.0, 1.2))
+        with contextlib.suppress(httpx.TransportError, AssertionError, OSError, ControlError,
+                                 KeyError):
+            session = http.post("/api/v1/parcels/staff/login",
+                                json={"code": "1001", "pin": "2468"}).json()["session"]
+            placed = http.post("/api/v1/parcels/deposits", json={
+                "session": session, "recipient_id": rid, "size": "S"}).json()
+            door_cycle(placed["cell"])
+            code = _wait(lambda rid=rid: _codes(mailbox, rid), 5)[0]
+            opened = http.post("/api/v1/parcels/pickup", json={"code": code}).json()
+            door_cycle(opened["cell"])
+        timer.join()
+        settle()
+
+    # Whatever a kill interrupted: each parcel deposited is picked up with the code received.
+    deposited = {r["parcel_id"]: r for r in d.lines
+                 if r.get("kind") == "event" and r.get("type") == "parcel_deposited"}
+    picked = {r["parcel_id"] for r in d.lines
+              if r.get("kind") == "event" and r.get("type") == "parcel_picked_up"}
+    for pid, record in deposited.items():
+        if pid in picked:
+            continue
+        rid = record["recipient_id"]
+        code = _wait(lambda rid=rid: _codes(mailbox, rid))[0]
+        mark = d.mark
+        opened = http.post("/api/v1/parcels/pickup", json={"code": code})
+        assert opened.status_code == 200, (rid, opened.text)
+        door_cycle(opened.json()["cell"])
+        d.wait_event("parcel_picked_up", parcel_id=pid, since=mark)
+
+    assert kills >= 3, kills
+    assert deposited, "no deposit completed at all"
+    for record in deposited.values():
+        codes = _codes(mailbox, record["recipient_id"])
+        assert codes and len(set(codes)) == 1, (record["recipient_id"], codes)
+    admin = http.post("/api/v1/parcels/staff/login",
+                      json={"code": "4004", "pin": "9753"}).json()["session"]
+    cells = http.get("/api/v1/parcels/admin/cells", params={"session": admin}).json()["cells"]
+    for cell in cells:
+        if cell["business"] == "parcels":
+            assert (cell["state"], cell["door"], cell["parcels"]) == ("free", "closed", []), cell
+    d.terminate()
+    mailbox.close()

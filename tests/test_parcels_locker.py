@@ -570,3 +570,19 @@ async def test_the_administrators_language_is_the_notifications_language(
     opened = await rig.http.post("/api/v1/parcels/pickup", json={"code": code_in(mail)})
     assert opened.status_code == 200, opened.text
     await rig.door_cycle(placed["cell"], "pickup_completed", since=mark)
+
+
+async def test_a_stranger_at_the_kiosk_cannot_read_a_parcel_by_its_id(storage_locker: Any) -> None:
+    """A parcel's barcode and recipient are staff's to see: a stranger who learnt a parcel id
+    (a courier's receipt, a tracking page) gets nothing from the kiosk API without a session."""
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    placed = await deposit(rig, session, "r1", "S", barcode="TRACK-77")
+    url = f"/api/v1/parcels/{placed['parcel_id']}"
+    stranger = await rig.http.get(url)
+    assert stranger.status_code == 400 and "TRACK-77" not in stranger.text
+    forged = await rig.http.get(url, params={"session": "not-a-session"})
+    assert forged.status_code in (401, 403) and "TRACK-77" not in forged.text
+    staff = await rig.http.get(url, params={"session": await login(rig)})
+    assert staff.status_code == 200, staff.text
+    assert (staff.json()["barcode"], staff.json()["recipient_id"]) == ("TRACK-77", "r1")

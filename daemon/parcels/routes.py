@@ -136,7 +136,7 @@ ERRORS: dict[str, Errors] = {
     "parcels_report": _STAFF,
     "parcels_new_return": _with(_STAFF, {403: ("returns_disabled",),
                                          409: ("duplicate_return",)}),
-    "parcels_parcel": {404: ("no_parcel",)},
+    "parcels_parcel": _with(_STAFF, {404: ("no_parcel",)}),
 }
 
 
@@ -167,8 +167,9 @@ def parcel_routes(service: ParcelsService) -> list[KioskRoute]:
         return service.deposit(body.session, size=body.size, recipient_id=body.recipient_id,
                                barcode=body.barcode, cell=body.cell)
 
-    async def parcel(parcel_id: str) -> dict[str, Any]:
-        return service.parcel_view(parcel_id)
+    async def parcel(parcel_id: str, session: str) -> dict[str, Any]:
+        """A parcel's state, cell, barcode and recipient: for a logged-in staff member only."""
+        return service.parcel_view_for(session, parcel_id)
 
     async def pickup(body: CodeBody) -> dict[str, Any]:
         """The recipient's code (with the phone's last digits when asked), or a return code."""

@@ -403,6 +403,12 @@ class ParcelsService:
         return {"parcel_id": pid, "cell": cell, "size": given, "larger": larger,
                 "state": self.book.parcels[pid].state}
 
+    def parcel_view_for(self, session: str, parcel_id: str) -> dict[str, Any]:
+        """What the kiosk shows of a parcel: staff only (its barcode and recipient are not a
+        stranger's to read by guessing or learning an id)."""
+        self.session_view(session)
+        return self.parcel_view(parcel_id)
+
     def parcel_view(self, parcel_id: str) -> dict[str, Any]:
         parcel = self.book.parcels.get(parcel_id)
         if parcel is None:

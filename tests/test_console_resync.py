@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,16 @@ CELLS = 8
 LOCKERS = 6
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of this test's own: the planner looks at every locker in it, and the
+    session's PostgreSQL database holds other tests' lockers."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/var/console.db"
+    cluster: Any = request.getfixturevalue("postgres_cluster")
+    return str(cluster.create_database(f"resync_{uuid.uuid4().hex[:8]}"))
+
+
 @pytest.fixture
 def tiny_broker(tmp_path: Path) -> Iterator[FleetBroker]:
     """A Mosquitto that queues at most 5 messages for a client that is away."""
@@ -49,12 +60,14 @@ def tiny_broker(tmp_path: Path) -> Iterator[FleetBroker]:
         broker.stop()
 
 
-def stored(url: str) -> tuple[int, int]:
-    """(lockers with a status, cell snapshots) in the console database."""
+def stored(url: str, ids: list[str]) -> tuple[int, int]:
+    """(these lockers with a status, their cell snapshots) in the console database; the
+    PostgreSQL database is the session's, shared with other tests' lockers."""
     def read(conn: Any) -> tuple[int, int]:
         statuses = conn.scalar(select(func.count()).select_from(Locker)
-                               .where(Locker.last_status_at.is_not(None)))
-        return int(statuses), int(conn.scalar(select(func.count()).select_from(Cell)))
+                               .where(Locker.id.in_(ids), Locker.last_status_at.is_not(None)))
+        cells = conn.scalar(select(func.count()).select_from(Cell).where(Cell.locker.in_(ids)))
+        return int(statuses), int(cells)
     return db_query(url, read)
 
 
@@ -103,13 +116,14 @@ async def test_state_dropped_by_the_broker_is_resynced(
     await without.stop()   # ... and the ingest is away while the fleet connects
 
     async with lockers(tiny_broker) as links:
+        ids = [lk.locker_id for lk in links]
         await until(lambda: all(lk.stats.cells_published == CELLS for lk in links), 10,
                     "the lockers to publish their state")
         # The ingest comes back without resync: it gets what the broker kept, and no more.
         ingest = await without.start()
         await until(lambda: ingest.stats.messages > 0, 5, "the queued messages")
         await asyncio.sleep(0.5)  # nothing more is coming: the rest was dropped
-        statuses, cells = stored(url)
+        statuses, cells = stored(url, ids)
         assert statuses + cells < LOCKERS * (1 + CELLS), "the broker dropped nothing"
         await without.stop()
 
@@ -118,7 +132,7 @@ async def test_state_dropped_by_the_broker_is_resynced(
         runner.settings = replace(runner.settings, client_id=without.settings.client_id)
         ingest = await runner.start()
         try:
-            await until(lambda: stored(url) == (LOCKERS, LOCKERS * CELLS), 30,
+            await until(lambda: stored(url, ids) == (LOCKERS, LOCKERS * CELLS), 30,
                         "every status and every declared cell in the database")
             assert ingest.stats.resyncs_asked >= 1
             assert sum(lk.stats.resyncs_done for lk in links) >= 1

@@ -493,16 +493,9 @@ class ParcelsService:
 
     def collect_return(self, session: str, cell: int) -> dict[str, Any]:
         s = self._authorize(session, "collect_returns")
-        now = self.core.clock()
-
-        def step() -> list[Any]:
-            out = self.returns.begin_collect(cell, s.staff_id, now)
-            self._commit(self._run_opens(out, now, ""))
-            self.staff.opened(session, cell)
-            return []
-
         try:
-            self._step(step)
+            self._staff_open(session, cell,
+                             lambda now: self.returns.begin_collect(cell, s.staff_id, now))
         except ParcelError as exc:
             raise refusal("no_return" if exc.reason == "no_parcel" else exc.reason) from None
         return {"cell": cell, "state": "collecting"}
@@ -520,21 +513,26 @@ class ParcelsService:
 
     def take_back(self, session: str, cell: int) -> dict[str, Any]:
         s = self._authorize(session, "take_back")
-        now = self.core.clock()
         if cell not in {ld.cell for ld in self.book.expired_loads()}:
             raise refusal("no_parcel")
-
-        def step() -> list[Any]:
-            out = self.book.begin_take_back(cell, s.staff_id, now)
-            self._commit(self._run_opens(out, now, ""))
-            self.staff.opened(session, cell)
-            return []
-
         try:
-            self._step(step)
+            self._staff_open(session, cell,
+                             lambda now: self.book.begin_take_back(cell, s.staff_id, now))
         except ParcelError as exc:
             raise refusal(exc.reason) from None
         return {"cell": cell, "state": "taking_back"}
+
+    def _staff_open(self, session: str, cell: int, begin: Callable[[int], Any]) -> None:
+        """A staff member takes something out of a cell (a return, an expired parcel): the
+        core's step, its door opened, the session told which cell it opened."""
+        now = self.core.clock()
+
+        def step() -> list[Any]:
+            self._commit(self._run_opens(begin(now), now, ""))
+            self.staff.opened(session, cell)
+            return []
+
+        self._step(step)
 
     # ----------------------------------------------------------------- staff acts on cells
     def staff_cell(self, session: str, cell: int, act: str, reason: str) -> dict[str, Any]:

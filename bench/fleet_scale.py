@@ -143,7 +143,7 @@ class SimLocker:
         self.published_up_to = 0  # highest seq published on this connection
         self.last_progress = time.monotonic()  # the ack watermark last moved (or resent)
         self.stall_resends = 0
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: list[tuple[float, float]] = []  # (first publish, ms to its ack)
         self.writer: asyncio.StreamWriter | None = None
         self.pid = 0
         self.connects = self.disconnects = self.refusals = 0
@@ -185,7 +185,7 @@ class SimLocker:
         for seq in range(self.acked + 1, min(up_to, self.generated) + 1):
             _, first = self.outbox.pop(seq, (b"", None))
             if first is not None:
-                self.latencies_ms.append((now - first) * 1000)
+                self.latencies_ms.append((first, (now - first) * 1000))
         if up_to > self.acked:
             self.last_progress = time.monotonic()
         self.acked = max(self.acked, up_to)
@@ -651,7 +651,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, pg_url: str | None) -> dict
         if probe is not None:
             probe.dispose()
         fleet.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):  # the broker's and the ingest's logs, for a post-mortem
+            say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     show(result)
     return result
 
@@ -752,10 +755,30 @@ def measure(spec: RunSpec, args: argparse.Namespace, fleet: FleetBroker, shared:
     }
 
 
+def _ack_phases(timed: list[tuple[float, float]], go: float, retained_s: float | None,
+                load_s: float) -> dict[str, Any]:
+    """Ack latency while the connect storm's retained state was still arriving, after it, and
+    per 10 s of the load window (by the event's first publish): where a p99 comes from."""
+    settled = go + (retained_s if retained_s is not None else load_s)
+    storm = [ms for at, ms in timed if at < settled]
+    after = [ms for at, ms in timed if at >= settled]
+    buckets: dict[int, list[float]] = collections.defaultdict(list)
+    for at, ms in timed:
+        buckets[int((at - go) // 10) * 10].append(ms)
+    return {
+        "ack_storm_p99_ms": _round(_percentile(storm, 99)), "acks_in_storm": len(storm),
+        "ack_after_storm_p50_ms": _round(_percentile(after, 50)),
+        "ack_after_storm_p99_ms": _round(_percentile(after, 99)),
+        "ack_p99_ms_per_10s": {f"{k}s": _round(_percentile(v, 99))
+                               for k, v in sorted(buckets.items())},
+    }
+
+
 def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int, int],
           probe: DbProbe, n: int) -> dict[str, Any]:
     lockers = [lk for r in reports for lk in r["lockers"]]
-    latencies = [x for r in reports for x in r["latencies_ms"]]
+    timed = [x for r in reports for x in r["latencies_ms"]]
+    latencies = [ms for _, ms in timed]
     stored, dups = probe.seqs()
     generated = sum(lk["generated"] for lk in lockers)
     published = lost = undelivered = 0
@@ -782,6 +805,7 @@ def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int,
         "ack_p50_ms": _round(_percentile(latencies, 50)),
         "ack_p99_ms": _round(_percentile(latencies, 99)),
         "acks_measured": len(latencies),
+        **_ack_phases(timed, result["go_at"], result.get("retained_s"), result["load_s"]),
         "plain_subscriber_per_s": round(plain / load, 1),
         "stored_x_plain": round(result["stored_per_s"] / (plain / load), 2) if plain else None,
         "first_connect_all_s": round(max(firsts) - go, 2) if len(firsts) == n else None,

@@ -100,6 +100,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -183,13 +184,23 @@ _RETAINED_KINDS = (TopicKind.STATUS, TopicKind.CELL, TopicKind.CONFIG_APPLIED)
 #: The retained kinds are not among them: every replica gets each one (and the retained ones at
 #: subscribe time, which a broker need not send on a shared subscription).
 _SHARED_KINDS = (TopicKind.EVENTS, TopicKind.EVENTS_GONE, TopicKind.CMD_RESULT, TopicKind.NOTIFY)
+#: What each of the ingest's two broker connections takes (see `_Lane`).
+_EVENT_LANE_KINDS = tuple(k for k in _SUBSCRIBED_KINDS if k not in _RETAINED_KINDS)
+_PRESENCE_LANE_KINDS = tuple(k for k in _SUBSCRIBED_KINDS if k in _RETAINED_KINDS)
+#: A presence batch at most this big (a batch holds up the events behind it: ~20 ms).
+PRESENCE_BATCH_MAX = 200
+#: Presence waits while more than a batch of events waits, but takes at least this share of
+#: the time (its last batch's duration times (1 - share) / share since it ended) and never waits
+#: longer than PRESENCE_MAX_WAIT_S: the lockers' state must not starve under a flood of events.
+PRESENCE_SHARE = 0.25
+PRESENCE_MAX_WAIT_S = 1.0
 #: The shared subscription group of the ingest replicas (`[ingest] share_group`).
 SHARE_GROUP = "ingest"
 #: Resync checks wait while this many messages (or a batch's worth) are waiting to be stored:
 #: what looks lost may be among them.
 RESYNC_BACKLOG = 500
 #: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
-ACKS_IN_FLIGHT = 1000
+ACKS_IN_FLIGHT = 5000
 #: An event ack not confirmed by the broker within this many seconds is sent again.
 ACK_CONFIRM_S = 10.0
 
@@ -222,6 +233,11 @@ class IngestSettings:
     #: most 65535): room for thousands of lockers' windows, so that they wait in our inbox
     #: rather than in the broker's queue for us (whose limit drops what arrives past it).
     receive_maximum: int = 10_000
+    #: The same for the presence connection (status, cells, config/applied): the protocol's
+    #: most, so that a connect storm's retained flood (17 messages a locker) waits in our inbox
+    #: (~1 KB a message) rather than overflowing the broker's queue for us, which drops what is
+    #: past its limit (and then only a resync brings it back).
+    presence_receive_maximum: int = 65_535
     #: Event acks go out together at most this often: a locker whose events arrive in several
     #: batches within it gets one `events/ack` (0: one after every batch, as soon as possible).
     ack_interval_s: float = 0.05
@@ -393,15 +409,43 @@ def lock_sequences(
     _restore_rows(seq, session, [r.id for r in rows], rows)
 
 
-def subscriptions(topics: Topics, settings: IngestSettings) -> list[str]:
-    """The ingest's topic filters: a replica takes the shared form of the kinds replicas
-    share."""
+def subscriptions(topics: Topics, settings: IngestSettings,
+                  kinds: Iterable[TopicKind] = _SUBSCRIBED_KINDS) -> list[str]:
+    """The ingest's topic filters (of `kinds`: all of them by default): a replica takes the
+    shared form of the kinds replicas share."""
     shared = _SHARED_KINDS if settings.replica is not None else ()
     return [
         f"$share/{settings.share_group}/{topics.wildcard(kind)}" if kind in shared
         else topics.wildcard(kind)
-        for kind in _SUBSCRIBED_KINDS
+        for kind in kinds
     ]
+
+
+@dataclass
+class _Lane:
+    """One of the ingest's two broker connections.
+
+    Events (with results, notifications and `events/gone`: what replicas share) and the
+    lockers' retained presence (status, cells, config/applied) come on connections of their
+    own. A broker delivers each connection's messages in order, so on one connection a connect
+    storm's retained flood (17 messages a locker, 51,000 at 3,000 lockers) queued every event
+    behind it for ~20 s; on two, the ingest takes events first and stores presence in between
+    (`PRESENCE_BATCH_MAX` at a time, at least `PRESENCE_SHARE` of the time). The
+    presence connection needs no persistent session: the broker sends every retained message
+    again on each subscribe.
+    """
+
+    name: str
+    kinds: tuple[TopicKind, ...]
+    client_id: str
+    persistent: bool
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    inbox: MessageInbox | None = None
+    connects: int = 0
+
+    @property
+    def waiting(self) -> int:
+        return self.inbox.qsize() if self.inbox is not None else 0
 
 
 class Ingest:
@@ -449,6 +493,7 @@ class Ingest:
         #: (the sqlite3 module releases the GIL around every step). PostgreSQL waits on the
         #: server, which a thread overlaps with reading the next batch.
         self._store_inline = db.dialect == "sqlite" if inline is None else inline
+        self._store_thread: ThreadPoolExecutor | None = None
         s = self.settings
         self._gate = QuarantineGate(keep_per_window=s.quarantine_keep_per_min, window_s=60.0)
         self._flood = FloodMeter(rate_per_s=s.flood_rate_per_s, window_s=s.flood_window_s)
@@ -461,7 +506,14 @@ class Ingest:
         self._lag = LagMeter(alarm_ms=int(s.lag_alarm_s * 1000),
                              alarm_for_ms=int(s.lag_alarm_for_s * 1000),
                              started_at=self._now_ms())
-        self._inbox: MessageInbox | None = None
+        self._events = _Lane("events", _EVENT_LANE_KINDS, s.client_id, persistent=True)
+        self._presence = _Lane("presence", _PRESENCE_LANE_KINDS, f"{s.client_id}-presence",
+                               persistent=False)
+        self._lanes = (self._events, self._presence)
+        #: The last presence batch's start and end, and when presence last had a backlog
+        #: (the loop's clock).
+        self._presence_took = (0.0, 0.0)
+        self._presence_behind_at = -1e9
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -504,30 +556,45 @@ class Ingest:
 
     async def run(self) -> None:
         """Connect, consume, reconnect with backoff, until `stop()`; beat meanwhile."""
-        beats = asyncio.create_task(self._beat_loop(), name="ingest-heartbeat")
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
         try:
-            await self._connect_loop()
+            await self._run()
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            self._store_thread.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        beats = asyncio.create_task(self._beat_loop(), name="ingest-heartbeat")
+        lanes = [asyncio.create_task(self._connect_loop(lane), name=f"ingest-{lane.name}")
+                 for lane in self._lanes]
+        try:
+            done, _ = await asyncio.wait(lanes, return_when="FIRST_EXCEPTION")
+            for task in done:
+                task.result()  # raises what ended a lane early
+        finally:
+            for task in (beats, *lanes):
+                task.cancel()
+            for task in (beats, *lanes):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:  # a clean stop (not a crash or a cancel): `status` says stopped, not STALE
             await self._in_store_thread(self._write_stopped, self._now_ms())
         except Exception as exc:
             log.error("could not record the stop in ingest_replicas (%s)", _first_line(exc))
 
-    async def _connect_loop(self) -> None:
+    async def _connect_loop(self, lane: _Lane) -> None:
         s = self.settings
         delay = s.reconnect_min_s
         while not self._stop.is_set():
             inbox = MessageInbox()
             client = make_client(
                 self.mqtt,
-                identifier=s.client_id,
-                session_expiry_s=(s.session_expiry_s if s.replica is None
+                identifier=lane.client_id,
+                session_expiry_s=(None if not lane.persistent
+                                  else s.session_expiry_s if s.replica is None
                                   else s.replica_session_expiry_s),
-                receive_maximum=min(65_535, max(s.receive_maximum, s.batch_max_backlog,
-                                                s.batch_max * 2)),
+                receive_maximum=(s.presence_receive_maximum if lane is self._presence else
+                                 min(65_535, max(s.receive_maximum, s.batch_max_backlog,
+                                                 s.batch_max * 2))),
                 # Unlimited in paho: the AckPacer keeps the acks in flight to ACKS_IN_FLIGHT, and
                 # a limit makes paho scan every message in flight on each PUBACK.
                 max_inflight=0,
@@ -536,38 +603,49 @@ class Ingest:
             )
             try:
                 async with client:
-                    await client.subscribe([(topic, 1) for topic in self.subscriptions()])
-                    self.stats.connects += 1
-                    log.info(
-                        "connected to %s:%s as %s; subscribed to %s/+/...%s",
-                        self.mqtt.host, self.mqtt.port, s.client_id, self.mqtt.prefix,
-                        f" as replica {s.replica} (a shared subscription)"
-                        if s.replica else "",
-                    )
-                    client.pending_calls_threshold = 100_000  # acks are many by design
-                    self._resume_acks(client)
-                    self._subscribed.set()
+                    await client.subscribe(
+                        [(topic, 1) for topic in subscriptions(self.topics, s, lane.kinds)])
+                    lane.connects += 1
+                    if lane is self._events:
+                        self.stats.connects += 1
+                    log.info("%s connection up as %s (%s)", lane.name, lane.client_id,
+                             ", ".join(k.value for k in lane.kinds))
+                    if lane is self._events:
+                        client.pending_calls_threshold = 100_000  # acks are many by design
+                        self._resume_acks(client)
+                    lane.subscribed.set()
+                    if all(ln.subscribed.is_set() for ln in self._lanes):
+                        self._subscribed.set()
+                        log.info("connected to %s:%s as %s; subscribed to %s/+/...%s",
+                                 self.mqtt.host, self.mqtt.port, s.client_id, self.mqtt.prefix,
+                                 f" as replica {s.replica} (a shared subscription)"
+                                 if s.replica else "")
                     delay = s.reconnect_min_s
-                    await self._consume(client, inbox)
+                    await self._consume(client, inbox, lane)
             except aiomqtt.MqttError as exc:
+                lane.subscribed.clear()
                 self._subscribed.clear()
                 if self._stop.is_set():
                     break
                 hint = login_hint(exc)  # a refused login will not pass by itself: an error
                 log.log(logging.ERROR if hint else logging.WARNING,
-                        "broker connection lost (%s%s); reconnecting in %.1f s", exc, hint, delay)
+                        "broker connection lost (%s%s); reconnecting in %.1f s (%s connection)",
+                        exc, hint, delay, lane.name)
                 await self._pause(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
+        lane.subscribed.clear()
         self._subscribed.clear()
-        log.info("stopped")
+        if lane is self._events:
+            log.info("stopped")
 
     def subscriptions(self) -> list[str]:
         return subscriptions(self.topics, self.settings)
 
     # -- consuming ----------------------------------------------------------------------------
-    async def _consume(self, client: aiomqtt.Client, inbox: MessageInbox) -> None:
+    async def _consume(self, client: aiomqtt.Client, inbox: MessageInbox, lane: _Lane) -> None:
         """Batch messages from this connection until stop or disconnect."""
-        self._inbox = inbox
+        lane.inbox = inbox
+        presence = lane is self._presence
 
         async def watch() -> None:
             # Messages go to the inbox; aiomqtt's iterator only ends with the connection.
@@ -579,6 +657,8 @@ class Ingest:
         loop = asyncio.get_running_loop()
         batch_max = self.settings.batch_max
         batch_max_backlog = max(batch_max, self.settings.batch_max_backlog)
+        if presence:
+            batch_max = batch_max_backlog = min(batch_max, PRESENCE_BATCH_MAX)
         try:
             while not self._stop.is_set():
                 if not inbox.qsize():
@@ -592,6 +672,9 @@ class Ingest:
                     if watch_task in done and not inbox.qsize():
                         watch_task.result()  # raises the MqttError that ended the connection
                         raise aiomqtt.MqttError("message stream ended")
+                if presence:
+                    await self._events_first(batch_max)
+                    started = loop.time()
                 # A backlog: bigger batches (fewer commits and acks per event).
                 limit = batch_max if inbox.qsize() <= batch_max else batch_max_backlog
                 batch = inbox.take(limit)
@@ -606,17 +689,33 @@ class Ingest:
                             continue
                         batch += inbox.take(limit - len(batch))
                 await self._handle(client, batch)
-                await self._resync_tick(client, backlog=inbox.qsize())
+                if presence:
+                    self._presence_took = (started, loop.time())
+                    if len(batch) >= batch_max or inbox.qsize():
+                        self._presence_behind_at = loop.time()
+                else:
+                    await self._resync_tick(client, backlog=inbox.qsize(),
+                                            presence=self._presence.waiting)
         finally:
-            if self._ack_flush is not None:  # what is due goes out before the connection ends
-                self._ack_flush.cancel()
+            if self._ack_flush is not None and not presence:
+                self._ack_flush.cancel()  # what is due goes out before the connection ends
                 self._flush_acks(client)
-            if self._notify_tasks:  # let them finish, so their acks go out on this connection
+            if self._notify_tasks and not presence:  # their acks go out on this connection
                 await asyncio.wait(set(self._notify_tasks), timeout=self.settings.notify_drain_s)
             stop_task.cancel()
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watch_task
+
+    async def _events_first(self, batch: int) -> None:
+        """Let the events lane work off its backlog first, within PRESENCE_SHARE."""
+        loop = asyncio.get_running_loop()
+        began, ended = self._presence_took
+        turn = ended + (ended - began) * (1 - PRESENCE_SHARE) / PRESENCE_SHARE
+        deadline = min(turn, loop.time() + PRESENCE_MAX_WAIT_S)
+        while (self._events.waiting > batch and loop.time() < deadline
+               and not self._stop.is_set()):
+            await asyncio.sleep(0.002)
 
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         """Parse, store (retrying on database errors), then PUBACK and publish event acks."""
@@ -660,11 +759,14 @@ class Ingest:
         for message in batch:
             ack(client, message)
         self._lag_fed(parsed)
+        # Requests and acks to lockers go out on the events connection (this one, or the
+        # presence one's sister): the lockers' acks are paced and confirmed there.
+        out = self._client if self._client is not None else client
         resends, self._resends = self._resends, []
         for ask in resends:
-            self._send_resend(client, ask)
+            self._send_resend(out, ask)
         for locker, keys in parsed.delivered.items():
-            self._send_delivered(client, locker, results=keys)
+            self._send_delivered(out, locker, results=keys)
         self.stats.batches += 1
         self.stats.messages += len(batch)
         if acks:
@@ -675,7 +777,7 @@ class Ingest:
             # duplicate is acknowledged.
             for locker, seq in acks.items():
                 self._acks.watermark(locker, seq)
-            self._pace_acks(client)
+            self._pace_acks(out)
 
     # -- lag and heartbeat (fleet_console/lag.py) ---------------------------------------------
     def _lag_fed(self, p: _Parsed) -> None:
@@ -696,8 +798,7 @@ class Ingest:
         """Write the heartbeat every `beat_interval_s`, the first at once; a failed write is
         logged and its content kept for the next one (it never stops the ingest)."""
         while True:
-            inbox = self._inbox
-            self._lag.waiting(inbox.qsize() if inbox is not None else 0)
+            self._lag.waiting(sum(lane.waiting for lane in self._lanes))
             beat = self._lag.beat(self._now_ms())
             try:
                 await self._in_store_thread(self._write_beat, beat)
@@ -776,7 +877,9 @@ class Ingest:
     async def _in_store_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._store_inline:
             return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        # One thread: the two lanes' transactions (and the sequencer they share) one at a time.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._store_thread, functools.partial(fn, *args))
 
     async def _store_one_by_one(
         self, batch: list[aiomqtt.Message], parsed: _Parsed
@@ -831,15 +934,19 @@ class Ingest:
                     "rate_per_s": flood.rate_per_s}, now))
         return alarms
 
-    async def _resync_tick(self, client: aiomqtt.Client, backlog: int = 0) -> None:
+    async def _resync_tick(self, client: aiomqtt.Client, backlog: int = 0,
+                           presence: int = 0) -> None:
         """Every `resync_check_s`: ask the lockers whose retained state the database lacks.
-        Put off while a batch's worth of messages waits: what looks lost may be in it, and
-        answers would only add to the load."""
+        Put off while a batch's worth of messages waits, or any presence at all: what looks
+        lost may be in it (or in the broker's queue behind it), and answers would only add
+        to the load."""
         period = self.settings.resync_check_s
         now = asyncio.get_running_loop().time()
-        if period <= 0 or now < self._resync_next or backlog >= max(self.settings.batch_max,
-                                                                        RESYNC_BACKLOG):
+        if period <= 0 or now < self._resync_next or presence or backlog >= max(
+                self.settings.batch_max, RESYNC_BACKLOG):
             return
+        if now - self._presence_behind_at < self.settings.resync_grace_s:
+            return  # presence had a backlog lately: the broker may hold more of it
         self._resync_next = now + period
         try:
             views = await self._in_store_thread(self._resync_views)
@@ -1300,7 +1407,7 @@ class Ingest:
         done = self._seq.sequence(
             [(lk, ev.seq) for lk, ev in p.events] + p.refused_events, now, p.gone
         )
-        self._resends = done.resend
+        self._resends.extend(done.resend)  # both lanes' batches: sent by the next to finish
         rows = []
         for i in done.store:
             if i >= len(p.events):

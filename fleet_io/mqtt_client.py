@@ -10,6 +10,7 @@ project that reaches into aiomqtt's private `_client`.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config_file import BrokerConnection
+from fleet_io import paho_tables
 from fleet_io.inbox import MessageInbox
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -69,6 +71,7 @@ def make_client(
     session's queued messages arrive right after the CONNACK). `inbox`: received messages go
     there, to be taken in batches, instead of to `client.messages` (fleet_io.inbox).
     """
+    paho_tables.share()  # MQTT 5 property tables once per process, not per packet
     persistent = session_expiry_s is not None
     version: dict[str, Any]
     if protocol is ProtocolVersion.V5:
@@ -103,7 +106,49 @@ def make_client(
         client.pending_calls_threshold = pending_calls_threshold
     if manual_ack:
         _paho(client).manual_ack_set(True)
+    if inbox is not None:
+        read_eagerly(client)
     return client
+
+
+#: Packets one readiness callback reads at most (then the loop's other work has its turn).
+EAGER_READ_PACKETS = 512
+
+
+def read_eagerly(client: aiomqtt.Client, most: int = EAGER_READ_PACKETS) -> None:
+    """Read every packet waiting on the socket (up to `most`) each time the loop finds it
+    readable, not one.
+
+    aiomqtt calls paho's `loop_read()` once per readiness callback, and paho reads as many
+    packets as it has publishes of its own in flight, at least one. A consumer that publishes
+    little (the ingest's presence connection) thus read one message per turn of an event loop
+    busy storing batches: 51,000 retained messages of a connect storm took minutes
+    (tests/test_fleet_io_inbox.py). Here each read is followed by another while the socket has
+    more bytes.
+    """
+    inner = _paho(client)
+    read_one = inner.loop_read
+
+    def loop_read(max_packets: int = 1) -> paho.MQTTErrorCode:
+        rc = read_one()
+        for _ in range(most - 1):
+            sock = inner.socket()
+            if rc != paho.MQTT_ERR_SUCCESS or sock is None or not _readable(sock):
+                break
+            rc = read_one()
+        return rc
+
+    inner.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def _readable(sock: Any) -> bool:
+    """Bytes wait on this socket (TLS: decrypted ones, or more on the wire)."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending() > 0:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:

@@ -107,11 +107,13 @@ async def test_state_dropped_by_the_broker_is_resynced(
     mqtt = ConsoleMqtt(host=tiny_broker.host, port=tiny_broker.console_port, username="ops",
                        password=password)
     url = db_url
-    # Receive Maximum 8: the broker keeps about 8 in flight + 5 queued of the 54 messages
+    # Receive Maximum 8: the broker keeps about 8 in flight + 5 queued of the 54 retained
+    # messages it sends when the ingest subscribes again, and drops the rest
     fast = {"resync_check_s": 0.2, "resync_grace_s": 0.5, "resync_retry_s": 1.0, "batch_max": 2,
-            "resync_rate_per_s": 10, "receive_maximum": 8, "batch_max_backlog": 2}
-    without = IngestRunner(mqtt, url, resync_check_s=0, batch_max=2,
-                           receive_maximum=8, batch_max_backlog=2)
+            "resync_rate_per_s": 10, "receive_maximum": 8, "presence_receive_maximum": 8,
+            "batch_max_backlog": 2}
+    without = IngestRunner(mqtt, url, resync_check_s=0, batch_max=2, receive_maximum=8,
+                           presence_receive_maximum=8, batch_max_backlog=2)
     await without.start()  # the persistent session and its subscriptions exist from now on
     await without.stop()   # ... and the ingest is away while the fleet connects
 

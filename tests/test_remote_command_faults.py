@@ -147,3 +147,33 @@ async def test_a_storage_only_locker_refuses_parcel_commands_and_builds_no_parce
     finally:
         console.close()
 
+
+
+async def test_a_configuration_that_gives_a_storage_only_locker_parcels_asks_for_a_restart(
+    storage_locker, mqtt_broker
+) -> None:
+    """The configuration is applied; the parcel business (built at start, with its kiosk
+    routes) begins at the next start, and lockerd says so instead of half-running it."""
+    import tomllib
+
+    from contract.signing import make_config
+    from tests.test_parcels_locker import PROFILE
+
+    locker_id, rig, console = await _fleet_locker(storage_locker, mqtt_broker)
+    try:
+        body = {"storage": tomllib.loads(PROFILE), "parcels": {"address": "1 Test Street"}}
+        signed = make_config(locker_id, 2, body, key_id="console-1", private_key=TRUSTED_KEY,
+                             now_ms=rig.daemon.clock())
+        console.publish(TOPICS.config(locker_id), json.dumps(signed))
+        await rig.wait_event("config_applied", version=2)
+        warned = await rig.wait_log("parcels_need_restart")
+        assert warned["level"] == "warning"
+        assert rig.daemon.parcels is None and rig.daemon.parcels_wanted()
+        cmd = make_command(locker_id, "report-cells", {"email": "ops@example.org"},
+                           operator="olga", reason="", key_id="console-1",
+                           private_key=TRUSTED_KEY, now_ms=rig.daemon.clock())
+        console.publish(TOPICS.cmd(locker_id), json.dumps(cmd))
+        answers = await _results(console, cmd["cmd_id"], 1, timeout=5)
+        assert answers[0]["reason"] == "no_parcels_business"
+    finally:
+        console.close()

@@ -105,3 +105,19 @@ def test_the_causes_of_the_faults_survive_a_restart() -> None:
     assert not again.fault_ended(4, 12 * H, "board_offline")
     assert again.fault_ended(4, 20 * H, "cell_blocked")
     assert again.due_at(4) == 58 * H
+
+
+def test_a_fault_stored_before_causes_were_kept_ends_as_it_did() -> None:
+    from daemon.parcels.lifecycle import ParcelBook, ParcelRules
+
+    book = ParcelBook(ParcelRules(window_ms=48 * H, reminders_ms=()))
+    book.begin_deposit("p1", cell=4, size="M", recipient_id="r1", courier_id="c1",
+                       barcode=None, now_ms=0)
+    book.door_closed(4, True, 0)
+    snap = book.snapshot()
+    snap["faults"] = {"4": [[10 * H, None]]}  # the form before causes
+    again = ParcelBook(book.rules)
+    again.restore(snap)
+    assert again.due_at(4) is None
+    assert again.fault_ended(4, 12 * H, "board_offline")
+    assert again.due_at(4) == 50 * H

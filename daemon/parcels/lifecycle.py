@@ -39,7 +39,8 @@ FINAL = frozenset({PICKED_UP, RETURNED_TO_SENDER, CANCELLED})
 
 #: Causes of a fault that stops the pickup window: the cell machine blocked the cell (lock fault,
 #: forced open; it ends when the cell is unblocked), and the cell's board is offline. `FAULT` is
-#: a fault of no named cause (and every interval stored before causes were kept).
+#: a fault of no named cause (and every interval stored before causes were kept): the end of a
+#: fault of any cause ends it, as before.
 CELL_BLOCKED, BOARD_OFFLINE, FAULT = "cell_blocked", "board_offline", "fault"
 
 #: A fault interval of a cell: [start, end) in epoch ms (end None while it lasts) and its cause.
@@ -321,10 +322,6 @@ class ParcelBook:
     def stopped(self, cell: int) -> bool:
         """A fault goes on in the cell (its window is stopped)."""
         return any(e is None for _, e, _ in self.faults.get(cell, []))
-
-    def open_faults(self, cell: int) -> set[str]:
-        """The causes of the faults going on in the cell."""
-        return {c for _, e, c in self.faults.get(cell, []) if e is None}
 
     def _intervals(self, cell: int) -> list[expiry.Fault]:
         return [(s, e) for s, e, _ in self.faults.get(cell, [])]

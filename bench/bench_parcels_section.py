@@ -15,7 +15,8 @@ real SQLite database. Steps, each timed:
   (else the recipients and staff with the same field rules: contract.recipients.Recipient and
   contract.pin_hash.check_pin_hash; the result says which).
 Baseline in the same run: the same body published unsigned as plain JSON, and received and
-decoded. Sizes: the JSON body, the signed payload (body_z), against the broker's 64 KiB default.
+decoded. Sizes: the JSON body, the signed payload (body_z), against the broker's default limit
+(DEFAULT_MAX_PACKET_SIZE: 512 KiB since parcel lockers; it was 64 KiB).
 Also the broker's RSS with 20 lockers' retained configurations of that size (what raising
 max_packet_size for parcel lockers costs). Target: sign + transfer + verify + validate <= 2 s.
 Writes bench/results/parcels_section.json.

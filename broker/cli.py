@@ -73,8 +73,9 @@ Two listeners (docs/broker.md):
 Each listener takes only its own kind of account.
 
 Limits (defaults above):
-  --max-packet-size      a bigger packet closes the connection unread; the default is over
-                         three times the largest legitimate message (a signed configuration).
+  --max-packet-size      a bigger packet closes the connection unread; the default takes a
+                         parcel locker's signed directory of 10,000 recipients and 500 staff
+                         logins (307 KiB) with room; 50,000 recipients need 2097152.
   --max-queued-messages  QoS 1 messages and payload bytes queued per client beyond those in
   --max-queued-bytes     flight: the ingest may fall that far behind one locker's flood before
                          Mosquitto drops messages to it, from every locker alike; lockers

@@ -34,8 +34,12 @@ DATA_DIR_ENV = "LOCKER_BROKER_DATA_DIR"
 #: Largest MQTT packet (header, topic and payload) the broker takes; a bigger one closes the
 #: connection before Mosquitto allocates it. The largest legitimate message is a signed
 #: configuration: 2.0 KB for config/profile.example.toml, 18 KB for a large profile (24 tariffs of
-#: 10 steps, 100 cells with their own tariff); 64 KiB leaves more than three times that.
-DEFAULT_MAX_PACKET_SIZE = 64 * 1024
+#: 10 steps, 100 cells with their own tariff), and a parcel locker's directory: 10,000
+#: recipients and 500 staff logins sign, compressed, to 307 KiB (50,000 and 500: 1.36 MB).
+#: 512 KiB takes the issue's 10,000 and 500 with 1.7 times room (about 17,000 recipients);
+#: Mosquitto has one limit for every client, so a hostile locker may send packets that big too
+#: (docs/broker.md, "Size and depth").
+DEFAULT_MAX_PACKET_SIZE = 512 * 1024
 #: Per client, QoS 1 messages queued above those in flight. The ingest is the one client that
 #: receives from every locker, so this is how far behind one locker's burst it may fall before
 #: Mosquitto drops messages to it, whoever sent them (1000, Mosquitto's default, lost 40 of 40
@@ -221,7 +225,8 @@ def render_conf(
         f"password_file {Path(console_passwd).resolve()}",
         f"acl_file {Path(acl).resolve()}",
         "",
-        "# A packet over this size closes the connection before it is read into memory.",
+        "# A packet over this size closes the connection before it is read into memory",
+        "# (the largest legitimate one: a parcel locker's signed recipient directory).",
         f"max_packet_size {settings.max_packet_size}",
         "",
         "# Lockers keep persistent sessions: QoS 1 commands wait for them across broker restarts.",

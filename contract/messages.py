@@ -119,6 +119,9 @@ class Reason(StrEnum):
     TTL_TOO_LONG = "ttl_too_long"
     #: The cell's tenancy is not a storage rental (a parcel): `waive`, `reveal-pin`.
     NOT_A_RENTAL = "not_a_rental"
+    #: A parcel command (`expect-parcel`, `create-return`, `report-cells`) sent to a locker that
+    #: runs no parcel business (no `parcels` cells in its profile, no parcels configuration).
+    NO_PARCELS_BUSINESS = "no_parcels_business"
 
 
 def _reject_bool(value: Any) -> Any:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
@@ -32,8 +32,10 @@ from daemon.io.store import LockerStore, StoreCorrupt, StoreWriteFailed
 from daemon.journal import Journal
 from daemon.kiosk_limits import raise_fd_limit
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
-from daemon.parcels.wiring import build_parcels
 from daemon.storage.wiring import build_storage, simulator_control
+
+if TYPE_CHECKING:
+    from daemon.parcels.service import ParcelsService
 
 VERSION = "0.1.0"
 
@@ -119,12 +121,19 @@ class LockerDaemon:
         self._local_profile = load_profile_file(config.profile) if config.profile else None
         self._profile_cache: tuple[Any, Profile | None] = (None, None)
         self.storage = build_storage(self)
-        #: The parcel business, on the cells the profile's groups give to `parcels` (none: it
-        #: idles), with the storage business's notifier (one SMS gateway, one SMTP server).
-        self.parcels = build_parcels(self, self.storage.notifier)
+        #: The parcel business, with the storage business's notifier (one SMS gateway, one
+        #: SMTP server); only on a locker whose configuration gives it something
+        #: (`parcels_wanted`): a storage-only locker neither imports nor builds it, and refuses
+        #: parcel commands `no_parcels_business`.
+        self.parcels: ParcelsService | None = None
+        if self.parcels_wanted():
+            from daemon.parcels.wiring import build_parcels
+
+            self.parcels = build_parcels(self, self.storage.notifier)
         #: Every business on this locker; the commit path knows them only by the seam.
-        self.businesses: list[Business] = [self.storage, self.parcels,
-                                           *(make(self) for make in businesses)]
+        self.businesses: list[Business] = [
+            self.storage, *([self.parcels] if self.parcels else []),
+            *(make(self) for make in businesses)]
         self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
@@ -282,6 +291,19 @@ class LockerDaemon:
             raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
         self.fleet.relay(message)  # stored, then offered to the console until it confirms
 
+    def parcels_wanted(self) -> bool:
+        """The configuration gives the parcel business something: a local parcels file, a
+        `parcels` section in the applied fleet configuration, or cells the profile in force
+        gives to `parcels`. Decided at start: a business is built once, with its kiosk routes."""
+        if self.config.parcels is not None:
+            return True
+        applied = self.store.meta("fleet_config")
+        if applied and "parcels" in (applied.get("body") or {}):
+            return True
+        profile = self.profile()
+        return profile is not None and any(
+            profile.business_of_cell(c.id, c.size) == "parcels" for c in self.config.cells)
+
     def profile(self) -> Profile | None:
         """The storage profile in force: the fleet's signed one if applied, else the local file."""
         applied = self.store.meta("fleet_config")
@@ -418,6 +440,12 @@ class LockerDaemon:
                 listener(numbered, changed)
             except Exception as exc:  # a broken listener must not stop the locks
                 self.journal.line("listener_failed", level="error", error=repr(exc))
+        if self.parcels is None and any(r["type"] == "config_applied" for r in numbered) and (
+                self.parcels_wanted()):
+            # Its kiosk routes are mounted at start: the parcel business begins at the restart.
+            self.journal.line("parcels_need_restart", level="warning",
+                              detail="the applied configuration gives this locker parcels; "
+                                     "restart lockerd to start the parcel business")
         if self.fleet:
             self.fleet.committed(numbered, changed, settled)
             if any(e.type in ("board_offline", "board_online") for e in events):

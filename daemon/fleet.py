@@ -79,6 +79,8 @@ class FleetSide:
         self.remote = RemoteCommands(
             self.locker_id, trust.keys, [c.id for c in daemon.config.cells],
             max_ttl_ms=int(trust.max_command_ttl_s * 1000),
+            # The businesses are built before the fleet side and stay for the process's life.
+            locker_commands=daemon.locker_commands().keys(),
         )
         self.link: FleetOutbound | None = None  # the FleetLink, once started
         self._in_flight = {r["cmd_id"]: r for r in daemon.store.commands_in_flight()}

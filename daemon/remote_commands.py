@@ -42,6 +42,9 @@ DOOR_COMMANDS = tuple(str(t) for t, s in COMMANDS.items() if s.settled_by_door)
 #: (`max_ttl_ms`) bounds how long an entry lives, hence the cache's size.
 DEFAULT_RETENTION_MS = 10 * 60 * 1000
 
+#: Why a command on no cell is refused by a locker without the business that takes it.
+_NO_BUSINESS = {Executor.PARCELS: Reason.NO_PARCELS_BUSINESS}
+
 #: Events that settle a pending remote open (the event's data carries the command's ref).
 _OPEN_DONE = {"door_opened"}
 _OPEN_FAILED = {"lock_fault": Reason.LOCK_FAULT, "open_cancelled": None, "eviction_cancelled": None}
@@ -81,13 +84,17 @@ class RemoteCommands:
         cell_ids: Collection[int],
         retention_ms: int = DEFAULT_RETENTION_MS,
         max_ttl_ms: int | None = None,
+        locker_commands: Collection[str] | None = None,
     ) -> None:
-        """`max_ttl_ms`: commands signed to live longer are rejected `ttl_too_long`."""
+        """`max_ttl_ms`: commands signed to live longer are rejected `ttl_too_long`.
+        `locker_commands`: the commands on no cell a business of this locker takes (None: all);
+        another is rejected at once, `no_parcels_business` for a parcel command."""
         self.locker_id = locker_id
         self.trusted_keys = dict(trusted_keys)
         self.cell_ids = set(cell_ids)
         self.retention_ms = retention_ms
         self.max_ttl_ms = max_ttl_ms
+        self.locker_commands = None if locker_commands is None else frozenset(locker_commands)
 
     def check(
         self,
@@ -123,6 +130,10 @@ class RemoteCommands:
                 parse_locker_args(command.type, command.args)
             except MalformedPayload:
                 return self._refuse(command, now_ms, Reason.MALFORMED)
+            if self.locker_commands is not None and command.type not in self.locker_commands:
+                executor = LOCKER_COMMANDS[command.type].executor
+                return self._refuse(command, now_ms,
+                                    _NO_BUSINESS.get(executor, Reason.UNSUPPORTED))
             return Execute(command, command.type, 0, self.record(command, [], now_ms))
         try:
             args = parse_args(command.type, command.args)

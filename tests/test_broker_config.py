@@ -187,7 +187,7 @@ def test_mosquitto_conf_has_the_required_settings(tmp_path: Path) -> None:
     for line in ("listener 18830 0.0.0.0", "allow_anonymous false", "persistence true",
                  "set_tcp_nodelay true", "per_listener_settings true", "autosave_interval 5",
                  "listener 18831 0.0.0.0", "use_username_as_clientid true",
-                 "max_packet_size 65536",
+                 "max_packet_size 524288",
                  f"persistence_location {(tmp_path / 'data').resolve()}/"):
         assert line in conf
     assert any(line.startswith("max_queued_messages ") for line in conf)

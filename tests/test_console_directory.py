@@ -213,6 +213,47 @@ def test_a_large_list_travels_compressed_under_the_packet_limit(
     assert signed.content["storage"] == BASE
 
 
+def test_ten_thousand_recipients_and_500_logins_pass_the_brokers_generated_limit(
+    config: Path, locker: Locker, tmp_path: Path, mqtt_broker: MqttBroker
+) -> None:
+    """The directory the issue sizes (10,000 recipients, 500 staff logins: 307 KiB signed and
+    compressed) through the session's Mosquitto, configured by locker-broker's defaults."""
+    import base64
+    import secrets
+
+    from bench.recipient_names import recipients
+    from fleet_console.db import directory
+    from fleet_console.db.engine import open_database
+
+    _base(config, locker, tmp_path)
+    db = open_database(f"sqlite:///{tmp_path}/console.db")
+    try:
+        with db.transaction() as s:
+            for i in range(500):  # random salts and hashes, as scrypt's: they do not compress
+                salt, digest = (base64.urlsafe_b64encode(secrets.token_bytes(n)).rstrip(b"=")
+                                .decode() for n in (16, 32))
+                directory.add_staff(s, locker.locker, staff_id=f"s{i}", name=f"Courier {i}",
+                                    role="courier", code=str(100_000 + i),
+                                    pin_hash=f"scrypt$16384$8$1${salt}${digest}", now_ms=0)
+    finally:
+        db.engine.dispose()
+    people = recipients(10_000)
+    lines = ["id,name,department,number,phone,email,language"] + [
+        ",".join(v or "" for v in (r.id, r.name, r.department, r.number, r.phone, r.email,
+                                   r.language)) for r in people]
+    file = tmp_path / "ten-thousand.csv"
+    file.write_text("\n".join(lines))
+    out = console(config, "recipients", "import", "--locker", locker.locker, str(file),
+                  "--timeout", "20")
+    assert out.returncode == 0, out.stderr + out.stdout
+    raw, signed = locker.retained(mqtt_broker)
+    size = len(json.dumps(raw))
+    assert "body_z" in raw and 300 * 1024 < size < 512 * 1024, size
+    assert len(signed.content["parcels"]["recipients"]) == 10_000
+    assert len(signed.content["parcels"]["staff"]) == 500
+    assert locker.got[-1].version == signed.version  # the locker had it, whole
+
+
 def _add(config: Path, locker: str, *args: str, pin: str = "4821\n"
          ) -> subprocess.CompletedProcess[str]:
     return console(config, "couriers", "add", "--locker", locker, "--pin-stdin", "--timeout",

@@ -160,7 +160,7 @@ async def test_undeclared_cells_and_a_huge_status_are_not_stored(
 ) -> None:
     if not db_url.startswith("sqlite"):
         pytest.skip("the same rules on PostgreSQL; 20,000 retained messages once suffice")
-    # The broker refuses packets over 64 KiB; an operator may hold the ingest to less.
+    # The broker refuses packets over 512 KiB; the ingest holds lockers' messages to less.
     runner = IngestRunner(console_mqtt, db_url, gap_timeout_s=0.6, max_payload_bytes=16_384)
     await runner.start()
     a: SimLocker = make_locker()

@@ -68,3 +68,56 @@ def test_reminders_come_in_order_before_the_end(
         assert due == before
     if 2 * H in due:
         assert 24 * H in due
+
+
+def test_the_window_runs_again_only_when_the_cell_has_no_fault_left() -> None:
+    """A lock fault, then the board offline and back: the lock fault still stops the clock."""
+    from daemon.parcels.lifecycle import ParcelBook, ParcelRules
+
+    book = ParcelBook(ParcelRules(window_ms=48 * H, reminders_ms=()))
+    assert book.begin_deposit("p1", cell=4, size="M", recipient_id="r1", courier_id="c1",
+                              barcode=None, now_ms=0)
+    book.door_closed(4, True, 0)
+    assert book.fault_started(4, 10 * H, "cell_blocked")  # the window stops
+    assert not book.fault_started(4, 11 * H, "board_offline")  # already stopped
+    assert not book.fault_ended(4, 12 * H, "board_offline")  # the lock fault remains
+    assert book.due_at(4) is None
+    assert book.tick(100 * H) == []  # nothing expires while the cell is blocked
+    assert book.fault_ended(4, 100 * H, "cell_blocked")  # no fault left: it runs again
+    assert book.due_at(4) == 138 * H  # 48 h of usable time from 0, 90 h blocked
+    # Ended twice, or a fault that never began, changes nothing.
+    assert not book.fault_ended(4, 101 * H, "cell_blocked")
+    assert not book.fault_ended(4, 101 * H, "board_offline")
+    assert book.due_at(4) == 138 * H
+
+
+def test_the_causes_of_the_faults_survive_a_restart() -> None:
+    from daemon.parcels.lifecycle import ParcelBook, ParcelRules
+
+    book = ParcelBook(ParcelRules(window_ms=48 * H, reminders_ms=()))
+    book.begin_deposit("p1", cell=4, size="M", recipient_id="r1", courier_id="c1",
+                       barcode=None, now_ms=0)
+    book.door_closed(4, True, 0)
+    book.fault_started(4, 10 * H, "cell_blocked")
+    book.fault_started(4, 11 * H, "board_offline")
+    again = ParcelBook(book.rules)
+    again.restore(book.snapshot())
+    assert not again.fault_ended(4, 12 * H, "board_offline")
+    assert again.fault_ended(4, 20 * H, "cell_blocked")
+    assert again.due_at(4) == 58 * H
+
+
+def test_a_fault_stored_before_causes_were_kept_ends_as_it_did() -> None:
+    from daemon.parcels.lifecycle import ParcelBook, ParcelRules
+
+    book = ParcelBook(ParcelRules(window_ms=48 * H, reminders_ms=()))
+    book.begin_deposit("p1", cell=4, size="M", recipient_id="r1", courier_id="c1",
+                       barcode=None, now_ms=0)
+    book.door_closed(4, True, 0)
+    snap = book.snapshot()
+    snap["faults"] = {"4": [[10 * H, None]]}  # the form before causes
+    again = ParcelBook(book.rules)
+    again.restore(snap)
+    assert again.due_at(4) is None
+    assert again.fault_ended(4, 12 * H, "board_offline")
+    assert again.due_at(4) == 50 * H

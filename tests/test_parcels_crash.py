@@ -156,3 +156,42 @@ def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
             assert (cell["state"], cell["door"], cell["parcels"]) == ("free", "closed", []), cell
     d.terminate()
     mailbox.close()
+
+
+def test_a_board_back_while_lockerd_was_stopped_lets_the_window_run_again(
+        board_sim: Any, lockerd: Any, tmp_path: Path) -> None:
+    """The board went offline (the window stopped), lockerd stopped, the board came back: the
+    machine remembers the board offline and announces `board_online` at start, and the stored
+    fault of that cause ends with it (a guard: the causes are kept across restarts)."""
+    sim = board_sim("modbus-relay", boards=1, locks=6)
+    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
+    profile.write_text(PROFILE)
+    parcels.write_text(_parcels_toml())
+    port = free_port()
+    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
+             f"[kiosk]\nenabled = true\nport = {port}\n")
+    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
+    d = lockerd([board], CELLS, extra=extra)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        _wait(lambda: http.get("/api/v1/health").json()["ready"])
+        session = http.post("/api/v1/parcels/staff/login",
+                            json={"code": "1001", "pin": "2468"}).json()["session"]
+        cell = http.post("/api/v1/parcels/deposits", json={
+            "session": session, "recipient_id": RECIPIENTS[0], "size": "S"}).json()["cell"]
+        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        sim.close_door(0, cell)
+        d.wait_event("parcel_deposited", cell=cell)
+        mark = d.mark
+        sim.set_silent(True)
+        d.wait_event("board_offline", since=mark)
+        d.wait_event("parcel_window_paused", cell=cell, since=mark)
+        d.terminate()
+        sim.set_silent(False)
+        mark = d.mark
+        d.start()
+        resumed = d.wait_event("parcel_window_resumed", cell=cell, since=mark)
+        assert resumed["due_at"] is not None
+    finally:
+        http.close()
+        d.terminate()

@@ -527,6 +527,32 @@ async def test_a_board_offline_stops_the_pickup_window_of_its_cells(storage_lock
     assert resumed["data"]["due_at"] > rig.daemon.clock() + 50_000
 
 
+async def test_a_board_back_online_does_not_end_a_lock_fault_pause_on_the_same_cell(
+        storage_locker: Any) -> None:
+    """Two faults on one cell: the window runs again only when neither is left (issue 12)."""
+    rig = await parcel_locker(storage_locker, pickup_window_s=60, reminders_s="[30]")
+    session = await login(rig)
+    cell = (await deposit(rig, session, "r1", "M"))["cell"]
+    mark = rig.mark
+    rig.sim.open_door(0, cell)  # forced open: the cell is blocked by a fault
+    await rig.wait_event("parcel_window_paused", cell=cell, since=mark)
+    rig.sim.close_door(0, cell)
+    await rig.wait_event("door_closed", cell=cell, since=mark)
+    rig.sim.set_silent(True)  # and then its board goes offline
+    await rig.wait_event("board_offline", since=mark, timeout=10)
+    rig.sim.set_silent(False)
+    await rig.wait_event("board_online", since=mark, timeout=10)
+    assert rig.daemon.machine.cell_view(cell)["state"] == "blocked"
+    rig.advance(120_000)  # twice the window while the cell stays blocked
+    mark = rig.mark
+    rig.daemon.command(cell, "unblock")
+    resumed = await rig.wait_event("parcel_window_resumed", cell=cell, since=mark)
+    assert resumed["data"]["due_at"] > rig.daemon.clock() + 50_000
+    paused_or_resumed = [t for t in rig.types() if t.startswith("parcel_window_")]
+    assert paused_or_resumed == ["parcel_window_paused", "parcel_window_resumed"]
+    assert "parcel_expired" not in rig.types()
+
+
 def test_lockerd_check_names_a_bad_key_of_the_parcels_file(tmp_path: Any) -> None:
     import subprocess
 

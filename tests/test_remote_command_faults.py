@@ -15,6 +15,7 @@ import pytest
 
 from contract.messages import Reason
 from contract.signing import make_command
+from tests.test_command_replay_clock import KEY as TRUSTED_KEY  # what _fleet_locker trusts
 from tests.test_command_replay_clock import _fleet_locker, _results, signed
 from tests.test_fleet_e2e import (  # noqa: F401 (fixture)
     KEY,
@@ -107,5 +108,72 @@ async def test_a_handler_that_raises_answers_failed_internal_error_at_once(
         again = await _results(console, cmd_id, len(want), timeout=5)
         assert [a["status"] for a in again] == want
         assert len(calls) == 1
+    finally:
+        console.close()
+
+
+# -- parcel commands on a locker without the parcel business ------------------------------------
+PARCEL_COMMANDS = {
+    "expect-parcel": {"parcel_id": "P-1", "barcode": "BC-1", "recipient_id": "r1"},
+    "create-return": {"return_id": "RET-1", "recipient_id": None},
+    "report-cells": {"email": "ops@example.org"},
+}
+
+
+async def test_a_storage_only_locker_refuses_parcel_commands_and_builds_no_parcel_business(
+    storage_locker, mqtt_broker
+) -> None:
+    """No `parcels` cells in its profile and no parcels configuration: each parcel command is
+    rejected `no_parcels_business` at once, and the parcel business is not there at all."""
+    locker_id, rig, console = await _fleet_locker(storage_locker, mqtt_broker)
+    try:
+        for type_, args in PARCEL_COMMANDS.items():
+            cmd = make_command(locker_id, type_, args, operator="olga", reason="",
+                               key_id="console-1", private_key=TRUSTED_KEY,
+                               now_ms=rig.daemon.clock())
+            console.publish(TOPICS.cmd(locker_id), json.dumps(cmd))
+            answers = await _results(console, cmd["cmd_id"], 1, timeout=5)
+            assert [(a["status"], a.get("reason")) for a in answers] == [
+                ("rejected", "no_parcels_business")], (type_, answers)
+            await rig.wait_event("command_rejected", cmd_id=cmd["cmd_id"],
+                                 reason="no_parcels_business")
+        assert [b.name for b in rig.daemon.businesses] == ["storage"]
+        assert rig.daemon.parcels is None
+        assert not (rig.daemon.config.data_dir / "parcel-codes.key").exists()
+        login = await rig.http.post("/api/v1/parcels/staff/login",
+                                    json={"code": "1001", "pin": "2468"})
+        assert login.status_code == 404
+        assert not [r for r in rig.log if r.get("level") == "error"], rig.log
+    finally:
+        console.close()
+
+
+
+async def test_a_configuration_that_gives_a_storage_only_locker_parcels_asks_for_a_restart(
+    storage_locker, mqtt_broker
+) -> None:
+    """The configuration is applied; the parcel business (built at start, with its kiosk
+    routes) begins at the next start, and lockerd says so instead of half-running it."""
+    import tomllib
+
+    from contract.signing import make_config
+    from tests.test_parcels_locker import PROFILE
+
+    locker_id, rig, console = await _fleet_locker(storage_locker, mqtt_broker)
+    try:
+        body = {"storage": tomllib.loads(PROFILE), "parcels": {"address": "1 Test Street"}}
+        signed = make_config(locker_id, 2, body, key_id="console-1", private_key=TRUSTED_KEY,
+                             now_ms=rig.daemon.clock())
+        console.publish(TOPICS.config(locker_id), json.dumps(signed))
+        await rig.wait_event("config_applied", version=2)
+        warned = await rig.wait_log("parcels_need_restart")
+        assert warned["level"] == "warning"
+        assert rig.daemon.parcels is None and rig.daemon.parcels_wanted()
+        cmd = make_command(locker_id, "report-cells", {"email": "ops@example.org"},
+                           operator="olga", reason="", key_id="console-1",
+                           private_key=TRUSTED_KEY, now_ms=rig.daemon.clock())
+        console.publish(TOPICS.cmd(locker_id), json.dumps(cmd))
+        answers = await _results(console, cmd["cmd_id"], 1, timeout=5)
+        assert answers[0]["reason"] == "no_parcels_business"
     finally:
         console.close()

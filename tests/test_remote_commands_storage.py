@@ -198,3 +198,16 @@ def test_waive_runs_only_with_exactly_a_cell(args: dict[str, Any]) -> None:
         assert isinstance(out, Execute) and out.cell == args["cell"]
     else:
         assert out == rejected(Reason.MALFORMED)
+
+
+def test_a_parcel_command_on_a_locker_without_the_parcel_business_is_refused_at_once() -> None:
+    args = {"parcel_id": "P-1", "barcode": "BC-1", "recipient_id": "r1"}
+    storage_only = RemoteCommands(LOCKER, TRUSTED, CELLS, locker_commands=())
+    assert storage_only.check(payload("expect-parcel", args), LOCKER, NOW + 1_000,
+                              {}.get) == rejected("no_parcels_business")
+    # Malformed args are still malformed, whatever business the locker runs.
+    assert storage_only.check(payload("expect-parcel", {}), LOCKER, NOW + 1_000,
+                              {}.get) == rejected(Reason.MALFORMED)
+    parcels = RemoteCommands(LOCKER, TRUSTED, CELLS, locker_commands=["expect-parcel"])
+    out = parcels.check(payload("expect-parcel", args), LOCKER, NOW + 1_000, {}.get)
+    assert isinstance(out, Execute) and out.kind == "expect-parcel"

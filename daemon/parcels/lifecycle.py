@@ -9,7 +9,9 @@
 `TRANSITIONS` is the whole table; anything else raises `ParcelError` (nothing changed).
 Parcels for one recipient share a cell (a *load*) while none is picked up: a courier may add
 one, which restarts the pickup window; one code opens the cell for all of them. The book keeps
-each cell's load, its pending open and its fault intervals (for daemon/parcels/expiry.py).
+each cell's load, its pending open and its fault intervals (for daemon/parcels/expiry.py), one
+per cause: a cell may be blocked by a lock fault and have its board offline at once, and its
+window runs again only when no cause is left.
 
 What comes back, in order: `daemon.fsm.actions.Event` to record (data never holds a code, PIN,
 phone or e-mail), then `OpenCell`, `IssueCode`, `RevokeCode`, `Notify` for the app to carry out
@@ -34,6 +36,15 @@ RETURNED_TO_SENDER, CANCELLED = "returned_to_sender", "cancelled"
 #: A parcel in one of these is still at the locker (its barcode cannot be deposited again).
 AT_LOCKER = frozenset({LOADING, DEPOSITED, COLLECTING, EXPIRED, TAKING_BACK})
 FINAL = frozenset({PICKED_UP, RETURNED_TO_SENDER, CANCELLED})
+
+#: Causes of a fault that stops the pickup window: the cell machine blocked the cell (lock fault,
+#: forced open; it ends when the cell is unblocked), and the cell's board is offline. `FAULT` is
+#: a fault of no named cause (and every interval stored before causes were kept): the end of a
+#: fault of any cause ends it, as before.
+CELL_BLOCKED, BOARD_OFFLINE, FAULT = "cell_blocked", "board_offline", "fault"
+
+#: A fault interval of a cell: [start, end) in epoch ms (end None while it lasts) and its cause.
+FaultSpan = tuple[int, int | None, str]
 
 #: (state, trigger) -> next state; None: the parcel does not exist yet.
 TRANSITIONS: dict[tuple[str | None, str], str] = {
@@ -123,8 +134,9 @@ class ParcelBook:
     rules: ParcelRules = field(default_factory=ParcelRules)
     parcels: dict[str, Parcel] = field(default_factory=dict)
     loads: dict[int, Load] = field(default_factory=dict)
-    #: Fault intervals per cell, [start, end|None) epoch ms (kept while the cell has a load).
-    faults: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
+    #: Fault intervals per cell, [start, end|None) epoch ms with their cause (kept while the
+    #: cell has a load); they may overlap: the window counts their union.
+    faults: dict[int, list[FaultSpan]] = field(default_factory=dict)
 
     # -- transitions ----------------------------------------------------------------------
     def _step(self, parcel: Parcel, trigger: str) -> str:
@@ -260,7 +272,7 @@ class ParcelBook:
             states = {self.parcels[p].state for p in load.parcels}
             if states != {DEPOSITED}:
                 continue
-            faults = self.faults.get(cell, [])
+            faults = self._intervals(cell)
             start, window = load.window_start, self.rules.window_ms
             if expiry.expired(start, window, faults, now_ms):
                 self._set_all(load, "expire")
@@ -283,22 +295,36 @@ class ParcelBook:
         load = self._load(cell)
         if load.window_start is None:
             return None
-        return expiry.due_at(load.window_start, self.rules.window_ms, self.faults.get(cell, []))
+        return expiry.due_at(load.window_start, self.rules.window_ms, self._intervals(cell))
 
     # -- faults ---------------------------------------------------------------------------
-    def fault_started(self, cell: int, now_ms: int) -> None:
-        """The cell was blocked by a fault: its parcels' window stops."""
+    def fault_started(self, cell: int, now_ms: int, cause: str = FAULT) -> bool:
+        """A fault of `cause` began on the cell: its parcels' window stops. True when the
+        window stops now (no other fault had stopped it already)."""
+        was_stopped = self.stopped(cell)
         spans = self.faults.setdefault(cell, [])
-        if not spans or spans[-1][1] is not None:
-            spans.append((now_ms, None))
+        if not any(e is None and c == cause for _, e, c in spans):
+            spans.append((now_ms, None, cause))
+        return not was_stopped
 
-    def fault_ended(self, cell: int, now_ms: int) -> None:
-        """The fault cleared: the window runs again."""
-        spans = self.faults.get(cell)
-        if spans and spans[-1][1] is None:
-            spans[-1] = (spans[-1][0], max(now_ms, spans[-1][0]))
+    def fault_ended(self, cell: int, now_ms: int, cause: str = FAULT) -> bool:
+        """The fault of `cause` cleared. True when the window runs again now: no fault of
+        another cause is left (a board back online does not end a lock fault's pause)."""
+        was_stopped = self.stopped(cell)
+        spans = self.faults.get(cell, [])
+        for i, (s, e, c) in enumerate(spans):
+            if e is None and c in (cause, FAULT):
+                spans[i] = (s, max(now_ms, s), c)
         if cell not in self.loads:
             self.faults.pop(cell, None)  # nothing waits in the cell: nothing to pause
+        return was_stopped and not self.stopped(cell)
+
+    def stopped(self, cell: int) -> bool:
+        """A fault goes on in the cell (its window is stopped)."""
+        return any(e is None for _, e, _ in self.faults.get(cell, []))
+
+    def _intervals(self, cell: int) -> list[expiry.Fault]:
+        return [(s, e) for s, e, _ in self.faults.get(cell, [])]
 
     # -- views ----------------------------------------------------------------------------
     def expired_loads(self) -> list[Load]:
@@ -337,8 +363,7 @@ class ParcelBook:
                 if any(pid not in parcels for pid in load.parcels):
                     raise ValueError(f"cell {load.cell} holds an unknown parcel")
                 loads[load.cell] = load
-            faults = {int(c): [(int(s), None if e is None else int(e)) for s, e in spans]
-                      for c, spans in snap["faults"].items()}
+            faults = {int(c): [_span(f) for f in spans] for c, spans in snap["faults"].items()}
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"parcel book snapshot is malformed: {exc}") from exc
         self.parcels, self.loads, self.faults = parcels, loads, faults
@@ -352,7 +377,7 @@ class ParcelBook:
             p.closed_at = moved(p.closed_at)
         for load in self.loads.values():
             load.window_start = moved(load.window_start)
-        self.faults = {c: [(s + delta_ms, moved(e)) for s, e in spans]
+        self.faults = {c: [(s + delta_ms, moved(e), cause) for s, e, cause in spans]
                        for c, spans in self.faults.items()}
 
     def forget_finished(self, before_ms: int) -> None:
@@ -447,6 +472,12 @@ def clean_barcode(raw: str | None) -> str | None:
     if not _BARCODE_RE.match(text):
         raise ParcelError("bad_barcode", "a barcode is 1-64 printable characters")
     return text
+
+
+def _span(raw: list[Any]) -> FaultSpan:
+    """A stored fault interval: [start, end, cause], or [start, end] from before causes."""
+    start, end, *cause = raw
+    return int(start), None if end is None else int(end), str(cause[0]) if cause else FAULT
 
 
 def _data(parcel: Parcel) -> dict[str, Any]:

@@ -34,7 +34,13 @@ from daemon.parcels import texts
 from daemon.parcels.codes import CodeBook, Verdict, code_policy
 from daemon.parcels.directory import DEFAULT_LIMIT, RecipientDirectory
 from daemon.parcels.effects import IssueCode, Notify, OpenCell, RevokeCode
-from daemon.parcels.lifecycle import ParcelBook, ParcelError, ParcelRules
+from daemon.parcels.lifecycle import (
+    BOARD_OFFLINE,
+    CELL_BLOCKED,
+    ParcelBook,
+    ParcelError,
+    ParcelRules,
+)
 from daemon.parcels.newcomers import DuplicateRecipient, added_recipient
 from daemon.parcels.report import cell_report
 from daemon.parcels.returns import ReturnBook, RevokeReturnCode
@@ -672,10 +678,11 @@ class ParcelsService:
             cell = data.get("cell")
             ref = data.get("ref") or ""
             if record["type"] in ("board_offline", "board_online"):
-                # Its cells cannot be opened meanwhile: their windows stop, then run again.
+                # Its cells cannot be opened meanwhile: their windows stop, then run again
+                # (unless another fault still blocks the cell: the book keeps each cause).
                 mark = "+fault" if record["type"] == "board_offline" else "-fault"
-                todo.extend((mark, c.id, data) for c in self.core.config.cells
-                            if c.board == data.get("board"))
+                todo.extend((mark, c.id, {**data, "cause": BOARD_OFFLINE})
+                            for c in self.core.config.cells if c.board == data.get("board"))
                 continue
             if cell is None:
                 continue
@@ -685,9 +692,9 @@ class ParcelsService:
             elif record["type"] in ("lock_fault", "forced_open") or (
                     record["type"] == "blocked" and data.get("reason") in (
                         "lock_fault", "forced_open")):
-                todo.append(("+fault", cell, data))
+                todo.append(("+fault", cell, {**data, "cause": CELL_BLOCKED}))
             elif record["type"] == "unblocked":
-                todo.append(("-fault", cell, data))
+                todo.append(("-fault", cell, {**data, "cause": CELL_BLOCKED}))
         if todo:
             asyncio.get_running_loop().call_soon(self._outcomes, todo)
 
@@ -698,14 +705,12 @@ class ParcelsService:
         try:
             for kind, cell, data in todo:
                 if kind == "+fault":
-                    spans = self.book.faults.get(cell) or [(0, 0)]
-                    if cell in self.book.loads and spans[-1][1] is not None:
-                        self.book.fault_started(cell, now)
+                    if cell in self.book.loads and self.book.fault_started(cell, now,
+                                                                           data["cause"]):
                         out.append(Event("parcel_window_paused", cell, {}))
                     continue
                 if kind == "-fault":
-                    if cell in self.book.faults:
-                        self.book.fault_ended(cell, now)
+                    if self.book.fault_ended(cell, now, data["cause"]):
                         out.append(Event("parcel_window_resumed", cell,
                                          {"due_at": self._due(cell)}))
                     continue

@@ -18,13 +18,12 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
-from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
 from daemon.io.instance_lock import instance_lock
@@ -34,6 +33,9 @@ from daemon.kiosk_limits import raise_fd_limit
 from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.parcels.wiring import build_parcels
 from daemon.storage.wiring import build_storage, simulator_control
+
+if TYPE_CHECKING:
+    from daemon.fleet import FleetSide
 
 VERSION = "0.1.0"
 
@@ -125,7 +127,11 @@ class LockerDaemon:
         #: Every business on this locker; the commit path knows them only by the seam.
         self.businesses: list[Business] = [self.storage, self.parcels,
                                            *(make(self) for make in businesses)]
-        self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
+        self.fleet: FleetSide | None = None
+        if config.mqtt.enabled:  # the fleet side (signed commands and configs) only with a link
+            from daemon.fleet import FleetSide
+
+            self.fleet = FleetSide(self)
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()

@@ -8,7 +8,8 @@ without a console reads the same table from a local file. Every key has a defaul
 table is a working (if empty) parcel business.
 
 Validation is strict and names the bad key (`staff[3].pin_hash: ...`); 10,000 recipients and
-500 staff validate in well under a second (uniqueness is checked with sets, one pass).
+500 staff validate in well under a second (uniqueness is checked with sets, one pass). The
+recipients are kept packed once validated (contract/recipient_list.py): a locker's memory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.pin_hash import PinHashError, check_pin_hash
+from contract.recipient_list import RecipientList
 from contract.recipients import EMAIL_PATTERN, LANGUAGES, Recipient
 
 #: What a staff member may do at the kiosk follows from the role (daemon/parcels/staff.py).
@@ -104,7 +106,8 @@ class ParcelsSection(_Strict):
     session_idle_s: Annotated[int, Field(ge=10, le=3600)] = 120
     notify: ParcelNotify = Field(default_factory=ParcelNotify)
     staff: list[Staff] = Field(default_factory=list)
-    recipients: list[Recipient] = Field(default_factory=list)
+    #: Validated as a list of `Recipient`, kept packed (a sequence of `Recipient`).
+    recipients: RecipientList = Field(default_factory=RecipientList)
 
     @field_validator("language")
     @classmethod
@@ -133,10 +136,10 @@ class ParcelsSection(_Strict):
             ids.add(member.id)
             codes.add(member.code)
         seen: set[str] = set()
-        for i, recipient in enumerate(self.recipients):
-            if recipient.id in seen:
-                raise ValueError(f"recipients[{i}].id: duplicate recipient id {recipient.id!r}")
-            seen.add(recipient.id)
+        for i, recipient_id in enumerate(self.recipients.ids()):
+            if recipient_id in seen:
+                raise ValueError(f"recipients[{i}].id: duplicate recipient id {recipient_id!r}")
+            seen.add(recipient_id)
         return self
 
     def staff_by_code(self, code: str) -> Staff | None:
@@ -144,4 +147,4 @@ class ParcelsSection(_Strict):
         return next((s for s in self.staff if s.code == code), None)
 
     def recipient(self, recipient_id: str) -> Recipient | None:
-        return next((r for r in self.recipients if r.id == recipient_id), None)
+        return self.recipients.get(recipient_id)

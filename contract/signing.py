@@ -6,6 +6,9 @@ padding; public keys are their 32 raw bytes written the same way. Verification i
 caller passes the current time (epoch ms) and its trusted keys, and gets back None or the reason
 code of the first failing check. Replay (a cmd_id already executed, a config version not newer
 than the applied one) is the caller's check: it needs state this module does not keep.
+
+`cryptography` is imported on the first key operation, not with this module: it costs a locker
+about 7 MB of memory, and a locker without a fleet link or trusted keys never signs nor verifies.
 """
 
 from __future__ import annotations
@@ -18,11 +21,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from contract.messages import (
     MalformedPayload,
@@ -34,6 +33,12 @@ from contract.messages import (
     deflate_body,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
 DEFAULT_TTL_MS = 30_000
 DEFAULT_SKEW_MS = 5_000
 #: A configuration body larger than this as canonical JSON is sent compressed (`body_z`): a
@@ -44,7 +49,7 @@ PUBLIC_KEY_LEN = 32
 
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 
-TrustedKeys = Mapping[str, str | Ed25519PublicKey]
+TrustedKeys = Mapping[str, "str | Ed25519PublicKey"]
 
 
 class KeyFormatError(ValueError):
@@ -82,6 +87,8 @@ def config_hash(body: Mapping[str, Any]) -> str:
 
 # -- keys -------------------------------------------------------------------------------------
 def generate_private_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
@@ -89,11 +96,15 @@ def private_key_from_seed(seed: bytes) -> Ed25519PrivateKey:
     """A key from its 32-byte seed (for fixed test vectors)."""
     if len(seed) != 32:
         raise KeyFormatError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
     """PEM, PKCS#8, unencrypted: protect the file by its mode (0600), as ssh does."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -103,6 +114,10 @@ def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
 
 def load_private_key_pem(data: bytes) -> Ed25519PrivateKey:
     """Read an unencrypted PKCS#8 PEM Ed25519 private key; KeyFormatError otherwise."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -128,6 +143,9 @@ def load_private_key_file(path: str | Path) -> Ed25519PrivateKey:
 
 def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The 32 raw public-key bytes, base64url without padding (what lockers trust)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return b64url_encode(
         pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -142,6 +160,8 @@ def load_public_key_b64(text: str) -> Ed25519PublicKey:
         raise KeyFormatError(f"public key: {exc}") from None
     if len(raw) != PUBLIC_KEY_LEN:
         raise KeyFormatError(f"public key: expected {PUBLIC_KEY_LEN} bytes, got {len(raw)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -223,6 +243,8 @@ def _checked(model: type[Message], signed: dict[str, Any]) -> dict[str, Any]:
 
 # -- verification -----------------------------------------------------------------------------
 def _resolve_key(trusted_keys: TrustedKeys, key_id: str) -> Ed25519PublicKey | None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = trusted_keys.get(key_id)
     if isinstance(key, Ed25519PublicKey):
         return key
@@ -261,6 +283,8 @@ def _check_signed(
     key = _resolve_key(trusted_keys, parsed.key_id)
     if key is None:
         return Reason.UNKNOWN_KEY
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(sig, signed_bytes)
     except InvalidSignature:

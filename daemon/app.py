@@ -24,7 +24,6 @@ from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_fi
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
-from daemon.fleet import FleetSide
 from daemon.fsm import CellChanged, CellSpec, Event, LockerMachine, Refused, Timing, Unlock
 from daemon.io.boards import BoardPortError, make_driver, open_buses
 from daemon.io.instance_lock import instance_lock
@@ -35,6 +34,7 @@ from daemon.kiosk_socket import ACCEPT_BACKLOG, kiosk_listener
 from daemon.storage.wiring import build_storage, simulator_control
 
 if TYPE_CHECKING:
+    from daemon.fleet import FleetSide
     from daemon.parcels.service import ParcelsService
 
 VERSION = "0.1.0"
@@ -134,7 +134,11 @@ class LockerDaemon:
         self.businesses: list[Business] = [
             self.storage, *([self.parcels] if self.parcels else []),
             *(make(self) for make in businesses)]
-        self.fleet: FleetSide | None = FleetSide(self) if config.mqtt.enabled else None
+        self.fleet: FleetSide | None = None
+        if config.mqtt.enabled:  # the fleet side (signed commands and configs) only with a link
+            from daemon.fleet import FleetSide
+
+            self.fleet = FleetSide(self)
         self._buses: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()

@@ -3,14 +3,15 @@
 Any 2xx reply means accepted. Failures are results, never exceptions, and a result's detail names
 the gateway's host only: never the text (it holds codes and PINs) and never the query (it may hold
 an API key).
+
+urllib's HTTP client is imported with the first message (about 1 MB a locker need not carry
+until it sends).
 """
 
 from __future__ import annotations
 
 import asyncio
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Literal
 
@@ -62,6 +63,9 @@ class HttpSmsGateway:
         return DeliveryResult(False, "email", "an SMS gateway does not send e-mail")
 
     def _send(self, phone: str, text: str) -> DeliveryResult:
+        import urllib.error
+        import urllib.request
+
         values = {"phone": phone, "text": text}
         url = fill_template(self.url, values, "form")
         body = None

@@ -2,14 +2,12 @@
 
 STARTTLS on 587 or implicit TLS on 465. Failures are results, never exceptions; SMTP's 4xx ("try
 again later") is transient, its 5xx final. A detail never holds the message's text.
+
+aiosmtplib and the e-mail composer are imported with the first message: a locker that only
+configures the server (and may never send) does not carry them in memory.
 """
 
 from __future__ import annotations
-
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
-
-import aiosmtplib
 
 from contract.notifier_settings import SmtpSettings
 from fleet_io.delivery import DeliveryResult, smtp_code_may_pass
@@ -54,6 +52,11 @@ class SmtpEmail:
         return DeliveryResult(False, "sms", "an SMTP server does not send SMS")
 
     async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+        from email.message import EmailMessage
+        from email.utils import formatdate, make_msgid
+
+        import aiosmtplib
+
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = to

@@ -19,7 +19,7 @@ import heapq
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -69,12 +69,16 @@ def _hint(recipient: Recipient) -> str:
 class RecipientDirectory:
     """An immutable index over a locker's recipients; build with `load`, ask with `search`.
 
-    It refers to the configuration's Recipient objects, copying none: on a locker every MB
-    counts (10,000 recipients index in 6.4 MiB besides the records)."""
+    It refers to the configuration's recipients by position, copying none (a packed
+    `RecipientList` makes a `Recipient` only for a hit): on a locker every MB counts (10,000
+    recipients index in 6.4 MiB besides the records)."""
 
-    def __init__(self, recipients: Iterable[Recipient]) -> None:
-        rows = sorted(((fold(r.name), r.id, r) for r in recipients), key=lambda row: row[:2])
-        self._records = [row[2] for row in rows]
+    def __init__(self, recipients: Sequence[Recipient]) -> None:
+        rows = sorted(((fold(r.name), r.id, k) for k, r in enumerate(recipients)),
+                      key=lambda row: row[:2])
+        self._people = recipients
+        #: Position in `recipients` of each index entry (entries are in name order).
+        self._order = array("I", (row[2] for row in rows))
         self._names = [row[0] for row in rows]
         self._numbers: dict[str, int] = {}
         #: Numbers two or more records share (rare): every index, in name order.
@@ -83,7 +87,8 @@ class RecipientDirectory:
         haystack: list[str] = []
         starts = array("q")
         offset = 0
-        for i, (name, _, r) in enumerate(rows):
+        for i, (name, _, k) in enumerate(rows):
+            r = recipients[k]
             department = fold(r.department or "")
             number = fold(r.number or "")
             key = number.replace(" ", "")
@@ -106,12 +111,12 @@ class RecipientDirectory:
         self._haystack = "".join(haystack)
 
     @classmethod
-    def load(cls, recipients: Iterable[Recipient]) -> RecipientDirectory:
+    def load(cls, recipients: Sequence[Recipient]) -> RecipientDirectory:
         """The index over `recipients` (the configuration's list)."""
         return cls(recipients)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._order)
 
     def _prefixed(self, token: str) -> set[int]:
         """The records with a word that begins with `token`."""
@@ -155,7 +160,7 @@ class RecipientDirectory:
             self._substrings(query, chosen, limit)
         out = []
         for i, rank in chosen.items():
-            r = self._records[i]
+            r = self._people[self._order[i]]
             out.append(RecipientHit(r.id, r.name, r.department, r.number, _hint(r), rank))
         return out
 

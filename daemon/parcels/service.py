@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from contract.parcels import ParcelsSection
+from contract.recipient_list import RecipientList
 from contract.recipients import Recipient
 from daemon.core import BusinessError, ErrorKind
 from daemon.fsm import Event, Refused
@@ -167,8 +168,10 @@ class ParcelsService:
         section = self.section()
         key = id(section) + len(self.newcomers)
         if self._directory is None or self._directory[0] != key:
-            people = [*section.recipients,
-                      *(Recipient.model_validate(r) for r in self.newcomers)]
+            people: Sequence[Recipient] = section.recipients
+            if self.newcomers:  # packed again with them (one index over both)
+                people = RecipientList([*section.recipients,
+                                        *(Recipient.model_validate(r) for r in self.newcomers)])
             self._directory = (key, RecipientDirectory.load(people))
         return self._directory[1]
 
@@ -359,7 +362,7 @@ class ParcelsService:
             recipient = Recipient.model_validate(fields)
         except ValueError as exc:
             raise refusal("bad_recipient", detail=str(exc).splitlines()[0]) from None
-        known = {r.id for r in self.section().recipients} | {r["id"] for r in self.newcomers}
+        known = {*self.section().recipients.ids(), *(r["id"] for r in self.newcomers)}
         try:
             event = added_recipient(recipient, s.staff_id, known)
         except DuplicateRecipient:

@@ -1,7 +1,9 @@
 """Builds the storage business's adapters from the locker's configuration.
 
 The only place that knows which terminal, printer and notifier classes exist: the service sees
-ports (PaymentTerminal, ReceiptPrinter, Notifier) and nothing else.
+ports (PaymentTerminal, ReceiptPrinter, Notifier) and nothing else. Each adapter's module is
+imported only when the configuration asks for it: a locker carries no code (and no memory) for
+a terminal, printer or gateway it does not have.
 """
 
 from __future__ import annotations
@@ -10,22 +12,14 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from daemon.io.notifier import CombinedNotifier, LogNotifier, MqttRelayNotifier
-from daemon.io.payment.simulator import SimulatedTerminal
-from daemon.io.receipts.printers import (
-    DevicePrinter,
-    FilePrinter,
-    NetworkPrinter,
-    ReceiptPrinter,
-    SerialPrinter,
-)
 from daemon.storage.service import StorageService
 from fleet_io.delivery import DeliveryResult, Retrying, RetryPolicy
-from fleet_io.sms_gateway import HttpSmsGateway
-from fleet_io.smtp_email import SmtpEmail
 
 if TYPE_CHECKING:
     from daemon.config import LockerConfig
     from daemon.core import LockerCore
+    from daemon.io.payment.simulator import SimulatedTerminal
+    from daemon.io.receipts.printers import ReceiptPrinter
     from daemon.storage.settings import NotifierSettings, PrinterSettings
 
 
@@ -40,6 +34,15 @@ class _Nowhere:
 
 
 def build_printer(settings: PrinterSettings) -> ReceiptPrinter | None:
+    if settings.kind == "none":
+        return None
+    from daemon.io.receipts.printers import (
+        DevicePrinter,
+        FilePrinter,
+        NetworkPrinter,
+        SerialPrinter,
+    )
+
     if settings.kind == "serial":
         assert settings.path
         return SerialPrinter(settings.path, settings.baudrate)
@@ -58,8 +61,12 @@ def build_printer(settings: PrinterSettings) -> ReceiptPrinter | None:
 def build_notifier(settings: NotifierSettings, core: LockerCore) -> CombinedNotifier:
     def adapter(kind: str) -> Any:
         if kind == "http" and settings.http is not None:
+            from fleet_io.sms_gateway import HttpSmsGateway
+
             return Retrying(HttpSmsGateway.of(settings.http), RetryPolicy.of(settings))
         if kind == "smtp" and settings.smtp is not None:
+            from fleet_io.smtp_email import SmtpEmail
+
             return Retrying(SmtpEmail.of(settings.smtp), RetryPolicy.of(settings))
         if kind == "mqtt":
             return MqttRelayNotifier(core.relay_notification)
@@ -72,6 +79,8 @@ def build_notifier(settings: NotifierSettings, core: LockerCore) -> CombinedNoti
 
 def build_terminal(config: LockerConfig) -> SimulatedTerminal | None:
     if config.payment.adapter == "simulator":
+        from daemon.io.payment.simulator import SimulatedTerminal
+
         journal = config.payment.journal or config.data_dir / "payment-sim.json"
         return SimulatedTerminal(journal)
     return None

@@ -102,6 +102,14 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def shared_across_threads(self) -> bool:
+        """Another thread's connection sees the same data (not an in-memory SQLite database,
+        which is one per connection, and each thread has its own)."""
+        database = self.engine.url.database
+        return self.dialect != "sqlite" or (bool(database) and database != ":memory:" and (
+            "mode=memory" not in str(self.engine.url)))
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose transaction commits on exit (rolls back on error)."""

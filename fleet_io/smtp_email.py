@@ -2,6 +2,11 @@
 
 STARTTLS on 587 or implicit TLS on 465. Failures are results, never exceptions; SMTP's 4xx ("try
 again later") is transient, its 5xx final. A detail never holds the message's text.
+
+A message given a `ref` has the Message-ID `<ref@sender's domain>`: sent again (after a crash
+left it unknown whether the server took it), it is the same message to the recipient's mail
+client, which shows one. SMTP itself has no way to refuse a duplicate, so this is the most
+"exactly once" e-mail allows.
 """
 
 from __future__ import annotations
@@ -13,6 +18,15 @@ import aiosmtplib
 
 from contract.notifier_settings import SmtpSettings
 from fleet_io.delivery import DeliveryResult, smtp_code_may_pass
+
+
+def message_id(ref: str | None, sender: str) -> str:
+    """`<ref@domain>` for a message with a reference (the same on every resend), else fresh."""
+    domain = sender.rpartition("@")[2] or None
+    if ref is None:
+        return make_msgid(domain=domain)
+    safe = "".join(ch for ch in ref if ch.isalnum() or ch in ".-_")
+    return f"<{safe}@{domain or 'localhost'}>"
 
 
 class SmtpEmail:
@@ -50,16 +64,18 @@ class SmtpEmail:
         return cls(s.host, s.sender, port=s.port, starttls=s.starttls, use_tls=s.use_tls,
                    username=s.username, password=s.password, timeout_s=s.timeout_s)
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
         return DeliveryResult(False, "sms", "an SMTP server does not send SMS")
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        message["Message-ID"] = message_id(ref, self.sender)
         message.set_content(text, charset="utf-8")
         try:
             errors, reply = await aiosmtplib.send(

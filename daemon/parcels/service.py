@@ -10,8 +10,18 @@ book in a second write right after; a crash between the two is found at boot (`_
 Notifications leave from the durable outbox in the same meta: an entry per once-only key
 (`Notify.key`), keys already sent are remembered, so a crash neither loses one nor queues one
 twice. An arrival keeps (seed, attempt) and derives its code again when it sends; no plain code is
-ever stored (daemon/parcels/codes.py). A crash after the SMTP server took a message and before
-its entry was dropped sends that one message again (the one window left, as with any mail).
+ever stored (daemon/parcels/codes.py).
+
+Exactly once across a crash in the middle of a hand-over: each message of an entry (one per
+channel, or per address of an administrator's e-mail) has a reference of its own, derived from
+the entry's key (`_ref`: stable, so the same after a restart). Before a message is handed over
+the entry is stored with it `in_flight`; the provider's answer clears that. A crash before the
+answer leaves it in flight, and after the restart it is sent again with the SAME reference: the
+SMS gateway refuses a reference it already took as "already accepted" (counted as sent), the
+console relay sends an id once, and an e-mail comes again with the same Message-ID, code and text
+(SMTP cannot refuse a duplicate; mail clients show one message per Message-ID). A recipient who
+waits for a code is worse off than one who may see it twice, so an e-mail in doubt is sent again,
+not held; the `parcel_notice_sent` event names such channels in `resent` for the operator.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -170,8 +182,10 @@ class ParcelsService:
     def _state(self) -> dict[str, Any]:
         return {"v": 1, "book": self.book.snapshot(), "codes": self.codes.snapshot(),
                 "staff": self.staff.snapshot(), "returns": self.returns.snapshot(),
-                "outbox": list(self.outbox.values()), "sent": self.sent[-SENT_KEPT:],
-                "newcomers": self.newcomers, "language": self.language,
+                # Copies: the store keeps what it was given, and compares the next state to it.
+                "outbox": copy.deepcopy(list(self.outbox.values())),
+                "sent": self.sent[-SENT_KEPT:],
+                "newcomers": list(self.newcomers), "language": self.language,
                 "next_report_at": self.next_report_at}
 
     def _restore(self) -> None:
@@ -813,7 +827,12 @@ class ParcelsService:
         for key, entry in list(self.outbox.items()):
             if entry.get("next_at", 0) > now or key not in self.outbox:
                 continue
-            ok, detail = await self._send(entry)
+            try:
+                ok, detail = await self._send(entry)
+            except (Refused, OSError) as exc:  # the hand-over could not be stored: not sent
+                self.core.journal.line("parcel_notice_held", level="warning", key=key,
+                                       error=repr(exc))
+                return
             self.core.journal.line("parcel_notice", key=key, notice=entry["kind"], ok=ok,
                                    detail=detail)
             state = copy.deepcopy(self._state())
@@ -822,9 +841,11 @@ class ParcelsService:
                     self.outbox.pop(key, None)
                     self.sent.append(key)
                     del self.sent[:-SENT_KEPT]
-                    self._commit([Event("parcel_notice_sent", entry["cell"] or None, {
-                        "notice": entry["kind"], "parcels": entry["parcels"],
-                        "channels": detail})])
+                    data: dict[str, Any] = {"notice": entry["kind"],
+                                            "parcels": entry["parcels"], "channels": detail}
+                    if entry.get("resent"):
+                        data["resent"] = _channels(entry["resent"])
+                    self._commit([Event("parcel_notice_sent", entry["cell"] or None, data)])
                 else:
                     entry["tries"] = entry.get("tries", 0) + 1
                     delay = RETRY_S[min(entry["tries"], len(RETRY_S)) - 1]
@@ -834,19 +855,70 @@ class ParcelsService:
                 self._put_back(state)
 
     async def _send(self, entry: dict[str, Any]) -> tuple[bool, str]:
-        """Render and send one outbox entry; the arrival's code is derived here, now."""
+        """Render and send one outbox entry, each of its messages once (see the module's
+        doc); the arrival's code is derived here, now. (ok, the channels that took it)."""
         if self.notifier is None:
             return False, "no notifier"
+        rendered = self._render(entry)
+        if rendered is None:
+            return True, "no recipient"
+        message, targets = rendered
+        done: list[str] = entry.setdefault("done", [])
+        for target, channel, to in targets:
+            if target in done:
+                continue
+            self._hand_over(entry, target)
+            ref = self._ref(entry["key"], target)
+            if channel == "email":
+                sent = await self.notifier.send_email(to, message.subject, message.text,
+                                                      ref=ref)
+            else:
+                sent = await self.notifier.send_sms(to, message.text, ref=ref)
+            entry.pop("in_flight", None)  # answered: stored with the entry's next write
+            if sent.ok:
+                done.append(target)
+        return all(t in done for t, _, _ in targets), _channels(done) or "none"
+
+    def _hand_over(self, entry: dict[str, Any], target: str) -> None:
+        """Store `target`'s message as in flight before it leaves. Found in flight (a crash
+        came before the provider's answer), it goes again with the same reference and is
+        named `resent`. Raises Refused / OSError (nothing changed) when the disk takes nothing."""
+        if entry.get("in_flight") == target:
+            resent = entry.setdefault("resent", [])
+            if target not in resent:
+                resent.append(target)
+            self.core.journal.line("parcel_notice_in_doubt", level="warning",
+                                   key=entry["key"], channel=_channels([target]))
+            return
+        before = entry.get("in_flight")
+        entry["in_flight"] = target
+        try:
+            self._commit()
+        except BaseException:
+            if before is None:
+                entry.pop("in_flight", None)
+            else:
+                entry["in_flight"] = before
+            raise
+
+    def _ref(self, key: str, target: str) -> str:
+        """The message's own reference: the same for an entry's target on every try and after
+        a restart, unique to this locker (keyed with its secret), nothing to read in it."""
+        digest = hmac.new(self.secret, f"notice-ref:{key}:{target}".encode(),
+                          hashlib.sha256).hexdigest()
+        return f"parcel-{digest[:32]}"
+
+    def _render(self, entry: dict[str, Any]) -> tuple[Any, list[tuple[str, str, str]]] | None:
+        """The message and its targets (target name, channel, address); None: no recipient.
+        A recipient's targets are "email" and "sms"; an administrator's "email:<address>"."""
         section = self.section()
         kind = entry["kind"]
         if kind in ("pickup_report", "cell_report"):
             message = texts.notice(kind, self.kiosk_language(), **self._admin_params(entry))
-            results = [await self.notifier.send_email(to, message.subject, message.text)
-                       for to in entry.get("to", [])]
-            return all(r.ok for r in results), "email"
+            return message, [(f"email:{to}", "email", to) for to in entry.get("to", [])]
         recipient = self.recipient(entry.get("recipient_id"))
         if recipient is None:
-            return True, "no recipient"
+            return None
         language = recipient.language or self.kiosk_language()
         params: dict[str, Any] = {"address": section.address,
                                   "opening_hours": section.opening_hours,
@@ -855,22 +927,8 @@ class ParcelsService:
             params["code"] = self.codes.derive(entry["seed"], entry["attempt"], entry["factor"])
             params["factor"] = entry["factor"]
         message = texts.notice(kind, language, **params)
-        # Each channel once: one that went through is not sent again when the other is retried.
-        done: list[str] = entry.setdefault("done", [])
-        wanted = [c for c, to in (("email", recipient.email), ("sms", recipient.phone)) if to]
-        for channel in wanted:
-            if channel in done:
-                continue
-            if channel == "email":
-                assert recipient.email is not None
-                sent = await self.notifier.send_email(recipient.email, message.subject,
-                                                      message.text)
-            else:
-                assert recipient.phone is not None
-                sent = await self.notifier.send_sms(recipient.phone, message.text)
-            if sent.ok:
-                done.append(channel)
-        return all(c in done for c in wanted), ",".join(done) or "none"
+        return message, [(c, c, to) for c, to in (("email", recipient.email),
+                                                   ("sms", recipient.phone)) if to]
 
     def _admin_params(self, entry: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"locker": self.core.config.locker_id,
@@ -879,6 +937,11 @@ class ParcelsService:
         if entry["kind"] == "cell_report":
             params.update(cell_report(self._candidates(), self.book, self.returns).params())
         return params
+
+
+def _channels(targets: Iterable[str]) -> str:
+    """The channels of targets ("email:<address>" is e-mail): events never name addresses."""
+    return ",".join(sorted({t.split(":", 1)[0] for t in targets}))
 
 
 def _local(ms: int | None) -> str:

@@ -12,6 +12,10 @@ stops the start (`StoreCorrupt`, naming the file and line) for an operator to de
 rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
 journal over a newer image is harmless, since every line sets whole documents.
 
+Used one-time codes (their keyed hashes, daemon/parcels/codes.py) are documents of their own in
+`used_codes`, one per code, added in the commit of the step that used the code and dropped when
+the code book forgets it: a step writes the codes it used, never the whole list.
+
 The disk comes first: a commit reaches the journal before the documents in memory change, so a
 write that fails (a full disk: ENOSPC, EDQUOT, EIO) raises `StoreWriteFailed` and leaves the
 store exactly as it was, with no half line left in the journal.
@@ -210,6 +214,12 @@ class LockerStore:
             self._commands = self._db.table("commands")
             self._payments = self._db.table("payments")
             self._relayed = self._db.table("relayed")
+            self._used = self._db.table("used_codes")
+            #: Used code hashes -> their document ids (oldest first, as ids grow), and back.
+            self._used_ids: dict[str, int] = {
+                doc["key"]: doc.doc_id for doc in sorted(self._used.all(), key=lambda d: d.doc_id)}
+            self._used_keys = {i: k for k, i in self._used_ids.items()}
+            self._used_next = max(self._used_ids.values(), default=0)
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
             for key, doc_id in OWN_META_DOCS.items():
                 own = self._meta.get(doc_id=doc_id)
@@ -296,6 +306,10 @@ class LockerStore:
         {id, message, at, keep_until}. `message` holds the text (codes, PINs): never logged."""
         return sorted((dict(r) for r in self._relayed.all()), key=lambda r: r.get("at", 0))
 
+    def used_codes(self) -> list[str]:
+        """Keyed hashes of used one-time codes, oldest first (never a code itself)."""
+        return list(self._used_ids)
+
     def commands_in_flight(self) -> list[dict]:
         """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
         return [
@@ -314,12 +328,14 @@ class LockerStore:
         commands: Iterable[Mapping[str, Any]] = (),
         payments: Iterable[Mapping[str, Any]] = (),
         relayed: Iterable[Mapping[str, Any]] = (),
+        used_codes: Iterable[str] = (),
+        forgotten_codes: Iterable[str] = (),
     ) -> list[dict]:
-        """Persist the new machine state, events, replay-cache entries, payment records and
-        relayed notifications as one journal line; returns the numbered events (seq grows by
-        one per event, across restarts). An event may carry its own time as a third item (one
-        that waited for the disk); the others are stamped `now_ms`. Raises StoreWriteFailed with
-        nothing changed."""
+        """Persist the new machine state, events, replay-cache entries, payment records,
+        relayed notifications and used codes (added; `forgotten_codes` dropped) as one journal
+        line; returns the numbered events (seq grows by one per event, across restarts). An
+        event may carry its own time as a third item (one that waited for the disk); the
+        others are stamped `now_ms`. Raises StoreWriteFailed with nothing changed."""
         changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
@@ -340,9 +356,22 @@ class LockerStore:
         changes.extend(self._upsert(self._commands, "cmd_id", r, new_ids) for r in commands)
         changes.extend(self._upsert(self._payments, "op_id", r, new_ids) for r in payments)
         changes.extend(self._upsert(self._relayed, "id", r, new_ids) for r in relayed)
+        changes.extend(self._used_changes(used_codes, forgotten_codes, now_ms))
         changes.extend(self._meta_changes(seq, meta or {}))
         self._write(changes)
         return numbered
+
+    def _used_changes(self, used: Iterable[str], forgotten: Iterable[str],
+                      now_ms: int) -> list[Change]:
+        changes: list[Change] = []
+        next_id = self._used_next
+        for key in used:
+            if key not in self._used_ids:
+                next_id += 1
+                changes.append((self._used.name, next_id, {"key": key, "at": now_ms}))
+        changes.extend((self._used.name, self._used_ids[key], None) for key in forgotten
+                       if key in self._used_ids)
+        return changes
 
     def _meta_changes(self, seq: int, meta: Mapping[str, Any]) -> list[Change]:
         """The meta documents that change: the small keys (last_seq moves with every event) in
@@ -419,6 +448,13 @@ class LockerStore:
                     self._cell_docs.pop(doc_id, None)
                 else:
                     self._cell_docs[doc_id] = doc
+            elif name == self._used.name:
+                if doc is None:
+                    self._used_ids.pop(self._used_keys.pop(doc_id, ""), None)
+                else:
+                    self._used_ids[doc["key"]] = doc_id
+                    self._used_keys[doc_id] = doc["key"]
+                    self._used_next = max(self._used_next, doc_id)
             elif name == self._meta.name and doc_id == 1:
                 own = {k: self._meta_doc[k] for k in OWN_META_DOCS if k in self._meta_doc}
                 self._meta_doc = {**(doc or {}), **own}

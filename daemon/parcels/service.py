@@ -179,8 +179,11 @@ class ParcelsService:
         return self._directory[1]
 
     # ----------------------------------------------------------------- persistence
-    def _state(self) -> dict[str, Any]:
-        return {"v": 1, "book": self.book.snapshot(), "codes": self.codes.snapshot(),
+    def _state(self, *, stored: bool = False) -> dict[str, Any]:
+        """The books' state: as stored with a step (`stored`: used codes are documents of
+        their own, not rewritten with every step), else whole, to undo a step with."""
+        return {"v": 1, "book": self.book.snapshot(),
+                "codes": self.codes.snapshot(with_used=not stored),
                 "staff": self.staff.snapshot(), "returns": self.returns.snapshot(),
                 # Copies: the store keeps what it was given, and compares the next state to it.
                 "outbox": copy.deepcopy(list(self.outbox.values())),
@@ -194,7 +197,7 @@ class ParcelsService:
             return
         try:
             self.book.restore(saved["book"])
-            self.codes.restore(saved["codes"])
+            self.codes.restore(saved["codes"], used=self.core.store.used_codes())
             self.staff.restore(saved["staff"])
             self.returns.restore(saved["returns"])
         except (KeyError, ValueError) as exc:
@@ -208,7 +211,8 @@ class ParcelsService:
 
     def _commit(self, out: Iterable[Any] = ()) -> list[dict]:
         """Carry out a step's output in one write: events, codes, outbox entries and the
-        machine's actions, with the books' snapshots; then wake the sender."""
+        machine's actions, with the books' snapshots and the codes the step used; then wake
+        the sender."""
         actions: list[Any] = []
         code: dict[str, Any] = {}
         for item in out:
@@ -222,7 +226,10 @@ class ParcelsService:
                 self._queue(item, code if item.kind == "parcel_arrived" else {})
             else:
                 actions.append(item)
-        numbered = self.core.apply(actions, meta={STATE_KEY: self._state()})
+        used, forgotten = self.codes.used_pending()
+        numbered = self.core.apply(actions, meta={STATE_KEY: self._state(stored=True)},
+                                   used_codes=used, forgotten_codes=forgotten)
+        self.codes.used_stored()
         self._wake.set()
         return numbered
 

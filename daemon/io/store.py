@@ -8,8 +8,9 @@ of the store. State, the events announcing it and the replay-cache entries of on
 line: they land together or not at all. Each line carries its checksum (daemon/io/store_lines.py):
 a torn last line is cut at start (a commit that never finished), a damaged line anywhere else
 stops the start (`StoreCorrupt`, naming the file and line) for an operator to decide with
-`lockerd store check` / `lockerd store repair`. When the journal grows past a limit the image is
-rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
+`lockerd store check` / `lockerd store repair`. When the journal grows past a limit (256 KB, or
+the image's own size if larger, so rewriting the image costs at most as much again as the
+journal lines did) the image is rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
 journal over a newer image is harmless, since every line sets whole documents.
 
 Used one-time codes (their keyed hashes, daemon/parcels/codes.py) are documents of their own in
@@ -34,14 +35,15 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
-from tinydb.table import Document, Table
+from tinydb.table import Table
 
 from daemon.io.atomic_file import write_atomically
 from daemon.io.store_lines import Change, encode_line, scan_journal
 
 STORE_FILE = "lockerd.json"
 JOURNAL_FILE = "lockerd.journal"
-#: Journal size after which the image is rewritten and the journal emptied.
+#: Journal size after which the image is rewritten and the journal emptied (or the image's
+#: size, when larger: a big image is not rewritten for a few small lines).
 COMPACT_AFTER_BYTES = 256 * 1024
 
 
@@ -61,6 +63,8 @@ class JournaledJSONStorage(Storage):
         self.path = Path(path)
         self.journal_path = self.path.with_name(JOURNAL_FILE)
         self.journal_bytes = 0
+        #: The image's size when last read or written.
+        self.image_bytes = 0
         #: What reading found and put right (a torn last line cut), for the daemon's log.
         self.warnings: list[str] = []
         #: A failed append may have left part of its line: cut it before the next one.
@@ -71,6 +75,7 @@ class JournaledJSONStorage(Storage):
             raw = self.path.read_bytes()
         except FileNotFoundError:
             raw = b""
+        self.image_bytes = len(raw)
         data: dict[str, dict[str, Any]] = json.loads(raw) if raw.strip() else {}
         replayed = self._replay(data)
         return data if (data or replayed) else None
@@ -138,7 +143,9 @@ class JournaledJSONStorage(Storage):
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         """Compaction: the whole image, atomically, then an empty journal."""
-        write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+        image = json.dumps(data, separators=(",", ":")).encode()
+        write_atomically(self.path, image)
+        self.image_bytes = len(image)
         if self.journal_bytes or self.journal_path.exists():
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -431,18 +438,23 @@ class LockerStore:
             return
         self._storage.append(changes)
         self._remember(changes)
-        if self._storage.journal_bytes > COMPACT_AFTER_BYTES:
+        if self._storage.journal_bytes > max(COMPACT_AFTER_BYTES, self._storage.image_bytes):
             with contextlib.suppress(OSError):  # the journal holds it all; compact next time
                 self.compact()
 
     def _remember(self, changes: list[Change]) -> None:
-        """Set the committed documents in memory (tinydb's tables and the store's caches)."""
+        """Set the committed documents in memory (tinydb's tables and the store's caches).
+
+        Straight into tinydb's in-memory image, as the journal's replay does: a table's own
+        insert or remove copies the whole table, and one commit may add thousands of documents
+        (an older store's used codes moving out)."""
+        data = self._memory.read()
+        if data is None:
+            data = self._memory.cache = {}
+        apply_changes(data, changes)
+        for name in {name for name, _, _ in changes}:
+            self._db.table(name).clear_cache()
         for name, doc_id, doc in changes:
-            table = self._db.table(name)
-            if table.contains(doc_id=doc_id):
-                table.remove(doc_ids=[doc_id])
-            if doc is not None:
-                table.insert(Document(doc, doc_id=doc_id))
             if name == self._cells.name:
                 if doc is None:
                     self._cell_docs.pop(doc_id, None)

@@ -11,7 +11,8 @@ sent) and the recipient's pickup (code, door open and closed). For each step, lo
 /proc/<pid>/io: `write_bytes` (bytes it caused to be written to the disk, page-granular:
 journal lines, fsyncs, image rewrites) and `wchar` (bytes passed to write(): the same plus its
 log lines on stderr), and the journal lines' bytes (from the journal's growth, in steps during
-which the image was not rewritten; image rewrites are counted apart). Writes bench/results/parcel_store_writes.json.
+which the image was not rewritten; image rewrites are counted apart).
+Writes bench/results/parcel_store_writes.json.
 """
 
 from __future__ import annotations

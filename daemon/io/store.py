@@ -10,8 +10,9 @@ a torn last line is cut at start (a commit that never finished), a damaged line 
 stops the start (`StoreCorrupt`, naming the file and line) for an operator to decide with
 `lockerd store check` / `lockerd store repair`. When the journal grows past a limit (256 KB, or
 the image's own size if larger, so rewriting the image costs at most as much again as the
-journal lines did) the image is rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
-journal over a newer image is harmless, since every line sets whole documents.
+journal lines did) the image is rewritten atomically (temp file, fsync, rename, fsync dir) and
+the journal emptied; replaying a journal over a newer image is harmless, since every line sets
+whole documents.
 
 Used one-time codes (their keyed hashes, daemon/parcels/codes.py) are documents of their own in
 `used_codes`, one per code, added in the commit of the step that used the code and dropped when

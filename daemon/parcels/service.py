@@ -61,7 +61,9 @@ if TYPE_CHECKING:
 STATE_KEY = "parcels"
 #: A parcel cell's tenancy never runs out for the cell machine: the book's window decides.
 NO_DUE_MS = 10 * 365 * 24 * 3600_000
-#: Notification keys remembered as sent (a key is never queued again).
+#: Notification keys remembered as sent (a key is never queued again): at most this many, and
+#: only as long as finished parcels (FINISHED_KEPT_MS; the book itself never asks for a key
+#: again: each comes from one step of a parcel's life, reminders are marked in their load).
 SENT_KEPT = 1_000
 #: Finished parcels stay in the book this long (their events are stored; a screen may still ask
 #: for one): each step writes the book, so it stays as small as the parcels at the locker.
@@ -124,9 +126,10 @@ class ParcelsService:
         self.codes = CodeBook(secret, code_policy(section))
         self.staff = StaffDesk(section.staff, LoginPolicy.from_section(section))
         self.returns = ReturnBook()
-        #: Queued notifications by once-only key; `sent`: keys that left (oldest first).
+        #: Queued notifications by once-only key; `sent`: keys that left, and when (oldest
+        #: first).
         self.outbox: dict[str, dict[str, Any]] = {}
-        self.sent: list[str] = []
+        self.sent: dict[str, int] = {}
         #: Recipients couriers added at the kiosk (kept on the locker).
         self.newcomers: list[dict[str, Any]] = []
         self.language: str | None = None
@@ -187,7 +190,7 @@ class ParcelsService:
                 "staff": self.staff.snapshot(), "returns": self.returns.snapshot(),
                 # Copies: the store keeps what it was given, and compares the next state to it.
                 "outbox": copy.deepcopy(list(self.outbox.values())),
-                "sent": self.sent[-SENT_KEPT:],
+                "sent": [[k, at] for k, at in self.sent.items()],
                 "newcomers": list(self.newcomers), "language": self.language,
                 "next_report_at": self.next_report_at}
 
@@ -204,7 +207,7 @@ class ParcelsService:
             raise StoreCorrupt(f"{self.core.store.path}: the parcel business's state "
                                f"({STATE_KEY}) is unreadable: {exc}") from exc
         self.outbox = {e["key"]: e for e in saved.get("outbox", [])}
-        self.sent = list(saved.get("sent", []))
+        self.sent = _sent(saved.get("sent", []), self.core.clock())
         self.newcomers = list(saved.get("newcomers", []))
         self.language = saved.get("language")
         self.next_report_at = saved.get("next_report_at")
@@ -249,7 +252,7 @@ class ParcelsService:
         self.staff.restore(state["staff"])
         self.returns.restore(state["returns"])
         self.outbox = {e["key"]: e for e in state["outbox"]}
-        self.sent = list(state["sent"])
+        self.sent = _sent(state["sent"], self.core.clock())
         self.newcomers = list(state["newcomers"])
         self.language = state["language"]
 
@@ -755,6 +758,14 @@ class ParcelsService:
             out = [*out, *self.staff.door_closed(cell, now)]
         return out
 
+    def _forget_sent(self, before_ms: int) -> None:
+        """Sent keys older than `before_ms`, and all but the last SENT_KEPT, are forgotten."""
+        while self.sent:
+            key, at = next(iter(self.sent.items()))
+            if at >= before_ms and len(self.sent) <= SENT_KEPT:
+                break
+            del self.sent[key]
+
     def clock_jumped(self, delta_ms: int) -> None:
         self.book.shift(delta_ms)
         self.codes.shift(delta_ms)
@@ -762,6 +773,7 @@ class ParcelsService:
         self.returns.shift(delta_ms)
         if self.next_report_at is not None:
             self.next_report_at += delta_ms
+        self.sent = {k: at + delta_ms for k, at in self.sent.items()}
         for entry in self.outbox.values():
             entry["next_at"] = entry.get("next_at", 0) + delta_ms
             if entry.get("due") is not None:
@@ -813,6 +825,7 @@ class ParcelsService:
     def _periodic(self) -> None:
         now = self.core.clock()
         self.book.forget_finished(now - FINISHED_KEPT_MS)  # stored with the next step
+        self._forget_sent(now - FINISHED_KEPT_MS)
         out = [*self.book.tick(now), *self.staff.tick(now)]
         section = self.section()
         at, emails = section.notify.daily_report_at, section.notify.daily_report_emails
@@ -846,8 +859,8 @@ class ParcelsService:
             try:
                 if ok:
                     self.outbox.pop(key, None)
-                    self.sent.append(key)
-                    del self.sent[:-SENT_KEPT]
+                    self.sent[key] = self.core.clock()
+                    self._forget_sent(0)
                     data: dict[str, Any] = {"notice": entry["kind"],
                                             "parcels": entry["parcels"], "channels": detail}
                     if entry.get("resent"):
@@ -944,6 +957,17 @@ class ParcelsService:
         if entry["kind"] == "cell_report":
             params.update(cell_report(self._candidates(), self.book, self.returns).params())
         return params
+
+
+def _sent(saved: Iterable[Any], now: int) -> dict[str, int]:
+    """Sent keys as stored: [key, at] pairs (an older store's bare keys count as sent now)."""
+    out: dict[str, int] = {}
+    for item in saved:
+        if isinstance(item, str):
+            out[item] = now
+        else:
+            out[str(item[0])] = int(item[1])
+    return out
 
 
 def _channels(targets: Iterable[str]) -> str:

@@ -4,9 +4,9 @@ STARTTLS on 587 or implicit TLS on 465. Failures are results, never exceptions; 
 again later") is transient, its 5xx final. A detail never holds the message's text.
 
 A message given a `ref` has the Message-ID `<ref@sender's domain>`: sent again (after a crash
-left it unknown whether the server took it), it is the same message to the recipient's mail
-client, which shows one. SMTP itself has no way to refuse a duplicate, so this is the most
-"exactly once" e-mail allows.
+left it unknown whether the server took it), it is the same message (Gmail keeps one copy per
+Message-ID; any client shows the same message, never a different one). SMTP itself has no way
+to refuse a duplicate, so this is the most "exactly once" e-mail allows.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ the entry is stored with it `in_flight`; the provider's answer clears that. A cr
 answer leaves it in flight, and after the restart it is sent again with the SAME reference: the
 SMS gateway refuses a reference it already took as "already accepted" (counted as sent), the
 console relay sends an id once, and an e-mail comes again with the same Message-ID, code and text
-(SMTP cannot refuse a duplicate; mail clients show one message per Message-ID). A recipient who
+(SMTP cannot refuse a duplicate; Gmail keeps one copy per Message-ID). A recipient who
 waits for a code is worse off than one who may see it twice, so an e-mail in doubt is sent again,
 not held; the `parcel_notice_sent` event names such channels in `resent` for the operator.
 """

@@ -66,9 +66,9 @@ def _locker(board_sim: Any, lockerd: Any, tmp_path: Path, notifier: str) -> tupl
 
 
 def _deposit_killed_on_accept(sim: Any, d: Any, http: Any, recipient: str,
-                              server: Any) -> None:
+                              server: Any) -> dict[str, Any]:
     """Deposit for `recipient`; the server kills lockerd when it accepts the first message;
-    lockerd is started again and left to send what it still holds."""
+    lockerd is started again and left to send what it still holds: its `parcel_notice_sent`."""
     killed = threading.Event()
 
     def kill(_: GatewayRequest | Mail) -> None:
@@ -87,7 +87,8 @@ def _deposit_killed_on_accept(sim: Any, d: Any, http: Any, recipient: str,
     mark = d.mark
     d.start()
     _wait(lambda: http.get("/api/v1/health").json()["ready"])
-    d.wait_event("parcel_notice_sent", since=mark, timeout=15)
+    sent: dict[str, Any] = d.wait_event("parcel_notice_sent", since=mark, timeout=15)
+    return sent
 
 
 def test_an_sms_accepted_just_before_kill9_is_delivered_once(
@@ -96,7 +97,8 @@ def test_an_sms_accepted_just_before_kill9_is_delivered_once(
     notifier = (f'[notifier]\nsms = "http"\n[notifier.http]\nurl = "{gateway.url}/send"\n'
                 f"body_template = '{SMS_BODY}'\n")
     sim, d, http = _locker(board_sim, lockerd, tmp_path, notifier)
-    _deposit_killed_on_accept(sim, d, http, "sms", gateway)
+    sent = _deposit_killed_on_accept(sim, d, http, "sms", gateway)
+    assert sent["resent"] == "sms" and sent["channels"] == "sms", sent
 
     assert len(gateway.requests) >= 2  # the notice was offered again after the restart...
     assert gateway.requests[1].ref == gateway.requests[0].ref is not None
@@ -111,7 +113,8 @@ def test_an_email_accepted_just_before_kill9_comes_again_as_the_same_message(
     notifier = (f'[notifier]\nemail = "smtp"\n[notifier.smtp]\nhost = "127.0.0.1"\n'
                 f'port = {mailbox.port}\nsender = "locker@example.org"\nstarttls = false\n')
     sim, d, http = _locker(board_sim, lockerd, tmp_path, notifier)
-    _deposit_killed_on_accept(sim, d, http, "mail", mailbox)
+    sent = _deposit_killed_on_accept(sim, d, http, "mail", mailbox)
+    assert sent["resent"] == "email", sent  # the operator sees that it may have come twice
 
     got = [email.message_from_bytes(m.content, policy=email.policy.default)
            for m in mailbox.messages if "mia@example.org" in m.recipients]

@@ -45,6 +45,13 @@ class HttpSmsSettings(StrictSection):
     body_escape: BodyEscape = "json"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(10, gt=0)
+    #: The header that carries a message's own reference (its idempotency key), so a message
+    #: sent again after a crash is not delivered twice; "" sends none. The reference is also
+    #: {ref} in url and body_template, for a gateway that wants it there (a client id field).
+    ref_header: str = "Idempotency-Key"
+    #: The gateway's answer to a reference it accepted before: counted as accepted (the message
+    #: went out the first time). None: the gateway has no such answer.
+    duplicate_status: int | None = Field(409, ge=200, le=599)
 
     @field_validator("url")
     @classmethod

@@ -375,6 +375,8 @@ class LockerDaemon:
         *,
         observed: bool = False,
         retried: bool = False,
+        used_codes: Sequence[str] = (),
+        forgotten_codes: Sequence[str] = (),
     ) -> list[dict]:
         """Persist, then announce, then move locks: the order that makes crashes harmless.
 
@@ -390,7 +392,7 @@ class LockerDaemon:
         takes them.
         """
         actions = list(actions)
-        if not actions and not commands and not meta and not payments:
+        if not (actions or commands or meta or payments or used_codes or forgotten_codes):
             return []
         events = [a for a in actions if isinstance(a, Event)]
         changed = {a.cell_id for a in actions if isinstance(a, CellChanged)}
@@ -407,6 +409,8 @@ class LockerDaemon:
                 commands=[*commands, *settled],
                 meta=meta,
                 payments=payments,
+                used_codes=used_codes,
+                forgotten_codes=forgotten_codes,
             )
         except StoreWriteFailed as exc:
             return self._not_committed(events, changed, observed, retried, exc)

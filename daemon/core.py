@@ -46,8 +46,11 @@ class LockerCore(Protocol):
         *,
         observed: bool = False,
         retried: bool = False,
+        used_codes: Sequence[str] = (),
+        forgotten_codes: Sequence[str] = (),
     ) -> list[dict]:
-        """Commit the machine's actions (and records riding with them), then announce them."""
+        """Commit the machine's actions (and records riding with them: used one-time codes'
+        keyed hashes among them, each a document of its own), then announce them."""
         ...
 
     def record_event(

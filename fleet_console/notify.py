@@ -52,10 +52,12 @@ def mask_recipient(to: str) -> str:
 class LogOnly:
     """Demos: a line in the ingest's log; unlike the locker's log adapter, never the text."""
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
         return self._log("sms", "SMS", phone, text)
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         return self._log("email", "e-mail", to, text)
 
     def _log(self, channel: Literal["sms", "email"], name: str, to: str,
@@ -88,9 +90,9 @@ class ConsoleNotifier:
             return Delivery("no_channel", f"no {n.channel} channel configured ([notifier])")
         try:
             if n.channel == "sms":
-                result = await sender.send_sms(n.to, n.text)
+                result = await sender.send_sms(n.to, n.text, ref=n.id)
             else:
-                result = await sender.send_email(n.to, n.subject or "", n.text)
+                result = await sender.send_email(n.to, n.subject or "", n.text, ref=n.id)
             ok, detail, transient = result.ok, result.detail, result.transient
         except Exception as exc:  # an adapter's bug must not stop the ingest or leak the text
             ok, detail, transient = False, f"{n.channel} adapter error: {type(exc).__name__}", False

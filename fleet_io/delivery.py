@@ -6,6 +6,12 @@ gateway's 5xx, 408 or 429, an unreachable server and an SMTP 4xx may pass (`tran
 other refusal is final. `RetryPolicy` is the one rule for trying a transient failure again:
 `attempts` tries, waiting `retry_s` before the second and doubling after (the `[notifier]` keys
 of both configurations).
+
+`ref`: a sender may be given the message's own stable reference (the parcel outbox gives one per
+notice and channel). A message sent again with the same `ref` is the same message: the SMS
+gateway sends it as its idempotency key and takes "already accepted" as accepted, the SMTP
+server gets it as the Message-ID, the console relay as the notification's id (the console sends
+an id once). Without one, every call is a new message.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ class DeliveryResult:
 
 
 class SmsSender(Protocol):
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult: ...
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult: ...
 
 
 class EmailSender(Protocol):
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult: ...
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult: ...
 
 
 class Sender(SmsSender, EmailSender, Protocol):
@@ -99,8 +107,10 @@ class Retrying:
         self.sender = sender
         self.policy = policy
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
-        return await self.policy.run(lambda: self.sender.send_sms(phone, text))
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
+        return await self.policy.run(lambda: self.sender.send_sms(phone, text, ref=ref))
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
-        return await self.policy.run(lambda: self.sender.send_email(to, subject, text))
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
+        return await self.policy.run(lambda: self.sender.send_email(to, subject, text, ref=ref))

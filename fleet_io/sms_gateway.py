@@ -6,6 +6,11 @@ an API key).
 
 urllib's HTTP client is imported with the first message (about 1 MB a locker need not carry
 until it sends).
+
+A message's own reference (`ref`, stable across resends) goes out as the `ref_header` header
+(an idempotency key) and as `{ref}` in the URL or body; the gateway's answer to a reference it
+accepted before (`duplicate_status`, 409 by default) means "already accepted": the message went
+out the first time, so it counts as accepted and is not sent twice.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class HttpSmsGateway:
         body_escape: BodyEscape = "json",
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
+        ref_header: str = "Idempotency-Key",
+        duplicate_status: int | None = 409,
     ) -> None:
         if method not in ("GET", "POST"):
             raise ValueError(f"SMS gateway method must be GET or POST, got {method!r}")
@@ -47,6 +54,8 @@ class HttpSmsGateway:
         self.body_escape = body_escape
         self.headers = dict(headers or {})
         self.timeout_s = timeout_s
+        self.ref_header = ref_header
+        self.duplicate_status = duplicate_status
         self.host = urllib.parse.urlsplit(url).netloc  # never the query: it may hold an API key
 
     @classmethod
@@ -54,24 +63,30 @@ class HttpSmsGateway:
         """The gateway of a `[notifier.http]` section."""
         return cls(settings.url, method=settings.method, body_template=settings.body_template,
                    body_escape=settings.body_escape, headers=settings.headers,
-                   timeout_s=settings.timeout_s)
+                   timeout_s=settings.timeout_s, ref_header=settings.ref_header,
+                   duplicate_status=settings.duplicate_status)
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
-        return await asyncio.to_thread(self._send, phone, text)
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
+        return await asyncio.to_thread(self._send, phone, text, ref)
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         return DeliveryResult(False, "email", "an SMS gateway does not send e-mail")
 
-    def _send(self, phone: str, text: str) -> DeliveryResult:
+    def _send(self, phone: str, text: str, ref: str | None = None) -> DeliveryResult:
         import urllib.error
         import urllib.request
 
-        values = {"phone": phone, "text": text}
+        values = {"phone": phone, "text": text, "ref": ref or ""}
         url = fill_template(self.url, values, "form")
         body = None
         if self.method == "POST":
             body = fill_template(self.body_template, values, self.body_escape).encode()
-        request = urllib.request.Request(url, data=body, method=self.method, headers=self.headers)
+        headers = dict(self.headers)
+        if ref and self.ref_header:
+            headers[self.ref_header] = ref
+        request = urllib.request.Request(url, data=body, method=self.method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 status = response.status
@@ -82,6 +97,9 @@ class HttpSmsGateway:
             reason = getattr(exc, "reason", exc)
             return DeliveryResult(False, "sms", f"gateway {self.host} unreachable: {reason}",
                                   transient=True)
+        if ref and status == self.duplicate_status:
+            return DeliveryResult(True, "sms", f"already accepted by {self.host} ({status})",
+                                  status)
         if not 200 <= status < 300:
             return DeliveryResult(False, "sms", f"gateway {self.host} answered {status}", status,
                                   transient=http_status_may_pass(status))

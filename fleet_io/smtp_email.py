@@ -5,12 +5,28 @@ again later") is transient, its 5xx final. A detail never holds the message's te
 
 aiosmtplib and the e-mail composer are imported with the first message: a locker that only
 configures the server (and may never send) does not carry them in memory.
+
+A message given a `ref` has the Message-ID `<ref@sender's domain>`: sent again (after a crash
+left it unknown whether the server took it), it is the same message (Gmail keeps one copy per
+Message-ID; any client shows the same message, never a different one). SMTP itself has no way
+to refuse a duplicate, so this is the most "exactly once" e-mail allows.
 """
 
 from __future__ import annotations
 
 from contract.notifier_settings import SmtpSettings
 from fleet_io.delivery import DeliveryResult, smtp_code_may_pass
+
+
+def message_id(ref: str | None, sender: str) -> str:
+    """`<ref@domain>` for a message with a reference (the same on every resend), else fresh."""
+    domain = sender.rpartition("@")[2] or None
+    if ref is None:
+        from email.utils import make_msgid
+
+        return make_msgid(domain=domain)
+    safe = "".join(ch for ch in ref if ch.isalnum() or ch in ".-_")
+    return f"<{safe}@{domain or 'localhost'}>"
 
 
 class SmtpEmail:
@@ -48,12 +64,14 @@ class SmtpEmail:
         return cls(s.host, s.sender, port=s.port, starttls=s.starttls, use_tls=s.use_tls,
                    username=s.username, password=s.password, timeout_s=s.timeout_s)
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
         return DeliveryResult(False, "sms", "an SMTP server does not send SMS")
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         from email.message import EmailMessage
-        from email.utils import formatdate, make_msgid
+        from email.utils import formatdate
 
         import aiosmtplib
 
@@ -62,7 +80,7 @@ class SmtpEmail:
         message["To"] = to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        message["Message-ID"] = message_id(ref, self.sender)
         message.set_content(text, charset="utf-8")
         try:
             errors, reply = await aiosmtplib.send(

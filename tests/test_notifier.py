@@ -61,3 +61,13 @@ async def test_log_notifier_and_combined_routing() -> None:
     assert published[0]["channel"] == "email"
     assert (await log.send_email("a@b.c", "S", "T")).detail == "logged"
     assert lines[-1] == "E-mail to a@b.c: S\nT"
+
+
+async def test_a_message_with_a_reference_is_relayed_under_it() -> None:
+    """The console sends an id once: a parcel notice resent after a crash keeps its id."""
+    published: list[dict[str, Any]] = []
+    relay = CombinedNotifier(*(2 * [MqttRelayNotifier(published.append)]))
+    for _ in range(2):
+        assert (await relay.send_sms("+79001234567", "code 1", ref="parcel-abc")).ok
+    assert (await relay.send_email("a@b.c", "S", "T", ref="parcel-def")).ok
+    assert [p["id"] for p in published] == ["parcel-abc", "parcel-abc", "parcel-def"]

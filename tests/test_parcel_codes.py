@@ -208,3 +208,38 @@ def test_the_snapshot_carries_the_pause_and_the_codes_across_a_restart() -> None
     assert again.check(ret_code, "", now + 3).return_id == "ret-1"
     again.revoke_return("ret-1")
     assert again.check(ret_code, "", now + 4).verdict is Verdict.WRONG
+
+
+def test_used_codes_leave_the_snapshot_and_come_back_from_their_own_store() -> None:
+    """The snapshot stored with every step holds no used code; the used ones are handed out
+    as pending (to be stored on their own) and given back at start: still never issued again."""
+    draws = iter(["111111", "111111", "222222", "333333", "333333", "444444"])
+    codes = CodeBook(SECRET, CodePolicy(retired_kept=1), random_digits=lambda n: next(draws))
+    codes.issue(3, PHONE)
+    codes.revoke(3)
+    assert "retired" not in codes.snapshot()
+    used, gone = codes.used_pending()
+    assert len(used) == 1 and gone == []
+    codes.used_stored()
+    assert codes.used_pending() == ([], [])
+    # After a restart, with the used codes as stored: "111111" is not issued again.
+    again = CodeBook(SECRET, CodePolicy(retired_kept=1), random_digits=lambda n: next(draws))
+    again.restore(json.loads(json.dumps(codes.snapshot())), used=used)
+    assert again.issue(4, PHONE).code == "222222"
+    # Past `retired_kept` the oldest is forgotten: it is to be dropped from the store.
+    again.revoke(4)
+    new, gone = again.used_pending()
+    assert gone == used and len(new) == 1
+    # A snapshot of an older store that still holds them: they become pending, to move out.
+    old = {**codes.snapshot(), "retired": used}
+    moved = book()
+    moved.restore(old, used=[])
+    assert moved.used_pending() == (used, [])
+    # An undo in memory (a step whose write failed) keeps them, pending ones included.
+    whole = again.snapshot(with_used=True)
+    again.issue(5, PHONE)
+    again.revoke(5)
+    again.restore(whole)
+    assert again.used_pending() == (new, gone)
+    # The undone step's code was never used as far as the store knows: it may come again.
+    assert again.issue(6, PHONE).code == "333333"

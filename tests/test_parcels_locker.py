@@ -612,3 +612,33 @@ async def test_a_stranger_at_the_kiosk_cannot_read_a_parcel_by_its_id(storage_lo
     staff = await rig.http.get(url, params={"session": await login(rig)})
     assert staff.status_code == 200, staff.text
     assert (staff.json()["barcode"], staff.json()["recipient_id"]) == ("TRACK-77", "r1")
+
+
+async def test_the_state_every_step_writes_does_not_keep_what_is_over(
+        storage_locker: Any) -> None:
+    """Each step stores the parcel books whole: keys of notices sent (kept against sending one
+    twice) leave it with the finished parcels, an hour on, as used codes never enter it."""
+    rig = await parcel_locker(storage_locker)
+    session = await login(rig)
+    placed = await deposit(rig, session, "r2", "S")
+    code = code_in((await wait_mail(rig, "anna@example.org"))[0])
+    mark = rig.mark
+    assert (await rig.http.post("/api/v1/parcels/pickup", json={"code": code})).status_code == 200
+    await rig.door_cycle(placed["cell"], "pickup_completed", since=mark)
+    await rig.wait_event("parcel_picked_up", cell=placed["cell"], since=mark)
+    await wait_mail(rig, "admin@example.org")
+    await rig.wait_event("parcel_notice_sent", since=mark)
+    stored = rig.daemon.store.meta("parcels")
+    assert stored["sent"] and "retired" not in stored["codes"]
+    rig.advance(2 * 3600_000)
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:  # the periodic work forgets them; a step stores the books again
+        await login(rig)
+        stored = rig.daemon.store.meta("parcels")
+        if stored["book"]["parcels"] == [] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert stored["book"]["parcels"] == [] and stored["sent"] == [], stored

@@ -112,3 +112,30 @@ async def test_sms_gateway_unreachable_and_bad_config() -> None:
 
 def test_template_keeps_json_braces() -> None:
     assert fill_template('{"a": "{text}"}', {"text": 'x"y'}, "json") == '{"a": "x\\"y"}'
+
+
+# -- a message's own reference (sent again after a crash) -----------------------------------------
+
+
+async def test_a_reference_makes_a_resent_sms_one_message(gateway: GatewayRecorder) -> None:
+    sms = HttpSmsGateway(f"{gateway.url}/send", body_template='{"ref": "{ref}", "text": "{text}"}')
+    first = await sms.send_sms("+79001234567", "code 1", ref="parcel-abc")
+    again = await sms.send_sms("+79001234567", "code 1", ref="parcel-abc")
+    assert first.ok and again.ok and "already accepted" in again.detail, again
+    assert [r.ref for r in gateway.requests] == ["parcel-abc", "parcel-abc"]
+    assert gateway.requests[0].json()["ref"] == "parcel-abc"
+    assert len(gateway.accepted) == 1
+    # Without a reference a 409 is a refusal like any other.
+    gateway.status = 409
+    assert not (await sms.send_sms("+79001234567", "code 2")).ok
+
+
+async def test_a_reference_is_the_emails_message_id(smtp_server: SmtpCollector) -> None:
+    mailer = SmtpEmail("127.0.0.1", "locker@example.org", port=smtp_server.port,
+                       starttls=False, timeout_s=5)
+    for _ in range(2):
+        assert (await mailer.send_email("c@example.com", "s", "t", ref="parcel-abc")).ok
+    assert (await mailer.send_email("c@example.com", "s", "t")).ok
+    ids = [email.message_from_bytes(m.content, policy=email.policy.default)["Message-ID"]
+           for m in smtp_server.messages]
+    assert ids[0] == ids[1] == "<parcel-abc@example.org>" and ids[2] != ids[0]

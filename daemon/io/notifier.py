@@ -29,11 +29,13 @@ class CombinedNotifier:
         self.sms = sms
         self.email = email
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
-        return await self.sms.send_sms(phone, text)
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
+        return await self.sms.send_sms(phone, text, ref=ref)
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
-        return await self.email.send_email(to, subject, text)
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
+        return await self.email.send_email(to, subject, text, ref=ref)
 
 
 # -- relay to the console over MQTT -----------------------------------------------------------
@@ -53,15 +55,19 @@ class MqttRelayNotifier:
         self.publish = publish
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
-        return await self._relay({"channel": "sms", "to": phone, "text": text})
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
+        return await self._relay({"channel": "sms", "to": phone, "text": text}, ref)
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
-        return await self._relay({"channel": "email", "to": to, "subject": subject, "text": text})
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
+        return await self._relay({"channel": "email", "to": to, "subject": subject,
+                                  "text": text}, ref)
 
-    async def _relay(self, message: dict[str, Any]) -> DeliveryResult:
+    async def _relay(self, message: dict[str, Any], ref: str | None) -> DeliveryResult:
         channel: Channel = message["channel"]
-        message = {"id": self.new_id(), **message}  # contract.messages.Notification
+        # The reference is the id: the console sends an id it has seen once only.
+        message = {"id": ref or self.new_id(), **message}  # contract.messages.Notification
         try:
             pending = self.publish(message)
             if pending is not None:
@@ -85,10 +91,12 @@ class LogNotifier:
     def __init__(self, log: Callable[[str], None]) -> None:
         self.log = log
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
         self.log(f"SMS to {phone}: {text}")
         return DeliveryResult(True, "sms", "logged")
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         self.log(f"E-mail to {to}: {subject}\n{text}")
         return DeliveryResult(True, "email", "logged")

@@ -8,9 +8,15 @@ of the store. State, the events announcing it and the replay-cache entries of on
 line: they land together or not at all. Each line carries its checksum (daemon/io/store_lines.py):
 a torn last line is cut at start (a commit that never finished), a damaged line anywhere else
 stops the start (`StoreCorrupt`, naming the file and line) for an operator to decide with
-`lockerd store check` / `lockerd store repair`. When the journal grows past a limit the image is
-rewritten atomically (temp file, fsync, rename, fsync dir) and the journal emptied; replaying a
-journal over a newer image is harmless, since every line sets whole documents.
+`lockerd store check` / `lockerd store repair`. When the journal grows past a limit (256 KB, or
+the image's own size if larger, so rewriting the image costs at most as much again as the
+journal lines did) the image is rewritten atomically (temp file, fsync, rename, fsync dir) and
+the journal emptied; replaying a journal over a newer image is harmless, since every line sets
+whole documents.
+
+Used one-time codes (their keyed hashes, daemon/parcels/codes.py) are documents of their own in
+`used_codes`, one per code, added in the commit of the step that used the code and dropped when
+the code book forgets it: a step writes the codes it used, never the whole list.
 
 The disk comes first: a commit reaches the journal before the documents in memory change, so a
 write that fails (a full disk: ENOSPC, EDQUOT, EIO) raises `StoreWriteFailed` and leaves the
@@ -30,14 +36,15 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
-from tinydb.table import Document, Table
+from tinydb.table import Table
 
 from daemon.io.atomic_file import write_atomically
 from daemon.io.store_lines import Change, encode_line, scan_journal
 
 STORE_FILE = "lockerd.json"
 JOURNAL_FILE = "lockerd.journal"
-#: Journal size after which the image is rewritten and the journal emptied.
+#: Journal size after which the image is rewritten and the journal emptied (or the image's
+#: size, when larger: a big image is not rewritten for a few small lines).
 COMPACT_AFTER_BYTES = 256 * 1024
 
 
@@ -57,6 +64,8 @@ class JournaledJSONStorage(Storage):
         self.path = Path(path)
         self.journal_path = self.path.with_name(JOURNAL_FILE)
         self.journal_bytes = 0
+        #: The image's size when last read or written.
+        self.image_bytes = 0
         #: What reading found and put right (a torn last line cut), for the daemon's log.
         self.warnings: list[str] = []
         #: A failed append may have left part of its line: cut it before the next one.
@@ -67,6 +76,7 @@ class JournaledJSONStorage(Storage):
             raw = self.path.read_bytes()
         except FileNotFoundError:
             raw = b""
+        self.image_bytes = len(raw)
         data: dict[str, dict[str, Any]] = json.loads(raw) if raw.strip() else {}
         replayed = self._replay(data)
         return data if (data or replayed) else None
@@ -134,7 +144,9 @@ class JournaledJSONStorage(Storage):
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         """Compaction: the whole image, atomically, then an empty journal."""
-        write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+        image = json.dumps(data, separators=(",", ":")).encode()
+        write_atomically(self.path, image)
+        self.image_bytes = len(image)
         if self.journal_bytes or self.journal_path.exists():
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -210,6 +222,12 @@ class LockerStore:
             self._commands = self._db.table("commands")
             self._payments = self._db.table("payments")
             self._relayed = self._db.table("relayed")
+            self._used = self._db.table("used_codes")
+            #: Used code hashes -> their document ids (oldest first, as ids grow), and back.
+            self._used_ids: dict[str, int] = {
+                doc["key"]: doc.doc_id for doc in sorted(self._used.all(), key=lambda d: d.doc_id)}
+            self._used_keys = {i: k for k, i in self._used_ids.items()}
+            self._used_next = max(self._used_ids.values(), default=0)
             self._meta_doc = dict(self._meta.get(doc_id=1) or {})
             for key, doc_id in OWN_META_DOCS.items():
                 own = self._meta.get(doc_id=doc_id)
@@ -296,6 +314,10 @@ class LockerStore:
         {id, message, at, keep_until}. `message` holds the text (codes, PINs): never logged."""
         return sorted((dict(r) for r in self._relayed.all()), key=lambda r: r.get("at", 0))
 
+    def used_codes(self) -> list[str]:
+        """Keyed hashes of used one-time codes, oldest first (never a code itself)."""
+        return list(self._used_ids)
+
     def commands_in_flight(self) -> list[dict]:
         """Remote commands accepted but not yet settled (done/failed), e.g. across a restart."""
         return [
@@ -314,12 +336,14 @@ class LockerStore:
         commands: Iterable[Mapping[str, Any]] = (),
         payments: Iterable[Mapping[str, Any]] = (),
         relayed: Iterable[Mapping[str, Any]] = (),
+        used_codes: Iterable[str] = (),
+        forgotten_codes: Iterable[str] = (),
     ) -> list[dict]:
-        """Persist the new machine state, events, replay-cache entries, payment records and
-        relayed notifications as one journal line; returns the numbered events (seq grows by
-        one per event, across restarts). An event may carry its own time as a third item (one
-        that waited for the disk); the others are stamped `now_ms`. Raises StoreWriteFailed with
-        nothing changed."""
+        """Persist the new machine state, events, replay-cache entries, payment records,
+        relayed notifications and used codes (added; `forgotten_codes` dropped) as one journal
+        line; returns the numbered events (seq grows by one per event, across restarts). An
+        event may carry its own time as a third item (one that waited for the disk); the
+        others are stamped `now_ms`. Raises StoreWriteFailed with nothing changed."""
         changes: list[Change] = []
         numbered: list[dict] = []
         seq = self.last_seq
@@ -340,9 +364,22 @@ class LockerStore:
         changes.extend(self._upsert(self._commands, "cmd_id", r, new_ids) for r in commands)
         changes.extend(self._upsert(self._payments, "op_id", r, new_ids) for r in payments)
         changes.extend(self._upsert(self._relayed, "id", r, new_ids) for r in relayed)
+        changes.extend(self._used_changes(used_codes, forgotten_codes, now_ms))
         changes.extend(self._meta_changes(seq, meta or {}))
         self._write(changes)
         return numbered
+
+    def _used_changes(self, used: Iterable[str], forgotten: Iterable[str],
+                      now_ms: int) -> list[Change]:
+        changes: list[Change] = []
+        next_id = self._used_next
+        for key in used:
+            if key not in self._used_ids:
+                next_id += 1
+                changes.append((self._used.name, next_id, {"key": key, "at": now_ms}))
+        changes.extend((self._used.name, self._used_ids[key], None) for key in forgotten
+                       if key in self._used_ids)
+        return changes
 
     def _meta_changes(self, seq: int, meta: Mapping[str, Any]) -> list[Change]:
         """The meta documents that change: the small keys (last_seq moves with every event) in
@@ -402,23 +439,35 @@ class LockerStore:
             return
         self._storage.append(changes)
         self._remember(changes)
-        if self._storage.journal_bytes > COMPACT_AFTER_BYTES:
+        if self._storage.journal_bytes > max(COMPACT_AFTER_BYTES, self._storage.image_bytes):
             with contextlib.suppress(OSError):  # the journal holds it all; compact next time
                 self.compact()
 
     def _remember(self, changes: list[Change]) -> None:
-        """Set the committed documents in memory (tinydb's tables and the store's caches)."""
+        """Set the committed documents in memory (tinydb's tables and the store's caches).
+
+        Straight into tinydb's in-memory image, as the journal's replay does: a table's own
+        insert or remove copies the whole table, and one commit may add thousands of documents
+        (an older store's used codes moving out)."""
+        data = self._memory.read()
+        if data is None:
+            data = self._memory.cache = {}
+        apply_changes(data, changes)
+        for name in {name for name, _, _ in changes}:
+            self._db.table(name).clear_cache()
         for name, doc_id, doc in changes:
-            table = self._db.table(name)
-            if table.contains(doc_id=doc_id):
-                table.remove(doc_ids=[doc_id])
-            if doc is not None:
-                table.insert(Document(doc, doc_id=doc_id))
             if name == self._cells.name:
                 if doc is None:
                     self._cell_docs.pop(doc_id, None)
                 else:
                     self._cell_docs[doc_id] = doc
+            elif name == self._used.name:
+                if doc is None:
+                    self._used_ids.pop(self._used_keys.pop(doc_id, ""), None)
+                else:
+                    self._used_ids[doc["key"]] = doc_id
+                    self._used_keys[doc_id] = doc["key"]
+                    self._used_next = max(self._used_next, doc_id)
             elif name == self._meta.name and doc_id == 1:
                 own = {k: self._meta_doc[k] for k in OWN_META_DOCS if k in self._meta_doc}
                 self._meta_doc = {**(doc or {}), **own}

@@ -7,6 +7,12 @@ digits), so the outbox keeps (seed, attempt) and derives the code again to send 
 the store holds a plain code, and a crash between issuing and sending loses none. A code opens
 only the cell it was issued for, until pickup or expiry (`revoke`); then never again.
 
+Used codes (their keyed hashes, the last `retired_kept`) are not part of `snapshot()`: at 10,000
+they are ~640 KB, and the snapshot is stored with every step. The book lists the ones a step used
+and forgot (`used_pending`); the caller stores those as documents of their own in the same write
+(`daemon/io/store.py`, `used_codes`), marks them stored (`used_stored`) and hands the stored list
+back at start (`restore(snap, used=...)`).
+
 **The guessing arithmetic (defaults).** A 6-digit code alone is too weak for a kiosk anyone can
 walk up to: with 100 live codes each guess wins with 100/10^6 = 10^-4, so staying under 1 % a
 year would allow fewer than 100 wrong entries a year, which honest typos use up. So:
@@ -157,6 +163,9 @@ class CodeBook:
     _retired_set: set[str] = field(default_factory=set)
     _failures: list[int] = field(default_factory=list)
     _paused_until: int | None = None
+    #: Used codes not yet stored, and stored ones forgotten since (see the module's doc).
+    _used_new: list[str] = field(default_factory=list)
+    _used_gone: list[str] = field(default_factory=list)
 
     # -- issue and revoke -----------------------------------------------------------------
     def issue(self, cell: int, phone: str | None, seed: str | None = None) -> Issued:
@@ -222,10 +231,26 @@ class CodeBook:
 
     def _retire(self, live: _Live) -> None:
         self._code_keys.discard(live.code_key)
+        if live.code_key in self._retired_set:
+            return
         self._retired.append(live.code_key)
         self._retired_set.add(live.code_key)
+        self._used_new.append(live.code_key)
         while len(self._retired) > self.policy.retired_kept:
-            self._retired_set.discard(self._retired.popleft())
+            gone = self._retired.popleft()
+            self._retired_set.discard(gone)
+            if gone in self._used_new:
+                self._used_new.remove(gone)
+            else:
+                self._used_gone.append(gone)
+
+    def used_pending(self) -> tuple[list[str], list[str]]:
+        """(used codes to store, stored ones to drop) since the last `used_stored`."""
+        return list(self._used_new), list(self._used_gone)
+
+    def used_stored(self) -> None:
+        """The pending used codes are stored (a write that failed leaves them pending)."""
+        self._used_new, self._used_gone = [], []
 
     def asks_factor(self, typed: str) -> bool:
         """Whether the kiosk asks for the phone's last digits after this code: a pickup code of
@@ -300,32 +325,50 @@ class CodeBook:
         return hmac.new(self.secret, f"{kind}:{text}".encode(), hashlib.sha256).hexdigest()
 
     # -- persistence ----------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready state: keyed hashes and times only, no code."""
-        return {
+    def snapshot(self, *, with_used: bool = False) -> dict[str, Any]:
+        """JSON-ready state: keyed hashes and times only, no code. The used codes (stored on
+        their own) only `with_used`: a copy in memory to undo a step with."""
+        snap: dict[str, Any] = {
             "v": 1,
             "live": {cred: [lv.cell, lv.code_key, lv.return_id]
                      for cred, lv in self._live.items()},
-            "retired": list(self._retired),
             "failures": list(self._failures),
             "paused_until": self._paused_until,
         }
+        if with_used:
+            snap["retired"] = list(self._retired)
+            snap["used_pending"] = [list(self._used_new), list(self._used_gone)]
+        return snap
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Take a snapshot back; a malformed one raises ValueError and changes nothing."""
+    def restore(self, snap: dict[str, Any], used: list[str] | None = None) -> None:
+        """Take a snapshot back; a malformed one raises ValueError and changes nothing.
+
+        `used`: the used codes as stored (at start). A snapshot of an older store that still
+        holds them (`retired`) has those not stored yet become pending, to be moved out at the
+        next write. Without `used`, the snapshot's own (`snapshot(with_used=True)`) are taken."""
         try:
             if snap.get("v") != 1:
                 raise ValueError(f"unknown version {snap.get('v')!r}")
             live = {str(c): _Live(int(cell), str(k), None if r is None else str(r))
                     for c, (cell, k, r) in snap["live"].items()}
-            retired = deque(str(k) for k in snap["retired"])
+            in_snap = [str(k) for k in snap.get("retired", ())]
             failures = [int(t) for t in snap["failures"]]
             paused = snap["paused_until"]
             paused = None if paused is None else int(paused)
+            pending = snap.get("used_pending") or [[], []]
+            new, gone = [str(k) for k in pending[0]], [str(k) for k in pending[1]]
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"code book snapshot is malformed: {exc}") from exc
+        if used is not None:
+            stored = set(used)
+            new = [k for k in in_snap if k not in stored]
+            retired, gone = deque(k for k in in_snap if k not in stored), []
+            retired.extendleft(reversed(used))
+        else:
+            retired = deque(in_snap)
         self._live, self._retired, self._failures, self._paused_until = (
             live, retired, failures, paused)
+        self._used_new, self._used_gone = new, gone
         self._by_cell = {lv.cell: c for c, lv in live.items() if lv.return_id is None}
         self._returns = {lv.return_id: c for c, lv in live.items() if lv.return_id is not None}
         self._code_keys = {lv.code_key for lv in live.values()}

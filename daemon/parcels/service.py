@@ -10,8 +10,18 @@ book in a second write right after; a crash between the two is found at boot (`_
 Notifications leave from the durable outbox in the same meta: an entry per once-only key
 (`Notify.key`), keys already sent are remembered, so a crash neither loses one nor queues one
 twice. An arrival keeps (seed, attempt) and derives its code again when it sends; no plain code is
-ever stored (daemon/parcels/codes.py). A crash after the SMTP server took a message and before
-its entry was dropped sends that one message again (the one window left, as with any mail).
+ever stored (daemon/parcels/codes.py).
+
+Exactly once across a crash in the middle of a hand-over: each message of an entry (one per
+channel, or per address of an administrator's e-mail) has a reference of its own, derived from
+the entry's key (`_ref`: stable, so the same after a restart). Before a message is handed over
+the entry is stored with it `in_flight`; the provider's answer clears that. A crash before the
+answer leaves it in flight, and after the restart it is sent again with the SAME reference: the
+SMS gateway refuses a reference it already took as "already accepted" (counted as sent), the
+console relay sends an id once, and an e-mail comes again with the same Message-ID, code and text
+(SMTP cannot refuse a duplicate; Gmail keeps one copy per Message-ID). A recipient who
+waits for a code is worse off than one who may see it twice, so an e-mail in doubt is sent again,
+not held; the `parcel_notice_sent` event names such channels in `resent` for the operator.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -56,7 +68,9 @@ if TYPE_CHECKING:
 STATE_KEY = "parcels"
 #: A parcel cell's tenancy never runs out for the cell machine: the book's window decides.
 NO_DUE_MS = 10 * 365 * 24 * 3600_000
-#: Notification keys remembered as sent (a key is never queued again).
+#: Notification keys remembered as sent (a key is never queued again): at most this many, and
+#: only as long as finished parcels (FINISHED_KEPT_MS; the book itself never asks for a key
+#: again: each comes from one step of a parcel's life, reminders are marked in their load).
 SENT_KEPT = 1_000
 #: Finished parcels stay in the book this long (their events are stored; a screen may still ask
 #: for one): each step writes the book, so it stays as small as the parcels at the locker.
@@ -119,9 +133,10 @@ class ParcelsService:
         self.codes = CodeBook(secret, code_policy(section))
         self.staff = StaffDesk(section.staff, LoginPolicy.from_section(section))
         self.returns = ReturnBook()
-        #: Queued notifications by once-only key; `sent`: keys that left (oldest first).
+        #: Queued notifications by once-only key; `sent`: keys that left, and when (oldest
+        #: first).
         self.outbox: dict[str, dict[str, Any]] = {}
-        self.sent: list[str] = []
+        self.sent: dict[str, int] = {}
         #: Recipients couriers added at the kiosk (kept on the locker).
         self.newcomers: list[dict[str, Any]] = []
         self.language: str | None = None
@@ -176,11 +191,16 @@ class ParcelsService:
         return self._directory[1]
 
     # ----------------------------------------------------------------- persistence
-    def _state(self) -> dict[str, Any]:
-        return {"v": 1, "book": self.book.snapshot(), "codes": self.codes.snapshot(),
+    def _state(self, *, stored: bool = False) -> dict[str, Any]:
+        """The books' state: as stored with a step (`stored`: used codes are documents of
+        their own, not rewritten with every step), else whole, to undo a step with."""
+        return {"v": 1, "book": self.book.snapshot(),
+                "codes": self.codes.snapshot(with_used=not stored),
                 "staff": self.staff.snapshot(), "returns": self.returns.snapshot(),
-                "outbox": list(self.outbox.values()), "sent": self.sent[-SENT_KEPT:],
-                "newcomers": self.newcomers, "language": self.language,
+                # Copies: the store keeps what it was given, and compares the next state to it.
+                "outbox": copy.deepcopy(list(self.outbox.values())),
+                "sent": [[k, at] for k, at in self.sent.items()],
+                "newcomers": list(self.newcomers), "language": self.language,
                 "next_report_at": self.next_report_at}
 
     def _restore(self) -> None:
@@ -189,21 +209,22 @@ class ParcelsService:
             return
         try:
             self.book.restore(saved["book"])
-            self.codes.restore(saved["codes"])
+            self.codes.restore(saved["codes"], used=self.core.store.used_codes())
             self.staff.restore(saved["staff"])
             self.returns.restore(saved["returns"])
         except (KeyError, ValueError) as exc:
             raise StoreCorrupt(f"{self.core.store.path}: the parcel business's state "
                                f"({STATE_KEY}) is unreadable: {exc}") from exc
         self.outbox = {e["key"]: e for e in saved.get("outbox", [])}
-        self.sent = list(saved.get("sent", []))
+        self.sent = _sent(saved.get("sent", []), self.core.clock())
         self.newcomers = list(saved.get("newcomers", []))
         self.language = saved.get("language")
         self.next_report_at = saved.get("next_report_at")
 
     def _commit(self, out: Iterable[Any] = ()) -> list[dict]:
         """Carry out a step's output in one write: events, codes, outbox entries and the
-        machine's actions, with the books' snapshots; then wake the sender."""
+        machine's actions, with the books' snapshots and the codes the step used; then wake
+        the sender."""
         actions: list[Any] = []
         code: dict[str, Any] = {}
         for item in out:
@@ -217,7 +238,10 @@ class ParcelsService:
                 self._queue(item, code if item.kind == "parcel_arrived" else {})
             else:
                 actions.append(item)
-        numbered = self.core.apply(actions, meta={STATE_KEY: self._state()})
+        used, forgotten = self.codes.used_pending()
+        numbered = self.core.apply(actions, meta={STATE_KEY: self._state(stored=True)},
+                                   used_codes=used, forgotten_codes=forgotten)
+        self.codes.used_stored()
         self._wake.set()
         return numbered
 
@@ -237,7 +261,7 @@ class ParcelsService:
         self.staff.restore(state["staff"])
         self.returns.restore(state["returns"])
         self.outbox = {e["key"]: e for e in state["outbox"]}
-        self.sent = list(state["sent"])
+        self.sent = _sent(state["sent"], self.core.clock())
         self.newcomers = list(state["newcomers"])
         self.language = state["language"]
 
@@ -742,6 +766,14 @@ class ParcelsService:
             out = [*out, *self.staff.door_closed(cell, now)]
         return out
 
+    def _forget_sent(self, before_ms: int) -> None:
+        """Sent keys older than `before_ms`, and all but the last SENT_KEPT, are forgotten."""
+        while self.sent:
+            key, at = next(iter(self.sent.items()))
+            if at >= before_ms and len(self.sent) <= SENT_KEPT:
+                break
+            del self.sent[key]
+
     def clock_jumped(self, delta_ms: int) -> None:
         self.book.shift(delta_ms)
         self.codes.shift(delta_ms)
@@ -749,6 +781,7 @@ class ParcelsService:
         self.returns.shift(delta_ms)
         if self.next_report_at is not None:
             self.next_report_at += delta_ms
+        self.sent = {k: at + delta_ms for k, at in self.sent.items()}
         for entry in self.outbox.values():
             entry["next_at"] = entry.get("next_at", 0) + delta_ms
             if entry.get("due") is not None:
@@ -800,6 +833,7 @@ class ParcelsService:
     def _periodic(self) -> None:
         now = self.core.clock()
         self.book.forget_finished(now - FINISHED_KEPT_MS)  # stored with the next step
+        self._forget_sent(now - FINISHED_KEPT_MS)
         out = [*self.book.tick(now), *self.staff.tick(now)]
         section = self.section()
         at, emails = section.notify.daily_report_at, section.notify.daily_report_emails
@@ -821,18 +855,25 @@ class ParcelsService:
         for key, entry in list(self.outbox.items()):
             if entry.get("next_at", 0) > now or key not in self.outbox:
                 continue
-            ok, detail = await self._send(entry)
+            try:
+                ok, detail = await self._send(entry)
+            except (Refused, OSError) as exc:  # the hand-over could not be stored: not sent
+                self.core.journal.line("parcel_notice_held", level="warning", key=key,
+                                       error=repr(exc))
+                return
             self.core.journal.line("parcel_notice", key=key, notice=entry["kind"], ok=ok,
                                    detail=detail)
             state = copy.deepcopy(self._state())
             try:
                 if ok:
                     self.outbox.pop(key, None)
-                    self.sent.append(key)
-                    del self.sent[:-SENT_KEPT]
-                    self._commit([Event("parcel_notice_sent", entry["cell"] or None, {
-                        "notice": entry["kind"], "parcels": entry["parcels"],
-                        "channels": detail})])
+                    self.sent[key] = self.core.clock()
+                    self._forget_sent(0)
+                    data: dict[str, Any] = {"notice": entry["kind"],
+                                            "parcels": entry["parcels"], "channels": detail}
+                    if entry.get("resent"):
+                        data["resent"] = _channels(entry["resent"])
+                    self._commit([Event("parcel_notice_sent", entry["cell"] or None, data)])
                 else:
                     entry["tries"] = entry.get("tries", 0) + 1
                     delay = RETRY_S[min(entry["tries"], len(RETRY_S)) - 1]
@@ -842,19 +883,70 @@ class ParcelsService:
                 self._put_back(state)
 
     async def _send(self, entry: dict[str, Any]) -> tuple[bool, str]:
-        """Render and send one outbox entry; the arrival's code is derived here, now."""
+        """Render and send one outbox entry, each of its messages once (see the module's
+        doc); the arrival's code is derived here, now. (ok, the channels that took it)."""
         if self.notifier is None:
             return False, "no notifier"
+        rendered = self._render(entry)
+        if rendered is None:
+            return True, "no recipient"
+        message, targets = rendered
+        done: list[str] = entry.setdefault("done", [])
+        for target, channel, to in targets:
+            if target in done:
+                continue
+            self._hand_over(entry, target)
+            ref = self._ref(entry["key"], target)
+            if channel == "email":
+                sent = await self.notifier.send_email(to, message.subject, message.text,
+                                                      ref=ref)
+            else:
+                sent = await self.notifier.send_sms(to, message.text, ref=ref)
+            entry.pop("in_flight", None)  # answered: stored with the entry's next write
+            if sent.ok:
+                done.append(target)
+        return all(t in done for t, _, _ in targets), _channels(done) or "none"
+
+    def _hand_over(self, entry: dict[str, Any], target: str) -> None:
+        """Store `target`'s message as in flight before it leaves. Found in flight (a crash
+        came before the provider's answer), it goes again with the same reference and is
+        named `resent`. Raises Refused / OSError (nothing changed) when the disk takes nothing."""
+        if entry.get("in_flight") == target:
+            resent = entry.setdefault("resent", [])
+            if target not in resent:
+                resent.append(target)
+            self.core.journal.line("parcel_notice_in_doubt", level="warning",
+                                   key=entry["key"], channel=_channels([target]))
+            return
+        before = entry.get("in_flight")
+        entry["in_flight"] = target
+        try:
+            self._commit()
+        except BaseException:
+            if before is None:
+                entry.pop("in_flight", None)
+            else:
+                entry["in_flight"] = before
+            raise
+
+    def _ref(self, key: str, target: str) -> str:
+        """The message's own reference: the same for an entry's target on every try and after
+        a restart, unique to this locker (keyed with its secret), nothing to read in it."""
+        digest = hmac.new(self.secret, f"notice-ref:{key}:{target}".encode(),
+                          hashlib.sha256).hexdigest()
+        return f"parcel-{digest[:32]}"
+
+    def _render(self, entry: dict[str, Any]) -> tuple[Any, list[tuple[str, str, str]]] | None:
+        """The message and its targets (target name, channel, address); None: no recipient.
+        A recipient's targets are "email" and "sms"; an administrator's "email:<address>"."""
         section = self.section()
         kind = entry["kind"]
         if kind in ("pickup_report", "cell_report"):
             message = texts.notice(kind, self.kiosk_language(), **self._admin_params(entry))
-            results = [await self.notifier.send_email(to, message.subject, message.text)
-                       for to in entry.get("to", [])]
-            return all(r.ok for r in results), "email"
+            return message, [(f"email:{to}", "email", to) for to in entry.get("to", [])]
         recipient = self.recipient(entry.get("recipient_id"))
         if recipient is None:
-            return True, "no recipient"
+            return None
         language = recipient.language or self.kiosk_language()
         params: dict[str, Any] = {"address": section.address,
                                   "opening_hours": section.opening_hours,
@@ -863,22 +955,8 @@ class ParcelsService:
             params["code"] = self.codes.derive(entry["seed"], entry["attempt"], entry["factor"])
             params["factor"] = entry["factor"]
         message = texts.notice(kind, language, **params)
-        # Each channel once: one that went through is not sent again when the other is retried.
-        done: list[str] = entry.setdefault("done", [])
-        wanted = [c for c, to in (("email", recipient.email), ("sms", recipient.phone)) if to]
-        for channel in wanted:
-            if channel in done:
-                continue
-            if channel == "email":
-                assert recipient.email is not None
-                sent = await self.notifier.send_email(recipient.email, message.subject,
-                                                      message.text)
-            else:
-                assert recipient.phone is not None
-                sent = await self.notifier.send_sms(recipient.phone, message.text)
-            if sent.ok:
-                done.append(channel)
-        return all(c in done for c in wanted), ",".join(done) or "none"
+        return message, [(c, c, to) for c, to in (("email", recipient.email),
+                                                   ("sms", recipient.phone)) if to]
 
     def _admin_params(self, entry: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"locker": self.core.config.locker_id,
@@ -887,6 +965,22 @@ class ParcelsService:
         if entry["kind"] == "cell_report":
             params.update(cell_report(self._candidates(), self.book, self.returns).params())
         return params
+
+
+def _sent(saved: Iterable[Any], now: int) -> dict[str, int]:
+    """Sent keys as stored: [key, at] pairs (an older store's bare keys count as sent now)."""
+    out: dict[str, int] = {}
+    for item in saved:
+        if isinstance(item, str):
+            out[item] = now
+        else:
+            out[str(item[0])] = int(item[1])
+    return out
+
+
+def _channels(targets: Iterable[str]) -> str:
+    """The channels of targets ("email:<address>" is e-mail): events never name addresses."""
+    return ",".join(sorted({t.split(":", 1)[0] for t in targets}))
 
 
 def _local(ms: int | None) -> str:

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 class _Nowhere:
     """A channel that is switched off: every message fails plainly."""
 
-    async def send_sms(self, phone: str, text: str) -> DeliveryResult:
+    async def send_sms(self, phone: str, text: str, *, ref: str | None = None
+                       ) -> DeliveryResult:
         return DeliveryResult(False, "sms", "no SMS channel is configured")
 
-    async def send_email(self, to: str, subject: str, text: str) -> DeliveryResult:
+    async def send_email(self, to: str, subject: str, text: str, *, ref: str | None = None
+                         ) -> DeliveryResult:
         return DeliveryResult(False, "email", "no e-mail channel is configured")
 
 

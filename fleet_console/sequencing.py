@@ -112,12 +112,17 @@ class Sequencer:
         self.max_resend = max_resend
         self.baseline_from_first = baseline_from_first
         self.states: dict[str, SeqState] = {}
+        #: The lockers that may have a hole open (a superset, pruned as holes close): what the
+        #: timeout checks look at, instead of every locker on every batch (3,000 lockers at a
+        #: few hundred batches a second).
+        self._gapped: set[str] = set()
         #: The lockers left with a hole by a previous run were restored (they need a timer).
         self.gapped_restored = False
 
     def forget(self) -> None:
         """Drop what memory holds; the database is the truth again."""
         self.states.clear()
+        self._gapped.clear()
         self.gapped_restored = False
 
     def missing(self, lockers: Iterable[str]) -> list[str]:
@@ -130,6 +135,8 @@ class Sequencer:
     ) -> None:
         """A locker's stored watermark, and the seqs stored past it (when it has a hole)."""
         self.states[locker] = SeqState(acked, set(above), gap_since, asked_at)
+        if gap_since is not None:
+            self._gapped.add(locker)
 
     def gap_due(self, now: int) -> bool:
         """A batch is worth running even when empty: a hole may have timed out."""
@@ -138,8 +145,19 @@ class Sequencer:
         limit = now - self.gap_timeout_ms
         return any(
             st.gap_since is not None and max(st.gap_since, st.asked_at or 0) <= limit
-            for st in self.states.values()
+            for st in self._gapped_states()
         )
+
+    def _gapped_states(self) -> list[SeqState]:
+        """The states with a hole open, dropping from `_gapped` those whose hole closed."""
+        open_: list[SeqState] = []
+        for lk in list(self._gapped):
+            st = self.states.get(lk)
+            if st is None or st.gap_since is None:
+                self._gapped.discard(lk)
+            else:
+                open_.append(st)
+        return open_
 
     def sequence(
         self,
@@ -174,6 +192,8 @@ class Sequencer:
                         st.gap_since = now if st.above else None
                         if st.gap_since is None:
                             st.asked_at = None
+                        else:
+                            self._gapped.add(lk)
                 else:
                     top = max(st.acked, max(st.above, default=0))
                     if seq > top + 1:
@@ -181,14 +201,20 @@ class Sequencer:
                     st.above.add(seq)
                     if st.gap_since is None:
                         st.gap_since = now
+                        self._gapped.add(lk)
             out.acks[lk] = st.acked
         for lk, from_seq, to_seq in gone:
             self._gone(lk, from_seq, to_seq, now, out)
         limit = now - self.gap_timeout_ms
-        for lk, st in self.states.items():
-            if st.gap_since is None or st.acked is None or not st.above:
+        for lk in sorted(self._gapped):
+            held = self.states.get(lk)
+            if held is None or held.gap_since is None:
+                self._gapped.discard(lk)
                 continue
-            if max(st.gap_since, st.asked_at or st.gap_since) > limit:
+            st, since = held, held.gap_since
+            if st.acked is None or not st.above:
+                continue
+            if max(since, st.asked_at or since) > limit:
                 continue
             first_missing = st.acked + 1
             last_missing = min(min(st.above) - 1, first_missing + self.max_resend - 1)
@@ -209,6 +235,8 @@ class Sequencer:
         st.acked = new_acked
         st.absorb()
         st.gap_since = now if st.above else None
+        if st.above:
+            self._gapped.add(lk)
         st.asked_at = None
         out.changed.add(lk)
         out.acks[lk] = st.acked

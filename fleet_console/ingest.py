@@ -190,9 +190,10 @@ _PRESENCE_LANE_KINDS = tuple(k for k in _SUBSCRIBED_KINDS if k in _RETAINED_KIND
 #: A presence batch at most this big (a batch holds up the events behind it, ~50 ms; smaller
 #: ones cost more commits: at 50, a connect storm's presence took 17 s instead of 10 s).
 PRESENCE_BATCH_MAX = 500
-#: Presence waits while more than a batch of events waits, but takes at least this share of
-#: the time (its last batch's duration times (1 - share) / share since it ended) and never waits
-#: longer than PRESENCE_MAX_WAIT_S: the lockers' state must not starve under a flood of events.
+#: Presence waits while the events lane works (gathering or storing a batch), but takes at least
+#: this share of the time (its last batch's duration times (1 - share) / share since it ended)
+#: and never waits longer than PRESENCE_MAX_WAIT_S: the lockers' state must not starve under a
+#: flood of events.
 PRESENCE_SHARE = 0.25
 PRESENCE_MAX_WAIT_S = 1.0
 #: The shared subscription group of the ingest replicas (`[ingest] share_group`).
@@ -443,6 +444,8 @@ class _Lane:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     inbox: MessageInbox | None = None
     connects: int = 0
+    #: Waiting for messages (or not connected): not in the middle of a batch.
+    idle: bool = True
 
     @property
     def waiting(self) -> int:
@@ -664,17 +667,19 @@ class Ingest:
             while not self._stop.is_set():
                 if not inbox.qsize():
                     waiter = asyncio.create_task(inbox.wait())
+                    lane.idle = True  # nothing to do: presence may have the loop
                     done, _ = await asyncio.wait(
                         {waiter, watch_task, stop_task}, timeout=1.0,
                         return_when="FIRST_COMPLETED",
                     )
+                    lane.idle = False
                     if waiter not in done:
                         waiter.cancel()
                     if watch_task in done and not inbox.qsize():
                         watch_task.result()  # raises the MqttError that ended the connection
                         raise aiomqtt.MqttError("message stream ended")
                 if presence:
-                    await self._events_first(batch_max)
+                    await self._events_first()
                     started = loop.time()
                 # A backlog: bigger batches (fewer commits and acks per event).
                 limit = batch_max if inbox.qsize() <= batch_max else batch_max_backlog
@@ -698,6 +703,7 @@ class Ingest:
                     await self._resync_tick(client, backlog=inbox.qsize(),
                                             presence=self._presence.waiting)
         finally:
+            lane.idle = True
             if self._ack_flush is not None and not presence:
                 self._ack_flush.cancel()  # what is due goes out before the connection ends
                 self._flush_acks(client)
@@ -708,13 +714,14 @@ class Ingest:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watch_task
 
-    async def _events_first(self, batch: int) -> None:
-        """Let the events lane work off its backlog first, within PRESENCE_SHARE."""
+    async def _events_first(self) -> None:
+        """Presence waits until the events lane is idle (nothing in its inbox, not in the
+        middle of a batch: it yields the loop while it gathers one), or its share is due."""
         loop = asyncio.get_running_loop()
         began, ended = self._presence_took
         turn = ended + (ended - began) * (1 - PRESENCE_SHARE) / PRESENCE_SHARE
         deadline = min(turn, loop.time() + PRESENCE_MAX_WAIT_S)
-        while (self._events.waiting > batch and loop.time() < deadline
+        while (not self._events.idle and loop.time() < deadline
                and not self._stop.is_set()):
             await asyncio.sleep(0.002)
 

@@ -33,18 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile, rss_mb  # noqa: E402
 from board_sim.simulator import PtySimulator  # noqa: E402
 from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
 
 BOARDS, LOCKS, POLL_MS = 10, 48, 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,11 +85,6 @@ def raw_poll_cpu(path: str, seconds: float) -> float:
         capture_output=True, text=True, timeout=seconds + 30, cwd=ROOT, check=True,
     )
     return float(out.stdout.strip())
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -159,7 +148,7 @@ def main() -> None:
             "door_change_to_persisted_ms": {
                 "n": len(latencies),
                 "p50": round(statistics.median(latencies), 1),
-                "p99": round(pct(latencies, 99), 1),
+                "p99": round(percentile(latencies, 99), 1),
                 "max": round(max(latencies), 1),
                 "baseline_poll_interval": POLL_MS,
                 "target_p99": POLL_MS + 20,

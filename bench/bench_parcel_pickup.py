@@ -31,24 +31,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile, rss_mb  # noqa: E402
 from board_sim.simulator import PtySimulator  # noqa: E402
 from contract.pin_hash import hash_pin  # noqa: E402
 from tests.fixtures.lockerd import LockerdProcess, locker_toml  # noqa: E402
 from tests.fixtures.messaging import SmtpCollector  # noqa: E402
 from tests.fixtures.storage_locker import CELLS, free_port, profile_toml  # noqa: E402
 from tests.test_parcels_locker import PROFILE  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def wait(check, what: str, timeout: float = 10.0) -> None:
@@ -161,7 +150,8 @@ def main() -> None:
             mailbox.close()
 
     def fig(values: list[float]) -> dict[str, float]:
-        return {"p50_ms": round(statistics.median(values), 2), "p99_ms": round(pct(values, 99), 2)}
+        return {"p50_ms": round(statistics.median(values), 2),
+                "p99_ms": round(percentile(values, 99), 2)}
 
     results = {
         "health_baseline": fig(health),

@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile  # noqa: E402
 from contract.pin_hash import hash_pin, verify_pin  # noqa: E402
 from contract.profiles import ConfigBody, load_profile_file  # noqa: E402
 from contract.signing import (  # noqa: E402
@@ -45,11 +46,6 @@ from daemon.parcels.codes import CodeBook  # noqa: E402
 
 KEY = private_key_from_seed(b"\x07" * 32)
 TRUSTED = {"k1": public_key_b64(KEY)}
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def parcels_body(recipients: int, staff: int) -> dict[str, Any]:

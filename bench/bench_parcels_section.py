@@ -44,6 +44,7 @@ from pydantic import TypeAdapter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import rss_mb  # noqa: E402
 from bench.recipient_names import recipients  # noqa: E402
 from broker.fleet import FleetBroker  # noqa: E402
 from broker.mosquitto_conf import DEFAULT_MAX_PACKET_SIZE  # noqa: E402
@@ -72,13 +73,6 @@ BASE = {"storage": read_toml(ROOT / "config" / "profile.example.toml", "profile"
 
 #: How many lockers' retained configurations the broker's memory is measured with.
 RETAINED_LOCKERS = 20
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _b64(n: int) -> str:

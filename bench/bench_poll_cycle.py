@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile  # noqa: E402
 from board_sim.simulator import PtySimulator  # noqa: E402
 from daemon.config import BoardConfig  # noqa: E402
 from daemon.io.boards import SerialBus, make_driver  # noqa: E402
@@ -34,11 +35,6 @@ from daemon.io.boards import SerialBus, make_driver  # noqa: E402
 CASES = [("kerong-cu16", 19200), ("kerong-cu48", 19200), ("modbus-relay", 9600)]
 QUIET_GAP_MS = 25
 FRAME_GAP_MS = 5
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(protocol: str, baud: int, polls: int, early: bool) -> dict[str, float]:

@@ -22,17 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile  # noqa: E402
 from bench.recipient_names import recipients  # noqa: E402
 from contract.recipients import Recipient  # noqa: E402
 from daemon.parcels.directory import RecipientDirectory, fold  # noqa: E402
 
 TYPED = ["Смирнова Елена", "иванов ал", "Семенов", "фёдоров", "бухгалтерия", "отдел кадров",
          "10567", "5000", "Johnson", "mary smi", "Wilson J", "ова", "son", "Юлия"]
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def linear_scan(people: list[Recipient], typed: str, limit: int = 20) -> list[str]:
@@ -77,10 +73,11 @@ def main() -> None:
     result = {
         "recipients": len(people),
         "queries": len(queries),
-        "index": {"p50_ms": round(pct(index_ms, 50), 3), "p99_ms": round(pct(index_ms, 99), 3),
+        "index": {"p50_ms": round(percentile(index_ms, 50), 3),
+                  "p99_ms": round(percentile(index_ms, 99), 3),
                   "max_ms": round(max(index_ms), 3)},
-        "baseline_linear_scan": {"p50_ms": round(pct(scan_ms, 50), 3),
-                                 "p99_ms": round(pct(scan_ms, 99), 3)},
+        "baseline_linear_scan": {"p50_ms": round(percentile(scan_ms, 50), 3),
+                                 "p99_ms": round(percentile(scan_ms, 99), 3)},
         "build_ms": round(build_ms, 1),
         "index_memory_mb": round(memory_mb, 2),
         "target_p99_ms": 20,

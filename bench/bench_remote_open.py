@@ -48,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import percentile  # noqa: E402
 from broker.fleet import FleetBroker  # noqa: E402
 from contract.messages import Event  # noqa: E402
 from contract.signing import generate_private_key, public_key_b64  # noqa: E402
@@ -66,16 +67,11 @@ TARGET_RATIO = 3.0
 CALL_TIMEOUT_S = 5.0
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
         "p50": round(statistics.median(values), 3),
-        "p99": round(pct(values, 99), 3),
+        "p99": round(percentile(values, 99), 3),
         "mean": round(statistics.fmean(values), 3),
         "max": round(max(values), 3),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from daemon.control import ControlError
 from tests.fixtures.messaging import SmtpCollector
@@ -195,3 +196,89 @@ def test_a_board_back_while_lockerd_was_stopped_lets_the_window_run_again(
     finally:
         http.close()
         d.terminate()
+
+
+#: Runs lockerd (argv: the lockerd script, then its arguments) with a crash hook: kill -9 of
+#: itself at the instant the parcel book would carry a fault's end (the cell machine's
+#: `unblocked` / `board_online` is committed; the book's write comes next).
+CRASH_AT_FAULT_END = """
+import os, signal, sys
+from daemon.parcels.service import ParcelsService
+carry = ParcelsService._outcomes
+def crash_at_fault_end(self, todo):
+    if any(kind == "-fault" for kind, _, _ in todo):
+        os.kill(os.getpid(), signal.SIGKILL)
+    carry(self, todo)
+ParcelsService._outcomes = crash_at_fault_end
+sys.argv = ["lockerd", *sys.argv[2:]]
+from daemon.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("fault", ["forced_open", "board_offline"])
+def test_a_crash_between_a_fault_end_and_the_book_lets_the_window_run_again(
+        board_sim: Any, lockerd: Any, tmp_path: Path, fault: str) -> None:
+    """Two writes: the cell machine's `unblocked` (or `board_online`), then the book's end of
+    the fault. lockerd killed between them: the book still kept the fault, and the window
+    stayed paused for ever. Now lockerd compares the book's faults with the restored cells and
+    boards at start and ends those that are over."""
+    import sys
+
+    from daemon.io.store import LockerStore
+
+    sim = board_sim("modbus-relay", boards=1, locks=6)
+    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
+    profile.write_text(PROFILE)
+    parcels.write_text(_parcels_toml())
+    port = free_port()
+    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
+             f"[kiosk]\nenabled = true\nport = {port}\n")
+    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
+    hook = tmp_path / "crash_at_fault_end.py"
+    hook.write_text(CRASH_AT_FAULT_END)
+    d = lockerd([board], CELLS, extra=extra, start=False)
+    d.wrapper = [sys.executable, str(hook)]
+    d.start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        _wait(lambda: http.get("/api/v1/health").json()["ready"])
+        session = http.post("/api/v1/parcels/staff/login",
+                            json={"code": "1001", "pin": "2468"}).json()["session"]
+        cell = http.post("/api/v1/parcels/deposits", json={
+            "session": session, "recipient_id": RECIPIENTS[0], "size": "S"}).json()["cell"]
+        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        sim.close_door(0, cell)
+        d.wait_event("parcel_deposited", cell=cell)
+        mark = d.mark
+        if fault == "forced_open":  # the machine blocks the cell, the window stops
+            sim.open_door(0, cell)
+            d.wait_event("parcel_window_paused", cell=cell, since=mark)
+            sim.close_door(0, cell)
+            d.wait_cell(cell, door="closed")
+            with contextlib.suppress(ControlError):  # the answer may die with lockerd
+                d.ctl("unblock", cell, reason="fixed")
+            ended = "unblocked"
+        else:
+            sim.set_silent(True)
+            d.wait_event("parcel_window_paused", cell=cell, since=mark)
+            sim.set_silent(False)
+            ended = "board_online"
+        assert d.proc.wait(10) == -9
+
+        store = LockerStore(Path(d.socket).parent)  # the instant the kill left on disk
+        assert [e["type"] for e in store.outbox()][-1] == ended
+        assert [f[1] for f in store.meta("parcels")["book"]["faults"][str(cell)]] == [None]
+        store.close()
+
+        d.wrapper = []
+        mark = d.mark
+        d.start()
+        resumed = d.wait_event("parcel_window_resumed", cell=cell, since=mark)
+        assert resumed["reason"] == "fault_ended_before_restart"
+        assert resumed["due_at"] is not None
+        assert not any(r.get("type") == "parcel_window_paused" for r in d.lines[mark:])
+    finally:
+        http.close()
+        if d.proc.poll() is None:
+            d.terminate()

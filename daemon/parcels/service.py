@@ -77,6 +77,9 @@ SENT_KEPT = 1_000
 FINISHED_KEPT_MS = 3600_000
 #: How often the periodic work (expiry, reminders, sessions, outbox) runs.
 TICK_S = 0.25
+#: `parcel_window_resumed`'s reason when lockerd finds at start that a fault ended unseen by
+#: the book (the cell machine's end was committed, a crash came before the book's write).
+FAULT_GONE_AT_START = "fault_ended_before_restart"
 #: Retry delays of a notification that failed, in seconds (then the last one again).
 RETRY_S = (1, 5, 30, 120, 600)
 #: Machine open kind and tenancy business per parcel open purpose.
@@ -827,8 +830,31 @@ class ParcelsService:
             done = (tenancy is not None) if ret.state == "dropping" else tenancy is None
             purpose = "return_drop" if ret.state == "dropping" else "return_collect"
             out.extend(self._door_outcome(purpose, ret.cell, done, None, now))
+        out.extend(self._faults_gone(now))
         if out:
             self._commit(out)
+
+    def _faults_gone(self, now: int) -> list[Event]:
+        """Faults the book still keeps that the restored cell machine no longer has: its
+        `unblocked` / `board_online` was committed and the crash came before the book's write
+        (two writes). Ended now, so the window runs again instead of staying paused for ever."""
+        return [Event("parcel_window_resumed", cell,
+                      {"due_at": self._due(cell), "reason": FAULT_GONE_AT_START})
+                for cell in self.book.faults_gone(now, self._fault_holds)]
+
+    def _fault_holds(self, cell: int, cause: str) -> bool:
+        """Does the cell machine still have this fault: the cell blocked, its board offline?"""
+        spec = next((c for c in self.core.config.cells if c.id == cell), None)
+        if spec is None:  # no longer configured: nothing holds it
+            return False
+        machine = self.core.machine
+        blocked = machine.cell_view(cell)["state"] == "blocked"
+        offline = bool(machine.boards().get(spec.board, {}).get("offline"))
+        if cause == CELL_BLOCKED:
+            return blocked
+        if cause == BOARD_OFFLINE:
+            return offline
+        return blocked or offline
 
     def _periodic(self) -> None:
         now = self.core.clock()

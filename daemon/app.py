@@ -602,8 +602,12 @@ class LockerDaemon:
         return self.machine.cell_view(cell_id)
 
     async def wait_ready(self, timeout: float) -> bool:
+        """Wait for the boot reconciliation. `asyncio.timeout`, not `wait_for`: on 3.11 the
+        latter drops a stop (cancellation) that comes as `ready` is set, and the waiting task
+        then outlives the daemon's stop (tests/test_daemon_stop.py)."""
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True

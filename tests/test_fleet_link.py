@@ -26,7 +26,7 @@ from aiomqtt import ProtocolVersion
 
 from contract.topics import Topics
 from daemon.config import MqttSettings
-from daemon.io.fleet_link import Backoff, FleetLink, LockerPort
+from daemon.io.fleet_link import Backoff, FleetLink, LockerPort, _stop_tasks
 from tests.fixtures.mqtt_broker import LockerCredentials, MqttBroker, MqttTestClient, unique_id
 
 T = Topics()
@@ -478,6 +478,35 @@ async def test_clean_stop_leaves_offline_status(
         assert msg.retain and json.loads(msg.payload) == {"online": False}
     finally:
         late.close()
+
+
+async def test_a_stop_at_the_instant_the_broker_accepts_still_ends_the_link(
+    mqtt_broker: MqttBroker, locker_credentials: LockerCredentials, console: MqttTestClient
+) -> None:
+    """A stop (lockerd's SIGTERM cancels `run()`) that lands as the CONNACK arrives: on 3.11
+    `asyncio.wait_for` inside aiomqtt's connect returns the CONNACK and drops the cancellation.
+    Before: the session went on as if nothing had been asked, `run()` never returned and lockerd
+    hung on its way out (1 clean stop in 5 right after start in tests/test_store_full.py)."""
+    lid = locker_credentials.locker_id
+    stopping: list[asyncio.Task] = []
+
+    class StoppedAtConnack(FleetLink):
+        def _make_client(self) -> Any:
+            client = super()._make_client()
+            # Runs before aiomqtt's own wake-up of its waiter: the cancel and the CONNACK race.
+            client._connected.add_done_callback(lambda _: stopping[0].cancel())
+            return client
+
+    link = StoppedAtConnack(FakePort(lid), settings_for(mqtt_broker, locker_credentials),
+                            log=LogLines())
+    await asyncio.to_thread(console.subscribe, T.status(lid))
+    stopping.append(asyncio.create_task(link.run()))
+    done, _ = await asyncio.wait(stopping, timeout=5)
+    if not done:  # leave no task behind on a failure
+        await _stop_tasks(set(stopping))
+    assert done, "the link went on after a stop that came with the CONNACK"
+    assert stopping[0].cancelled() and not link.connected
+    assert json.loads((await expect(console, T.status(lid))).payload) == {"online": False}
 
 
 # --- persistent session and queued results ---------------------------------------------------

@@ -15,8 +15,11 @@ from contract.events import EVENTS
 from daemon.fsm.actions import Event
 from daemon.parcels.effects import IssueCode, Notify, OpenCell, RevokeCode
 from daemon.parcels.lifecycle import (
+    BOARD_OFFLINE,
+    CELL_BLOCKED,
     DEPOSITED,
     EXPIRED,
+    FAULT,
     FINAL,
     PICKED_UP,
     ParcelBook,
@@ -116,6 +119,26 @@ def test_a_scanned_barcode_is_cleaned_and_may_be_required() -> None:
     with pytest.raises(ParcelError, match="duplicate_barcode"):
         book.begin_deposit("p2", cell=2, size="S", recipient_id="r1", courier_id="c1",
                            barcode=" JJD0001234", now_ms=1)
+
+
+def test_faults_gone_ends_only_the_faults_that_no_longer_hold() -> None:
+    """lockerd's start: the book's faults against the restored cell machine (a crash between
+    the machine's end of a fault and the book's write). A cell keeps its pause while a fault of
+    another cause holds; a legacy fault (no cause) ends only when nothing holds."""
+    book = ParcelBook(RULES)
+    for cell in (2, 3, 4):
+        deposit(book, f"p{cell}", cell, 0)
+    book.fault_started(2, 10 * H, CELL_BLOCKED)
+    book.fault_started(3, 10 * H, CELL_BLOCKED)
+    book.fault_started(3, 11 * H, BOARD_OFFLINE)
+    book.fault_started(4, 10 * H, FAULT)
+    holding = {(3, BOARD_OFFLINE), (4, FAULT)}
+    assert book.faults_gone(12 * H, lambda c, cause: (c, cause) in holding) == [2]
+    assert book.due_at(2) == 50 * H and book.stopped(3) and book.stopped(4)
+    assert book.faults[3] == [(10 * H, 12 * H, CELL_BLOCKED), (11 * H, None, BOARD_OFFLINE)]
+    assert book.faults_gone(13 * H, lambda c, cause: False) == [3, 4]
+    assert book.due_at(4) == 51 * H
+    assert book.faults_gone(14 * H, lambda c, cause: True) == []  # nothing left going on
 
 
 def test_reminders_and_expiry_pause_on_a_fault_then_the_courier_takes_it_back() -> None:

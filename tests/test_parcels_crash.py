@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from daemon.control import ControlError
 from tests.fixtures.messaging import SmtpCollector
@@ -195,3 +196,139 @@ def test_a_board_back_while_lockerd_was_stopped_lets_the_window_run_again(
     finally:
         http.close()
         d.terminate()
+
+
+#: Runs lockerd (argv: the lockerd script, then its arguments) with a crash hook: kill -9 of
+#: itself at the instant the parcel book would carry a fault's begin ("+fault") or end
+#: ("-fault"): the cell machine's event is committed, the book's write comes next.
+CRASH_AT_FAULT = """
+import os, signal, sys
+from daemon.parcels.service import ParcelsService
+carry = ParcelsService._outcomes
+def crash_at_fault(self, todo):
+    if any(kind == "MARK" for kind, _, _ in todo):
+        os.kill(os.getpid(), signal.SIGKILL)
+    carry(self, todo)
+ParcelsService._outcomes = crash_at_fault
+sys.argv = ["lockerd", *sys.argv[2:]]
+from daemon.cli import main
+sys.exit(main())
+"""
+
+
+def _parcel_locker_crashing_at(mark: str, board_sim: Any, lockerd: Any,
+                               tmp_path: Path) -> tuple[Any, Any, httpx.Client, int]:
+    """lockerd with the crash hook at `mark`, and a parcel deposited: (lockerd, board, kiosk
+    client, the parcel's cell)."""
+    import sys
+
+    sim = board_sim("modbus-relay", boards=1, locks=6)
+    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
+    profile.write_text(PROFILE)
+    parcels.write_text(_parcels_toml())
+    port = free_port()
+    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
+             f"[kiosk]\nenabled = true\nport = {port}\n")
+    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
+    hook = tmp_path / "crash_at_fault.py"
+    hook.write_text(CRASH_AT_FAULT.replace("MARK", mark))
+    d = lockerd([board], CELLS, extra=extra, start=False)
+    d.wrapper = [sys.executable, str(hook)]
+    d.start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    session = http.post("/api/v1/parcels/staff/login",
+                        json={"code": "1001", "pin": "2468"}).json()["session"]
+    cell = http.post("/api/v1/parcels/deposits", json={
+        "session": session, "recipient_id": RECIPIENTS[0], "size": "S"}).json()["cell"]
+    _wait(lambda: d.cell(cell)["door"] == "open", 5)
+    sim.close_door(0, cell)
+    d.wait_event("parcel_deposited", cell=cell)
+    return d, sim, http, cell
+
+
+def _stored_faults(d: Any, cell: int) -> tuple[str, list[list[Any]]]:
+    """What the kill left on disk: the last event, and the book's faults of the cell."""
+    from daemon.io.store import LockerStore
+
+    store = LockerStore(Path(d.socket).parent)
+    try:
+        faults = store.meta("parcels")["book"]["faults"].get(str(cell), [])
+        return store.outbox()[-1]["type"], faults
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fault", ["forced_open", "board_offline"])
+def test_a_crash_between_a_fault_end_and_the_book_lets_the_window_run_again(
+        board_sim: Any, lockerd: Any, tmp_path: Path, fault: str) -> None:
+    """Two writes: the cell machine's `unblocked` (or `board_online`), then the book's end of
+    the fault. lockerd killed between them: the book still kept the fault, and the window
+    stayed paused for ever. Now lockerd compares the book's faults with the restored cells and
+    boards at start and ends those that are over."""
+    d, sim, http, cell = _parcel_locker_crashing_at("-fault", board_sim, lockerd, tmp_path)
+    try:
+        mark = d.mark
+        if fault == "forced_open":  # the machine blocks the cell, the window stops
+            sim.open_door(0, cell)
+            d.wait_event("parcel_window_paused", cell=cell, since=mark)
+            sim.close_door(0, cell)
+            d.wait_cell(cell, door="closed")
+            with contextlib.suppress(ControlError):  # the answer may die with lockerd
+                d.ctl("unblock", cell, reason="fixed")
+        else:
+            sim.set_silent(True)
+            d.wait_event("parcel_window_paused", cell=cell, since=mark)
+            sim.set_silent(False)
+        assert d.proc.wait(10) == -9
+        ended = "unblocked" if fault == "forced_open" else "board_online"
+        last, faults = _stored_faults(d, cell)  # the book still keeps the fault going on
+        assert last == ended and [f[1] for f in faults] == [None], (last, faults)
+
+        d.wrapper = []
+        mark = d.mark
+        d.start()
+        resumed = d.wait_event("parcel_window_resumed", cell=cell, since=mark)
+        assert resumed["reason"] == "fault_ended_before_restart"
+        assert resumed["due_at"] is not None
+        assert not any(r.get("type") == "parcel_window_paused" for r in d.lines[mark:])
+    finally:
+        http.close()
+        if d.proc.poll() is None:
+            d.terminate()
+
+
+@pytest.mark.parametrize("fault", ["forced_open", "board_offline"])
+def test_a_crash_between_a_fault_and_the_book_pauses_the_window_at_start(
+        board_sim: Any, lockerd: Any, tmp_path: Path, fault: str) -> None:
+    """The other side of the same two writes: the cell machine's `forced_open` (or
+    `board_offline`) committed, lockerd killed before the book's pause. Before: the window ran
+    on while nobody could open the cell. Now lockerd pauses it at start, and the fault's end
+    (here the board back) lets it run again as usual."""
+    d, sim, http, cell = _parcel_locker_crashing_at("+fault", board_sim, lockerd, tmp_path)
+    try:
+        if fault == "forced_open":
+            sim.open_door(0, cell)
+        else:
+            sim.set_silent(True)
+        assert d.proc.wait(10) == -9
+        last, faults = _stored_faults(d, cell)
+        began = "blocked" if fault == "forced_open" else fault  # forced_open, then blocked
+        assert last == began and faults == [], (last, faults)
+
+        if fault == "forced_open":
+            sim.close_door(0, cell)  # the cell stays blocked: forced open
+        d.wrapper = []
+        mark = d.mark
+        d.start()
+        paused = d.wait_event("parcel_window_paused", cell=cell, since=mark)
+        assert paused["reason"] == "fault_began_before_restart"
+        if fault == "board_offline":
+            mark = d.mark
+            sim.set_silent(False)
+            resumed = d.wait_event("parcel_window_resumed", cell=cell, since=mark)
+            assert resumed["due_at"] is not None and "reason" not in resumed
+    finally:
+        http.close()
+        if d.proc.poll() is None:
+            d.terminate()

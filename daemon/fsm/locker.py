@@ -368,6 +368,14 @@ class LockerMachine:
         pending = self._cells[cell_id].pending
         return pending.purpose if pending else None
 
+    def block(self, cell_id: int) -> tuple[str, int | None] | None:
+        """Why the cell is blocked and since when (None: it is not): a business compares its
+        own record of a fault with the cell's at start."""
+        cell = self._cells[cell_id]
+        if cell.state != "blocked":
+            return None
+        return cell.block_reason or "", cell.since
+
     def clock_jumped(self, delta_ms: int) -> None:
         """The wall clock stepped by `delta_ms`: move every stored time with it.
 

@@ -440,6 +440,10 @@ class FleetLink:
             self._client = client
             self.stats.connects += 1
             try:
+                # A stop that came with the CONNACK: aiomqtt's connect (`asyncio.wait_for` on
+                # 3.11) returned the CONNACK and dropped the cancellation; without this the
+                # session would run on and lockerd would never finish stopping.
+                _raise_if_cancelling()
                 reader = asyncio.create_task(self._read(client))
                 publisher = asyncio.create_task(self._publish_loop(client))
                 tasks = {reader, publisher}

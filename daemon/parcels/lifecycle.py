@@ -21,6 +21,7 @@ after the events are stored.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -318,6 +319,21 @@ class ParcelBook:
         if cell not in self.loads:
             self.faults.pop(cell, None)  # nothing waits in the cell: nothing to pause
         return was_stopped and not self.stopped(cell)
+
+    def faults_gone(self, now_ms: int, holds: Callable[[int, str], bool]) -> list[int]:
+        """End every fault going on that `holds(cell, cause)` says is over: the cell machine
+        recorded its end, and a crash came before the book's own write. The cells whose window
+        runs again now (no fault of another cause is left), in cell order."""
+        resumed = []
+        for cell in sorted(self.faults):
+            was_stopped = self.stopped(cell)
+            self.faults[cell] = [(s, max(now_ms, s), c) if e is None and not holds(cell, c)
+                                 else (s, e, c) for s, e, c in self.faults[cell]]
+            if cell not in self.loads:
+                self.faults.pop(cell)
+            if was_stopped and not self.stopped(cell):
+                resumed.append(cell)
+        return resumed
 
     def stopped(self, cell: int) -> bool:
         """A fault goes on in the cell (its window is stopped)."""

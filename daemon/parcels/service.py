@@ -50,6 +50,7 @@ from daemon.parcels.effects import IssueCode, Notify, OpenCell, RevokeCode
 from daemon.parcels.lifecycle import (
     BOARD_OFFLINE,
     CELL_BLOCKED,
+    FAULT,
     ParcelBook,
     ParcelError,
     ParcelRules,
@@ -77,6 +78,13 @@ SENT_KEPT = 1_000
 FINISHED_KEPT_MS = 3600_000
 #: How often the periodic work (expiry, reminders, sessions, outbox) runs.
 TICK_S = 0.25
+#: `parcel_window_resumed`'s reason when lockerd finds at start that a fault ended unseen by
+#: the book (the cell machine's end was committed, a crash came before the book's write).
+FAULT_GONE_AT_START = "fault_ended_before_restart"
+#: `parcel_window_paused`'s reason when lockerd finds at start a fault the book never saw begin.
+FAULT_BEGAN_BEFORE_RESTART = "fault_began_before_restart"
+#: The cell machine's block reasons that stop a parcel's window (an operator's block does not).
+PAUSING_BLOCKS = frozenset({"lock_fault", "forced_open"})
 #: Retry delays of a notification that failed, in seconds (then the last one again).
 RETRY_S = (1, 5, 30, 120, 600)
 #: Machine open kind and tenancy business per parcel open purpose.
@@ -716,9 +724,8 @@ class ParcelsService:
             if ref.startswith("parcels:") and record["type"].endswith(
                     ("_completed", "_cancelled")):
                 todo.append((record["type"], cell, data))
-            elif record["type"] in ("lock_fault", "forced_open") or (
-                    record["type"] == "blocked" and data.get("reason") in (
-                        "lock_fault", "forced_open")):
+            elif record["type"] in PAUSING_BLOCKS or (
+                    record["type"] == "blocked" and data.get("reason") in PAUSING_BLOCKS):
                 todo.append(("+fault", cell, {**data, "cause": CELL_BLOCKED}))
             elif record["type"] == "unblocked":
                 todo.append(("-fault", cell, {**data, "cause": CELL_BLOCKED}))
@@ -827,8 +834,62 @@ class ParcelsService:
             done = (tenancy is not None) if ret.state == "dropping" else tenancy is None
             purpose = "return_drop" if ret.state == "dropping" else "return_collect"
             out.extend(self._door_outcome(purpose, ret.cell, done, None, now))
+        out.extend(self._faults_gone(now))
+        out.extend(self._faults_unseen(now))
         if out:
             self._commit(out)
+
+    def _faults_gone(self, now: int) -> list[Event]:
+        """Faults the book still keeps that the restored cell machine no longer has: its
+        `unblocked` / `board_online` was committed and the crash came before the book's write
+        (two writes). Ended now, so the window runs again instead of staying paused for ever."""
+        return [Event("parcel_window_resumed", cell,
+                      {"due_at": self._due(cell), "reason": FAULT_GONE_AT_START})
+                for cell in self.book.faults_gone(now, self._fault_holds)]
+
+    def _faults_unseen(self, now: int) -> list[Event]:
+        """The other side of the same two writes: the cell machine committed a fault (a lock
+        fault, a forced open, its board offline) and the crash came before the book's pause.
+        Paused now (a block from when the cell was blocked), so the window does not run out
+        while nobody can open the cell."""
+        out = []
+        for cell in sorted(self.book.loads):
+            for cause, since in self._faults_of(cell, now):
+                if self.book.fault_started(cell, since, cause):
+                    out.append(Event("parcel_window_paused", cell,
+                                     {"reason": FAULT_BEGAN_BEFORE_RESTART}))
+        return out
+
+    def _faults_of(self, cell: int, now: int) -> list[tuple[str, int]]:
+        """The faults that stop the cell's window as the cell machine has them, with when each
+        began (a board's: not known, `now`)."""
+        spec = self._spec(cell)
+        if spec is None:  # no longer configured: nothing holds it
+            return []
+        out = []
+        block = self.core.machine.block(cell)
+        if block is not None and block[0] in PAUSING_BLOCKS:
+            out.append((CELL_BLOCKED, block[1] if block[1] is not None else now))
+        if self._board_offline(spec.board):
+            out.append((BOARD_OFFLINE, now))
+        return out
+
+    def _fault_holds(self, cell: int, cause: str) -> bool:
+        """Does the cell machine still have this fault: the cell blocked, its board offline?
+        A cell blocked again for another reason keeps its fault: `unblocked` ends it, as live."""
+        spec = self._spec(cell)
+        if spec is None:  # no longer configured: nothing holds it
+            return False
+        if cause in (CELL_BLOCKED, FAULT) and self.core.machine.block(cell) is not None:
+            return True
+        return cause in (BOARD_OFFLINE, FAULT) and self._board_offline(spec.board)
+
+    def _board_offline(self, board: str) -> bool:
+        return bool(self.core.machine.boards().get(board, {}).get("offline"))
+
+    def _spec(self, cell: int) -> Any:
+        """The cell's configuration (None: no longer configured)."""
+        return next((c for c in self.core.config.cells if c.id == cell), None)
 
     def _periodic(self) -> None:
         now = self.core.clock()

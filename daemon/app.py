@@ -88,7 +88,9 @@ class LockerDaemon:
         #: kiosk binds its port itself when it starts.
         self.kiosk_listener = kiosk_listener
         self.journal = journal or Journal(config.locker_id)
-        self.store = LockerStore(config.data_dir)
+        mqtt = config.mqtt
+        self.store = LockerStore(config.data_dir, outbox_max=mqtt.outbox_max_events if mqtt.enabled
+                                 else mqtt.outbox_max_events_without_console)
         try:
             self.machine = LockerMachine(
                 cell_specs(config),
@@ -426,6 +428,7 @@ class LockerDaemon:
         self, numbered: list[dict], events: list[Event], changed: set[int], settled: list[dict]
     ) -> None:
         """After a commit: log, tell the businesses, listeners and the fleet."""
+        self._say_dropped()
         for record in numbered:
             data = record["data"]
             self.journal.line(
@@ -458,6 +461,22 @@ class LockerDaemon:
             self.fleet.committed(numbered, changed, settled)
             if any(e.type in ("board_offline", "board_online") for e in events):
                 self.fleet.status_changed()
+
+    def _say_dropped(self) -> None:
+        """The outbox bound dropped the oldest events: one warning per run of seqs (never
+        silent: the fleet link answers the console's `events/resend` for them with
+        `events/gone`). A bound of 0 (no console, no outbox wanted) is not worth a line."""
+        limit = self.store.outbox_max
+        for from_seq, to_seq in self.store.take_dropped():
+            if not limit:
+                continue
+            linked = self.config.mqtt.enabled
+            self.journal.line(
+                "outbox_dropped", level="warning", from_seq=from_seq, to_seq=to_seq,
+                events=to_seq - from_seq + 1, limit=limit,
+                reason=("not acknowledged by the console ([mqtt] outbox_max_events)" if linked
+                        else "no console acknowledges events ([mqtt] "
+                             "outbox_max_events_without_console); this journal keeps them"))
 
     def _not_committed(
         self,
@@ -630,7 +649,7 @@ class LockerDaemon:
                 "boards": self.board_health(),
                 "events": {
                     "last_seq": self.store.last_seq,
-                    "unacknowledged": len(self.store.outbox()),
+                    "unacknowledged": self.store.outbox_summary()["depth"],
                 },
             }
         if op == "payments":

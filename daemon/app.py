@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
+from daemon.applied_config import applied_body, applied_sections, compressed
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
@@ -91,6 +92,7 @@ class LockerDaemon:
         mqtt = config.mqtt
         self.store = LockerStore(config.data_dir, outbox_max=mqtt.outbox_max_events if mqtt.enabled
                                  else mqtt.outbox_max_events_without_console)
+        self._compress_applied_config()
         try:
             self.machine = LockerMachine(
                 cell_specs(config),
@@ -297,6 +299,15 @@ class LockerDaemon:
             raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
         self.fleet.relay(message)  # stored, then offered to the console until it confirms
 
+    def _compress_applied_config(self) -> None:
+        """A store from before kept the applied configuration's body parsed (megabytes of
+        dicts for a parcels section): keep it compressed from now on (daemon/applied_config.py).
+        On a full disk it stays as it was, read all the same."""
+        new = compressed(self.store.meta("fleet_config"))
+        if new is not None:
+            with contextlib.suppress(StoreWriteFailed):
+                self.store.commit(meta={"fleet_config": new}, now_ms=now_ms())
+
     def parcels_wanted(self) -> bool:
         """The configuration gives the parcel business something: a local parcels file, a
         `parcels` section in the applied fleet configuration, or cells the profile in force
@@ -304,7 +315,7 @@ class LockerDaemon:
         if self.config.parcels is not None:
             return True
         applied = self.store.meta("fleet_config")
-        if applied and "parcels" in (applied.get("body") or {}):
+        if "parcels" in applied_sections(applied):
             return True
         profile = self.profile()
         return profile is not None and any(
@@ -318,7 +329,7 @@ class LockerDaemon:
         key = (applied["version"], applied["hash"])
         if self._profile_cache[0] != key:
             try:
-                profile: Profile | None = ConfigBody.from_body(applied["body"]).storage
+                profile: Profile | None = ConfigBody.from_body(applied_body(applied)).storage
             except ProfileError:
                 profile = self._local_profile
             self._profile_cache = (key, profile)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
-from daemon.applied_config import applied_body, applied_sections, compressed
+from daemon.applied_config import applied_sections, compressed, profile_body
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
@@ -329,7 +329,8 @@ class LockerDaemon:
         key = (applied["version"], applied["hash"])
         if self._profile_cache[0] != key:
             try:
-                profile: Profile | None = ConfigBody.from_body(applied_body(applied)).storage
+                # without the parcels section: never the recipients inflated for a profile
+                profile: Profile | None = ConfigBody.from_body(profile_body(applied)).storage
             except ProfileError:
                 profile = self._local_profile
             self._profile_cache = (key, profile)

@@ -5,8 +5,10 @@ e-mail) are 0.9 MB of JSON and, parsed, 4.2 MB of dicts and strings, which the s
 the process's life (tinydb keeps every document in memory) beside the packed recipients the
 parcel business actually uses. So the store keeps the body as `body_z` (zlib of its canonical
 JSON, base64url: what `SignedConfig` carries for a large body; 114 KB for those 10,000) and the
-names of its sections; the users of a section (the storage profile, the parcels section)
-inflate it once per applied version and keep only what they build from it.
+names of its sections, and beside them, in the clear, the body without its `parcels` section
+(`profile_body`: the storage profile, a few KB), so that reading the profile never inflates the
+recipients (doing so at the kiosk's first request left lockerd 5 MB larger); the parcel
+business inflates the body once per applied version and keeps only what it builds from it.
 
 The broker delivers the retained configuration again on every (re)connect: the sha256 of the
 payload bytes applied (`payload_sha256`) lets the locker confirm a byte-identical re-delivery
@@ -35,7 +37,8 @@ def stored_form(version: int, digest: str, body: Mapping[str, Any], issued_at: i
 
         body_z = deflate_body(canonical_json(body))
     form = {"version": version, "hash": digest, "body_z": body_z,
-            "sections": sorted(body), "issued_at": issued_at, "key_id": key_id}
+            "sections": sorted(body), "profile_body": _without_parcels(body),
+            "issued_at": issued_at, "key_id": key_id}
     if payload is not None:
         form["payload_sha256"] = payload_digest(payload)
     return form
@@ -59,6 +62,20 @@ def applied_body(applied: Mapping[str, Any]) -> dict[str, Any]:
         return inflate_body(applied["body_z"])
     body = applied.get("body")
     return dict(body) if isinstance(body, Mapping) else {}
+
+
+def profile_body(applied: Mapping[str, Any]) -> dict[str, Any]:
+    """The applied body with its `parcels` section set to None (a sectioned body) or as it is
+    (a bare profile): what `ConfigBody.from_body(...).storage` reads, never inflated."""
+    if "profile_body" in applied:
+        return dict(applied["profile_body"])
+    return _without_parcels(applied_body(applied))
+
+
+def _without_parcels(body: Mapping[str, Any]) -> dict[str, Any]:
+    from contract.profiles import is_sectioned
+
+    return {**body, "parcels": None} if is_sectioned(dict(body)) else dict(body)
 
 
 def applied_sections(applied: Mapping[str, Any] | None) -> frozenset[str]:

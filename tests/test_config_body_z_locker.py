@@ -10,7 +10,7 @@ import tomllib
 from bench.bench_parcel_pickup import section
 from contract.signing import config_hash, make_config
 from contract.topics import Topics
-from daemon.applied_config import applied_body, applied_sections
+from daemon.applied_config import applied_body, applied_sections, profile_body
 from tests.fixtures.storage_locker import profile_toml
 from tests.test_fleet_console_e2e import console_setup  # noqa: F401 (fixture)
 from tests.test_storage_fleet import _locker
@@ -80,6 +80,7 @@ async def test_a_parcels_section_is_kept_compressed_and_its_redelivery_not_parse
         applied = rig.daemon.store.meta("fleet_config")
         assert "body" not in applied and applied_body(applied) == body
         assert applied_sections(applied) == {"storage", "parcels"}
+        assert profile_body(applied) == {**body, "parcels": None}  # the profile, in the clear
         assert len(parsed) == 1
         await asyncio.to_thread(c.expect, topics.config_applied(locker), 5)
         c.publish(topics.config(locker), payload, retain=True)  # the same bytes again

@@ -463,8 +463,12 @@ class FleetSide:
         # Kept compressed, not parsed: a parcels section is megabytes of dicts
         applied = stored_form(cfg.version, digest, cfg.content, cfg.issued_at, cfg.key_id,
                               body_z=cfg.body_z, payload=payload)
+        # The parsed body goes before the businesses build from the stored one (the parcel
+        # business inflates its section again): not two copies of the recipients at once.
+        del cfg, checked
         d.apply(
-            [Event("config_applied", None, {"version": cfg.version, "hash": digest}, False)],
+            [Event("config_applied", None, {"version": applied["version"], "hash": digest},
+                   False)],
             meta={"fleet_config": applied},
         )
         self._applied(applied)

@@ -15,9 +15,9 @@ With `--via-fleet` the parcels lockerd is a networked one (a real Mosquitto, the
 configuration): its profile and `parcels` section come as one signed configuration (`storage` and
 `parcels`, compressed as `body_z`, retained, as `locker-console` publishes it), not from files.
 Its RSS is taken once the configuration is applied, again after a restart with it in the store
-(a networked locker's every later start), then the pickups run. Writes
-bench/results/parcel_pickup_via_fleet.json.
-Writes bench/results/parcel_pickup.json.
+(a networked locker's every later start), then the pickups run (no console acknowledges the
+events: the outbox grows within `[mqtt] outbox_max_events`).
+Writes bench/results/parcel_pickup.json (`--via-fleet`: parcel_pickup_via_fleet.json).
 """
 
 from __future__ import annotations

@@ -107,3 +107,22 @@ def test_a_store_from_before_keeps_its_body_compressed_from_now_on(tmp_path) -> 
     assert {k: after[k] for k in ("version", "hash", "issued_at", "key_id")} == {
         k: before[k] for k in ("version", "hash", "issued_at", "key_id")}
     assert compressed(after) is None and compressed(None) is None
+
+
+async def test_lockerd_compresses_the_body_a_store_from_before_kept_parsed(
+    storage_locker, tmp_path
+) -> None:
+    """A store written before keeps the applied body parsed in `fleet_config`: lockerd's start
+    writes it compressed, and the profile it gives is in force as before."""
+    from daemon.io.store import LockerStore
+
+    body = {"storage": tomllib.loads(profile_toml(mode="prepaid", version=7))}
+    old = LockerStore(tmp_path / "data-0")  # the rig's data_dir
+    old.commit(meta={"fleet_config": {"version": 7, "hash": config_hash(body), "body": body,
+                                      "issued_at": 1, "key_id": "console-1"}}, now_ms=1)
+    old.close()
+    rig = await storage_locker()
+    applied = rig.daemon.store.meta("fleet_config")
+    assert "body" not in applied and applied_body(applied) == body
+    assert applied["hash"] == config_hash(body)
+    assert (await rig.http.get("/api/v1/offers")).json()["profile"]["version"] == 7

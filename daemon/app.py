@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from contract.profiles import ConfigBody, Profile, ProfileError, load_profile_file
+from daemon.applied_config import applied_sections, compressed, profile_body
 from daemon.config import LockerConfig
 from daemon.control import CELL_OPS, serve_control
 from daemon.core import Business, LockerCommand, LockerCore, OperatorCommand
@@ -88,7 +89,10 @@ class LockerDaemon:
         #: kiosk binds its port itself when it starts.
         self.kiosk_listener = kiosk_listener
         self.journal = journal or Journal(config.locker_id)
-        self.store = LockerStore(config.data_dir)
+        mqtt = config.mqtt
+        self.store = LockerStore(config.data_dir, outbox_max=mqtt.outbox_max_events if mqtt.enabled
+                                 else mqtt.outbox_max_events_without_console)
+        self._compress_applied_config()
         try:
             self.machine = LockerMachine(
                 cell_specs(config),
@@ -295,6 +299,15 @@ class LockerDaemon:
             raise ConnectionError("this locker has no fleet link ([mqtt] enabled = false)")
         self.fleet.relay(message)  # stored, then offered to the console until it confirms
 
+    def _compress_applied_config(self) -> None:
+        """A store from before kept the applied configuration's body parsed (megabytes of
+        dicts for a parcels section): keep it compressed from now on (daemon/applied_config.py).
+        On a full disk it stays as it was, read all the same."""
+        new = compressed(self.store.meta("fleet_config"))
+        if new is not None:
+            with contextlib.suppress(StoreWriteFailed):
+                self.store.commit(meta={"fleet_config": new}, now_ms=now_ms())
+
     def parcels_wanted(self) -> bool:
         """The configuration gives the parcel business something: a local parcels file, a
         `parcels` section in the applied fleet configuration, or cells the profile in force
@@ -302,7 +315,7 @@ class LockerDaemon:
         if self.config.parcels is not None:
             return True
         applied = self.store.meta("fleet_config")
-        if applied and "parcels" in (applied.get("body") or {}):
+        if "parcels" in applied_sections(applied):
             return True
         profile = self.profile()
         return profile is not None and any(
@@ -316,7 +329,8 @@ class LockerDaemon:
         key = (applied["version"], applied["hash"])
         if self._profile_cache[0] != key:
             try:
-                profile: Profile | None = ConfigBody.from_body(applied["body"]).storage
+                # without the parcels section: never the recipients inflated for a profile
+                profile: Profile | None = ConfigBody.from_body(profile_body(applied)).storage
             except ProfileError:
                 profile = self._local_profile
             self._profile_cache = (key, profile)
@@ -426,6 +440,7 @@ class LockerDaemon:
         self, numbered: list[dict], events: list[Event], changed: set[int], settled: list[dict]
     ) -> None:
         """After a commit: log, tell the businesses, listeners and the fleet."""
+        self._say_dropped()
         for record in numbered:
             data = record["data"]
             self.journal.line(
@@ -458,6 +473,22 @@ class LockerDaemon:
             self.fleet.committed(numbered, changed, settled)
             if any(e.type in ("board_offline", "board_online") for e in events):
                 self.fleet.status_changed()
+
+    def _say_dropped(self) -> None:
+        """The outbox bound dropped the oldest events: one warning per run of seqs (never
+        silent: the fleet link answers the console's `events/resend` for them with
+        `events/gone`). A bound of 0 (no console, no outbox wanted) is not worth a line."""
+        limit = self.store.outbox_max
+        for from_seq, to_seq in self.store.take_dropped():
+            if not limit:
+                continue
+            linked = self.config.mqtt.enabled
+            self.journal.line(
+                "outbox_dropped", level="warning", from_seq=from_seq, to_seq=to_seq,
+                events=to_seq - from_seq + 1, limit=limit,
+                reason=("not acknowledged by the console ([mqtt] outbox_max_events)" if linked
+                        else "no console acknowledges events ([mqtt] "
+                             "outbox_max_events_without_console); this journal keeps them"))
 
     def _not_committed(
         self,
@@ -634,7 +665,7 @@ class LockerDaemon:
                 "boards": self.board_health(),
                 "events": {
                     "last_seq": self.store.last_seq,
-                    "unacknowledged": len(self.store.outbox()),
+                    "unacknowledged": self.store.outbox_summary()["depth"],
                 },
             }
         if op == "payments":

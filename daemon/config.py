@@ -47,6 +47,14 @@ class MqttSettings(BrokerConnection):
     reconnect_spread_s: float = Field(5, ge=0, le=600)
     #: The console's `resync` requests are answered at most once per this long.
     resync_min_interval_s: float = Field(10, ge=0, le=3600)
+    #: Events the console has not acknowledged kept at most; beyond, the oldest are dropped, a
+    #: tenth at a time, with an `outbox_dropped` warning naming the range, and the console is
+    #: told on `events/gone` when it asks. tinydb holds the outbox in memory, about 1.2 KB of
+    #: heap an event: 5,000 are about 6 MB of lockerd's 60 MB budget (20,000 would be 24 MB).
+    outbox_max_events: int = Field(5_000, ge=1, le=10_000_000)
+    #: With `enabled = false` nothing ever acknowledges an event: only the newest this many
+    #: stay in the outbox (`lockerd ctl cells` counts them); lockerd's journal keeps the record.
+    outbox_max_events_without_console: int = Field(100, ge=0, le=10_000_000)
 
 
 class TrustSettings(StrictSection):

@@ -29,6 +29,7 @@ from contract.messages import (
 )
 from contract.profiles import ConfigBody, ProfileError
 from contract.signing import config_hash, verified_config
+from daemon.applied_config import is_redelivery, stored_form
 from daemon.core import BusinessError
 from daemon.fsm import Event, Refused
 from daemon.remote_commands import (
@@ -421,6 +422,10 @@ class FleetSide:
 
     def _config(self, payload: bytes) -> None:
         d = self.daemon
+        running = d.store.meta("fleet_config")
+        if is_redelivery(running, payload):  # the retained one again, at every connect
+            self._applied(running)
+            return
         detail = ""
         checked = verified_config(
             payload,
@@ -455,15 +460,15 @@ class FleetSide:
             if current:
                 self._applied(current)
             return
-        applied = {
-            "version": cfg.version,
-            "hash": digest,
-            "body": cfg.content,
-            "issued_at": cfg.issued_at,
-            "key_id": cfg.key_id,
-        }
+        # Kept compressed, not parsed: a parcels section is megabytes of dicts
+        applied = stored_form(cfg.version, digest, cfg.content, cfg.issued_at, cfg.key_id,
+                              body_z=cfg.body_z, payload=payload)
+        # The parsed body goes before the businesses build from the stored one (the parcel
+        # business inflates its section again): not two copies of the recipients at once.
+        del cfg, checked
         d.apply(
-            [Event("config_applied", None, {"version": cfg.version, "hash": digest}, False)],
+            [Event("config_applied", None, {"version": applied["version"], "hash": digest},
+                   False)],
             meta={"fleet_config": applied},
         )
         self._applied(applied)

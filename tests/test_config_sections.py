@@ -8,6 +8,7 @@ import json
 import pytest
 
 from contract.profiles import ConfigBody, ProfileError, is_sectioned, sectioned
+from daemon.applied_config import applied_body
 from tests.fixtures.storage_locker import profile_toml
 from tests.test_fleet_console_e2e import console_setup  # noqa: F401 (fixture)
 from tests.test_profiles import body
@@ -35,12 +36,12 @@ async def test_a_locker_applies_a_body_in_sections_and_one_in_todays_form(
                          "--form", "sections", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["version"] == 2
-    assert is_sectioned(rig.daemon.store.meta("fleet_config")["body"])
+    assert is_sectioned(applied_body(rig.daemon.store.meta("fleet_config")))
     offers = (await rig.http.get("/api/v1/offers")).json()
     assert offers["profile"]["version"] == 2
     v3 = tmp_path / "v3.toml"
     v3.write_text(profile_toml(mode="prepaid", version=3))
     out = await _console(config, "publish-config", "--locker", locker, str(v3))  # flat: auto
     assert out.returncode == 0, out.stdout + out.stderr
-    assert not is_sectioned(rig.daemon.store.meta("fleet_config")["body"])
+    assert not is_sectioned(applied_body(rig.daemon.store.meta("fleet_config")))
     assert (await rig.http.get("/api/v1/offers")).json()["profile"]["version"] == 3

@@ -30,6 +30,25 @@ def test_commit_numbers_events_across_restarts(tmp_path: Path) -> None:
     assert len({e["id"] for e in store.outbox()}) == 3
 
 
+def test_the_outbox_bound_drops_the_oldest_a_tenth_at_a_time_and_says_which(
+    tmp_path: Path,
+) -> None:
+    store = LockerStore(tmp_path, outbox_max=20)
+    store.commit(None, [(f"e{i}", {}) for i in range(20)], now_ms=1)
+    assert store.take_dropped() == [] and len(store.outbox()) == 20
+    store.commit(None, [("e20", {})], now_ms=2)  # one over: down to 18
+    assert store.take_dropped() == [(1, 3)] and store.take_dropped() == []
+    assert [e["seq"] for e in store.outbox()] == list(range(4, 22))
+    store.acknowledge(10)
+    store.commit(None, [(f"f{i}", {}) for i in range(30)], now_ms=3)  # new ones past it too
+    assert store.take_dropped() == [(11, 33)]
+    store.close()
+    store = LockerStore(tmp_path, outbox_max=0)  # the drops are durable; 0 keeps none
+    assert [e["seq"] for e in store.outbox()] == list(range(34, 52)) and store.last_seq == 51
+    assert [e["seq"] for e in store.commit(None, [("g", {})], now_ms=4)] == [52]
+    assert store.take_dropped() == [(34, 52)] and store.outbox() == []
+
+
 def test_acknowledge_drops_only_up_to_seq(tmp_path: Path) -> None:
     store = LockerStore(tmp_path)
     store.commit(None, [(f"e{i}", {}) for i in range(5)], now_ms=1)

@@ -18,6 +18,12 @@ Used one-time codes (their keyed hashes, daemon/parcels/codes.py) are documents 
 `used_codes`, one per code, added in the commit of the step that used the code and dropped when
 the code book forgets it: a step writes the codes it used, never the whole list.
 
+The event outbox is bounded (`outbox_max`): a commit that would leave more events than that
+drops the oldest in the same journal line, down to nine tenths of the bound (so an outbox at its
+bound drops a tenth at a time, not one event per commit); `take_dropped` tells the daemon which
+seqs went, for its journal line (the fleet link says `events/gone` for them when the console
+asks). Nothing else ever drops an event the console has not acknowledged.
+
 The disk comes first: a commit reaches the journal before the documents in memory change, so a
 write that fails (a full disk: ENOSPC, EDQUOT, EIO) raises `StoreWriteFailed` and leaves the
 store exactly as it was, with no half line left in the journal.
@@ -203,10 +209,25 @@ OWN_META_DOCS: dict[str, int] = {"fleet_config": 2, "parcels": 3}
 _OWN_META_KEYS = {doc_id: key for key, doc_id in OWN_META_DOCS.items()}
 
 
+def seq_runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Ascending seqs as runs of consecutive ones, `(from_seq, to_seq)` each."""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and runs[-1][1] + 1 == seq:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
 class LockerStore:
     """State, numbered events and the remote-command replay cache, committed together."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, outbox_max: int | None = None) -> None:
+        """`outbox_max`: events kept in the outbox at most (None: no bound)."""
+        self.outbox_max = outbox_max
+        #: Seqs the bound dropped, not yet taken by `take_dropped`.
+        self._dropped: list[int] = []
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / STORE_FILE
@@ -358,6 +379,11 @@ class LockerStore:
             }
             numbered.append(event)
             changes.append((self._outbox.name, seq, event))
+        dropped = self._over_bound([e["seq"] for e in numbered])
+        if dropped:
+            gone = set(dropped)
+            changes = [c for c in changes if c[1] not in gone]  # only events so far
+            changes.extend((self._outbox.name, s, None) for s in dropped if s <= self.last_seq)
         if machine_state is not None:
             changes.extend(self._machine_changes(machine_state))
         new_ids: dict[str, int] = {}
@@ -367,7 +393,23 @@ class LockerStore:
         changes.extend(self._used_changes(used_codes, forgotten_codes, now_ms))
         changes.extend(self._meta_changes(seq, meta or {}))
         self._write(changes)
+        self._dropped.extend(dropped)
         return numbered
+
+    def _over_bound(self, new: list[int]) -> list[int]:
+        """The oldest seqs to drop so that the outbox, with `new` added, keeps to
+        `outbox_max` (down to nine tenths of it, when over), ascending."""
+        bound = self.outbox_max
+        if bound is None or not new or len(self._outbox) + len(new) <= bound:
+            return []
+        held = sorted(int(k) for k in (self._memory.read() or {}).get(self._outbox.name, {}))
+        every = [*held, *new]
+        return every[: len(every) - (bound - bound // 10)]
+
+    def take_dropped(self) -> list[tuple[int, int]]:
+        """The runs of seqs the outbox bound dropped since the last call, `(from, to)` each."""
+        dropped, self._dropped = self._dropped, []
+        return seq_runs(dropped)
 
     def _used_changes(self, used: Iterable[str], forgotten: Iterable[str],
                       now_ms: int) -> list[Change]:

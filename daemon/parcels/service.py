@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from contract.parcels import ParcelsSection
 from contract.recipient_list import RecipientList
 from contract.recipients import Recipient
+from daemon.applied_config import applied_body, applied_sections
 from daemon.core import BusinessError, ErrorKind
 from daemon.fsm import Event, Refused
 from daemon.fsm.allocation import Candidate
@@ -156,13 +157,13 @@ class ParcelsService:
     def section(self) -> ParcelsSection:
         """The `parcels` section in force: the fleet's signed one if applied, else the local."""
         applied = self.core.store.meta("fleet_config")
-        if not applied or "parcels" not in (applied.get("body") or {}):
+        if "parcels" not in applied_sections(applied):
             return self.local_section or ParcelsSection()
         key = (applied["version"], applied["hash"])
         if self._section_cache[0] != key:
             try:
                 section: ParcelsSection | None = ParcelsSection.model_validate(
-                    applied["body"]["parcels"])
+                    applied_body(applied)["parcels"])
             except ValueError:
                 section = self.local_section
             self._section_cache = (key, section)

@@ -153,13 +153,21 @@ async def test_malformed_payloads_are_skipped_and_ingest_keeps_going(
             await asyncio.to_thread(lk.client.publish, topic, payload, 1, retain)
         await asyncio.to_thread(lk.event, 1)
         await asyncio.to_thread(lk.wait_ack, 1)
+
+        def skipped() -> list[str]:
+            # Other tests' lockers share the session broker: only this locker's payloads.
+            return [m for m in (r.getMessage() for r in caplog.records)
+                    if "malformed" in m and f"/{lk.id}/" in m]
+
+        # Status and cells come on the ingest's presence connection, beside the events.
+        async with asyncio.timeout(10):
+            while len(skipped()) < len(bad):
+                await asyncio.sleep(0.05)
     assert ingest.connected
-    skipped = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    # Other tests' lockers share the session broker: count only this locker's payloads.
-    assert len([m for m in skipped if f"/{lk.id}/" in m]) == len(bad), skipped
+    assert len(skipped()) == len(bad), skipped()
     assert ingest.stats.malformed >= len(bad)
-    assert any(TOPICS.cell(lk.id, 3) in m and "cell 4" in m for m in skipped), skipped
-    assert any(TOPICS.status(lk.id) in m and "version" in m for m in skipped), skipped
+    assert any(TOPICS.cell(lk.id, 3) in m and "cell 4" in m for m in skipped()), skipped()
+    assert any(TOPICS.status(lk.id) in m and "version" in m for m in skipped()), skipped()
     assert seqs(db_url, lk.id) == [1]
     await asyncio.to_thread(lk.clear_retained, (3,))
 
@@ -182,9 +190,16 @@ async def test_command_results_and_applied_config_are_recorded(
         select(CommandRow).where(CommandRow.cmd_id == cmd_id)).one())
     assert (row.locker, row.status, row.result_reason, row.result_data) == (
         lk.id, "failed", "lock_fault", {"cell": 2})
-    cfg = db_query(db_url, lambda c: c.execute(
-        select(Locker.config_version, Locker.config_hash).where(Locker.id == lk.id)).one())
-    assert tuple(cfg) == (4, "ab" * 32)
+    # config/applied is presence: it comes on the ingest's other connection, beside the events
+    # (not before them), so it is waited for on its own.
+    async with asyncio.timeout(10):
+        while True:
+            cfg = db_query(db_url, lambda c: c.execute(
+                select(Locker.config_version, Locker.config_hash)
+                .where(Locker.id == lk.id)).one())
+            if tuple(cfg) == (4, "ab" * 32):
+                break
+            await asyncio.sleep(0.05)
     await asyncio.to_thread(lk.client.publish, TOPICS.config_applied(lk.id), b"", 1, True)
 
 

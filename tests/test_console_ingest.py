@@ -28,6 +28,8 @@ from tests.fixtures.console_ingest import (
     SimLocker,
     alarms,
     db_query,
+    eventually,
+    presence_barrier,
     seqs,
 )
 from tests.fixtures.mqtt_broker import unique_id
@@ -47,6 +49,7 @@ async def test_status_cells_and_events_land_and_acks_follow_commits(
     await asyncio.to_thread(lk.wait_ack, 20)
     assert seqs(db_url, lk.id) == list(range(1, 21))
     lk.check_acks_were_committed()
+    await presence_barrier(lk, db_url, 2, "free", "open")  # status and cells: their own connection
     locker = db_query(db_url, lambda c: c.execute(select(Locker).where(Locker.id == lk.id)).one())
     assert (locker.online, locker.version, locker.boot_id, locker.acked_seq) == (
         True, "1.2.3", "b-1", 20)
@@ -58,8 +61,8 @@ async def test_status_cells_and_events_land_and_acks_follow_commits(
     await asyncio.to_thread(lk.status, False)  # the last will
     await asyncio.to_thread(lk.event, 21)
     await asyncio.to_thread(lk.wait_ack, 21)
-    online = db_query(db_url, lambda c: c.scalar(select(Locker.online).where(Locker.id == lk.id)))
-    assert online is False
+    await eventually(lambda: db_query(db_url, lambda c: c.scalar(
+        select(Locker.online).where(Locker.id == lk.id))) is False, "the last will stored")
     await asyncio.to_thread(lk.clear_retained, (1, 2))
 
 

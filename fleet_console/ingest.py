@@ -152,7 +152,7 @@ from fleet_console.db.models import (
 from fleet_console.db.parcel_facts import store_parcel_facts
 from fleet_console.db.writes import insert_for, record_command_results, upsert
 from fleet_console.flood import FloodMeter
-from fleet_console.lag import Beat, LagMeter
+from fleet_console.lag import Beat, LagMeter, LockerHeard
 from fleet_console.mqtt import ack, login_hint, make_client
 from fleet_console.notify import ConsoleNotifier, Delivery, mask_recipient
 from fleet_console.quarantine import (
@@ -201,6 +201,8 @@ SHARE_GROUP = "ingest"
 #: Resync checks wait while this many messages (or a batch's worth) are waiting to be stored:
 #: what looks lost may be among them.
 RESYNC_BACKLOG = 500
+#: Lockers whose freshness one heartbeat transaction writes (the loop runs between them).
+FRESHNESS_CHUNK = 250
 #: Event acks awaiting the broker's PUBACK at once (the rest wait their turn in the AckPacer).
 ACKS_IN_FLIGHT = 5000
 #: An event ack not confirmed by the broker within this many seconds is sent again.
@@ -810,6 +812,14 @@ class Ingest:
             beat = self._lag.beat(self._now_ms())
             try:
                 await self._in_store_thread(self._write_beat, beat)
+                # Each locker's freshness in transactions of FRESHNESS_CHUNK, the loop free in
+                # between: at 3,000 lockers one transaction held SQLite (inline) 60-200 ms
+                # every beat, a stall every event arriving meanwhile waited out.
+                heard = sorted(beat.lockers.items())
+                for i in range(0, len(heard), FRESHNESS_CHUNK):
+                    await self._in_store_thread(self._write_freshness,
+                                                heard[i:i + FRESHNESS_CHUNK])
+                    await asyncio.sleep(0)
             except Exception as exc:
                 self._lag.unbeat(beat)
                 log.error("heartbeat not written (%s); trying again in %.1f s",
@@ -824,7 +834,7 @@ class Ingest:
                       .values(stopped_at=now, last_beat_at=now))
 
     def _write_beat(self, beat: Beat) -> None:
-        """The replica's row, the lockers' freshness and the lag alarm, in one transaction."""
+        """The replica's row and the lag alarm, in one transaction (the freshness follows)."""
         s_ = self.settings
         with self.db.transaction() as s:
             row = s.get(IngestReplica, s_.client_id)
@@ -859,7 +869,10 @@ class Ingest:
                             "%.0f s, %d messages waiting", (beat.lag_p50_ms or 0) / 1000,
                             (beat.at - (beat.lagging_since or beat.at)) / 1000,
                             beat.inbox_depth)
-            _write_freshness(s, beat)
+
+    def _write_freshness(self, heard: list[tuple[str, LockerHeard]]) -> None:
+        with self.db.transaction() as s:
+            _write_freshness(s, heard)
 
     def _send_delivered(
         self, client: aiomqtt.Client, locker: str, *, results: Sequence[ResultKey] = (),
@@ -1461,11 +1474,11 @@ class Ingest:
         return {"locker": locker, "kind": kind, "data": data, "at": now, "received_at": now}
 
 
-def _write_freshness(s: Session, beat: Beat) -> None:
+def _write_freshness(s: Session, heard: list[tuple[str, LockerHeard]]) -> None:
     """Each locker heard of: when, and its newest stored event (never moved backwards). One
     Core statement executed many, in id order (the batch's upserts lock rows in that order
     too, so a heartbeat and a batch in two threads cannot deadlock on PostgreSQL)."""
-    if not beat.lockers:
+    if not heard:
         return
     table = Locker.__table__
     assert isinstance(table, Table)
@@ -1483,7 +1496,7 @@ def _write_freshness(s: Session, beat: Beat) -> None:
                             else_=t.stored_seq),
         ),
         [{"b_id": lk, "b_heard": h.last_heard_at, "b_at": h.last_event_at,
-          "b_seq": h.stored_seq} for lk, h in sorted(beat.lockers.items())],
+          "b_seq": h.stored_seq} for lk, h in heard],
     )
 
 

@@ -51,7 +51,7 @@ from contract.signing import (
     public_key_b64,
 )
 from contract.topics import TopicKind, Topics, is_valid_locker_id
-from fleet_console import directory_publish, fleet_status, operations, recipients_import
+from fleet_console import collector, directory_publish, fleet_status, operations, recipients_import
 from fleet_console.config import ConfigError, ConsoleConfig, ReplicaName, load_console_config
 from fleet_console.db import directory, queries
 from fleet_console.db.engine import Database, open_database
@@ -271,6 +271,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ingest.request_stop)
+        collector.tune()
         try:
             await ingest.run()
         finally:

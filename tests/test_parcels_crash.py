@@ -11,12 +11,8 @@ cell is true to its door (all free, closed, with no parcel left in the books).
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
 import random
-import re
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +21,7 @@ import pytest
 
 from daemon.control import ControlError
 from tests.fixtures.messaging import SmtpCollector
-from tests.fixtures.storage_locker import CELLS, free_port
-from tests.test_parcels_locker import PROFILE
+from tests.fixtures.parcel_lockerd import mailed_codes, parcel_lockerd, smtp_notifier, wait_until
 
 CYCLES = 6
 RECIPIENTS = [f"r{i}" for i in range(CYCLES)]
@@ -47,45 +42,16 @@ def _parcels_toml() -> str:
 
 
 def _codes(mailbox: SmtpCollector, rid: str) -> list[str]:
-    out = []
-    for m in mailbox.messages:
-        if f"{rid}@example.org" not in m.recipients:
-            continue
-        msg = email.message_from_bytes(m.content, policy=email.policy.default)
-        body = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-        found = re.search(r"code: (\d+)", body)
-        if found:
-            out.append(found.group(1))
-    return out
-
-
-def _wait(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError, OSError, KeyError, ControlError):
-            got = check()
-            if got:
-                return got
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.03)
+    return mailed_codes(mailbox, f"{rid}@example.org")
 
 
 def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
         board_sim: Any, lockerd: Any, tmp_path: Path) -> None:
     rng = random.Random(12)
-    sim = board_sim("modbus-relay", boards=1, locks=6)
     mailbox = SmtpCollector()
-    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
-    profile.write_text(PROFILE)
-    parcels.write_text(_parcels_toml())
-    port = free_port()
-    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
-             f"[kiosk]\nenabled = true\nport = {port}\n"
-             f'[notifier]\nemail = "smtp"\n[notifier.smtp]\nhost = "127.0.0.1"\n'
-             f'port = {mailbox.port}\nsender = "locker@example.org"\nstarttls = false\n')
-    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
-    d = lockerd([board], CELLS, extra=extra)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    locker = parcel_lockerd(board_sim, lockerd, tmp_path, _parcels_toml(), smtp_notifier(mailbox),
+                            wait=False)
+    sim, d, http = locker.sim, locker.d, locker.http
     kills = 0
 
     def ready() -> bool:
@@ -99,8 +65,8 @@ def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
             d.start()
         for cell in PARCEL_CELLS:
             sim.close_door(0, cell)
-        _wait(ready)
-        _wait(lambda: all(c["pending"] is None and c["door"] == "closed"
+        wait_until(ready)
+        wait_until(lambda: all(c["pending"] is None and c["door"] == "closed"
                           for c in d.ctl("cells")["cells"]))
 
     def killer(after: float) -> threading.Timer:
@@ -109,10 +75,10 @@ def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
         return timer
 
     def door_cycle(cell: int) -> None:
-        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        wait_until(lambda: d.cell(cell)["door"] == "open", 5)
         sim.close_door(0, cell)
 
-    _wait(ready)
+    wait_until(ready)
     for rid in RECIPIENTS:
         timer = killer(rng.uniform(0.0, 1.2))
         with contextlib.suppress(httpx.TransportError, AssertionError, OSError, ControlError,
@@ -122,7 +88,7 @@ def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
             placed = http.post("/api/v1/parcels/deposits", json={
                 "session": session, "recipient_id": rid, "size": "S"}).json()
             door_cycle(placed["cell"])
-            code = _wait(lambda rid=rid: _codes(mailbox, rid), 5)[0]
+            code = wait_until(lambda rid=rid: _codes(mailbox, rid), 5)[0]
             opened = http.post("/api/v1/parcels/pickup", json={"code": code}).json()
             door_cycle(opened["cell"])
         timer.join()
@@ -137,7 +103,7 @@ def test_kill9_during_deposits_and_pickups_loses_no_parcel_and_no_code(
         if pid in picked:
             continue
         rid = record["recipient_id"]
-        code = _wait(lambda rid=rid: _codes(mailbox, rid))[0]
+        code = wait_until(lambda rid=rid: _codes(mailbox, rid))[0]
         mark = d.mark
         opened = http.post("/api/v1/parcels/pickup", json={"code": code})
         assert opened.status_code == 200, (rid, opened.text)
@@ -164,23 +130,15 @@ def test_a_board_back_while_lockerd_was_stopped_lets_the_window_run_again(
     """The board went offline (the window stopped), lockerd stopped, the board came back: the
     machine remembers the board offline and announces `board_online` at start, and the stored
     fault of that cause ends with it (a guard: the causes are kept across restarts)."""
-    sim = board_sim("modbus-relay", boards=1, locks=6)
-    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
-    profile.write_text(PROFILE)
-    parcels.write_text(_parcels_toml())
-    port = free_port()
-    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
-             f"[kiosk]\nenabled = true\nport = {port}\n")
-    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
-    d = lockerd([board], CELLS, extra=extra)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    locker = parcel_lockerd(board_sim, lockerd, tmp_path, _parcels_toml(), wait=False)
+    sim, d, http = locker.sim, locker.d, locker.http
     try:
-        _wait(lambda: http.get("/api/v1/health").json()["ready"])
+        wait_until(locker.ready)
         session = http.post("/api/v1/parcels/staff/login",
                             json={"code": "1001", "pin": "2468"}).json()["session"]
         cell = http.post("/api/v1/parcels/deposits", json={
             "session": session, "recipient_id": RECIPIENTS[0], "size": "S"}).json()["cell"]
-        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        wait_until(lambda: d.cell(cell)["door"] == "open", 5)
         sim.close_door(0, cell)
         d.wait_event("parcel_deposited", cell=cell)
         mark = d.mark
@@ -222,26 +180,16 @@ def _parcel_locker_crashing_at(mark: str, board_sim: Any, lockerd: Any,
     client, the parcel's cell)."""
     import sys
 
-    sim = board_sim("modbus-relay", boards=1, locks=6)
-    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
-    profile.write_text(PROFILE)
-    parcels.write_text(_parcels_toml())
-    port = free_port()
-    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
-             f"[kiosk]\nenabled = true\nport = {port}\n")
-    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
     hook = tmp_path / "crash_at_fault.py"
     hook.write_text(CRASH_AT_FAULT.replace("MARK", mark))
-    d = lockerd([board], CELLS, extra=extra, start=False)
-    d.wrapper = [sys.executable, str(hook)]
-    d.start()
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    locker = parcel_lockerd(board_sim, lockerd, tmp_path, _parcels_toml(),
+                            wrapper=[sys.executable, str(hook)])
+    sim, d, http = locker.sim, locker.d, locker.http
     session = http.post("/api/v1/parcels/staff/login",
                         json={"code": "1001", "pin": "2468"}).json()["session"]
     cell = http.post("/api/v1/parcels/deposits", json={
         "session": session, "recipient_id": RECIPIENTS[0], "size": "S"}).json()["cell"]
-    _wait(lambda: d.cell(cell)["door"] == "open", 5)
+    wait_until(lambda: d.cell(cell)["door"] == "open", 5)
     sim.close_door(0, cell)
     d.wait_event("parcel_deposited", cell=cell)
     return d, sim, http, cell

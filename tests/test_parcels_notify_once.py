@@ -12,20 +12,15 @@ clients show once).
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from daemon.control import ControlError
 from tests.fixtures.messaging import GatewayRecorder, GatewayRequest, Mail, SmtpCollector
-from tests.fixtures.storage_locker import CELLS, SMS_BODY, free_port
-from tests.test_parcels_locker import PROFILE
+from tests.fixtures.parcel_lockerd import parcel_lockerd, wait_until
+from tests.fixtures.storage_locker import SMS_BODY
 
 
 def _parcels_toml() -> str:
@@ -39,30 +34,9 @@ def _parcels_toml() -> str:
     ]) + "\n"
 
 
-def _wait(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError, OSError, KeyError, ControlError):
-            got = check()
-            if got:
-                return got
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.03)
-
-
 def _locker(board_sim: Any, lockerd: Any, tmp_path: Path, notifier: str) -> tuple[Any, Any, Any]:
-    sim = board_sim("modbus-relay", boards=1, locks=6)
-    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
-    profile.write_text(PROFILE)
-    parcels.write_text(_parcels_toml())
-    port = free_port()
-    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
-             f"[kiosk]\nenabled = true\nport = {port}\n{notifier}")
-    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
-    d = lockerd([board], CELLS, extra=extra)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
-    return sim, d, http
+    locker = parcel_lockerd(board_sim, lockerd, tmp_path, _parcels_toml(), notifier)
+    return locker.sim, locker.d, locker.http
 
 
 def _deposit_killed_on_accept(sim: Any, d: Any, http: Any, recipient: str,
@@ -81,12 +55,12 @@ def _deposit_killed_on_accept(sim: Any, d: Any, http: Any, recipient: str,
                         json={"code": "1001", "pin": "2468"}).json()["session"]
     placed = http.post("/api/v1/parcels/deposits",
                        json={"session": session, "recipient_id": recipient, "size": "S"}).json()
-    _wait(lambda: d.cell(placed["cell"])["door"] == "open", 5)
+    wait_until(lambda: d.cell(placed["cell"])["door"] == "open", 5)
     sim.close_door(0, placed["cell"])
     assert killed.wait(10), "the notice never reached the server"
     mark = d.mark
     d.start()
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    wait_until(lambda: http.get("/api/v1/health").json()["ready"])
     sent: dict[str, Any] = d.wait_event("parcel_notice_sent", since=mark, timeout=15)
     return sent
 

@@ -10,24 +10,15 @@ is among them after a kill -9 and a restart, and it is refused at the kiosk.
 
 from __future__ import annotations
 
-import contextlib
-import email
-import email.policy
-import re
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from daemon.control import ControlError
 from daemon.io.store import JOURNAL_FILE, STORE_FILE, LockerStore
 from daemon.parcels.codes import CodeBook
 from daemon.parcels.wiring import code_secret
 from tests.fixtures.messaging import SmtpCollector
-from tests.fixtures.storage_locker import CELLS, free_port
-from tests.test_parcels_locker import PROFILE
+from tests.fixtures.parcel_lockerd import mailed_codes, parcel_lockerd, smtp_notifier, wait_until
 
 OLD_USED = 2_000
 #: The most one journal line of a deposit or pickup step may take (the old state took
@@ -45,28 +36,6 @@ def _parcels_toml() -> str:
     ]) + "\n"
 
 
-def _wait(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError, OSError, KeyError, ControlError):
-            got = check()
-            if got:
-                return got
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.03)
-
-
-def _codes(mailbox: SmtpCollector) -> list[str]:
-    out = []
-    for m in mailbox.messages:
-        body = email.message_from_bytes(m.content, policy=email.policy.default).get_body(
-            preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-        found = re.search(r"code: (\d+)", body)
-        if found:
-            out.append(found.group(1))
-    return out
-
-
 def _journal_lines(data_dir: Path, after: int) -> list[int]:
     """Sizes of the journal lines past byte `after` (the image must not have been rewritten)."""
     tail = (data_dir / JOURNAL_FILE).read_bytes()[after:]
@@ -75,20 +44,9 @@ def _journal_lines(data_dir: Path, after: int) -> list[int]:
 
 def test_used_codes_are_not_rewritten_by_every_step_and_never_work_again(
         board_sim: Any, lockerd: Any, tmp_path: Path) -> None:
-    sim = board_sim("modbus-relay", boards=1, locks=6)
     mailbox = SmtpCollector()
-    profile, parcels = tmp_path / "profile.toml", tmp_path / "parcels.toml"
-    profile.write_text(PROFILE)
-    parcels.write_text(_parcels_toml())
-    port = free_port()
-    extra = (f'profile = "{profile}"\nparcels = "{parcels}"\n'
-             f"[kiosk]\nenabled = true\nport = {port}\n"
-             f'[notifier]\nemail = "smtp"\n[notifier.smtp]\nhost = "127.0.0.1"\n'
-             f'port = {mailbox.port}\nsender = "locker@example.org"\nstarttls = false\n')
-    board = {"name": "r0", "protocol": "modbus-relay", "port": sim.path, "poll_interval_ms": 30}
-    d = lockerd([board], CELLS, extra=extra)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    locker = parcel_lockerd(board_sim, lockerd, tmp_path, _parcels_toml(), smtp_notifier(mailbox))
+    sim, d, http = locker.sim, locker.d, locker.http
 
     def step(path: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = http.post(path, json=body)
@@ -97,9 +55,9 @@ def test_used_codes_are_not_rewritten_by_every_step_and_never_work_again(
         return result
 
     def door_cycle(cell: int) -> None:
-        _wait(lambda: d.cell(cell)["door"] == "open", 5)
+        wait_until(lambda: d.cell(cell)["door"] == "open", 5)
         sim.close_door(0, cell)
-        _wait(lambda: d.cell(cell)["door"] == "closed" and d.cell(cell)["pending"] is None)
+        wait_until(lambda: d.cell(cell)["door"] == "closed" and d.cell(cell)["pending"] is None)
 
     # A staff login writes the parcel state once: then make the store an older lockerd's.
     step("/api/v1/parcels/staff/login", {"code": "1001", "pin": "2468"})
@@ -112,7 +70,7 @@ def test_used_codes_are_not_rewritten_by_every_step_and_never_work_again(
     store.commit(meta={"parcels": state})
     store.close()
     d.start()
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    wait_until(lambda: http.get("/api/v1/health").json()["ready"])
 
     session = step("/api/v1/parcels/staff/login", {"code": "1001", "pin": "2468"})["session"]
     image = (data_dir / STORE_FILE).stat().st_ino
@@ -120,7 +78,7 @@ def test_used_codes_are_not_rewritten_by_every_step_and_never_work_again(
     placed = step("/api/v1/parcels/deposits",
                   {"session": session, "recipient_id": "mail", "size": "S"})
     door_cycle(placed["cell"])
-    code = _wait(lambda: _codes(mailbox))[0]
+    code = wait_until(lambda: mailed_codes(mailbox, "mia@example.org"))[0]
     mark = d.mark
     opened = step("/api/v1/parcels/pickup", {"code": code})
     door_cycle(opened["cell"])
@@ -131,7 +89,7 @@ def test_used_codes_are_not_rewritten_by_every_step_and_never_work_again(
 
     d.kill9()
     d.start()
-    _wait(lambda: http.get("/api/v1/health").json()["ready"])
+    wait_until(lambda: http.get("/api/v1/health").json()["ready"])
     again = http.post("/api/v1/parcels/pickup", json={"code": code})
     assert again.status_code == 403 and again.json()["error"]["code"] == "wrong_code"
     d.terminate()

@@ -36,7 +36,9 @@ persistence; `--replicas 2 --kill-one` adds a run with two `locker-console inges
 Bounded: `--seconds` of load, then a drain that ends when every event is acknowledged and every
 status and cell stored, when nothing moved for 15 s, or after `--drain` seconds; every subprocess
 is stopped at the end, whatever happens. "Events lost" are events a locker published that are not
-in the database after the drain; "unacked at end" what the lockers still hold in their outboxes.
+in the database after the drain and no longer in its outbox (it will never send them again);
+those not stored yet but still held by their locker are counted apart; "unacked at end" is
+everything the lockers still hold in their outboxes.
 """
 
 from __future__ import annotations
@@ -326,7 +328,7 @@ class SimLocker:
     def report(self) -> dict[str, Any]:
         return {"id": self.id, "generated": self.generated, "acked": self.acked,
                 "never_published": sorted(self.never_published),
-                "unacked": len(self.outbox), "connects": self.connects,
+                "unacked": len(self.outbox), "held": sorted(self.outbox), "connects": self.connects,
                 "disconnects": self.disconnects, "refusals": self.refusals,
                 "first_connected_at": self.first_connected_at, "resyncs": self.resyncs,
                 "resend_asks": self.resend_asks, "resent": self.resent,
@@ -781,15 +783,18 @@ def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int,
     latencies = [ms for _, ms in timed]
     stored, dups = probe.seqs()
     generated = sum(lk["generated"] for lk in lockers)
-    published = lost = undelivered = 0
+    published = lost = undelivered = waiting = 0
     for lk in lockers:
         have = stored.get(lk["id"], set())
         never = set(lk["never_published"])
+        held = set(lk.get("held", ()))
         for seq in range(1, lk["generated"] + 1):
             if seq in have:
                 continue
             if seq in never:
                 undelivered += 1
+            elif seq in held:
+                waiting += 1  # not stored yet, still in its locker's outbox: sent again later
             else:
                 lost += 1
         published += lk["generated"] - len(never)
@@ -800,7 +805,8 @@ def tally(result: dict[str, Any], reports: list[dict[str, Any]], bins: dict[int,
     sub_codes = [c for lk in lockers for c in lk["sub_codes"]]
     return {
         "events_generated": generated, "events_published": published,
-        "events_lost": lost, "events_never_published": undelivered,
+        "events_lost": lost, "events_not_stored_but_held": waiting,
+        "events_never_published": undelivered,
         "duplicates": dups, "unacked_at_end": sum(lk["unacked"] for lk in lockers),
         "ack_p50_ms": _round(_percentile(latencies, 50)),
         "ack_p99_ms": _round(_percentile(latencies, 99)),
@@ -849,8 +855,9 @@ def row(r: dict[str, Any]) -> str:
              f"{listing['cells']:,}/{r['cells']:,} cells"
              if "lockers" in listing else listing.get("error", "-"))
     lost = f"{r['events_lost']:,}"
-    if r["events_lost"] and r["unacked_at_end"]:
-        lost += f" (still unacked in the lockers' outboxes: {r['unacked_at_end']:,})"
+    if r.get("events_not_stored_but_held"):
+        lost += (f" ({r['events_not_stored_but_held']:,} published, not stored yet, still in "
+                 "the lockers' outboxes)")
     if r["duplicates"]:
         lost += f" (+{r['duplicates']} doubled)"
     return (f"| {r['label']} | {retained_cell(r)} | {r['stored_per_s']:,.0f} ({x}) | "

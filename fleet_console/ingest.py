@@ -445,7 +445,6 @@ class _Lane:
     persistent: bool
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     inbox: MessageInbox | None = None
-    connects: int = 0
     #: Waiting for messages (or not connected): not in the middle of a batch.
     idle: bool = True
 
@@ -611,7 +610,6 @@ class Ingest:
                 async with client:
                     await client.subscribe(
                         [(topic, 1) for topic in subscriptions(self.topics, s, lane.kinds)])
-                    lane.connects += 1
                     if lane is self._events:
                         self.stats.connects += 1
                     log.info("%s connection up as %s (%s)", lane.name, lane.client_id,

@@ -169,6 +169,18 @@ def _broker_error(cfg: ConsoleConfig, exc: Exception) -> int:
     return _broker_failure(cfg, operations.broker_failure(exc))
 
 
+def _command_not_answered(cfg: ConsoleConfig, run: operations.CommandRun) -> int | None:
+    """The exit code of a command that got no outcome (broker refused, or lost after
+    sending), said on stderr; None when the locker's outcome is in `run`."""
+    if run.broker is not None:
+        return _broker_failure(cfg, run.broker)
+    if run.lost is not None:
+        print(f"unknown: lost the broker after sending the command ({run.lost}); it may "
+              "still execute until it expires", file=sys.stderr)
+        return run.exit_code
+    return None
+
+
 def _broker_failure(cfg: ConsoleConfig, failure: operations.BrokerFailure) -> int:
     where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
     exc = failure.error
@@ -396,12 +408,9 @@ def cmd_cell_command(args: argparse.Namespace) -> int:
             reason=args.reason, timeout=args.timeout, force=args.force, warn=_warning,
             on_result=on_result,
         )
-        if run.broker is not None:
-            return _broker_failure(cfg, run.broker)
-        if run.lost is not None:
-            print(f"unknown: lost the broker after sending the command ({run.lost}); it may "
-                  "still execute until it expires", file=sys.stderr)
-            return run.exit_code
+        failed = _command_not_answered(cfg, run)
+        if failed is not None:
+            return failed
         outcome = run.outcome
         assert outcome is not None
         if args.json:
@@ -1440,12 +1449,9 @@ def cmd_parcel_command(args: argparse.Namespace) -> int:
             reason=args.reason or default_reason, timeout=args.timeout, force=args.force,
             warn=_warning,
         )
-        if run.broker is not None:
-            return _broker_failure(cfg, run.broker)
-        if run.lost is not None:
-            print(f"unknown: lost the broker after sending the command ({run.lost}); it may "
-                  "still execute until it expires", file=sys.stderr)
-            return run.exit_code
+        failed = _command_not_answered(cfg, run)
+        if failed is not None:
+            return failed
         outcome = run.outcome
         assert outcome is not None
         if args.json:  # the return code too: shown once, here, never stored

@@ -147,17 +147,6 @@ LOCKER_COMMANDS: dict[str, CommandSpec] = {
 }
 
 
-def parse_locker_args(type_: str, args: Any) -> CommandArgs:
-    """The validated `args` of a locker command; MalformedPayload if they do not fit."""
-    spec = LOCKER_COMMANDS[type_]
-    if not isinstance(args, dict):
-        raise MalformedPayload(f"args: expected an object, got {type(args).__name__}")
-    try:
-        return spec.args.model_validate(args)
-    except ValidationError as exc:
-        raise MalformedPayload(f"args of {type_!r}: {exc.errors()[0]['msg']}") from None
-
-
 class UnknownCommand(LookupError):
     """A command type that is not in the table (the locker answers `unsupported`)."""
 

@@ -18,7 +18,6 @@ from contract.commands import (
     Executor,
     UnknownCommand,
     parse_args,
-    parse_locker_args,
 )
 from contract.messages import MalformedPayload, Reason, SignedCommand, peek_cmd_id
 from contract.signing import verify
@@ -127,7 +126,7 @@ class RemoteCommands:
             )
         if command.type in LOCKER_COMMANDS:  # on no cell: a business answers it at once
             try:
-                parse_locker_args(command.type, command.args)
+                parse_args(command.type, command.args)
             except MalformedPayload:
                 return self._refuse(command, now_ms, Reason.MALFORMED)
             if self.locker_commands is not None and command.type not in self.locker_commands:
